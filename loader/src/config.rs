@@ -1,0 +1,474 @@
+//! `plugins.toml`: parsed with serde + toml, validated while it is read, so
+//! every error names the file, line and column of the value at fault.
+//! Relative paths (`plugin_dirs`, library paths) are relative to the file.
+
+use plughost_api::topic::{Pattern, TopicError};
+use serde::{Deserialize, Deserializer, de::Error as _};
+use std::collections::HashMap;
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+/// A config that could not be read or is not valid.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {}: {cause}", path.display())]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// What the OS said.
+        cause: std::io::Error,
+    },
+    /// The file is not valid TOML, or a value is not valid.
+    #[error("{}:{line}:{column}: {message}", path.display())]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// What a full mailbox does with a new event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overflow {
+    /// The publisher waits for room: nothing is lost.
+    Block,
+    /// The oldest queued event is dropped (and counted) to make room.
+    DropOldest,
+    /// The new event is dropped (and counted).
+    DropNewest,
+}
+
+impl Overflow {
+    /// The name used in `plugins.toml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Overflow::Block => "block",
+            Overflow::DropOldest => "drop_oldest",
+            Overflow::DropNewest => "drop_newest",
+        }
+    }
+}
+
+/// A parsed, validated `plugins.toml`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// The `[host]` section.
+    pub host: HostConfig,
+    /// The `[[plugin]]` tables, in file order (enabled or not).
+    pub plugins: Vec<PluginConfig>,
+}
+
+/// The `[host]` section.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// Where bare library names are looked up, already made absolute.
+    pub plugin_dirs: Vec<PathBuf>,
+    /// Default mailbox capacity.
+    pub queue_capacity: NonZeroUsize,
+    /// Default overflow policy.
+    pub overflow: Overflow,
+    /// How long a graceful shutdown may drain queues.
+    pub shutdown_timeout: Duration,
+}
+
+/// One `[[plugin]]` table.
+#[derive(Debug, Clone)]
+pub struct PluginConfig {
+    /// Unique instance name.
+    pub name: String,
+    /// Library as written: a bare name or a path.
+    pub library: String,
+    /// Subscriptions.
+    pub subscribe: Vec<Pattern>,
+    /// Whether the instance runs.
+    pub enabled: bool,
+    /// Mailbox capacity.
+    pub queue_capacity: NonZeroUsize,
+    /// Overflow policy.
+    pub overflow: Overflow,
+    /// The free `[plugin.config]` table, as JSON.
+    pub config: serde_json::Value,
+}
+
+impl Config {
+    /// Read and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
+            path: path.to_owned(),
+            cause,
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Validate `text` as if read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let at = |offset: usize, message: String| {
+            let (line, column) = line_column(text, offset);
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                line,
+                column,
+                message,
+            }
+        };
+        let file: File = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map_or(0, |span| span.start);
+            let message: Vec<&str> = e
+                .message()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            at(offset, message.join("; "))
+        })?;
+
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let base = std::path::absolute(base).unwrap_or_else(|_| base.to_owned());
+        let host = HostConfig {
+            plugin_dirs: match file.host.plugin_dirs {
+                Some(dirs) => dirs.iter().map(|d| base.join(d)).collect(),
+                None => vec![base.clone()],
+            },
+            queue_capacity: file
+                .host
+                .queue_capacity
+                .unwrap_or(NonZeroUsize::new(1024).unwrap()),
+            overflow: file.host.overflow.unwrap_or(Overflow::Block),
+            shutdown_timeout: file
+                .host
+                .shutdown_timeout
+                .map_or(Duration::from_secs(5), |d| d.0),
+        };
+
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut plugins = Vec::with_capacity(file.plugin.len());
+        for p in file.plugin {
+            let span = p.name.span();
+            let name = p.name.into_inner();
+            if let Err(reason) = check_instance_name(&name) {
+                return Err(at(
+                    span.start,
+                    format!("invalid plugin name `{name}`: {reason}"),
+                ));
+            }
+            if let Some(first) = seen.insert(name.clone(), span.start) {
+                let (line, _) = line_column(text, first);
+                return Err(at(
+                    span.start,
+                    format!("duplicate plugin name `{name}` (first defined on line {line})"),
+                ));
+            }
+            if p.library.get_ref().trim().is_empty() {
+                return Err(at(
+                    p.library.span().start,
+                    "`library` must not be empty".to_owned(),
+                ));
+            }
+            plugins.push(PluginConfig {
+                name,
+                library: p.library.into_inner(),
+                subscribe: p.subscribe.into_iter().map(|s| s.0).collect(),
+                enabled: p.enabled,
+                queue_capacity: p.queue_capacity.unwrap_or(host.queue_capacity),
+                overflow: p.overflow.unwrap_or(host.overflow),
+                config: p
+                    .config
+                    .map_or(serde_json::Value::Object(Default::default()), toml_to_json),
+            });
+        }
+        Ok(Config {
+            path: path.to_owned(),
+            host,
+            plugins,
+        })
+    }
+
+    /// The directory relative paths in this config are resolved against.
+    pub fn base_dir(&self) -> PathBuf {
+        let dir = self
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned())
+    }
+}
+
+fn check_instance_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("it must not be empty");
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+    {
+        return Err(
+            "use letters, digits, `-` and `_` (it appears in topics, URLs and metric labels)",
+        );
+    }
+    Ok(())
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+fn toml_to_json(value: toml::Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match value {
+        toml::Value::String(s) => J::String(s),
+        toml::Value::Integer(i) => J::from(i),
+        toml::Value::Float(f) => serde_json::Number::from_f64(f).map_or(J::Null, J::Number),
+        toml::Value::Boolean(b) => J::Bool(b),
+        toml::Value::Datetime(d) => J::String(d.to_string()),
+        toml::Value::Array(items) => J::Array(items.into_iter().map(toml_to_json).collect()),
+        toml::Value::Table(table) => J::Object(
+            table
+                .into_iter()
+                .map(|(k, v)| (k, toml_to_json(v)))
+                .collect(),
+        ),
+    }
+}
+
+/// A duration written as `"250ms"`, `"5s"`, `"1m"` or `"2h"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    /// Parse `"250ms"`, `"5s"`, `"1m"`, `"2h"`.
+    pub fn parse(text: &str) -> Result<Duration, String> {
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let bad = || {
+            format!(
+                "invalid duration `{text}`: write a whole number and a unit, such as \"250ms\", \"5s\", \"1m\" or \"2h\""
+            )
+        };
+        let n: u64 = number.parse().map_err(|_| bad())?;
+        match unit {
+            "ms" => Ok(Duration::from_millis(n)),
+            "s" => Ok(Duration::from_secs(n)),
+            "m" => Ok(Duration::from_secs(n * 60)),
+            "h" => Ok(Duration::from_secs(n * 3600)),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        HumanDuration::parse(&text)
+            .map(HumanDuration)
+            .map_err(D::Error::custom)
+    }
+}
+
+struct PatternField(Pattern);
+
+impl<'de> Deserialize<'de> for PatternField {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Pattern::parse(&text)
+            .map(PatternField)
+            .map_err(|e: TopicError| D::Error::custom(e))
+    }
+}
+
+impl fmt::Debug for PatternField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+// The file as written. Every table refuses unknown keys.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    host: HostSection,
+    #[serde(default)]
+    plugin: Vec<PluginSection>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostSection {
+    plugin_dirs: Option<Vec<PathBuf>>,
+    queue_capacity: Option<NonZeroUsize>,
+    overflow: Option<Overflow>,
+    shutdown_timeout: Option<HumanDuration>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PluginSection {
+    name: Spanned<String>,
+    library: Spanned<String>,
+    #[serde(default)]
+    subscribe: Vec<PatternField>,
+    #[serde(default = "yes")]
+    enabled: bool,
+    queue_capacity: Option<NonZeroUsize>,
+    overflow: Option<Overflow>,
+    config: Option<toml::Value>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(Path::new("/etc/plughost/plugins.toml"), text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_full_config_reads_with_defaults_and_overrides() {
+        let config = parse(
+            r#"
+[host]
+plugin_dirs = ["target/release"]
+queue_capacity = 64
+overflow = "drop_newest"
+shutdown_timeout = "250ms"
+
+[[plugin]]
+name = "audit"
+library = "logger"
+subscribe = ["orders.>", "plughost.plugin.*"]
+queue_capacity = 4096
+overflow = "drop_oldest"
+[plugin.config]
+path = "audit.log"
+nested = { a = [1, 2] }
+
+[[plugin]]
+name = "count"
+library = "./libcounter.so"
+enabled = false
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            config.host.plugin_dirs,
+            vec![PathBuf::from("/etc/plughost/target/release")]
+        );
+        assert_eq!(config.host.shutdown_timeout, Duration::from_millis(250));
+        let audit = &config.plugins[0];
+        assert_eq!(audit.queue_capacity.get(), 4096);
+        assert_eq!(audit.overflow, Overflow::DropOldest);
+        assert_eq!(audit.subscribe.len(), 2);
+        assert_eq!(
+            audit.config,
+            serde_json::json!({"path": "audit.log", "nested": {"a": [1, 2]}})
+        );
+        let count = &config.plugins[1];
+        assert!(!count.enabled);
+        assert_eq!(count.queue_capacity.get(), 64);
+        assert_eq!(count.overflow, Overflow::DropNewest);
+        assert_eq!(count.config, serde_json::json!({}));
+    }
+
+    #[test]
+    fn unknown_keys_name_line_and_column() {
+        let err = parse("[host]\nqueue_capacity = 8\nqueue_capacty = 8\n").unwrap_err();
+        assert!(
+            err.starts_with("/etc/plughost/plugins.toml:3:1: unknown field `queue_capacty`"),
+            "{err}"
+        );
+        let err = parse("[[plugin]]\nname = \"a\"\nlibrary = \"x\"\n  colour = 1\n").unwrap_err();
+        assert!(
+            err.starts_with("/etc/plughost/plugins.toml:4:3: unknown field `colour`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn malformed_toml_names_line_and_column() {
+        let err = parse("[host]\nqueue_capacity = = 3\n").unwrap_err();
+        assert!(
+            err.starts_with("/etc/plughost/plugins.toml:2:18: "),
+            "{err}"
+        );
+        assert!(!err.contains('\n'), "one line: {err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_value() {
+        let err = parse("[host]\nshutdown_timeout = \"5 parsecs\"\n").unwrap_err();
+        assert!(
+            err.starts_with("/etc/plughost/plugins.toml:2:20: invalid duration `5 parsecs`"),
+            "{err}"
+        );
+        let err = parse("[host]\nqueue_capacity = 0\n").unwrap_err();
+        assert!(
+            err.starts_with("/etc/plughost/plugins.toml:2:18: "),
+            "{err}"
+        );
+        assert!(err.contains("nonzero"), "{err}");
+        let err =
+            parse("[[plugin]]\nname = \"a\"\nlibrary = \"x\"\nsubscribe = [\"ok\", \"a.>.b\"]\n")
+                .unwrap_err();
+        assert!(
+            err.starts_with("/etc/plughost/plugins.toml:4:20: invalid pattern `a.>.b`"),
+            "{err}"
+        );
+        let err = parse("[host]\noverflow = \"spill\"\n").unwrap_err();
+        assert!(
+            err.starts_with("/etc/plughost/plugins.toml:2:12: unknown variant `spill`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn duplicate_names_point_at_both() {
+        let err = parse("[[plugin]]\nname = \"a\"\nlibrary = \"x\"\n\n[[plugin]]\nname = \"a\"\nlibrary = \"y\"\n")
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "/etc/plughost/plugins.toml:6:8: duplicate plugin name `a` (first defined on line 2)"
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(
+            HumanDuration::parse("250ms"),
+            Ok(Duration::from_millis(250))
+        );
+        assert_eq!(HumanDuration::parse("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(HumanDuration::parse("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(HumanDuration::parse("2h"), Ok(Duration::from_secs(7200)));
+        for bad in ["", "5", "s", "1.5s", "-1s", "5 s", "5sec"] {
+            assert!(HumanDuration::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}

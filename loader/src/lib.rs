@@ -1,0 +1,64 @@
+//! plughost as a library: the [`Host`] that the `plughost` binary wraps, for
+//! embedding a plugin host in another program.
+//!
+//! The modules follow an event's path: [`config`] (what to load) → `library`
+//! (find, check, open; the only place plugins are loaded or called) →
+//! `instance` (thread, mailbox, lifecycle) → `bus` (routing) → [`host`].
+#![warn(missing_docs)]
+
+mod bus;
+pub mod config;
+mod event;
+pub mod host;
+pub mod input;
+mod instance;
+mod library;
+
+pub use config::{Config, ConfigError};
+pub use event::Event;
+pub use host::{Host, InstanceReport, PublishError, StartError};
+pub use instance::{Counts, State};
+pub use library::{Language, LoadError, platform_file_name, resolve};
+
+use plughost_api::LogLevel;
+use std::path::Path;
+
+/// What `plughost check` and `plughost discover` say about a library.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LibraryInfo {
+    /// The file.
+    pub path: std::path::PathBuf,
+    /// Plugin name, as the library declares it.
+    pub name: String,
+    /// Plugin version.
+    pub version: String,
+    /// Language.
+    pub language: Language,
+    /// The ABI it was built against.
+    pub abi: String,
+}
+
+/// Open the library at `path` (running its initialisers) and check that it is
+/// a plugin this host can run.
+pub fn inspect(path: &Path) -> Result<LibraryInfo, LoadError> {
+    let library = library::open(path)?;
+    Ok(LibraryInfo {
+        path: path.to_owned(),
+        name: library.name.clone(),
+        version: library.version.clone(),
+        language: library.language,
+        abi: library.abi.clone(),
+    })
+}
+
+/// Route a plugin's log line into `tracing`, tagged with its instance name.
+pub(crate) fn plugin_log(name: &str, level: LogLevel, message: &str) {
+    const TARGET: &str = "plughost::plugin";
+    match level {
+        LogLevel::Error => tracing::error!(target: TARGET, plugin = name, "{message}"),
+        LogLevel::Warn => tracing::warn!(target: TARGET, plugin = name, "{message}"),
+        LogLevel::Info => tracing::info!(target: TARGET, plugin = name, "{message}"),
+        LogLevel::Debug => tracing::debug!(target: TARGET, plugin = name, "{message}"),
+        LogLevel::Trace => tracing::trace!(target: TARGET, plugin = name, "{message}"),
+    }
+}

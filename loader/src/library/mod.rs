@@ -1,0 +1,252 @@
+//! Finding, checking and opening plugin libraries.
+//!
+//! A library is opened once per process and never closed: plugin threads,
+//! thread-local destructors and abi_stable's own statics may outlive any
+//! instance, so unloading could crash the host. The file is opened first
+//! (without following links), checked on that descriptor, and handed to the
+//! dynamic loader as `/proc/self/fd/N`, so what was checked is what is loaded.
+//! The descriptor stays open for the life of the process: glibc recognises an
+//! already-loaded library by its path string, and a reused descriptor number
+//! would otherwise alias a different file.
+
+mod rust;
+
+use crate::bus::Bus;
+use crate::instance::{CallFailure, Instance, Slot};
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::File;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+pub(crate) use rust::RustLibrary;
+
+/// Why a library could not be used.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// A bare name was not found in any plugin directory.
+    #[error("library `{name}` not found; looked for {}", looked_in.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    NotFound {
+        /// The name as written.
+        name: String,
+        /// Every path tried.
+        looked_in: Vec<PathBuf>,
+    },
+    /// The file exists but cannot be used.
+    #[error("{}: {reason}", path.display())]
+    Unusable {
+        /// The library file.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+}
+
+impl LoadError {
+    fn unusable(path: &Path, reason: impl Into<String>) -> LoadError {
+        LoadError::Unusable {
+            path: path.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The language a plugin library is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    /// A Rust cdylib exporting an abi_stable root module.
+    Rust,
+}
+
+impl fmt::Display for Language {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Language::Rust => "rust",
+        })
+    }
+}
+
+/// A loaded plugin library.
+pub(crate) struct Library {
+    pub path: PathBuf,
+    pub name: String,
+    pub version: String,
+    pub abi: String,
+    pub language: Language,
+    kind: Kind,
+}
+
+enum Kind {
+    Rust(RustLibrary),
+}
+
+impl Library {
+    /// Create one instance on the calling thread (the instance's own thread).
+    pub(crate) fn create(
+        &self,
+        config_json: &str,
+        slot: Arc<Slot>,
+        bus: Arc<Bus>,
+    ) -> Result<Box<dyn Instance>, CallFailure> {
+        match &self.kind {
+            Kind::Rust(library) => library.create(config_json, slot, bus),
+        }
+    }
+}
+
+/// The platform's file name for a library called `name`.
+pub fn platform_file_name(name: &str) -> String {
+    format!(
+        "{}{name}{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    )
+}
+
+fn is_path(spec: &str) -> bool {
+    spec.contains(std::path::MAIN_SEPARATOR)
+        || spec.contains('/')
+        || [".so", ".dylib", ".dll"]
+            .iter()
+            .any(|suffix| spec.ends_with(suffix))
+}
+
+/// Where `spec` (a bare name or a path) points: a path is taken relative to
+/// `base`; a bare name is looked up in `dirs` under its platform file name.
+pub fn resolve(spec: &str, dirs: &[PathBuf], base: &Path) -> Result<PathBuf, LoadError> {
+    if is_path(spec) {
+        return Ok(base.join(spec));
+    }
+    let file = platform_file_name(spec);
+    let candidates: Vec<PathBuf> = dirs.iter().map(|dir| dir.join(&file)).collect();
+    candidates
+        .iter()
+        .find(|path| path.symlink_metadata().is_ok())
+        .cloned()
+        .ok_or(LoadError::NotFound {
+            name: spec.to_owned(),
+            looked_in: candidates,
+        })
+}
+
+/// Libraries opened by this process, by (device, inode): opened once, kept forever.
+fn registry() -> &'static Mutex<HashMap<(u64, u64), Arc<Library>>> {
+    static REGISTRY: OnceLock<Mutex<HashMap<(u64, u64), Arc<Library>>>> = OnceLock::new();
+    REGISTRY.get_or_init(Default::default)
+}
+
+/// Open the library at `path`, or return the copy this process already opened.
+pub(crate) fn open(path: &Path) -> Result<Arc<Library>, LoadError> {
+    let file = open_checked(path)?;
+    let meta = file
+        .metadata()
+        .map_err(|e| LoadError::unusable(path, format!("cannot stat: {e}")))?;
+    let key = (meta.dev(), meta.ino());
+    let mut registry = registry().lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(library) = registry.get(&key) {
+        return Ok(library.clone());
+    }
+    let library = Arc::new(load(path, file)?);
+    registry.insert(key, library.clone());
+    Ok(library)
+}
+
+/// Open without following links, and make sure it is a non-empty regular file.
+fn open_checked(path: &Path) -> Result<File, LoadError> {
+    let link = path.symlink_metadata().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => LoadError::unusable(path, "no such file"),
+        _ => LoadError::unusable(path, format!("cannot read: {e}")),
+    })?;
+    // Follow the links to the real file first; the open below refuses links.
+    let real = if link.file_type().is_symlink() {
+        std::fs::canonicalize(path).map_err(|_| {
+            LoadError::unusable(path, "dangling symbolic link: its target does not exist")
+        })?
+    } else {
+        path.to_owned()
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&real)
+        .map_err(|e| LoadError::unusable(path, format!("cannot open: {e}")))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| LoadError::unusable(path, format!("cannot stat: {e}")))?;
+    if meta.is_dir() {
+        return Err(LoadError::unusable(
+            path,
+            "is a directory, not a plugin library",
+        ));
+    }
+    if !meta.is_file() {
+        return Err(LoadError::unusable(path, "is not a regular file"));
+    }
+    if meta.len() == 0 {
+        return Err(LoadError::unusable(
+            path,
+            "empty file, not a plugin library",
+        ));
+    }
+    Ok(file)
+}
+
+/// The symbol a C plugin exports (see `ffi/include/plughost.h`).
+const C_ENTRY_SYMBOL: &[u8] = b"plughost_plugin_entry\0";
+
+fn load(path: &Path, file: File) -> Result<Library, LoadError> {
+    let fd_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+    // SAFETY: opening a library runs its initialisers; the operator chose to
+    // trust this file by listing it. The handle is never closed (see module docs).
+    let handle = unsafe {
+        libloading::os::unix::Library::open(Some(&fd_path), libc::RTLD_NOW | libc::RTLD_LOCAL)
+    }
+    .map_err(|e| LoadError::unusable(path, describe_dlopen_error(&e.to_string(), &fd_path)))?;
+    let has = |symbol: &[u8]| {
+        // SAFETY: only the symbol's presence is checked; nothing is read or called.
+        unsafe { handle.get::<*const std::ffi::c_void>(symbol) }.is_ok()
+    };
+    let is_rust = has(rust::ROOT_SYMBOL);
+    let is_c = has(C_ENTRY_SYMBOL);
+    std::mem::forget(handle);
+    // Keep the descriptor too: its number names the library to the loader.
+    std::mem::forget(file);
+    if is_rust {
+        let library = RustLibrary::load(path, &fd_path)?;
+        return Ok(Library {
+            path: path.to_owned(),
+            name: library.name(),
+            version: library.version(),
+            abi: format!("plughost-api {}", RustLibrary::host_abi()),
+            language: Language::Rust,
+            kind: Kind::Rust(library),
+        });
+    }
+    if is_c {
+        return Err(LoadError::unusable(
+            path,
+            "C plugins are not supported by this build",
+        ));
+    }
+    Err(LoadError::unusable(
+        path,
+        "not a plughost plugin: it exports no plugin entry point (a Rust plugin needs `plughost_api::export_plugin!`, a C plugin `plughost_plugin_entry`)",
+    ))
+}
+
+/// Turn the loader's message into one line about `path`.
+fn describe_dlopen_error(message: &str, fd_path: &Path) -> String {
+    let message = message.replace(&format!("{}: ", fd_path.display()), "");
+    let message = message.trim();
+    if message.contains("invalid ELF header") || message.contains("file too short") {
+        format!("not a shared library ({message})")
+    } else if message.contains("wrong ELF class") || message.contains("machine architecture") {
+        format!("built for another architecture ({message})")
+    } else {
+        format!("cannot load: {message}")
+    }
+}

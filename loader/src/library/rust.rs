@@ -1,0 +1,136 @@
+//! Rust plugins: abi_stable root modules, layout-checked at load, and the
+//! adapter that drives their trait object. Each library is loaded through its
+//! own header (`lib_header_from_path`), never `RootModule::load_from_file`,
+//! which caches the first module of a type for the whole process.
+
+use super::LoadError;
+use crate::bus::Bus;
+use crate::event::Event;
+use crate::instance::{CallFailure, Instance, Slot};
+use abi_stable::library::{LibraryError, RootModule, lib_header_from_path};
+use abi_stable::sabi_trait::TD_Opaque;
+use abi_stable::std_types::{RArc, RErr, ROk, RResult, RSlice, RStr, RString};
+use plughost_api::LogLevel;
+use plughost_api::abi::{CallError, EventRef, HostApi, HostApi_TO, PluginHandle, PluginModuleRef};
+use std::path::Path;
+use std::sync::Arc;
+
+/// The symbol abi_stable libraries export their header under.
+pub(super) const ROOT_SYMBOL: &[u8] = b"_1as_0lib_1header_0root_bmodule_bloader\0";
+
+pub(crate) struct RustLibrary {
+    module: PluginModuleRef,
+}
+
+impl RustLibrary {
+    pub(super) fn load(path: &Path, fd_path: &Path) -> Result<RustLibrary, LoadError> {
+        let module = lib_header_from_path(fd_path)
+            .and_then(|header| header.init_root_module::<PluginModuleRef>())
+            .map_err(|e| LoadError::unusable(path, describe(&e)))?;
+        Ok(RustLibrary { module })
+    }
+
+    /// The plughost-api version this host was built with.
+    pub(crate) fn host_abi() -> String {
+        PluginModuleRef::VERSION_STRINGS.version.to_string()
+    }
+
+    pub(crate) fn name(&self) -> String {
+        self.module.name().to_string()
+    }
+
+    pub(crate) fn version(&self) -> String {
+        self.module.version().to_string()
+    }
+
+    pub(crate) fn create(
+        &self,
+        config_json: &str,
+        slot: Arc<Slot>,
+        bus: Arc<Bus>,
+    ) -> Result<Box<dyn Instance>, CallFailure> {
+        let host = HostApi_TO::from_ptr(RArc::new(HostLink { slot, bus }), TD_Opaque);
+        match (self.module.create())(RStr::from_str(config_json), host) {
+            ROk(plugin) => Ok(Box::new(RustInstance { plugin })),
+            RErr(error) => Err(failure(error)),
+        }
+    }
+}
+
+fn describe(error: &LibraryError) -> String {
+    match error {
+        LibraryError::IncompatibleVersionNumber { expected_version, actual_version, .. } => format!(
+            "built against plughost-api {actual_version}, but this host speaks {expected_version}: rebuild the plugin against plughost-api {expected_version}"
+        ),
+        LibraryError::AbiInstability(_) => {
+            "its plugin ABI layout differs from this host's (built against another plughost-api?): rebuild the plugin against this host's plughost-api".to_owned()
+        }
+        LibraryError::InvalidAbiHeader(_) | LibraryError::InvalidCAbi { .. } => {
+            "built with an incompatible abi_stable: rebuild the plugin against this host's plughost-api".to_owned()
+        }
+        LibraryError::RootModule { err, .. } => {
+            format!("its root module failed to initialize: {}", one_line(&err.to_string()))
+        }
+        other => one_line(&other.to_string()),
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn failure(error: CallError) -> CallFailure {
+    let message = error.message.into_string();
+    if error.panicked {
+        CallFailure::Panic(message)
+    } else {
+        CallFailure::Error(message)
+    }
+}
+
+struct RustInstance {
+    plugin: PluginHandle,
+}
+
+impl Instance for RustInstance {
+    fn on_event(&mut self, event: &Event) -> Result<(), CallFailure> {
+        let raw = EventRef {
+            id: event.id(),
+            timestamp_ms: event.timestamp_ms(),
+            topic: RStr::from_str(event.topic()),
+            payload: RSlice::from_slice(event.payload()),
+            source: RStr::from_str(event.source()),
+        };
+        self.plugin.on_event(raw).into_result().map_err(failure)
+    }
+
+    fn stop(&mut self) -> Result<(), CallFailure> {
+        self.plugin.stop().into_result().map_err(failure)
+    }
+}
+
+/// The host side of a Rust plugin's `Context`.
+struct HostLink {
+    slot: Arc<Slot>,
+    bus: Arc<Bus>,
+}
+
+impl HostApi for HostLink {
+    fn instance_name(&self) -> RStr<'_> {
+        RStr::from_str(&self.slot.name)
+    }
+
+    fn publish(&self, topic: RStr<'_>, payload: RSlice<'_, u8>) -> RResult<(), RString> {
+        match self
+            .bus
+            .publish(Some(&self.slot), topic.as_str(), payload.as_slice().into())
+        {
+            Ok(_) => ROk(()),
+            Err(e) => RErr(RString::from(e.to_string())),
+        }
+    }
+
+    fn log(&self, level: LogLevel, message: RStr<'_>) {
+        crate::plugin_log(&self.slot.name, level, message.as_str());
+    }
+}

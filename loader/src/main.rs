@@ -1,0 +1,267 @@
+//! The `plughost` command: a thin layer over the `plughost` library.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use plughost::{Config, Host, InstanceReport, input};
+use std::io::{BufReader, IsTerminal};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "plughost",
+    version,
+    about = "A host for native plugins written in Rust or C"
+)]
+struct Cli {
+    /// Log format on stderr (filter with RUST_LOG).
+    #[arg(long, value_enum, global = true, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the configured plugins until SIGINT/SIGTERM, or until the end of --events.
+    Run {
+        /// The config file.
+        #[arg(default_value = "plugins.toml")]
+        config: PathBuf,
+        /// Also publish the JSON-lines events of FILE (or stdin for `-`); at
+        /// the end of input, drain every queue, stop and exit.
+        #[arg(long, value_name = "FILE|-")]
+        events: Option<String>,
+    },
+    /// Validate the config and open every library; run no plugin.
+    Check {
+        /// The config file.
+        #[arg(default_value = "plugins.toml")]
+        config: PathBuf,
+    },
+    /// List the plugin libraries found in directories.
+    Discover {
+        /// Directories to look in.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let outcome = match cli.command {
+        Command::Run { config, events } => run(&config, events.as_deref()),
+        Command::Check { config } => check(&config),
+        Command::Discover { dirs } => discover(&dirs),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+enum End {
+    Input(std::io::Result<input::InputSummary>),
+    Signal,
+}
+
+fn run(config_path: &Path, events: Option<&str>) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config_path)?;
+    let reader: Option<(Box<dyn std::io::BufRead + Send>, String)> = match events {
+        None => None,
+        Some("-") => Some((
+            Box::new(BufReader::new(std::io::stdin())),
+            "stdin".to_owned(),
+        )),
+        Some(path) => {
+            let file = std::fs::File::open(path)
+                .with_context(|| format!("cannot open events file {path}"))?;
+            Some((Box::new(BufReader::new(file)), path.to_owned()))
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("plughost-rt")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let (end_tx, end_rx) = crossbeam_channel::bounded::<End>(2);
+    watch_signals(&runtime, end_tx.clone())?;
+
+    let host = Host::start(config)?;
+    tracing::info!("{} plugin instance(s) running", host.report().len());
+    if let Some((reader, name)) = reader {
+        let host = host.clone();
+        std::thread::Builder::new()
+            .name("plughost:input".into())
+            .spawn(move || {
+                let _ = end_tx.send(End::Input(input::feed(&host, reader, &name)));
+            })
+            .context("cannot start the input thread")?;
+    }
+    match end_rx.recv() {
+        Ok(End::Input(Ok(summary))) => {
+            tracing::info!(
+                "end of input: {} event(s) published, {} line(s) skipped",
+                summary.published,
+                summary.skipped
+            )
+        }
+        Ok(End::Input(Err(error))) => {
+            tracing::error!("reading events failed: {error}; shutting down")
+        }
+        Ok(End::Signal) | Err(_) => {}
+    }
+    let report = host.shutdown();
+    print_summary(&report);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// First SIGINT/SIGTERM: graceful shutdown. Second: exit at once.
+fn watch_signals(
+    runtime: &tokio::runtime::Runtime,
+    end: crossbeam_channel::Sender<End>,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let _entered = runtime.enter();
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    runtime.spawn(async move {
+        let mut next = async || {
+            tokio::select! {
+                _ = terminate.recv() => "SIGTERM",
+                _ = interrupt.recv() => "SIGINT",
+            }
+        };
+        let first = next().await;
+        tracing::info!(
+            "{first}: draining queues and stopping plugins (send it again to exit at once)"
+        );
+        let _ = end.send(End::Signal);
+        let second = next().await;
+        eprintln!("error: second {second}: exiting at once without draining");
+        std::process::exit(1);
+    });
+    Ok(())
+}
+
+fn print_summary(report: &[InstanceReport]) {
+    let width = report
+        .iter()
+        .map(|r| r.name.len())
+        .max()
+        .unwrap_or(0)
+        .max("instance".len());
+    println!(
+        "{:width$}  {:8}  {:>10}  {:>10}  {:>10}  {:>10}",
+        "instance", "state", "received", "processed", "dropped", "failed"
+    );
+    for r in report {
+        println!(
+            "{:width$}  {:8}  {:>10}  {:>10}  {:>10}  {:>10}",
+            r.name,
+            r.state,
+            r.counts.received,
+            r.counts.processed,
+            r.counts.dropped,
+            r.counts.failed
+        );
+    }
+    for r in report {
+        if let Some(error) = &r.last_error {
+            println!("{}: {error}", r.name);
+        }
+    }
+}
+
+fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config_path)?;
+    let base = config.base_dir();
+    let mut problems = 0;
+    for plugin in &config.plugins {
+        if !plugin.enabled {
+            println!("{}: disabled (not checked)", plugin.name);
+            continue;
+        }
+        let inspected = plughost::resolve(&plugin.library, &config.host.plugin_dirs, &base)
+            .and_then(|path| plughost::inspect(&path));
+        match inspected {
+            Ok(info) => println!(
+                "{}: ok: {} {} ({}, {}) from {}",
+                plugin.name,
+                info.name,
+                info.version,
+                info.language,
+                info.abi,
+                info.path.display()
+            ),
+            Err(error) => {
+                problems += 1;
+                println!("{}: error: {error}", plugin.name);
+            }
+        }
+    }
+    if problems > 0 {
+        eprintln!(
+            "error: {problems} of {} plugin(s) cannot be loaded",
+            config.plugins.len()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn discover(dirs: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    for dir in dirs {
+        let entries =
+            std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|path| {
+                path.to_string_lossy()
+                    .ends_with(std::env::consts::DLL_SUFFIX)
+            })
+            .collect();
+        paths.sort();
+        for path in paths {
+            match plughost::inspect(&path) {
+                Ok(info) => println!(
+                    "{}: {} {} ({}, {}): compatible",
+                    path.display(),
+                    info.name,
+                    info.version,
+                    info.language,
+                    info.abi
+                ),
+                Err(plughost::LoadError::Unusable { reason, .. }) => {
+                    println!("{}: not usable: {reason}", path.display())
+                }
+                Err(error) => println!("{}: not usable: {error}", path.display()),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,120 @@
+#![allow(
+    non_local_definitions,
+    reason = "abi_stable's sabi_trait expands to impls inside consts"
+)]
+
+//! The stable ABI between the host and a Rust plugin: an abi_stable root module
+//! whose `create` returns a trait object. Plugin authors never touch this module;
+//! `export_plugin!` builds it and the host loads it.
+//!
+//! Versioning: every type here is layout-checked by abi_stable at load time. New
+//! capabilities are appended as defaulted methods after `last_prefix_field`, so a
+//! plugin built against an older minor version keeps loading.
+
+use abi_stable::{
+    StableAbi, declare_root_module_statics,
+    library::RootModule,
+    package_version_strings, sabi_trait,
+    sabi_types::VersionStrings,
+    std_types::{RArc, RBox, RResult, RSlice, RStr, RString},
+};
+
+/// An event as the plugin sees it for the duration of one call.
+#[repr(C)]
+#[derive(StableAbi, Clone, Copy, Debug)]
+pub struct EventRef<'a> {
+    /// Host-assigned, increasing id.
+    pub id: u64,
+    /// Milliseconds since the Unix epoch, when the host accepted the event.
+    pub timestamp_ms: u64,
+    /// Dot-separated topic.
+    pub topic: RStr<'a>,
+    /// The payload bytes.
+    pub payload: RSlice<'a, u8>,
+    /// The publishing instance's name, or `host`.
+    pub source: RStr<'a>,
+}
+
+/// Severity of a log line sent through the host.
+#[repr(u8)]
+#[derive(StableAbi, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLevel {
+    /// Something failed.
+    Error = 1,
+    /// Something looks wrong.
+    Warn = 2,
+    /// Normal operation.
+    Info = 3,
+    /// Detail for debugging.
+    Debug = 4,
+    /// Very verbose detail.
+    Trace = 5,
+}
+
+/// Why a call into a plugin did not succeed.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct CallError {
+    /// True when the plugin panicked (caught inside the plugin), false when it
+    /// returned an error.
+    pub panicked: bool,
+    /// Human-readable reason, without a trailing newline.
+    pub message: RString,
+}
+
+/// What the host offers a plugin instance. Implemented by the host.
+#[sabi_trait]
+pub trait HostApi: Send + Sync {
+    /// The instance name from `plugins.toml`.
+    fn instance_name(&self) -> RStr<'_>;
+
+    /// Publish an event; routed like any other event.
+    fn publish(&self, topic: RStr<'_>, payload: RSlice<'_, u8>) -> RResult<(), RString>;
+
+    /// Log a line into the host's `tracing` output, tagged with the instance name.
+    #[sabi(last_prefix_field)]
+    fn log(&self, level: LogLevel, message: RStr<'_>);
+}
+
+/// A host handle as plugins hold it.
+pub type HostHandle = HostApi_TO<'static, RArc<()>>;
+
+/// One live plugin instance. Implemented by `export_plugin!`'s adapter, which
+/// catches every panic before it reaches this boundary.
+#[sabi_trait]
+pub trait PluginObject: Send {
+    /// Handle one event.
+    fn on_event(&mut self, event: EventRef<'_>) -> RResult<(), CallError>;
+
+    /// Flush and release resources; the object is dropped right after.
+    #[sabi(last_prefix_field)]
+    fn stop(&mut self) -> RResult<(), CallError>;
+}
+
+/// A plugin instance as the host holds it.
+pub type PluginHandle = PluginObject_TO<'static, RBox<()>>;
+
+/// The root module every Rust plugin library exports.
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = PluginModuleRef)))]
+#[sabi(missing_field(panic))]
+pub struct PluginModule {
+    /// The plugin's name (its crate name).
+    pub name: RStr<'static>,
+    /// The plugin's version (its crate version).
+    pub version: RStr<'static>,
+    /// Create one instance from its config (the JSON text of `[plugin.config]`).
+    #[sabi(last_prefix_field)]
+    pub create: extern "C" fn(
+        config_json: RStr<'_>,
+        host: HostApi_TO<'static, RArc<()>>,
+    ) -> RResult<PluginObject_TO<'static, RBox<()>>, CallError>,
+}
+
+impl RootModule for PluginModuleRef {
+    declare_root_module_statics! {PluginModuleRef}
+    const BASE_NAME: &'static str = "plughost_plugin";
+    const NAME: &'static str = "plughost plugin";
+    const VERSION_STRINGS: VersionStrings = package_version_strings!();
+}

@@ -1,0 +1,195 @@
+//! The panic boundary and the glue `export_plugin!` expands to.
+//!
+//! Every call from the host into plugin code goes through [`guard`], which
+//! catches panics inside the plugin and turns them into a `CallError`, so no
+//! unwind ever crosses the ABI (abi_stable would abort the whole process).
+
+use crate::abi::{
+    CallError, EventRef, HostHandle, PluginHandle, PluginModule, PluginModuleRef, PluginObject,
+    PluginObject_TO,
+};
+use crate::{Context, Event, Plugin, Result};
+use abi_stable::prefix_type::PrefixTypeTrait;
+use abi_stable::sabi_trait::TD_Opaque;
+use abi_stable::std_types::{RErr, ROk, RResult, RStr, RString};
+use std::cell::{Cell, RefCell};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Once;
+
+thread_local! {
+    static IN_BOUNDARY: Cell<bool> = const { Cell::new(false) };
+    static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Records panics raised inside a host call instead of printing them: the host
+/// reports them once, in its own log, with the instance name. Panics on threads
+/// the plugin started itself still reach the previous hook.
+fn install_panic_hook() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if IN_BOUNDARY.with(Cell::get) {
+                let message = info.payload_as_str().unwrap_or("non-string panic payload");
+                let text = match info.location() {
+                    Some(at) => format!("panicked at {}:{}: {message}", at.file(), at.line()),
+                    None => format!("panicked: {message}"),
+                };
+                LAST_PANIC.with(|last| *last.borrow_mut() = Some(text));
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Run plugin code, turning an error or a panic into a `CallError`.
+fn guard<T>(call: impl FnOnce() -> Result<T>) -> RResult<T, CallError> {
+    let was_inside = IN_BOUNDARY.with(|inside| inside.replace(true));
+    let outcome = catch_unwind(AssertUnwindSafe(call));
+    IN_BOUNDARY.with(|inside| inside.set(was_inside));
+    match outcome {
+        Ok(Ok(value)) => ROk(value),
+        Ok(Err(error)) => RErr(CallError {
+            panicked: false,
+            message: RString::from(error.to_string()),
+        }),
+        Err(_) => {
+            let message = LAST_PANIC
+                .with(|last| last.borrow_mut().take())
+                .unwrap_or_else(|| "panicked".to_owned());
+            RErr(CallError {
+                panicked: true,
+                message: RString::from(message),
+            })
+        }
+    }
+}
+
+struct Adapter<P> {
+    plugin: Option<P>,
+    ctx: Context,
+}
+
+impl<P: Plugin> PluginObject for Adapter<P> {
+    fn on_event(&mut self, event: EventRef<'_>) -> RResult<(), CallError> {
+        let ctx = &self.ctx;
+        match self.plugin.as_mut() {
+            Some(plugin) => guard(|| plugin.on_event(&Event::from_raw(event), ctx)),
+            None => RErr(CallError {
+                panicked: false,
+                message: "instance already dropped".into(),
+            }),
+        }
+    }
+
+    fn stop(&mut self) -> RResult<(), CallError> {
+        let ctx = &self.ctx;
+        match self.plugin.as_mut() {
+            Some(plugin) => guard(|| plugin.stop(ctx)),
+            None => ROk(()),
+        }
+    }
+}
+
+impl<P> Drop for Adapter<P> {
+    fn drop(&mut self) {
+        if let Some(plugin) = self.plugin.take() {
+            // A panicking destructor must not unwind into the host either.
+            let _ = guard(|| {
+                drop(plugin);
+                Ok(())
+            });
+        }
+    }
+}
+
+extern "C" fn create<P: Plugin>(
+    config_json: RStr<'_>,
+    host: HostHandle,
+) -> RResult<PluginHandle, CallError> {
+    install_panic_hook();
+    let ctx = Context::from_host(host);
+    let plugin = guard(|| {
+        let config: P::Config = serde_json::from_str(config_json.as_str())
+            .map_err(|e| format!("invalid config: {e}"))?;
+        P::init(config, &ctx)
+    });
+    plugin.map(|plugin| {
+        PluginObject_TO::from_value(
+            Adapter {
+                plugin: Some(plugin),
+                ctx,
+            },
+            TD_Opaque,
+        )
+    })
+}
+
+/// The root module for plugin type `P`. Called once per library by abi_stable.
+pub fn root_module<P: Plugin>(name: &'static str, version: &'static str) -> PluginModuleRef {
+    PluginModule {
+        name: RStr::from_str(name),
+        version: RStr::from_str(version),
+        create: create::<P>,
+    }
+    .leak_into_prefix()
+}
+
+/// Export `$plugin` (a type implementing [`Plugin`](crate::Plugin)) as this
+/// library's plughost plugin. Use it once, in a `cdylib` crate.
+///
+/// ```
+/// use plughost_api::{Context, Event, NoConfig, Plugin, Result, export_plugin};
+///
+/// struct Hello;
+///
+/// impl Plugin for Hello {
+///     type Config = NoConfig;
+///     fn init(_: NoConfig, _: &Context) -> Result<Self> {
+///         Ok(Hello)
+///     }
+///     fn on_event(&mut self, event: &Event<'_>, ctx: &Context) -> Result<()> {
+///         ctx.info(format!("hello from {}", event.topic()));
+///         Ok(())
+///     }
+/// }
+///
+/// export_plugin!(Hello);
+/// ```
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        // The symbol abi_stable's loader looks up; `export_root_module` would
+        // emit the same, but it needs `abi_stable` as a direct dependency.
+        #[doc(hidden)]
+        #[unsafe(no_mangle)]
+        #[allow(non_upper_case_globals)]
+        pub static _1as_0lib_1header_0root_bmodule_bloader: $crate::__private::LibHeader = {
+            extern "C" fn plughost_root_module() -> $crate::__private::RootModuleResult {
+                $crate::__private::call_root_module_loader(|| {
+                    $crate::__private::root_module::<$plugin>(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
+                })
+            }
+            // SAFETY: the constructor returns the root module of type
+            // `PluginModuleRef`, the type named here, as abi_stable requires.
+            unsafe {
+                $crate::__private::LibHeader::from_constructor::<$crate::__private::PluginModuleRef>(
+                    plughost_root_module,
+                    $crate::__private::CheckTypeLayout::Yes,
+                )
+            }
+        };
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn exported_symbol_is_the_one_abi_stable_looks_up() {
+        assert_eq!(
+            abi_stable::library::ROOT_MODULE_LOADER_NAME,
+            "_1as_0lib_1header_0root_bmodule_bloader"
+        );
+    }
+}

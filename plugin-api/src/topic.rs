@@ -1,0 +1,194 @@
+//! Topics (`orders.created`) and subscription patterns with NATS wildcards:
+//! `*` matches exactly one token, `>` one or more trailing tokens. Patterns are
+//! parsed once, when the config is read; matching never re-parses them.
+
+use std::fmt;
+
+/// Why a topic or a pattern is not valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicError {
+    what: &'static str,
+    text: String,
+    reason: &'static str,
+}
+
+impl fmt::Display for TopicError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid {} `{}`: {}", self.what, self.text, self.reason)
+    }
+}
+
+impl std::error::Error for TopicError {}
+
+fn check_token(what: &'static str, text: &str, token: &str) -> Result<(), TopicError> {
+    let error = |reason| {
+        Err(TopicError {
+            what,
+            text: text.to_owned(),
+            reason,
+        })
+    };
+    if token.is_empty() {
+        return error("empty token (topics are dot-separated words, such as `orders.created`)");
+    }
+    if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return error("whitespace is not allowed");
+    }
+    Ok(())
+}
+
+/// Check that `topic` is a concrete topic one can publish on (no wildcards).
+pub fn validate_topic(topic: &str) -> Result<(), TopicError> {
+    for token in topic.split('.') {
+        check_token("topic", topic, token)?;
+        if token.contains(['*', '>']) {
+            return Err(TopicError {
+                what: "topic",
+                text: topic.to_owned(),
+                reason: "wildcards `*` and `>` belong in subscriptions, not in published topics",
+            });
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Token {
+    Literal(Box<str>),
+    /// `*`: exactly one token.
+    One,
+    /// `>`: one or more trailing tokens.
+    Rest,
+}
+
+/// A compiled subscription pattern.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Pattern {
+    text: Box<str>,
+    tokens: Box<[Token]>,
+}
+
+impl Pattern {
+    /// Parse a pattern such as `orders.>` or `plughost.plugin.*`.
+    pub fn parse(text: &str) -> Result<Pattern, TopicError> {
+        let mut tokens = Vec::new();
+        let parts: Vec<&str> = text.split('.').collect();
+        for (i, part) in parts.iter().enumerate() {
+            check_token("pattern", text, part)?;
+            let token = match *part {
+                "*" => Token::One,
+                ">" if i + 1 == parts.len() => Token::Rest,
+                ">" => {
+                    return Err(TopicError {
+                        what: "pattern",
+                        text: text.to_owned(),
+                        reason: "`>` may only be the last token",
+                    });
+                }
+                p if p.contains(['*', '>']) => {
+                    return Err(TopicError {
+                        what: "pattern",
+                        text: text.to_owned(),
+                        reason: "`*` and `>` must stand alone as a whole token",
+                    });
+                }
+                p => Token::Literal(p.into()),
+            };
+            tokens.push(token);
+        }
+        Ok(Pattern {
+            text: text.into(),
+            tokens: tokens.into(),
+        })
+    }
+
+    /// Whether the concrete `topic` matches this pattern.
+    pub fn matches(&self, topic: &str) -> bool {
+        let mut parts = topic.split('.');
+        for token in self.tokens.iter() {
+            match (token, parts.next()) {
+                (Token::Rest, Some(_)) => return true,
+                (Token::One, Some(_)) => {}
+                (Token::Literal(want), Some(part)) if **want == *part => {}
+                _ => return false,
+            }
+        }
+        parts.next().is_none()
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Pattern({})", self.text)
+    }
+}
+
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(pattern: &str, topic: &str) -> bool {
+        Pattern::parse(pattern).unwrap().matches(topic)
+    }
+
+    #[test]
+    fn literal_patterns_match_only_themselves() {
+        assert!(m("orders.created", "orders.created"));
+        assert!(!m("orders.created", "orders.created.eu"));
+        assert!(!m("orders.created", "orders"));
+        assert!(!m("orders.created", "orders.deleted"));
+    }
+
+    #[test]
+    fn star_matches_exactly_one_token() {
+        assert!(m("orders.*", "orders.created"));
+        assert!(!m("orders.*", "orders"));
+        assert!(!m("orders.*", "orders.created.eu"));
+        assert!(m("*.created", "orders.created"));
+        assert!(m("a.*.c", "a.b.c"));
+        assert!(!m("a.*.c", "a.b.d"));
+    }
+
+    #[test]
+    fn rest_matches_one_or_more_trailing_tokens() {
+        assert!(m("orders.>", "orders.created"));
+        assert!(m("orders.>", "orders.created.eu"));
+        assert!(!m("orders.>", "orders"));
+        assert!(m(">", "anything"));
+        assert!(m(">", "any.thing.at.all"));
+        assert!(m("*.>", "a.b"));
+        assert!(!m("*.>", "a"));
+    }
+
+    #[test]
+    fn bad_patterns_are_refused_with_a_reason() {
+        for bad in ["", "a..b", ".a", "a.", "a.>.b", "a*", "or>ders", "a b"] {
+            assert!(Pattern::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+        let err = Pattern::parse("a.>.b").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "invalid pattern `a.>.b`: `>` may only be the last token"
+        );
+    }
+
+    #[test]
+    fn published_topics_may_not_hold_wildcards() {
+        assert!(validate_topic("orders.created").is_ok());
+        assert!(validate_topic("orders.*").is_err());
+        assert!(validate_topic("orders.>").is_err());
+        assert!(validate_topic("").is_err());
+        assert!(validate_topic("a..b").is_err());
+    }
+}
