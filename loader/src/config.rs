@@ -2,10 +2,9 @@
 //! every error names the file, line and column of the value at fault.
 //! Relative paths (`plugin_dirs`, library paths) are relative to the file.
 
-use plughost_api::topic::{Pattern, TopicError};
+use plughost_api::topic::Pattern;
 use serde::{Deserialize, Deserializer, de::Error as _};
 use std::collections::HashMap;
-use std::fmt;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -180,10 +179,16 @@ impl Config {
                     "`library` must not be empty".to_owned(),
                 ));
             }
+            let mut subscribe = Vec::with_capacity(p.subscribe.len());
+            for pattern in &p.subscribe {
+                let parsed = Pattern::parse(pattern.get_ref())
+                    .map_err(|e| at(pattern.span().start, e.to_string()))?;
+                subscribe.push(parsed);
+            }
             plugins.push(PluginConfig {
                 name,
                 library: p.library.into_inner(),
-                subscribe: p.subscribe.into_iter().map(|s| s.0).collect(),
+                subscribe,
                 enabled: p.enabled,
                 queue_capacity: p.queue_capacity.unwrap_or(host.queue_capacity),
                 overflow: p.overflow.unwrap_or(host.overflow),
@@ -287,23 +292,6 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
-struct PatternField(Pattern);
-
-impl<'de> Deserialize<'de> for PatternField {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        Pattern::parse(&text)
-            .map(PatternField)
-            .map_err(|e: TopicError| D::Error::custom(e))
-    }
-}
-
-impl fmt::Debug for PatternField {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
 // The file as written. Every table refuses unknown keys.
 
 #[derive(Deserialize)]
@@ -330,7 +318,7 @@ struct PluginSection {
     name: Spanned<String>,
     library: Spanned<String>,
     #[serde(default)]
-    subscribe: Vec<PatternField>,
+    subscribe: Vec<Spanned<String>>,
     #[serde(default = "yes")]
     enabled: bool,
     queue_capacity: Option<NonZeroUsize>,

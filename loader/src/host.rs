@@ -277,11 +277,18 @@ impl Host {
             std::mem::take(&mut *self.inner.workers.lock().unwrap_or_else(|e| e.into_inner()));
         for mut worker in workers.into_iter().rev() {
             let drain = Instant::now() < deadline;
+            if !drain {
+                worker.slot.interrupt.store(true, Ordering::Relaxed);
+            }
             let _ = worker.control.send(Control::Stop { drain });
             let patience = deadline.saturating_duration_since(Instant::now()) + STOP_GRACE;
             match worker.done.recv_timeout(patience) {
                 Err(RecvTimeoutError::Timeout) => {
-                    tracing::error!(plugin = %worker.slot.name, "did not stop within {patience:?}; abandoning its thread");
+                    let reason =
+                        format!("did not stop within {patience:?}; its thread is abandoned");
+                    tracing::error!(plugin = %worker.slot.name, "{reason}");
+                    worker.slot.set_last_error(reason);
+                    worker.slot.set_state(State::Failed);
                     continue;
                 }
                 Ok(()) | Err(RecvTimeoutError::Disconnected) => {}

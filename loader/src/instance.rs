@@ -12,7 +12,7 @@ use crate::event::Event;
 use crossbeam_channel::{Receiver, Sender, select};
 use crossbeam_utils::CachePadded;
 use plughost_api::topic::Pattern;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// How many events the thread takes from its mailbox between looks at its
@@ -124,10 +124,12 @@ impl Stats {
     }
 }
 
-/// What an instance's counters say, at one moment.
+/// What an instance's counters say, at one moment. Every event routed to an
+/// instance is counted once in `received`, and ends up in exactly one of
+/// `processed`, `failed` or `dropped` (or is still queued).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Counts {
-    /// Events accepted into its mailbox.
+    /// Events routed to it (including those its overflow policy dropped).
     pub received: u64,
     /// Events its handler finished without error.
     pub processed: u64,
@@ -150,6 +152,8 @@ pub(crate) struct Slot {
     pub stats: Stats,
     /// Slot index + 1 of the mailbox this instance's thread is blocked on, or 0.
     pub waiting_on: AtomicUsize,
+    /// Set when the host needs the thread at its control lane now, not after its batch.
+    pub interrupt: AtomicBool,
     state: AtomicU8,
     last_error: Mutex<Option<String>>,
 }
@@ -168,6 +172,7 @@ impl Slot {
             rx,
             stats: Stats::default(),
             waiting_on: AtomicUsize::new(0),
+            interrupt: AtomicBool::new(false),
             state: AtomicU8::new(State::Starting as u8),
             last_error: Mutex::new(None),
         }
@@ -198,19 +203,17 @@ impl Slot {
             .clone()
     }
 
-    fn set_last_error(&self, error: String) {
+    pub(crate) fn set_last_error(&self, error: String) {
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
     }
 
     pub(crate) fn counts(&self) -> Counts {
         let p = &self.stats.producer;
         let c = &self.stats.consumer;
-        let offered = p.offered.load(Ordering::Acquire);
-        let rejected = p.rejected.load(Ordering::Acquire);
         Counts {
-            received: offered - rejected,
+            received: p.offered.load(Ordering::Acquire),
             processed: c.processed.load(Ordering::Acquire),
-            dropped: rejected
+            dropped: p.rejected.load(Ordering::Acquire)
                 + p.evicted.load(Ordering::Acquire)
                 + p.abandoned.load(Ordering::Acquire)
                 + c.discarded.load(Ordering::Acquire),
@@ -253,7 +256,7 @@ impl Worker {
                 return self.obey(order);
             }
             let mut handled = 0;
-            while handled < BATCH {
+            while handled < BATCH && !self.slot.interrupt.load(Ordering::Relaxed) {
                 match rx.try_recv() {
                     Ok(event) => self.handle(&event),
                     Err(_) => break,
@@ -288,7 +291,7 @@ impl Worker {
                 bump(&consumer.failed);
                 self.errors_logged += 1;
                 // Every error is counted; the log says the first ones, then one in a thousand.
-                if self.errors_logged <= 10 || self.errors_logged % 1000 == 0 {
+                if self.errors_logged <= 10 || self.errors_logged.is_multiple_of(1000) {
                     tracing::warn!(plugin = %self.slot.name, "event {} on {} failed: {message}", event.id(), event.topic());
                 }
             }

@@ -134,8 +134,10 @@ pub fn resolve(spec: &str, dirs: &[PathBuf], base: &Path) -> Result<PathBuf, Loa
 }
 
 /// Libraries opened by this process, by (device, inode): opened once, kept forever.
-fn registry() -> &'static Mutex<HashMap<(u64, u64), Arc<Library>>> {
-    static REGISTRY: OnceLock<Mutex<HashMap<(u64, u64), Arc<Library>>>> = OnceLock::new();
+type Registry = Mutex<HashMap<(u64, u64), Arc<Library>>>;
+
+fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
     REGISTRY.get_or_init(Default::default)
 }
 

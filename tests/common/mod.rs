@@ -1,0 +1,327 @@
+//! Shared by the end-to-end tests: build the real plugin libraries, write
+//! configs into a scratch directory, run the real `plughost` binary.
+#![allow(dead_code, reason = "each test file uses a different part")]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The `plughost` binary under test.
+pub fn plughost_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_plughost"))
+}
+
+/// Where cargo put the binary, and so the plugin libraries of the same profile.
+pub fn profile_dir() -> PathBuf {
+    plughost_bin()
+        .parent()
+        .expect("binary has a directory")
+        .to_owned()
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("loader/ is in the workspace")
+        .to_owned()
+}
+
+/// Build the shipped plugin crates (cdylibs are not built for another
+/// crate's tests) with the same profile as the binary under test, once per
+/// test process. Returns the directory holding them.
+pub fn plugin_dir() -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let profile = profile_dir();
+        let target_dir = profile.parent().expect("profile dir has a parent");
+        let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cargo
+            .current_dir(workspace_root())
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "logger",
+                "-p",
+                "counter",
+                "-p",
+                "chaos",
+                "--target-dir",
+            ])
+            .arg(target_dir);
+        if profile.file_name().is_some_and(|name| name == "release") {
+            cargo.arg("--release");
+        }
+        let status = cargo.status().expect("run cargo to build the plugins");
+        assert!(status.success(), "building the plugin crates failed");
+    });
+    profile_dir()
+}
+
+/// A library path for the plugin crate `name`.
+pub fn plugin_path(name: &str) -> PathBuf {
+    plugin_dir().join(format!("lib{name}.so"))
+}
+
+/// A fresh scratch directory for one test.
+pub struct Scratch {
+    pub dir: PathBuf,
+}
+
+impl Scratch {
+    pub fn new(test: &str) -> Scratch {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "{test}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create scratch dir");
+        Scratch { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Write `plugins.toml` with `[host] plugin_dirs` pointing at the built plugins.
+    pub fn config(&self, body: &str) -> PathBuf {
+        let text = format!(
+            "[host]\nplugin_dirs = [{:?}]\n{body}",
+            plugin_dir().display().to_string()
+        );
+        self.write("plugins.toml", &text)
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, text).expect("write scratch file");
+        path
+    }
+
+    pub fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(name)).unwrap_or_else(|e| panic!("read {name}: {e}"))
+    }
+
+    /// The JSON objects a `logger` wrote to `name`.
+    pub fn log_lines(&self, name: &str) -> Vec<serde_json::Value> {
+        self.read(name)
+            .lines()
+            .map(|line| {
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("bad log line {line:?}: {e}"))
+            })
+            .collect()
+    }
+}
+
+/// `plughost ARGS...` with `stdin` piped in; waits for it to exit.
+pub fn run(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(plughost_bin())
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start plughost");
+    let mut input = child.stdin.take().expect("stdin");
+    let text = stdin.to_owned();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(text.as_bytes());
+    });
+    let output = child.wait_with_output().expect("wait for plughost");
+    writer.join().expect("stdin writer");
+    output
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// One row of the shutdown summary.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Row {
+    pub state: String,
+    pub received: u64,
+    pub processed: u64,
+    pub dropped: u64,
+    pub failed: u64,
+}
+
+/// The summary row for `instance` in `plughost run`'s output.
+pub fn summary_row(output: &Output, instance: &str) -> Row {
+    let text = stdout(output);
+    let fields: Vec<&str> = text
+        .lines()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .find(|fields| fields.len() == 6 && fields[0] == instance)
+        .unwrap_or_else(|| {
+            panic!(
+                "no summary row for {instance} in:\n{text}\nstderr:\n{}",
+                stderr(output)
+            )
+        });
+    let number = |i: usize| fields[i].parse::<u64>().expect("a count");
+    Row {
+        state: fields[1].to_owned(),
+        received: number(2),
+        processed: number(3),
+        dropped: number(4),
+        failed: number(5),
+    }
+}
+
+/// An `--events` line.
+pub fn event(topic: &str, payload: serde_json::Value) -> String {
+    serde_json::json!({"topic": topic, "payload": payload}).to_string() + "\n"
+}
+
+/// Compile C source into a shared library in `scratch` with the system `cc`.
+pub fn cc_shared(scratch: &Scratch, name: &str, source: &str) -> PathBuf {
+    let src = scratch.write(&format!("{name}.c"), source);
+    let out = scratch.path(&format!("lib{name}.so"));
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("run cc");
+    assert!(status.success(), "cc failed for {name}");
+    out
+}
+
+/// The host never prints a raw panic or a backtrace (a plugin's panic is
+/// reported as a message of the host's).
+pub fn assert_no_raw_panic(stderr: &str) {
+    for sign in ["thread '", "stack backtrace", "RUST_BACKTRACE"] {
+        assert!(
+            !stderr.contains(sign),
+            "raw panic output ({sign:?}) in:\n{stderr}"
+        );
+    }
+}
+
+/// Assert that `output` failed with exit 1 and exactly one `error:` line on stderr.
+pub fn assert_one_line_error(output: &Output) -> String {
+    let err = stderr(output);
+    assert_eq!(output.status.code(), Some(1), "exit code; stderr:\n{err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "one error line expected in:\n{err}");
+    assert_no_raw_panic(&err);
+    errors[0].to_owned()
+}
+
+/// A `plughost run` left running, with stdin open and stderr watched.
+pub struct Running {
+    pub child: std::process::Child,
+    pub stdin: Option<std::process::ChildStdin>,
+    stderr_lines: std::sync::mpsc::Receiver<String>,
+    pub stderr_seen: Vec<String>,
+}
+
+impl Running {
+    pub fn start(config: &Path) -> Running {
+        use std::io::BufRead;
+        let mut child = Command::new(plughost_bin())
+            .args(["run", config.to_str().unwrap(), "--events", "-"])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start plughost");
+        let stdin = child.stdin.take();
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        let mut running = Running {
+            child,
+            stdin,
+            stderr_lines: rx,
+            stderr_seen: Vec::new(),
+        };
+        running.wait_for_stderr("plugin instance(s) running");
+        running
+    }
+
+    /// Wait (up to 30 s) for a stderr line containing `needle`.
+    pub fn wait_for_stderr(&mut self, needle: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.stderr_lines.recv_timeout(left) {
+                Ok(line) => {
+                    let found = line.contains(needle);
+                    self.stderr_seen.push(line);
+                    if found {
+                        return;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!(
+            "no stderr line with {needle:?}; saw:\n{}",
+            self.stderr_seen.join("\n")
+        );
+    }
+
+    pub fn send(&mut self, text: &str) {
+        self.stdin
+            .as_mut()
+            .expect("stdin open")
+            .write_all(text.as_bytes())
+            .expect("write events");
+        self.stdin.as_mut().unwrap().flush().unwrap();
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid has no memory-safety concerns.
+        let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    /// Wait up to `limit` for exit; kill and fail if it does not exit.
+    pub fn wait(mut self, limit: std::time::Duration) -> (Output, Vec<String>) {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(_status) = self.child.try_wait().expect("try_wait") {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "plughost did not exit within {limit:?}; stderr:\n{}",
+                    self.stderr_seen.join("\n")
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let output = self.child.wait_with_output().expect("collect output");
+        let mut lines = self.stderr_seen;
+        lines.extend(self.stderr_lines.try_iter());
+        (output, lines)
+    }
+}
+
+/// `received = processed + failed + dropped` once everything has stopped.
+pub fn assert_accounted(row: &Row) {
+    assert_eq!(
+        row.received,
+        row.processed + row.failed + row.dropped,
+        "every event is accounted for: {row:?}"
+    );
+}

@@ -1,0 +1,84 @@
+//! Config errors reach the user as one line naming file, line and column.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn malformed_toml_names_file_line_and_column() {
+    let s = Scratch::new("malformed");
+    let config = s.write(
+        "plugins.toml",
+        "[host]\nqueue_capacity = 16\n[[plugin]\nname = \"a\"\n",
+    );
+    for command in ["run", "check"] {
+        let out = run(&[command, config.to_str().unwrap()], "");
+        let line = assert_one_line_error(&out);
+        assert!(
+            line.starts_with(&format!(
+                "error: {}:3:9: invalid table header",
+                config.display()
+            )),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn an_unknown_key_names_file_line_and_column() {
+    let s = Scratch::new("unknown-key");
+    let config = s.write(
+        "plugins.toml",
+        "[[plugin]]\nname = \"a\"\nlibrary = \"logger\"\nsubscribes = [\">\"]\n",
+    );
+    let out = run(&["check", config.to_str().unwrap()], "");
+    let line = assert_one_line_error(&out);
+    assert!(
+        line.starts_with(&format!(
+            "error: {}:4:1: unknown field `subscribes`, expected one of",
+            config.display()
+        )),
+        "{line}"
+    );
+}
+
+#[test]
+fn semantic_errors_point_at_the_value() {
+    let s = Scratch::new("semantic");
+    let cases = [
+        (
+            "[host]\nshutdown_timeout = \"soon\"\n",
+            "2:20: invalid duration `soon`",
+        ),
+        (
+            "[host]\nqueue_capacity = 0\n",
+            "2:18: invalid value: integer `0`, expected a nonzero usize",
+        ),
+        (
+            "[[plugin]]\nname = \"a\"\nlibrary = \"x\"\nsubscribe = [\"a.>.b\"]\n",
+            "4:14: invalid pattern `a.>.b`: `>` may only be the last token",
+        ),
+        (
+            "[[plugin]]\nname = \"a\"\nlibrary = \"x\"\n[[plugin]]\nname = \"a\"\nlibrary = \"y\"\n",
+            "5:8: duplicate plugin name `a` (first defined on line 2)",
+        ),
+    ];
+    for (text, expected) in cases {
+        let config = s.write("plugins.toml", text);
+        let out = run(&["check", config.to_str().unwrap()], "");
+        let line = assert_one_line_error(&out);
+        let want = format!("error: {}:{expected}", config.display());
+        assert!(
+            line.starts_with(&want),
+            "for:\n{text}\n got: {line}\nwant: {want}"
+        );
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = run(&["frobnicate"], "");
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(&["discover"], "");
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -1,0 +1,206 @@
+//! Routing: wildcard subscriptions, exactly-once in-order delivery, plugins
+//! publishing to plugins (themselves included) without deadlock.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::time::Duration;
+
+fn logger(name: &str, subscribe: &str, path: &std::path::Path) -> String {
+    format!(
+        "[[plugin]]\nname = {name:?}\nlibrary = \"logger\"\nsubscribe = {subscribe}\n[plugin.config]\npath = {:?}\n",
+        path.display().to_string()
+    )
+}
+
+#[test]
+fn a_hundred_thousand_events_reach_a_logger_exactly_once_in_order() {
+    let s = Scratch::new("100k");
+    let config = s.config(&logger("log", r#"["load.>"]"#, &s.path("log.jsonl")));
+    let events: String = (0..100_000)
+        .map(|n| format!("{{\"topic\":\"load.test\",\"payload\":{{\"n\":{n}}}}}\n"))
+        .collect();
+    let out = run(&["run", config.to_str().unwrap(), "--events", "-"], &events);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = s.log_lines("log.jsonl");
+    assert_eq!(lines.len(), 100_000);
+    let mut last_id = 0;
+    for (n, line) in lines.iter().enumerate() {
+        assert_eq!(line["payload"], json!({"n": n}), "line {n}");
+        let id = line["id"].as_u64().unwrap();
+        assert!(id > last_id, "ids increase");
+        last_id = id;
+    }
+    let row = summary_row(&out, "log");
+    assert_eq!(
+        row,
+        Row {
+            state: "stopped".into(),
+            received: 100_000,
+            processed: 100_000,
+            dropped: 0,
+            failed: 0
+        }
+    );
+}
+
+#[test]
+fn wildcards_route_each_event_to_exactly_the_matching_subscribers() {
+    let s = Scratch::new("wildcards");
+    let subscriptions = [
+        ("star", r#"["orders.*"]"#),
+        ("rest", r#"["orders.>"]"#),
+        ("all", r#"[">"]"#),
+        ("created", r#"["*.created"]"#),
+        ("two", r#"["orders.created", "payments.*"]"#),
+    ];
+    let config: String = subscriptions
+        .iter()
+        .map(|(name, sub)| logger(name, sub, &s.path(&format!("{name}.jsonl"))))
+        .collect();
+    let config = s.config(&config);
+    let topics = [
+        "orders",
+        "orders.created",
+        "orders.created.eu",
+        "payments.created",
+        "payments.refund.full",
+        "misc",
+    ];
+    let events: String = topics.iter().map(|t| event(t, json!(null))).collect();
+    let out = run(&["run", config.to_str().unwrap(), "--events", "-"], &events);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let got = |name: &str| -> Vec<String> {
+        s.log_lines(&format!("{name}.jsonl"))
+            .iter()
+            .map(|l| l["topic"].as_str().unwrap().to_owned())
+            .filter(|t| !t.starts_with("plughost."))
+            .collect()
+    };
+    assert_eq!(got("star"), ["orders.created"]);
+    assert_eq!(got("rest"), ["orders.created", "orders.created.eu"]);
+    assert_eq!(got("all"), topics);
+    assert_eq!(got("created"), ["orders.created", "payments.created"]);
+    assert_eq!(got("two"), ["orders.created", "payments.created"]);
+}
+
+#[test]
+fn payloads_arrive_as_compact_json_or_raw_bytes() {
+    let s = Scratch::new("payloads");
+    let config = s.config(&logger("log", r#"[">"]"#, &s.path("log.jsonl")));
+    let events = "{\"topic\": \"a\", \"payload\": { \"z\" : 1, \"a\" : [ 1, 2 ] }}\n{\"topic\": \"b\", \"payload_base64\": \"AAH/\"}\n";
+    let out = run(&["run", config.to_str().unwrap(), "--events", "-"], events);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = s.read("log.jsonl");
+    assert!(text.contains(r#""topic":"a","source":"host","#), "{text}");
+    assert!(
+        text.contains(r#""payload":{"z":1,"a":[1,2]}"#),
+        "keys keep their order: {text}"
+    );
+    assert!(text.contains(r#""payload_base64":"AAH/""#), "{text}");
+}
+
+#[test]
+fn a_malformed_input_line_is_reported_with_its_number_and_skipped() {
+    let s = Scratch::new("bad-lines");
+    let config = s.config(&logger("log", r#"["*"]"#, &s.path("log.jsonl")));
+    let events = format!(
+        "{}not json\n{}{{\"topic\": \"bad topic\"}}\n{}",
+        event("a", json!(1)),
+        event("b", json!(2)),
+        event("c", json!(3))
+    );
+    let out = run(&["run", config.to_str().unwrap(), "--events", "-"], &events);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("stdin:2: skipped: "), "{err}");
+    assert!(
+        err.contains("stdin:4: skipped: invalid topic `bad topic`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("3 event(s) published, 2 line(s) skipped"),
+        "{err}"
+    );
+    let topics: Vec<_> = s
+        .log_lines("log.jsonl")
+        .iter()
+        .map(|l| l["topic"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(topics, ["a", "b", "c"]);
+}
+
+#[test]
+fn a_plugin_receives_what_it_publishes_on_a_topic_it_subscribes_to() {
+    let s = Scratch::new("self-publish");
+    let config = s.config(&format!(
+        "{}[[plugin]]\nname = \"echo\"\nlibrary = \"chaos\"\nsubscribe = [\"loop.>\"]\n[plugin.config]\nforward_to = \"loop.again\"\nforward_limit = 5\n",
+        logger("log", r#"["loop.>"]"#, &s.path("log.jsonl"))
+    ));
+    let out = run(
+        &["run", config.to_str().unwrap(), "--events", "-"],
+        &event("loop.start", json!("x")),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = s.log_lines("log.jsonl");
+    let topics: Vec<_> = lines.iter().map(|l| l["topic"].as_str().unwrap()).collect();
+    assert_eq!(
+        topics,
+        [
+            "loop.start",
+            "loop.again",
+            "loop.again",
+            "loop.again",
+            "loop.again",
+            "loop.again"
+        ]
+    );
+    assert!(
+        lines[1..]
+            .iter()
+            .all(|l| l["source"] == "echo" && l["payload"] == "x")
+    );
+    // 1 from the host + 5 of its own.
+    assert_eq!(summary_row(&out, "echo").processed, 6);
+}
+
+#[test]
+fn two_plugins_publishing_to_each_other_with_full_queues_never_deadlock() {
+    let s = Scratch::new("ping-pong");
+    let config = s.config(
+        r#"
+[[plugin]]
+name = "ping"
+library = "chaos"
+subscribe = ["ping"]
+queue_capacity = 1
+[plugin.config]
+forward_to = "pong"
+forward_limit = 3000
+
+[[plugin]]
+name = "pong"
+library = "chaos"
+subscribe = ["pong"]
+queue_capacity = 1
+[plugin.config]
+forward_to = "ping"
+forward_limit = 3000
+"#,
+    );
+    let events: String = (0..2000)
+        .map(|i| event(if i % 2 == 0 { "ping" } else { "pong" }, json!(i)))
+        .collect();
+    let mut host = Running::start(&config);
+    host.send(&events);
+    drop(host.stdin.take());
+    let (out, _) = host.wait(Duration::from_secs(60));
+    assert!(out.status.success(), "{}", stderr(&out));
+    for name in ["ping", "pong"] {
+        let row = summary_row(&out, name);
+        assert_eq!(row.state, "stopped");
+        assert_accounted(&row);
+        assert!(row.processed >= 1000, "{name}: {row:?}");
+    }
+}

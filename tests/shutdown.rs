@@ -1,0 +1,118 @@
+//! Shutdown: SIGTERM drains and exits 0, `shutdown_timeout` bounds the drain
+//! (what is left is dropped and counted), a second signal exits at once.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+fn slow_config(s: &Scratch, sleep_ms: u64, timeout: &str) -> std::path::PathBuf {
+    s.config(&format!(
+        r#"shutdown_timeout = {timeout:?}
+queue_capacity = 100000
+
+[[plugin]]
+name = "log"
+library = "logger"
+subscribe = ["work.>"]
+[plugin.config]
+path = {:?}
+
+[[plugin]]
+name = "slow"
+library = "chaos"
+subscribe = ["work.>"]
+[plugin.config]
+sleep_ms = {sleep_ms}
+"#,
+        s.path("log.jsonl").display().to_string()
+    ))
+}
+
+fn events(n: usize) -> String {
+    (0..n).map(|i| event("work.item", json!(i))).collect()
+}
+
+#[test]
+fn sigterm_mid_stream_drains_every_queue_and_exits_0() {
+    let s = Scratch::new("sigterm");
+    let config = slow_config(&s, 2, "30s");
+    let mut host = Running::start(&config);
+    host.send(&events(300));
+    std::thread::sleep(Duration::from_millis(100));
+    host.signal(libc::SIGTERM);
+    // stdin stays open: the signal alone ends the run.
+    let (out, err) = host.wait(Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", err.join("\n"));
+    assert!(
+        err.iter().any(|l| l.contains("SIGTERM: draining queues")),
+        "{}",
+        err.join("\n")
+    );
+    let slow = summary_row(&out, "slow");
+    let log = summary_row(&out, "log");
+    assert!(slow.received > 0);
+    assert_eq!(
+        (slow.processed, slow.dropped),
+        (slow.received, 0),
+        "drained: {slow:?}"
+    );
+    assert_eq!(
+        (log.processed, log.dropped),
+        (log.received, 0),
+        "drained: {log:?}"
+    );
+    // What the logger counted is exactly what it wrote, in order.
+    let lines = s.log_lines("log.jsonl");
+    assert_eq!(lines.len() as u64, log.received);
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line["payload"], json!(i));
+    }
+}
+
+#[test]
+fn shutdown_timeout_bounds_the_drain_and_counts_what_it_drops() {
+    let s = Scratch::new("timeout");
+    let config = slow_config(&s, 20, "300ms");
+    let mut host = Running::start(&config);
+    host.send(&events(500));
+    std::thread::sleep(Duration::from_millis(100));
+    let asked = Instant::now();
+    host.signal(libc::SIGTERM);
+    let (out, err) = host.wait(Duration::from_secs(30));
+    let took = asked.elapsed();
+    assert_eq!(out.status.code(), Some(0), "{}", err.join("\n"));
+    assert!(took < Duration::from_secs(5), "stopped in {took:?}");
+    let slow = summary_row(&out, "slow");
+    assert!(slow.dropped > 0, "{slow:?}");
+    assert_accounted(&slow);
+    assert_eq!(slow.state, "stopped");
+    assert!(
+        err.iter().any(|l| l.contains("shutdown_timeout reached")),
+        "{}",
+        err.join("\n")
+    );
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let s = Scratch::new("second-signal");
+    let config = slow_config(&s, 500, "60s");
+    let mut host = Running::start(&config);
+    host.send(&events(100));
+    std::thread::sleep(Duration::from_millis(100));
+    host.signal(libc::SIGINT);
+    host.wait_for_stderr("SIGINT: draining queues");
+    let asked = Instant::now();
+    host.signal(libc::SIGINT);
+    let (out, err) = host.wait(Duration::from_secs(10));
+    assert!(asked.elapsed() < Duration::from_secs(5));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.iter()
+            .any(|l| l == "error: second SIGINT: exiting at once without draining"),
+        "{}",
+        err.join("\n")
+    );
+}
