@@ -141,7 +141,7 @@ impl Config {
         let base = std::path::absolute(base).unwrap_or_else(|_| base.to_owned());
         let host = HostConfig {
             plugin_dirs: match file.host.plugin_dirs {
-                Some(dirs) => dirs.iter().map(|d| base.join(d)).collect(),
+                Some(dirs) => dirs.iter().map(|d| clean(&base.join(d))).collect(),
                 None => vec![base.clone()],
             },
             queue_capacity: file
@@ -213,6 +213,11 @@ impl Config {
             .unwrap_or(Path::new("."));
         std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned())
     }
+}
+
+/// `path` without `.` components (`/etc/./x` is `/etc/x`), for readable messages.
+pub(crate) fn clean(path: &Path) -> PathBuf {
+    path.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect()
 }
 
 fn check_instance_name(name: &str) -> Result<(), &'static str> {

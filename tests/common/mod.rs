@@ -208,6 +208,25 @@ pub fn assert_no_raw_panic(stderr: &str) {
     }
 }
 
+/// Compile the fixture `tests/fixtures/<name>.c` against plughost.h into
+/// `lib<out>.so` in `scratch`, with extra compiler flags (such as `-D...`).
+pub fn cc_fixture(scratch: &Scratch, fixture: &str, out: &str, flags: &[&str]) -> PathBuf {
+    let root = workspace_root();
+    let library = scratch.path(&format!("lib{out}.so"));
+    let output = Command::new("cc")
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-shared", "-fPIC", "-fvisibility=hidden"])
+        .args(flags)
+        .arg("-I")
+        .arg(root.join("ffi/include"))
+        .arg("-o")
+        .arg(&library)
+        .arg(root.join(format!("tests/fixtures/{fixture}.c")))
+        .output()
+        .expect("run cc");
+    assert!(output.status.success(), "cc {fixture}: {}", String::from_utf8_lossy(&output.stderr));
+    library
+}
+
 /// Assert that `output` failed with exit 1 and exactly one `error:` line on stderr.
 pub fn assert_one_line_error(output: &Output) -> String {
     let err = stderr(output);

@@ -9,6 +9,7 @@
 //! already-loaded library by its path string, and a reused descriptor number
 //! would otherwise alias a different file.
 
+mod c;
 mod rust;
 
 use crate::bus::Bus;
@@ -21,7 +22,8 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-pub(crate) use rust::RustLibrary;
+use c::CLibrary;
+use rust::RustLibrary;
 
 /// Why a library could not be used.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -60,12 +62,15 @@ impl LoadError {
 pub enum Language {
     /// A Rust cdylib exporting an abi_stable root module.
     Rust,
+    /// A C library exporting `plughost_plugin_entry`.
+    C,
 }
 
 impl fmt::Display for Language {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Language::Rust => "rust",
+            Language::C => "c",
         })
     }
 }
@@ -82,6 +87,7 @@ pub(crate) struct Library {
 
 enum Kind {
     Rust(RustLibrary),
+    C(CLibrary),
 }
 
 impl Library {
@@ -92,9 +98,27 @@ impl Library {
         slot: Arc<Slot>,
         bus: Arc<Bus>,
     ) -> Result<Box<dyn Instance>, CallFailure> {
+        let link = HostLink { slot, bus };
         match &self.kind {
-            Kind::Rust(library) => library.create(config_json, slot, bus),
+            Kind::Rust(library) => library.create(config_json, link),
+            Kind::C(library) => library.create(config_json, link),
         }
+    }
+}
+
+/// What every plugin instance, whatever its language, can ask of the host.
+pub(crate) struct HostLink {
+    pub slot: Arc<Slot>,
+    pub bus: Arc<Bus>,
+}
+
+impl HostLink {
+    pub(crate) fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), plughost_api::topic::TopicError> {
+        self.bus.publish(Some(&self.slot), topic, payload.into()).map(|_| ())
+    }
+
+    pub(crate) fn log(&self, level: plughost_api::LogLevel, message: &str) {
+        crate::plugin_log(&self.slot.name, level, message);
     }
 }
 
@@ -119,7 +143,7 @@ fn is_path(spec: &str) -> bool {
 /// `base`; a bare name is looked up in `dirs` under its platform file name.
 pub fn resolve(spec: &str, dirs: &[PathBuf], base: &Path) -> Result<PathBuf, LoadError> {
     if is_path(spec) {
-        return Ok(base.join(spec));
+        return Ok(crate::config::clean(&base.join(spec)));
     }
     let file = platform_file_name(spec);
     let candidates: Vec<PathBuf> = dirs.iter().map(|dir| dir.join(&file)).collect();
@@ -197,9 +221,6 @@ fn open_checked(path: &Path) -> Result<File, LoadError> {
     Ok(file)
 }
 
-/// The symbol a C plugin exports (see `ffi/include/plughost.h`).
-const C_ENTRY_SYMBOL: &[u8] = b"plughost_plugin_entry\0";
-
 fn load(path: &Path, file: File) -> Result<Library, LoadError> {
     let fd_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
     // SAFETY: opening a library runs its initialisers; the operator chose to
@@ -213,7 +234,8 @@ fn load(path: &Path, file: File) -> Result<Library, LoadError> {
         unsafe { handle.get::<*const std::ffi::c_void>(symbol) }.is_ok()
     };
     let is_rust = has(rust::ROOT_SYMBOL);
-    let is_c = has(C_ENTRY_SYMBOL);
+    let is_c = has(plughost_ffi::PLUGHOST_ENTRY_SYMBOL);
+    let c_library = if is_c && !is_rust { Some(CLibrary::load(path, &handle)) } else { None };
     std::mem::forget(handle);
     // Keep the descriptor too: its number names the library to the loader.
     std::mem::forget(file);
@@ -228,11 +250,16 @@ fn load(path: &Path, file: File) -> Result<Library, LoadError> {
             kind: Kind::Rust(library),
         });
     }
-    if is_c {
-        return Err(LoadError::unusable(
-            path,
-            "C plugins are not supported by this build",
-        ));
+    if let Some(library) = c_library {
+        let library = library?;
+        return Ok(Library {
+            path: path.to_owned(),
+            name: library.name.clone(),
+            version: library.version.clone(),
+            abi: format!("plughost.h {}.{}", library.abi_major, library.abi_minor),
+            language: Language::C,
+            kind: Kind::C(library),
+        });
     }
     Err(LoadError::unusable(
         path,

@@ -3,17 +3,15 @@
 //! own header (`lib_header_from_path`), never `RootModule::load_from_file`,
 //! which caches the first module of a type for the whole process.
 
-use super::LoadError;
-use crate::bus::Bus;
+use super::{HostLink, LoadError};
 use crate::event::Event;
-use crate::instance::{CallFailure, Instance, Slot};
+use crate::instance::{CallFailure, Instance};
 use abi_stable::library::{LibraryError, RootModule, lib_header_from_path};
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RArc, RErr, ROk, RResult, RSlice, RStr, RString};
 use plughost_api::LogLevel;
 use plughost_api::abi::{CallError, EventRef, HostApi, HostApi_TO, PluginHandle, PluginModuleRef};
 use std::path::Path;
-use std::sync::Arc;
 
 /// The symbol abi_stable libraries export their header under.
 pub(super) const ROOT_SYMBOL: &[u8] = b"_1as_0lib_1header_0root_bmodule_bloader\0";
@@ -43,13 +41,8 @@ impl RustLibrary {
         self.module.version().to_string()
     }
 
-    pub(crate) fn create(
-        &self,
-        config_json: &str,
-        slot: Arc<Slot>,
-        bus: Arc<Bus>,
-    ) -> Result<Box<dyn Instance>, CallFailure> {
-        let host = HostApi_TO::from_ptr(RArc::new(HostLink { slot, bus }), TD_Opaque);
+    pub(crate) fn create(&self, config_json: &str, link: HostLink) -> Result<Box<dyn Instance>, CallFailure> {
+        let host = HostApi_TO::from_ptr(RArc::new(link), TD_Opaque);
         match (self.module.create())(RStr::from_str(config_json), host) {
             ROk(plugin) => Ok(Box::new(RustInstance { plugin })),
             RErr(error) => Err(failure(error)),
@@ -109,28 +102,19 @@ impl Instance for RustInstance {
     }
 }
 
-/// The host side of a Rust plugin's `Context`.
-struct HostLink {
-    slot: Arc<Slot>,
-    bus: Arc<Bus>,
-}
-
 impl HostApi for HostLink {
     fn instance_name(&self) -> RStr<'_> {
         RStr::from_str(&self.slot.name)
     }
 
     fn publish(&self, topic: RStr<'_>, payload: RSlice<'_, u8>) -> RResult<(), RString> {
-        match self
-            .bus
-            .publish(Some(&self.slot), topic.as_str(), payload.as_slice().into())
-        {
-            Ok(_) => ROk(()),
+        match HostLink::publish(self, topic.as_str(), payload.as_slice()) {
+            Ok(()) => ROk(()),
             Err(e) => RErr(RString::from(e.to_string())),
         }
     }
 
     fn log(&self, level: LogLevel, message: RStr<'_>) {
-        crate::plugin_log(&self.slot.name, level, message.as_str());
+        HostLink::log(self, level, message.as_str());
     }
 }

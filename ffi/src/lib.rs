@@ -1,0 +1,153 @@
+//! The C ABI of plughost plugins, as `#[repr(C)]` Rust types. cbindgen turns
+//! this file into `ffi/include/plughost.h`; the host uses the same types, so
+//! the header and the loader cannot disagree.
+//!
+//! Versioning: [`plughost_plugin`] and [`plughost_host`] start with their
+//! size; fields are only ever appended, with a minor version bump. A host
+//! reads a plugin descriptor up to the size the plugin declares, and treats
+//! fields beyond it as NULL. Major versions must match; a plugin's minor
+//! version must not exceed the host's.
+#![allow(non_camel_case_types, reason = "C names, as they appear in plughost.h")]
+#![warn(missing_docs)]
+
+use std::ffi::{c_char, c_void};
+
+/// The ABI major version this header describes. A host refuses a plugin
+/// whose major version differs.
+pub const PLUGHOST_ABI_MAJOR: u16 = 1;
+/// The ABI minor version this header describes. A host refuses a plugin
+/// whose minor version is newer than its own.
+pub const PLUGHOST_ABI_MINOR: u16 = 0;
+
+/// Success.
+pub const PLUGHOST_OK: i32 = 0;
+/// Failure; the callee wrote a message into the error buffer.
+pub const PLUGHOST_ERROR: i32 = 1;
+
+/// Log level: something failed.
+pub const PLUGHOST_LOG_ERROR: i32 = 1;
+/// Log level: something looks wrong.
+pub const PLUGHOST_LOG_WARN: i32 = 2;
+/// Log level: normal operation.
+pub const PLUGHOST_LOG_INFO: i32 = 3;
+/// Log level: detail for debugging.
+pub const PLUGHOST_LOG_DEBUG: i32 = 4;
+/// Log level: very verbose detail.
+pub const PLUGHOST_LOG_TRACE: i32 = 5;
+
+/// One event, lent to `on_event` for the duration of the call. Every pointer
+/// is owned by the host and valid only until `on_event` returns; copy what
+/// you keep. No string here is NUL-terminated.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct plughost_event {
+    /// Host-assigned id, increasing in publication order.
+    pub id: u64,
+    /// Milliseconds since the Unix epoch when the host accepted the event.
+    pub timestamp_ms: u64,
+    /// The topic (`topic_len` bytes of UTF-8), such as `orders.created`.
+    pub topic: *const c_char,
+    /// Length of `topic` in bytes.
+    pub topic_len: usize,
+    /// The payload bytes (for JSON input, the compact JSON text). May be
+    /// NULL when `payload_len` is 0.
+    pub payload: *const u8,
+    /// Length of `payload` in bytes.
+    pub payload_len: usize,
+    /// The publishing instance's name, or `host` (`source_len` bytes of UTF-8).
+    pub source: *const c_char,
+    /// Length of `source` in bytes.
+    pub source_len: usize,
+}
+
+/// What the host offers an instance. Owned by the host; the pointer given to
+/// `create` stays valid until `destroy` returns (or, without `destroy`,
+/// until the instance is stopped). Its functions are thread-safe: they may
+/// be called from any thread while the instance exists.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct plughost_host {
+    /// `sizeof(plughost_host)` as the host was built; fields past it are absent.
+    pub size: u32,
+    /// The instance name from plugins.toml, NUL-terminated.
+    pub instance_name: *const c_char,
+    /// Opaque host data: pass it back as the first argument of the functions below.
+    pub ctx: *mut c_void,
+    /// Publish an event. `topic` is `topic_len` bytes of UTF-8 (a concrete
+    /// topic, no wildcards); `payload` is `payload_len` bytes (NULL if 0). The
+    /// host copies both before returning. Returns PLUGHOST_OK, or
+    /// PLUGHOST_ERROR for an invalid topic or when the host is gone.
+    pub publish: Option<
+        unsafe extern "C" fn(
+            ctx: *mut c_void,
+            topic: *const c_char,
+            topic_len: usize,
+            payload: *const u8,
+            payload_len: usize,
+        ) -> i32,
+    >,
+    /// Log `message_len` bytes of UTF-8 at `level` (a PLUGHOST_LOG_* value)
+    /// through the host's log, tagged with the instance name.
+    pub log: Option<unsafe extern "C" fn(ctx: *mut c_void, level: i32, message: *const c_char, message_len: usize)>,
+}
+
+/// The descriptor a C plugin exports through `plughost_plugin_entry`. It must
+/// stay valid (usually `static const`) for as long as the library is loaded.
+/// Set `size` to `sizeof(plughost_plugin)`: fields are appended in later
+/// minor versions, and the host reads only the first `size` bytes.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct plughost_plugin {
+    /// PLUGHOST_ABI_MAJOR as the plugin was compiled.
+    pub abi_major: u16,
+    /// PLUGHOST_ABI_MINOR as the plugin was compiled.
+    pub abi_minor: u16,
+    /// `sizeof(plughost_plugin)` as the plugin was compiled.
+    pub size: u32,
+    /// The plugin's name, NUL-terminated, static.
+    pub name: *const c_char,
+    /// The plugin's version, NUL-terminated, static.
+    pub version: *const c_char,
+    /// Required. Create an instance. `config_json` is the instance's
+    /// `[plugin.config]` table as `config_json_len` bytes of JSON text (NUL-
+    /// terminated too, for convenience), valid during the call. `host` stays
+    /// valid for the instance's lifetime. On success store the instance in
+    /// `*instance_out` and return PLUGHOST_OK; on failure write a message to
+    /// `error` and return PLUGHOST_ERROR (the host then calls nothing else on it).
+    pub create: Option<
+        unsafe extern "C" fn(
+            host: *const plughost_host,
+            config_json: *const c_char,
+            config_json_len: usize,
+            instance_out: *mut *mut c_void,
+            error: *mut c_char,
+            error_capacity: usize,
+        ) -> i32,
+    >,
+    /// Required. Handle one event. Return PLUGHOST_OK, or PLUGHOST_ERROR with
+    /// a message in `error`: the event counts as failed and the instance goes on.
+    pub on_event: Option<
+        unsafe extern "C" fn(
+            instance: *mut c_void,
+            event: *const plughost_event,
+            error: *mut c_char,
+            error_capacity: usize,
+        ) -> i32,
+    >,
+    /// Optional (NULL: nothing to do). Flush and release what the instance
+    /// holds open; called once, after its last event.
+    pub stop: Option<unsafe extern "C" fn(instance: *mut c_void, error: *mut c_char, error_capacity: usize) -> i32>,
+    /// Optional (NULL: nothing to free). Free the instance; called once, last,
+    /// also after a failed `stop`. The instance pointer is dead afterwards.
+    pub destroy: Option<unsafe extern "C" fn(instance: *mut c_void)>,
+}
+
+/// The type of `plughost_plugin_entry`, the one symbol a C plugin exports.
+pub type plughost_entry_fn = Option<unsafe extern "C" fn() -> *const plughost_plugin>;
+
+/// The name of the entry symbol, NUL-terminated.
+pub const PLUGHOST_ENTRY_SYMBOL: &[u8] = b"plughost_plugin_entry\0";
+
+/// The smallest descriptor a 1.x plugin may declare: the 1.0 fields, through `destroy`.
+pub const PLUGHOST_PLUGIN_MIN_SIZE: usize =
+    std::mem::offset_of!(plughost_plugin, destroy) + std::mem::size_of::<Option<unsafe extern "C" fn(*mut c_void)>>();

@@ -1,0 +1,251 @@
+//! C plugins: the descriptor behind `plughost_plugin_entry`, checked for its
+//! ABI version and size, and the adapter that calls its function pointers.
+//! The host table handed to C points at a `HostLink`; its functions catch
+//! every panic, since unwinding into C is undefined behaviour.
+
+use super::{HostLink, LoadError};
+use crate::event::Event;
+use crate::instance::{CallFailure, Instance};
+use plughost_api::LogLevel;
+use plughost_ffi::{
+    PLUGHOST_ABI_MAJOR, PLUGHOST_ABI_MINOR, PLUGHOST_ENTRY_SYMBOL, PLUGHOST_ERROR, PLUGHOST_OK, PLUGHOST_PLUGIN_MIN_SIZE,
+    plughost_event, plughost_host, plughost_plugin,
+};
+use std::ffi::{CStr, CString, c_char, c_void};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Room the host gives a plugin for an error message, NUL included.
+const ERROR_CAPACITY: usize = 1024;
+
+pub(crate) struct CLibrary {
+    pub name: String,
+    pub version: String,
+    pub abi_major: u16,
+    pub abi_minor: u16,
+    descriptor: Arc<plughost_plugin>,
+}
+
+// SAFETY: the descriptor holds only function pointers and pointers to static,
+// immutable strings of a library that is never unloaded.
+unsafe impl Send for CLibrary {}
+// SAFETY: as above; nothing in it is ever written after load.
+unsafe impl Sync for CLibrary {}
+
+impl CLibrary {
+    pub(super) fn load(path: &Path, handle: &libloading::os::unix::Library) -> Result<CLibrary, LoadError> {
+        let refuse = |reason: String| LoadError::unusable(path, reason);
+        // SAFETY: the header declares the entry as `const plughost_plugin *(void)`.
+        let entry = unsafe { handle.get::<unsafe extern "C" fn() -> *const plughost_plugin>(PLUGHOST_ENTRY_SYMBOL) }
+            .map_err(|e| refuse(format!("cannot read plughost_plugin_entry: {e}")))?;
+        // SAFETY: calling the plugin's own entry point, as the ABI prescribes.
+        let raw = unsafe { entry() };
+        if raw.is_null() {
+            return Err(refuse("plughost_plugin_entry returned NULL".to_owned()));
+        }
+        // SAFETY: every ABI version starts with these three fields.
+        let (major, minor, size) = unsafe { ((*raw).abi_major, (*raw).abi_minor, (*raw).size as usize) };
+        let host = format!("{PLUGHOST_ABI_MAJOR}.{PLUGHOST_ABI_MINOR}");
+        if major != PLUGHOST_ABI_MAJOR {
+            return Err(refuse(format!(
+                "built for C ABI {major}.{minor}, but this host speaks {host}: rebuild it against this host's plughost.h"
+            )));
+        }
+        if minor > PLUGHOST_ABI_MINOR {
+            return Err(refuse(format!(
+                "built for C ABI {major}.{minor}, newer than this host's {host}: upgrade plughost or rebuild it against this host's plughost.h"
+            )));
+        }
+        if size < PLUGHOST_PLUGIN_MIN_SIZE {
+            return Err(refuse(format!(
+                "its plughost_plugin descriptor declares {size} bytes, fewer than the {PLUGHOST_PLUGIN_MIN_SIZE} of C ABI {major}.0: set `size = sizeof(plughost_plugin)`"
+            )));
+        }
+        // Fields the plugin's version does not have stay zero, that is NULL.
+        // SAFETY: all-zero is a valid plughost_plugin (null pointers, `None`s, zeros).
+        let mut descriptor: plughost_plugin = unsafe { std::mem::zeroed() };
+        let known = size.min(std::mem::size_of::<plughost_plugin>());
+        // SAFETY: the plugin vouches for `size` readable bytes at `raw`; we copy
+        // at most that many, and no more than our own struct holds.
+        unsafe { std::ptr::copy_nonoverlapping(raw.cast::<u8>(), (&raw mut descriptor).cast::<u8>(), known) };
+        if descriptor.create.is_none() {
+            return Err(refuse("its descriptor has no `create` function (it is required)".to_owned()));
+        }
+        if descriptor.on_event.is_none() {
+            return Err(refuse("its descriptor has no `on_event` function (it is required)".to_owned()));
+        }
+        let text = |ptr: *const c_char, what: &str| -> Result<String, LoadError> {
+            if ptr.is_null() {
+                return Err(refuse(format!("its descriptor's `{what}` is NULL")));
+            }
+            // SAFETY: non-null, and the ABI requires a static NUL-terminated string.
+            Ok(unsafe { CStr::from_ptr(ptr) }.to_string_lossy().into_owned())
+        };
+        Ok(CLibrary {
+            name: text(descriptor.name, "name")?,
+            version: text(descriptor.version, "version")?,
+            abi_major: major,
+            abi_minor: minor,
+            descriptor: Arc::new(descriptor),
+        })
+    }
+
+    pub(crate) fn create(&self, config_json: &str, link: HostLink) -> Result<Box<dyn Instance>, CallFailure> {
+        let name = CString::new(&*link.slot.name).map_err(|_| CallFailure::Error("instance name holds a NUL".into()))?;
+        let link = Box::new(link);
+        let table = Box::new(plughost_host {
+            size: std::mem::size_of::<plughost_host>() as u32,
+            instance_name: name.as_ptr(),
+            ctx: (&raw const *link).cast_mut().cast::<c_void>(),
+            publish: Some(host_publish),
+            log: Some(host_log),
+        });
+        let config = CString::new(config_json).map_err(|_| CallFailure::Error("config holds a NUL".into()))?;
+        let create = self.descriptor.create.expect("checked at load");
+        let mut error = vec![0 as c_char; ERROR_CAPACITY].into_boxed_slice();
+        let mut instance: *mut c_void = std::ptr::null_mut();
+        // SAFETY: arguments follow the header: the host table and the name
+        // outlive the instance (kept in CInstance), the config and error
+        // buffer outlive the call.
+        let status = unsafe {
+            create(&raw const *table, config.as_ptr(), config_json.len(), &mut instance, error.as_mut_ptr(), ERROR_CAPACITY)
+        };
+        if status != PLUGHOST_OK {
+            return Err(CallFailure::Error(message(&error)));
+        }
+        Ok(Box::new(CInstance { descriptor: self.descriptor.clone(), instance, error, _table: table, _link: link, _name: name }))
+    }
+}
+
+/// The text a plugin wrote into an error buffer.
+fn message(buffer: &[c_char]) -> String {
+    // SAFETY: c_char and u8 have the same size and alignment.
+    let bytes = unsafe { std::slice::from_raw_parts(buffer.as_ptr().cast::<u8>(), buffer.len()) };
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    match String::from_utf8_lossy(&bytes[..end]).trim() {
+        "" => "failed (the plugin gave no message)".to_owned(),
+        text => text.to_owned(),
+    }
+}
+
+struct CInstance {
+    descriptor: Arc<plughost_plugin>,
+    instance: *mut c_void,
+    error: Box<[c_char]>,
+    _table: Box<plughost_host>,
+    _link: Box<HostLink>,
+    _name: CString,
+}
+
+// SAFETY: the C instance is used only by the thread that owns this value, one
+// call at a time, as the header promises plugins; the host table it points
+// at is immutable and its HostLink is Sync.
+unsafe impl Send for CInstance {}
+
+impl CInstance {
+    fn call(&mut self, call: impl FnOnce(*mut c_void, *mut c_char, usize) -> i32) -> Result<(), CallFailure> {
+        self.error[0] = 0;
+        match call(self.instance, self.error.as_mut_ptr(), self.error.len()) {
+            PLUGHOST_OK => Ok(()),
+            _ => Err(CallFailure::Error(message(&self.error))),
+        }
+    }
+}
+
+impl Instance for CInstance {
+    fn on_event(&mut self, event: &Event) -> Result<(), CallFailure> {
+        let raw = plughost_event {
+            id: event.id(),
+            timestamp_ms: event.timestamp_ms(),
+            topic: event.topic().as_ptr().cast(),
+            topic_len: event.topic().len(),
+            payload: event.payload().as_ptr(),
+            payload_len: event.payload().len(),
+            source: event.source().as_ptr().cast(),
+            source_len: event.source().len(),
+        };
+        let on_event = self.descriptor.on_event.expect("checked at load");
+        // SAFETY: the event and the error buffer outlive the call; the
+        // instance came from this library's `create`.
+        self.call(|instance, error, capacity| unsafe { on_event(instance, &raw, error, capacity) })
+    }
+
+    fn stop(&mut self) -> Result<(), CallFailure> {
+        let Some(stop) = self.descriptor.stop else { return Ok(()) };
+        // SAFETY: as in on_event; stop is called once, after the last event.
+        self.call(|instance, error, capacity| unsafe { stop(instance, error, capacity) })
+    }
+}
+
+impl Drop for CInstance {
+    fn drop(&mut self) {
+        if let Some(destroy) = self.descriptor.destroy {
+            // SAFETY: called once, last, on the instance's own thread.
+            unsafe { destroy(self.instance) };
+        }
+    }
+}
+
+/// `len` bytes at `ptr`; an empty slice for length 0 (where `ptr` may be NULL).
+///
+/// # Safety
+/// When `len > 0`, `ptr` must be valid for `len` bytes for `'a`.
+unsafe fn bytes<'a>(ptr: *const u8, len: usize) -> Option<&'a [u8]> {
+    match (ptr.is_null(), len) {
+        (_, 0) => Some(&[]),
+        (true, _) => None,
+        // SAFETY: the caller guarantees `len` readable bytes.
+        (false, _) => Some(unsafe { std::slice::from_raw_parts(ptr, len) }),
+    }
+}
+
+/// The `HostLink` behind a host table's `ctx`.
+///
+/// # Safety
+/// `ctx` must be the `ctx` of a live host table made by `CLibrary::create`.
+unsafe fn link<'a>(ctx: *mut c_void) -> Option<&'a HostLink> {
+    // SAFETY: per the caller, a pointer to a HostLink that outlives the instance.
+    unsafe { ctx.cast::<HostLink>().as_ref() }
+}
+
+unsafe extern "C" fn host_publish(
+    ctx: *mut c_void,
+    topic: *const c_char,
+    topic_len: usize,
+    payload: *const u8,
+    payload_len: usize,
+) -> i32 {
+    let publish = || {
+        // SAFETY: the header requires the ctx we gave and valid (pointer, length) pairs.
+        let (link, topic, payload) = unsafe { (link(ctx)?, bytes(topic.cast(), topic_len)?, bytes(payload, payload_len)?) };
+        let topic = std::str::from_utf8(topic).ok()?;
+        match link.publish(topic, payload) {
+            Ok(()) => Some(()),
+            Err(e) => {
+                link.log(LogLevel::Warn, &format!("publish refused: {e}"));
+                None
+            }
+        }
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(publish)) {
+        Ok(Some(())) => PLUGHOST_OK,
+        _ => PLUGHOST_ERROR,
+    }
+}
+
+unsafe extern "C" fn host_log(ctx: *mut c_void, level: i32, message: *const c_char, message_len: usize) {
+    let log = || {
+        // SAFETY: as in host_publish.
+        let (link, message) = unsafe { (link(ctx)?, bytes(message.cast(), message_len)?) };
+        let level = match level {
+            plughost_ffi::PLUGHOST_LOG_ERROR => LogLevel::Error,
+            plughost_ffi::PLUGHOST_LOG_WARN => LogLevel::Warn,
+            plughost_ffi::PLUGHOST_LOG_DEBUG => LogLevel::Debug,
+            plughost_ffi::PLUGHOST_LOG_TRACE => LogLevel::Trace,
+            _ => LogLevel::Info,
+        };
+        link.log(level, &String::from_utf8_lossy(message));
+        Some(())
+    };
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(log));
+}

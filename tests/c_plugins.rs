@@ -1,0 +1,205 @@
+//! C plugins: built by `cc` against the generated header, loaded by the same
+//! host, on the same threads and mailboxes, next to Rust plugins.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+fn path_str(path: &std::path::Path) -> String {
+    path.display().to_string()
+}
+
+/// One test body for the Rust `logger` and the C `logger_c`.
+fn receives_n_events_in_order(library: &str) {
+    let s = Scratch::new(&format!("n-events-{library}"));
+    let config = s.config(&format!(
+        "[[plugin]]\nname = \"log\"\nlibrary = {library:?}\nsubscribe = [\"n.>\"]\n[plugin.config]\npath = {:?}\n",
+        path_str(&s.path("log.jsonl"))
+    ));
+    let events: String = (0..20_000).map(|i| event("n.item", json!({"i": i}))).collect();
+    let out = run(&["run", config.to_str().unwrap(), "--events", "-"], &events);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = s.log_lines("log.jsonl");
+    assert_eq!(lines.len(), 20_000);
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line["payload"], json!({"i": i}));
+        assert_eq!(line["topic"], "n.item");
+        assert_eq!(line["source"], "host");
+    }
+    assert_eq!(summary_row(&out, "log"), Row { state: "stopped".into(), received: 20_000, processed: 20_000, dropped: 0, failed: 0 });
+}
+
+#[test]
+fn the_rust_logger_receives_exactly_n_events_in_order() {
+    receives_n_events_in_order("logger");
+}
+
+#[test]
+fn the_c_logger_receives_exactly_n_events_in_order() {
+    receives_n_events_in_order("logger_c");
+}
+
+#[test]
+fn logger_and_logger_c_write_the_same_objects_for_the_same_events() {
+    let s = Scratch::new("logger-parity");
+    let config = s.config(&format!(
+        "[[plugin]]\nname = \"rust\"\nlibrary = \"logger\"\nsubscribe = [\">\"]\n[plugin.config]\npath = {:?}\n\
+         [[plugin]]\nname = \"c\"\nlibrary = \"logger_c\"\nsubscribe = [\">\"]\n[plugin.config]\npath = {:?}\n",
+        path_str(&s.path("rust.jsonl")),
+        path_str(&s.path("c.jsonl"))
+    ));
+    let mut events = String::new();
+    events += &event("p.object", json!({"a": 1, "nested": {"list": [1, 2.5, -3e5, true, false, null]}}));
+    events += &event("p.string", json!("quote \" backslash \\ newline \n tab \t unicode é ✓ control \u{1}"));
+    events += &event("p.number", json!(-0.5));
+    events += &event("p.null", json!(null));
+    events += "{\"topic\": \"p.raw\", \"payload_base64\": \"AAECA/+A\"}\n";
+    events += "{\"topic\": \"p.json-bytes\", \"payload_base64\": \"WzEsMl0=\"}\n";
+    events += "{\"topic\": \"p.empty\", \"payload_base64\": \"\"}\n";
+    events += "{\"topic\": \"p.no-payload\"}\n";
+    let out = run(&["run", config.to_str().unwrap(), "--events", "-"], &events);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rust = s.log_lines("rust.jsonl");
+    let c = s.log_lines("c.jsonl");
+    assert!(rust.len() >= 8, "{rust:?}");
+    assert_eq!(rust, c, "same JSON objects, line by line");
+    assert_eq!(s.read("rust.jsonl"), s.read("c.jsonl"), "and the same bytes");
+}
+
+#[test]
+fn events_cross_between_c_and_rust_plugins_both_ways() {
+    let s = Scratch::new("interop");
+    let config = s.config(&format!(
+        r#"
+# host -> echo_c (C) publishes echo.<topic> -> logger (Rust)
+[[plugin]]
+name = "echo"
+library = "echo_c"
+subscribe = ["in.>"]
+
+[[plugin]]
+name = "rust-log"
+library = "logger"
+subscribe = ["echo.>"]
+[plugin.config]
+path = {rust_log:?}
+
+# host -> chaos (Rust) forwards to to-c.forwarded -> logger_c (C)
+[[plugin]]
+name = "forward"
+library = "chaos"
+subscribe = ["in.>"]
+[plugin.config]
+forward_to = "to-c.forwarded"
+
+[[plugin]]
+name = "c-log"
+library = "logger_c"
+subscribe = ["to-c.>"]
+[plugin.config]
+path = {c_log:?}
+"#,
+        rust_log = path_str(&s.path("rust.jsonl")),
+        c_log = path_str(&s.path("c.jsonl")),
+    ));
+    let events: String = (0..100).map(|i| event("in.x", json!(i))).collect();
+    let out = run(&["run", config.to_str().unwrap(), "--events", "-"], &events);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let from_c = s.log_lines("rust.jsonl");
+    assert_eq!(from_c.len(), 100);
+    for (i, line) in from_c.iter().enumerate() {
+        assert_eq!((&line["topic"], &line["source"], &line["payload"]), (&json!("echo.in.x"), &json!("echo"), &json!(i)));
+    }
+    let from_rust = s.log_lines("c.jsonl");
+    assert_eq!(from_rust.len(), 100);
+    for (i, line) in from_rust.iter().enumerate() {
+        assert_eq!((&line["topic"], &line["source"], &line["payload"]), (&json!("to-c.forwarded"), &json!("forward"), &json!(i)));
+    }
+}
+
+#[test]
+fn check_and_discover_show_language_and_abi_version() {
+    let s = Scratch::new("c-check");
+    let config = s.config("[[plugin]]\nname = \"echo\"\nlibrary = \"echo_c\"\n[[plugin]]\nname = \"count\"\nlibrary = \"counter\"\n");
+    let out = run(&["check", config.to_str().unwrap()], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("echo: ok: echo_c 0.1.0 (c, plughost.h 1.0) from "), "{text}");
+    assert!(text.contains("count: ok: counter 0.1.0 (rust, plughost-api 0.1.0) from "), "{text}");
+    std::fs::copy(plugin_path("echo_c"), s.path("libecho_c.so")).unwrap();
+    let out = run(&["discover", s.dir.to_str().unwrap()], "");
+    assert!(stdout(&out).contains("libecho_c.so: echo_c 0.1.0 (c, plughost.h 1.0): compatible"), "{}", stdout(&out));
+}
+
+#[test]
+fn null_optional_callbacks_and_a_null_instance_are_fine() {
+    let s = Scratch::new("c-null-optionals");
+    let library = cc_fixture(&s, "versioned", "versioned", &[]);
+    let config = s.config(&format!(
+        "[[plugin]]\nname = \"v\"\nlibrary = {:?}\nsubscribe = [\"t\"]\n\
+         [[plugin]]\nname = \"log\"\nlibrary = \"logger\"\nsubscribe = [\"t.seen\"]\n[plugin.config]\npath = {:?}\n",
+        path_str(&library),
+        path_str(&s.path("log.jsonl"))
+    ));
+    let events: String = (0..10).map(|i| event("t", json!(i))).collect();
+    let out = run(&["run", config.to_str().unwrap(), "--events", "-"], &events);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(summary_row(&out, "v"), Row { state: "stopped".into(), received: 10, processed: 10, dropped: 0, failed: 0 });
+    assert_eq!(s.log_lines("log.jsonl").len(), 10);
+}
+
+fn refused(flags: &[&str]) -> String {
+    let s = Scratch::new("c-version");
+    let library = cc_fixture(&s, "versioned", "versioned", flags);
+    let config = s.config(&format!("[[plugin]]\nname = \"v\"\nlibrary = {:?}\n", path_str(&library)));
+    let line = assert_one_line_error(&run(&["run", config.to_str().unwrap()], ""));
+    let prefix = format!("error: plugin `v`: {}: ", library.display());
+    assert!(line.starts_with(&prefix), "{line}");
+    // `check` refuses it the same way.
+    let out = run(&["check", config.to_str().unwrap()], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains(&line["error: plugin `v`: ".len()..]), "{}", stdout(&out));
+    line[prefix.len()..].to_owned()
+}
+
+#[test]
+fn a_wrong_major_version_is_refused_naming_both_versions() {
+    assert_eq!(
+        refused(&["-DFIXTURE_MAJOR=2"]),
+        "built for C ABI 2.0, but this host speaks 1.0: rebuild it against this host's plughost.h"
+    );
+}
+
+#[test]
+fn a_newer_minor_version_is_refused_naming_both_versions() {
+    assert_eq!(
+        refused(&["-DFIXTURE_MINOR=7"]),
+        "built for C ABI 1.7, newer than this host's 1.0: upgrade plughost or rebuild it against this host's plughost.h"
+    );
+}
+
+#[test]
+fn a_too_small_descriptor_is_refused() {
+    let line = refused(&["-DFIXTURE_SIZE=16"]);
+    assert!(line.starts_with("its plughost_plugin descriptor declares 16 bytes, fewer than the "), "{line}");
+    assert!(line.ends_with(" of C ABI 1.0: set `size = sizeof(plughost_plugin)`"), "{line}");
+}
+
+#[test]
+fn the_plugin_in_the_c_tutorial_builds_with_its_one_command_and_runs() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/writing-a-c-plugin.md")).unwrap();
+    let code = doc.split("```c\n").nth(1).and_then(|rest| rest.split("```").next()).expect("a ```c block");
+    assert!(code.lines().count() <= 40, "the minimal plugin stays within 40 lines");
+    let s = Scratch::new("c-tutorial");
+    s.write("hello.c", code);
+    let include = concat!(env!("CARGO_MANIFEST_DIR"), "/../ffi/include");
+    let command = doc.lines().find(|l| l.starts_with("cc ")).expect("the build command");
+    let command = command.replace("/path/to/plughost/ffi/include", include);
+    let status = std::process::Command::new("sh").arg("-c").arg(&command).current_dir(&s.dir).status().unwrap();
+    assert!(status.success(), "{command}");
+    let config = s.write("plugins.toml", "[host]\nplugin_dirs = [\".\"]\n[[plugin]]\nname = \"hello\"\nlibrary = \"hello\"\nsubscribe = [\"orders.>\"]\n");
+    let out = run(&["run", config.to_str().unwrap(), "--events", "-"], &event("orders.created", json!({"id": 1})));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("event 1: orders.created (8 bytes)"), "{}", stderr(&out));
+}
