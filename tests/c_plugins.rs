@@ -17,7 +17,9 @@ fn receives_n_events_in_order(library: &str) {
         "[[plugin]]\nname = \"log\"\nlibrary = {library:?}\nsubscribe = [\"n.>\"]\n[plugin.config]\npath = {:?}\n",
         path_str(&s.path("log.jsonl"))
     ));
-    let events: String = (0..20_000).map(|i| event("n.item", json!({"i": i}))).collect();
+    let events: String = (0..20_000)
+        .map(|i| event("n.item", json!({"i": i})))
+        .collect();
     let out = run(&["run", config.to_str().unwrap(), "--events", "-"], &events);
     assert!(out.status.success(), "{}", stderr(&out));
     let lines = s.log_lines("log.jsonl");
@@ -27,7 +29,16 @@ fn receives_n_events_in_order(library: &str) {
         assert_eq!(line["topic"], "n.item");
         assert_eq!(line["source"], "host");
     }
-    assert_eq!(summary_row(&out, "log"), Row { state: "stopped".into(), received: 20_000, processed: 20_000, dropped: 0, failed: 0 });
+    assert_eq!(
+        summary_row(&out, "log"),
+        Row {
+            state: "stopped".into(),
+            received: 20_000,
+            processed: 20_000,
+            dropped: 0,
+            failed: 0
+        }
+    );
 }
 
 #[test]
@@ -50,8 +61,14 @@ fn logger_and_logger_c_write_the_same_objects_for_the_same_events() {
         path_str(&s.path("c.jsonl"))
     ));
     let mut events = String::new();
-    events += &event("p.object", json!({"a": 1, "nested": {"list": [1, 2.5, -3e5, true, false, null]}}));
-    events += &event("p.string", json!("quote \" backslash \\ newline \n tab \t unicode é ✓ control \u{1}"));
+    events += &event(
+        "p.object",
+        json!({"a": 1, "nested": {"list": [1, 2.5, -3e5, true, false, null]}}),
+    );
+    events += &event(
+        "p.string",
+        json!("quote \" backslash \\ newline \n tab \t unicode é ✓ control \u{1}"),
+    );
     events += &event("p.number", json!(-0.5));
     events += &event("p.null", json!(null));
     events += "{\"topic\": \"p.raw\", \"payload_base64\": \"AAECA/+A\"}\n";
@@ -64,7 +81,11 @@ fn logger_and_logger_c_write_the_same_objects_for_the_same_events() {
     let c = s.log_lines("c.jsonl");
     assert!(rust.len() >= 8, "{rust:?}");
     assert_eq!(rust, c, "same JSON objects, line by line");
-    assert_eq!(s.read("rust.jsonl"), s.read("c.jsonl"), "and the same bytes");
+    assert_eq!(
+        s.read("rust.jsonl"),
+        s.read("c.jsonl"),
+        "and the same bytes"
+    );
 }
 
 #[test]
@@ -109,12 +130,18 @@ path = {c_log:?}
     let from_c = s.log_lines("rust.jsonl");
     assert_eq!(from_c.len(), 100);
     for (i, line) in from_c.iter().enumerate() {
-        assert_eq!((&line["topic"], &line["source"], &line["payload"]), (&json!("echo.in.x"), &json!("echo"), &json!(i)));
+        assert_eq!(
+            (&line["topic"], &line["source"], &line["payload"]),
+            (&json!("echo.in.x"), &json!("echo"), &json!(i))
+        );
     }
     let from_rust = s.log_lines("c.jsonl");
     assert_eq!(from_rust.len(), 100);
     for (i, line) in from_rust.iter().enumerate() {
-        assert_eq!((&line["topic"], &line["source"], &line["payload"]), (&json!("to-c.forwarded"), &json!("forward"), &json!(i)));
+        assert_eq!(
+            (&line["topic"], &line["source"], &line["payload"]),
+            (&json!("to-c.forwarded"), &json!("forward"), &json!(i))
+        );
     }
 }
 
@@ -125,11 +152,21 @@ fn check_and_discover_show_language_and_abi_version() {
     let out = run(&["check", config.to_str().unwrap()], "");
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains("echo: ok: echo_c 0.1.0 (c, plughost.h 1.0) from "), "{text}");
-    assert!(text.contains("count: ok: counter 0.1.0 (rust, plughost-api 0.1.0) from "), "{text}");
+    assert!(
+        text.contains("echo: ok: echo_c 0.1.0 (c, plughost.h 1.1) from "),
+        "{text}"
+    );
+    assert!(
+        text.contains("count: ok: counter 0.1.0 (rust, plughost-api 0.1.0) from "),
+        "{text}"
+    );
     std::fs::copy(plugin_path("echo_c"), s.path("libecho_c.so")).unwrap();
     let out = run(&["discover", s.dir.to_str().unwrap()], "");
-    assert!(stdout(&out).contains("libecho_c.so: echo_c 0.1.0 (c, plughost.h 1.0): compatible"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("libecho_c.so: echo_c 0.1.0 (c, plughost.h 1.1): compatible"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]
@@ -145,21 +182,37 @@ fn null_optional_callbacks_and_a_null_instance_are_fine() {
     let events: String = (0..10).map(|i| event("t", json!(i))).collect();
     let out = run(&["run", config.to_str().unwrap(), "--events", "-"], &events);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(summary_row(&out, "v"), Row { state: "stopped".into(), received: 10, processed: 10, dropped: 0, failed: 0 });
+    assert_eq!(
+        summary_row(&out, "v"),
+        Row {
+            state: "stopped".into(),
+            received: 10,
+            processed: 10,
+            dropped: 0,
+            failed: 0
+        }
+    );
     assert_eq!(s.log_lines("log.jsonl").len(), 10);
 }
 
 fn refused(flags: &[&str]) -> String {
     let s = Scratch::new("c-version");
     let library = cc_fixture(&s, "versioned", "versioned", flags);
-    let config = s.config(&format!("[[plugin]]\nname = \"v\"\nlibrary = {:?}\n", path_str(&library)));
+    let config = s.config(&format!(
+        "[[plugin]]\nname = \"v\"\nlibrary = {:?}\n",
+        path_str(&library)
+    ));
     let line = assert_one_line_error(&run(&["run", config.to_str().unwrap()], ""));
     let prefix = format!("error: plugin `v`: {}: ", library.display());
     assert!(line.starts_with(&prefix), "{line}");
     // `check` refuses it the same way.
     let out = run(&["check", config.to_str().unwrap()], "");
     assert_eq!(out.status.code(), Some(1));
-    assert!(stdout(&out).contains(&line["error: plugin `v`: ".len()..]), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(&line["error: plugin `v`: ".len()..]),
+        "{}",
+        stdout(&out)
+    );
     line[prefix.len()..].to_owned()
 }
 
@@ -167,7 +220,7 @@ fn refused(flags: &[&str]) -> String {
 fn a_wrong_major_version_is_refused_naming_both_versions() {
     assert_eq!(
         refused(&["-DFIXTURE_MAJOR=2"]),
-        "built for C ABI 2.0, but this host speaks 1.0: rebuild it against this host's plughost.h"
+        "built for C ABI 2.1, but this host speaks 1.1: rebuild it against this host's plughost.h"
     );
 }
 
@@ -175,31 +228,116 @@ fn a_wrong_major_version_is_refused_naming_both_versions() {
 fn a_newer_minor_version_is_refused_naming_both_versions() {
     assert_eq!(
         refused(&["-DFIXTURE_MINOR=7"]),
-        "built for C ABI 1.7, newer than this host's 1.0: upgrade plughost or rebuild it against this host's plughost.h"
+        "built for C ABI 1.7, newer than this host's 1.1: upgrade plughost or rebuild it against this host's plughost.h"
     );
 }
 
 #[test]
 fn a_too_small_descriptor_is_refused() {
     let line = refused(&["-DFIXTURE_SIZE=16"]);
-    assert!(line.starts_with("its plughost_plugin descriptor declares 16 bytes, fewer than the "), "{line}");
-    assert!(line.ends_with(" of C ABI 1.0: set `size = sizeof(plughost_plugin)`"), "{line}");
+    assert!(
+        line.starts_with("its plughost_plugin descriptor declares 16 bytes, fewer than the "),
+        "{line}"
+    );
+    assert!(
+        line.ends_with(" of C ABI 1.0: set `size = sizeof(plughost_plugin)`"),
+        "{line}"
+    );
 }
 
 #[test]
 fn the_plugin_in_the_c_tutorial_builds_with_its_one_command_and_runs() {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/writing-a-c-plugin.md")).unwrap();
-    let code = doc.split("```c\n").nth(1).and_then(|rest| rest.split("```").next()).expect("a ```c block");
-    assert!(code.lines().count() <= 40, "the minimal plugin stays within 40 lines");
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/writing-a-c-plugin.md"
+    ))
+    .unwrap();
+    let code = doc
+        .split("```c\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a ```c block");
+    assert!(
+        code.lines().count() <= 40,
+        "the minimal plugin stays within 40 lines"
+    );
     let s = Scratch::new("c-tutorial");
     s.write("hello.c", code);
     let include = concat!(env!("CARGO_MANIFEST_DIR"), "/../ffi/include");
-    let command = doc.lines().find(|l| l.starts_with("cc ")).expect("the build command");
+    let command = doc
+        .lines()
+        .find(|l| l.starts_with("cc "))
+        .expect("the build command");
     let command = command.replace("/path/to/plughost/ffi/include", include);
-    let status = std::process::Command::new("sh").arg("-c").arg(&command).current_dir(&s.dir).status().unwrap();
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&command)
+        .current_dir(&s.dir)
+        .status()
+        .unwrap();
     assert!(status.success(), "{command}");
     let config = s.write("plugins.toml", "[host]\nplugin_dirs = [\".\"]\n[[plugin]]\nname = \"hello\"\nlibrary = \"hello\"\nsubscribe = [\"orders.>\"]\n");
-    let out = run(&["run", config.to_str().unwrap(), "--events", "-"], &event("orders.created", json!({"id": 1})));
+    let out = run(
+        &["run", config.to_str().unwrap(), "--events", "-"],
+        &event("orders.created", json!({"id": 1})),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("event 1: orders.created (8 bytes)"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("event 1: orders.created (8 bytes)"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_plugin_built_against_abi_1_0_still_loads_in_a_newer_host() {
+    let s = Scratch::new("c-old-minor");
+    let size = "-DFIXTURE_SIZE=offsetof(plughost_plugin, health)";
+    let library = cc_fixture(&s, "versioned", "versioned", &["-DFIXTURE_MINOR=0", size]);
+    let config = s.config(&format!(
+        "[[plugin]]\nname = \"old\"\nlibrary = {:?}\nsubscribe = [\"t\"]\n",
+        path_str(&library)
+    ));
+    let out = run(&["check", config.to_str().unwrap()], "");
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("old: ok: versioned 0.0.1 (c, plughost.h 1.0) from "),
+        "{}",
+        stdout(&out)
+    );
+    let out = run(
+        &["run", config.to_str().unwrap(), "--events", "-"],
+        &event("t", json!(1)),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(summary_row(&out, "old").processed, 1);
+}
+
+#[test]
+fn a_c_plugin_reports_health_readiness_and_jobs_over_http() {
+    let s = Scratch::new("c-reports");
+    let library = cc_fixture(&s, "versioned", "reporter", &["-DFIXTURE_REPORTS"]);
+    let config = s.config(&format!(
+        "[status]\naddress = \"127.0.0.1:0\"\n[[plugin]]\nname = \"c\"\nlibrary = {:?}\n",
+        path_str(&library)
+    ));
+    let mut host = Running::start(&config);
+    let address = host.status_address();
+    let (code, health) = get_json(&address, "/health");
+    assert_eq!(code, 200, "degraded is still up: {health}");
+    assert_eq!(
+        health["plugins"][0],
+        json!({"name": "c", "status": "degraded", "message": "fixture is degraded"})
+    );
+    let (code, ready) = get_json(&address, "/ready");
+    assert_eq!((code, &ready["plugins"][0]["ready"]), (200, &json!(true)));
+    let (_, jobs) = get_json(&address, "/jobs");
+    assert_eq!(
+        jobs,
+        json!([{"plugin": "c", "pipeline": "c-pipe", "priority": 3, "ready": true, "queue": "q", "active": 2,
+                "delayed": 1, "reserved": 0, "driver": "c", "error_message": ""}])
+    );
+    drop(host.stdin.take());
+    let (out, _) = host.wait(std::time::Duration::from_secs(30));
+    assert!(out.status.success());
 }

@@ -55,7 +55,7 @@ const struct plughost_plugin *plughost_plugin_entry(void);
  The ABI minor version this header describes. A host refuses a plugin
  whose minor version is newer than its own.
  */
-#define PLUGHOST_ABI_MINOR 0
+#define PLUGHOST_ABI_MINOR 1
 
 /*
  Success.
@@ -66,6 +66,21 @@ const struct plughost_plugin *plughost_plugin_entry(void);
  Failure; the callee wrote a message into the error buffer.
  */
 #define PLUGHOST_ERROR 1
+
+/*
+ Health: working normally.
+ */
+#define PLUGHOST_HEALTH_OK 0
+
+/*
+ Health: working, but impaired.
+ */
+#define PLUGHOST_HEALTH_DEGRADED 1
+
+/*
+ Health: not working.
+ */
+#define PLUGHOST_HEALTH_FAILING 2
 
 /*
  Log level: something failed.
@@ -171,6 +186,66 @@ typedef struct plughost_event {
 } plughost_event;
 
 /*
+ One job pipeline's state (RoadRunner's JobsReport fields), lent to the
+ host's `report` callback for the duration of that call. Strings are
+ pointer + length, not NUL-terminated; NULL is allowed when the length is 0.
+ */
+typedef struct plughost_job_report {
+  /*
+   Pipeline name.
+   */
+  const char *pipeline;
+  /*
+   Length of `pipeline`.
+   */
+  size_t pipeline_len;
+  /*
+   Pipeline priority.
+   */
+  uint64_t priority;
+  /*
+   Non-zero when the pipeline is ready to consume.
+   */
+  int32_t ready;
+  /*
+   Queue name.
+   */
+  const char *queue;
+  /*
+   Length of `queue`.
+   */
+  size_t queue_len;
+  /*
+   Jobs being processed.
+   */
+  int64_t active;
+  /*
+   Jobs delayed.
+   */
+  int64_t delayed;
+  /*
+   Jobs reserved.
+   */
+  int64_t reserved;
+  /*
+   Driver name.
+   */
+  const char *driver;
+  /*
+   Length of `driver`.
+   */
+  size_t driver_len;
+  /*
+   The last error (length 0 when none).
+   */
+  const char *error_message;
+  /*
+   Length of `error_message`.
+   */
+  size_t error_message_len;
+} plughost_job_report;
+
+/*
  The descriptor a C plugin exports through `plughost_plugin_entry`. It must
  stay valid (usually `static const`) for as long as the library is loaded.
  Set `size` to `sizeof(plughost_plugin)`: fields are appended in later
@@ -229,6 +304,27 @@ typedef struct plughost_plugin {
    also after a failed `stop`. The instance pointer is dead afterwards.
    */
   void (*destroy)(void *instance);
+  /*
+   Optional, since ABI 1.1 (NULL: the instance is left out of `/health`).
+   Return a PLUGHOST_HEALTH_* value; a NUL-terminated reason may be written
+   into `message` (at most `message_capacity` bytes). Called on the
+   instance's thread between events; answer quickly: the host counts an
+   answer later than its `check_timeout` as failing.
+   */
+  int32_t (*health)(void *instance, char *message, size_t message_capacity);
+  /*
+   Optional, since ABI 1.1 (NULL: left out of `/ready`). Return 1 when
+   ready to take work, 0 when not; a reason may be written into `message`.
+   Called like `health`.
+   */
+  int32_t (*ready)(void *instance, char *message, size_t message_capacity);
+  /*
+   Optional, since ABI 1.1 (NULL: left out of `/jobs`). Call
+   `report(sink, &job)` once per pipeline (the host copies the report
+   during the call), then return PLUGHOST_OK. Called like `health`.
+   */
+  int32_t (*jobs)(void *instance, void *sink, void (*report)(void *sink,
+                                                             const struct plughost_job_report *job));
 } plughost_plugin;
 
 /*

@@ -17,12 +17,19 @@ use std::ffi::{c_char, c_void};
 pub const PLUGHOST_ABI_MAJOR: u16 = 1;
 /// The ABI minor version this header describes. A host refuses a plugin
 /// whose minor version is newer than its own.
-pub const PLUGHOST_ABI_MINOR: u16 = 0;
+pub const PLUGHOST_ABI_MINOR: u16 = 1;
 
 /// Success.
 pub const PLUGHOST_OK: i32 = 0;
 /// Failure; the callee wrote a message into the error buffer.
 pub const PLUGHOST_ERROR: i32 = 1;
+
+/// Health: working normally.
+pub const PLUGHOST_HEALTH_OK: i32 = 0;
+/// Health: working, but impaired.
+pub const PLUGHOST_HEALTH_DEGRADED: i32 = 1;
+/// Health: not working.
+pub const PLUGHOST_HEALTH_FAILING: i32 = 2;
 
 /// Log level: something failed.
 pub const PLUGHOST_LOG_ERROR: i32 = 1;
@@ -60,6 +67,40 @@ pub struct plughost_event {
     pub source_len: usize,
 }
 
+/// One job pipeline's state (RoadRunner's JobsReport fields), lent to the
+/// host's `report` callback for the duration of that call. Strings are
+/// pointer + length, not NUL-terminated; NULL is allowed when the length is 0.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct plughost_job_report {
+    /// Pipeline name.
+    pub pipeline: *const c_char,
+    /// Length of `pipeline`.
+    pub pipeline_len: usize,
+    /// Pipeline priority.
+    pub priority: u64,
+    /// Non-zero when the pipeline is ready to consume.
+    pub ready: i32,
+    /// Queue name.
+    pub queue: *const c_char,
+    /// Length of `queue`.
+    pub queue_len: usize,
+    /// Jobs being processed.
+    pub active: i64,
+    /// Jobs delayed.
+    pub delayed: i64,
+    /// Jobs reserved.
+    pub reserved: i64,
+    /// Driver name.
+    pub driver: *const c_char,
+    /// Length of `driver`.
+    pub driver_len: usize,
+    /// The last error (length 0 when none).
+    pub error_message: *const c_char,
+    /// Length of `error_message`.
+    pub error_message_len: usize,
+}
+
 /// What the host offers an instance. Owned by the host; the pointer given to
 /// `create` stays valid until `destroy` returns (or, without `destroy`,
 /// until the instance is stopped). Its functions are thread-safe: they may
@@ -88,7 +129,14 @@ pub struct plughost_host {
     >,
     /// Log `message_len` bytes of UTF-8 at `level` (a PLUGHOST_LOG_* value)
     /// through the host's log, tagged with the instance name.
-    pub log: Option<unsafe extern "C" fn(ctx: *mut c_void, level: i32, message: *const c_char, message_len: usize)>,
+    pub log: Option<
+        unsafe extern "C" fn(
+            ctx: *mut c_void,
+            level: i32,
+            message: *const c_char,
+            message_len: usize,
+        ),
+    >,
 }
 
 /// The descriptor a C plugin exports through `plughost_plugin_entry`. It must
@@ -136,10 +184,48 @@ pub struct plughost_plugin {
     >,
     /// Optional (NULL: nothing to do). Flush and release what the instance
     /// holds open; called once, after its last event.
-    pub stop: Option<unsafe extern "C" fn(instance: *mut c_void, error: *mut c_char, error_capacity: usize) -> i32>,
+    pub stop: Option<
+        unsafe extern "C" fn(
+            instance: *mut c_void,
+            error: *mut c_char,
+            error_capacity: usize,
+        ) -> i32,
+    >,
     /// Optional (NULL: nothing to free). Free the instance; called once, last,
     /// also after a failed `stop`. The instance pointer is dead afterwards.
     pub destroy: Option<unsafe extern "C" fn(instance: *mut c_void)>,
+    /// Optional, since ABI 1.1 (NULL: the instance is left out of `/health`).
+    /// Return a PLUGHOST_HEALTH_* value; a NUL-terminated reason may be written
+    /// into `message` (at most `message_capacity` bytes). Called on the
+    /// instance's thread between events; answer quickly: the host counts an
+    /// answer later than its `check_timeout` as failing.
+    pub health: Option<
+        unsafe extern "C" fn(
+            instance: *mut c_void,
+            message: *mut c_char,
+            message_capacity: usize,
+        ) -> i32,
+    >,
+    /// Optional, since ABI 1.1 (NULL: left out of `/ready`). Return 1 when
+    /// ready to take work, 0 when not; a reason may be written into `message`.
+    /// Called like `health`.
+    pub ready: Option<
+        unsafe extern "C" fn(
+            instance: *mut c_void,
+            message: *mut c_char,
+            message_capacity: usize,
+        ) -> i32,
+    >,
+    /// Optional, since ABI 1.1 (NULL: left out of `/jobs`). Call
+    /// `report(sink, &job)` once per pipeline (the host copies the report
+    /// during the call), then return PLUGHOST_OK. Called like `health`.
+    pub jobs: Option<
+        unsafe extern "C" fn(
+            instance: *mut c_void,
+            sink: *mut c_void,
+            report: Option<unsafe extern "C" fn(sink: *mut c_void, job: *const plughost_job_report)>,
+        ) -> i32,
+    >,
 }
 
 /// The type of `plughost_plugin_entry`, the one symbol a C plugin exports.
@@ -149,5 +235,5 @@ pub type plughost_entry_fn = Option<unsafe extern "C" fn() -> *const plughost_pl
 pub const PLUGHOST_ENTRY_SYMBOL: &[u8] = b"plughost_plugin_entry\0";
 
 /// The smallest descriptor a 1.x plugin may declare: the 1.0 fields, through `destroy`.
-pub const PLUGHOST_PLUGIN_MIN_SIZE: usize =
-    std::mem::offset_of!(plughost_plugin, destroy) + std::mem::size_of::<Option<unsafe extern "C" fn(*mut c_void)>>();
+pub const PLUGHOST_PLUGIN_MIN_SIZE: usize = std::mem::offset_of!(plughost_plugin, destroy)
+    + std::mem::size_of::<Option<unsafe extern "C" fn(*mut c_void)>>();

@@ -13,7 +13,8 @@ fn committed_header() -> PathBuf {
 }
 
 fn generate() -> String {
-    let config = cbindgen::Config::from_file(crate_dir().join("cbindgen.toml")).expect("read cbindgen.toml");
+    let config =
+        cbindgen::Config::from_file(crate_dir().join("cbindgen.toml")).expect("read cbindgen.toml");
     let mut out = Vec::new();
     cbindgen::Builder::new()
         .with_crate(crate_dir())
@@ -42,7 +43,11 @@ fn compiles(compiler: &str, std: &str, extension: &str, extra: &[&str]) {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("header-{extension}"));
     std::fs::create_dir_all(&dir).unwrap();
     let source = dir.join(format!("only_header.{extension}"));
-    std::fs::write(&source, "#include \"plughost.h\"\nint main(void) { return (int)sizeof(plughost_plugin) == 0; }\n").unwrap();
+    std::fs::write(
+        &source,
+        "#include \"plughost.h\"\nint main(void) { return (int)sizeof(plughost_plugin) == 0; }\n",
+    )
+    .unwrap();
     let output = Command::new(compiler)
         .arg(format!("-std={std}"))
         .args(["-Wall", "-Wextra", "-Werror"])
@@ -54,7 +59,11 @@ fn compiles(compiler: &str, std: &str, extension: &str, extra: &[&str]) {
         .arg(&source)
         .output()
         .unwrap_or_else(|e| panic!("run {compiler}: {e}"));
-    assert!(output.status.success(), "{compiler} -std={std} rejects plughost.h:\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{compiler} -std={std} rejects plughost.h:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[test]

@@ -33,6 +33,8 @@ pub(crate) struct Bus {
     next_event_id: AtomicU64,
     host_source: Arc<str>,
     closed: AtomicBool,
+    /// Process name for Lightbus-style metrics events; `None` when disabled.
+    metrics: Option<Arc<str>>,
 }
 
 #[derive(Clone)]
@@ -52,7 +54,8 @@ thread_local! {
 }
 
 impl Bus {
-    pub(crate) fn new() -> Bus {
+    /// A bus; `metrics_process` is the process name when `[metrics]` is enabled.
+    pub(crate) fn new(metrics_process: Option<String>) -> Bus {
         Bus {
             id: NEXT_BUS_ID.fetch_add(1, Ordering::Relaxed),
             generation: AtomicU64::new(1),
@@ -60,6 +63,7 @@ impl Bus {
             next_event_id: AtomicU64::new(1),
             host_source: Arc::from("host"),
             closed: AtomicBool::new(false),
+            metrics: metrics_process.map(Arc::from),
         }
     }
 
@@ -116,30 +120,99 @@ impl Bus {
     }
 
     /// Publish from `from` (a plugin's slot) or from the host (`None`).
+    /// Publish from `from` (a plugin's slot) or from the host (`None`).
     pub(crate) fn publish(
         &self,
         from: Option<&Slot>,
         topic: &str,
         payload: Box<[u8]>,
     ) -> Result<u64, TopicError> {
+        let source = from.map_or_else(|| self.host_source.clone(), |slot| slot.name.clone());
+        self.publish_as(from, source, topic, payload)
+    }
+
+    /// Publish as `source`. `waiter` is the instance whose thread publishes,
+    /// if any: it is the one that waits on full mailboxes (see module docs).
+    fn publish_as(
+        &self,
+        waiter: Option<&Slot>,
+        source: Arc<str>,
+        topic: &str,
+        payload: Box<[u8]>,
+    ) -> Result<u64, TopicError> {
         let route = self.route(topic)?;
         let id = self.next_event_id.fetch_add(1, Ordering::Relaxed);
-        let source = from.map_or_else(|| self.host_source.clone(), |slot| slot.name.clone());
         let event = Event::new(id, route.topic, source, payload);
         for target in route.targets.iter() {
-            self.deliver(from, target, event.clone());
+            self.deliver(waiter, target, event.clone());
+        }
+        if self.metrics.is_some() {
+            self.metrics_event("event_fired", waiter, None, &event, None);
         }
         Ok(id)
     }
 
-    /// Publish a JSON value as the host (lifecycle events).
+    /// Publish a JSON value as the host (lifecycle and state events).
     pub(crate) fn publish_host(&self, topic: &str, payload: serde_json::Value) {
+        self.publish_host_on(None, topic, payload);
+    }
+
+    /// Publish a JSON value as the host from the thread of instance `waiter`.
+    pub(crate) fn publish_host_on(
+        &self,
+        waiter: Option<&Slot>,
+        topic: &str,
+        payload: serde_json::Value,
+    ) {
         let bytes = serde_json::to_vec(&payload)
             .unwrap_or_default()
             .into_boxed_slice();
-        if let Err(e) = self.publish(None, topic, bytes) {
+        if let Err(e) = self.publish_as(waiter, self.host_source.clone(), topic, bytes) {
             tracing::error!("cannot publish {topic}: {e}");
         }
+    }
+
+    /// Publish Lightbus's `internal.metrics.<kind>` about `event`, when
+    /// `[metrics]` is enabled, never about metrics events themselves.
+    /// `listener` is the instance handling it (received / processed).
+    pub(crate) fn metrics_event(
+        &self,
+        kind: &str,
+        waiter: Option<&Slot>,
+        listener: Option<&Slot>,
+        event: &Event,
+        took: Option<Duration>,
+    ) {
+        let Some(process_name) = &self.metrics else {
+            return;
+        };
+        if event.topic().starts_with("internal.metrics.") {
+            return;
+        }
+        let (api_name, event_name) = event
+            .topic()
+            .rsplit_once('.')
+            .unwrap_or(("", event.topic()));
+        let kwargs = serde_json::from_slice::<serde_json::Value>(event.payload()).unwrap_or_else(|_| {
+            use base64::Engine as _;
+            serde_json::json!({ "payload_base64": base64::engine::general_purpose::STANDARD.encode(event.payload()) })
+        });
+        let mut payload = serde_json::json!({
+            "process_name": &**process_name,
+            "event_id": event.id(),
+            "api_name": api_name,
+            "event_name": event_name,
+            "kwargs": kwargs,
+            "timestamp": crate::event::now_ms() as f64 / 1000.0,
+            "source": event.source(),
+        });
+        if let Some(listener) = listener {
+            payload["listener"] = serde_json::Value::from(&*listener.name);
+        }
+        if let Some(took) = took {
+            payload["duration_ms"] = serde_json::Value::from(took.as_secs_f64() * 1000.0);
+        }
+        self.publish_host_on(waiter, &format!("internal.metrics.{kind}"), payload);
     }
 
     fn deliver(&self, from: Option<&Slot>, target: &Slot, event: Event) {

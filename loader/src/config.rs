@@ -68,6 +68,43 @@ pub struct Config {
     pub host: HostConfig,
     /// The `[[plugin]]` tables, in file order (enabled or not).
     pub plugins: Vec<PluginConfig>,
+    /// The `[status]` section; no status server when absent.
+    pub status: Option<StatusConfig>,
+    /// The `[state]` section (Lightbus-style state events).
+    pub state: StateConfig,
+    /// The `[metrics]` section (Lightbus-style per-event metrics events).
+    pub metrics: MetricsConfig,
+}
+
+/// The `[status]` section: RoadRunner-style status endpoints.
+#[derive(Debug, Clone)]
+pub struct StatusConfig {
+    /// Where the HTTP server listens (port 0: any free port, logged at start).
+    pub address: std::net::SocketAddr,
+    /// How long a plugin may take to answer a health, readiness or jobs check.
+    pub check_timeout: Duration,
+    /// What `/health` and `/ready` answer while the host shuts down.
+    pub unavailable_status_code: u16,
+}
+
+/// The `[state]` section: `internal.state.worker_*` events.
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    /// Whether state events are published.
+    pub enabled: bool,
+    /// Whether `worker_ping` is published every `ping_interval`.
+    pub ping_enabled: bool,
+    /// Time between pings.
+    pub ping_interval: Duration,
+    /// The `process_name` in every event (default: `plughost-<pid>`).
+    pub process_name: String,
+}
+
+/// The `[metrics]` section: `internal.metrics.event_*` events.
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    /// Whether per-event metrics events are published.
+    pub enabled: bool,
 }
 
 /// The `[host]` section.
@@ -197,10 +234,67 @@ impl Config {
                     .map_or(serde_json::Value::Object(Default::default()), toml_to_json),
             });
         }
+        let status = match file.status {
+            None => None,
+            Some(section) => {
+                let code = section
+                    .unavailable_status_code
+                    .unwrap_or_else(|| Spanned::new(0..0, 503));
+                if !(100..=599).contains(code.get_ref()) {
+                    return Err(at(
+                        code.span().start,
+                        format!("invalid HTTP status code {}", code.get_ref()),
+                    ));
+                }
+                let address = section
+                    .address
+                    .unwrap_or_else(|| Spanned::new(0..0, "127.0.0.1:2114".to_owned()));
+                let parsed = address.get_ref().parse().map_err(|_| {
+                    at(
+                        address.span().start,
+                        format!(
+                            "invalid address `{}`: write IP:PORT, such as \"127.0.0.1:2114\"",
+                            address.get_ref()
+                        ),
+                    )
+                })?;
+                Some(StatusConfig {
+                    address: parsed,
+                    check_timeout: section
+                        .check_timeout
+                        .map_or(Duration::from_secs(1), |d| d.0),
+                    unavailable_status_code: *code.get_ref(),
+                })
+            }
+        };
+        let state = StateConfig {
+            enabled: file.state.enabled,
+            ping_enabled: file.state.ping_enabled,
+            ping_interval: file
+                .state
+                .ping_interval
+                .map_or(Duration::from_secs(60), |d| d.0),
+            process_name: file
+                .state
+                .process_name
+                .unwrap_or_else(|| format!("plughost-{}", std::process::id())),
+        };
+        if state.ping_interval.is_zero() {
+            return Err(at(
+                0,
+                "[state] ping_interval must be more than zero".to_owned(),
+            ));
+        }
+        let metrics = MetricsConfig {
+            enabled: file.metrics.enabled,
+        };
         Ok(Config {
             path: path.to_owned(),
             host,
             plugins,
+            status,
+            state,
+            metrics,
         })
     }
 
@@ -217,7 +311,9 @@ impl Config {
 
 /// `path` without `.` components (`/etc/./x` is `/etc/x`), for readable messages.
 pub(crate) fn clean(path: &Path) -> PathBuf {
-    path.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect()
+    path.components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect()
 }
 
 fn check_instance_name(name: &str) -> Result<(), &'static str> {
@@ -306,6 +402,45 @@ struct File {
     host: HostSection,
     #[serde(default)]
     plugin: Vec<PluginSection>,
+    status: Option<StatusSection>,
+    #[serde(default)]
+    state: StateSection,
+    #[serde(default)]
+    metrics: MetricsSection,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusSection {
+    address: Option<Spanned<String>>,
+    check_timeout: Option<HumanDuration>,
+    unavailable_status_code: Option<Spanned<u16>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct StateSection {
+    enabled: bool,
+    ping_enabled: bool,
+    ping_interval: Option<HumanDuration>,
+    process_name: Option<String>,
+}
+
+impl Default for StateSection {
+    fn default() -> Self {
+        StateSection {
+            enabled: false,
+            ping_enabled: true,
+            ping_interval: None,
+            process_name: None,
+        }
+    }
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct MetricsSection {
+    enabled: bool,
 }
 
 #[derive(Default, Deserialize)]

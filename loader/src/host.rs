@@ -8,9 +8,10 @@
 
 use crate::bus::Bus;
 use crate::config::Config;
-use crate::instance::{CallFailure, Control, Counts, Slot, State, Worker};
+use crate::instance::{CallFailure, Control, Counts, Probe, ProbeAnswer, Slot, State, Worker};
 use crate::library::{self, LoadError};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use plughost_api::JobReport;
 use plughost_api::topic::TopicError;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -69,6 +70,12 @@ pub struct InstanceReport {
     pub name: String,
     /// Library file.
     pub library: String,
+    /// `rust` or `c`.
+    pub language: &'static str,
+    /// `thread` (the instance runs on a thread of the host process).
+    pub isolation: &'static str,
+    /// How often it was restarted.
+    pub restarts: u64,
     /// Lifecycle state (`running`, `failed`, `stopped`, ...).
     pub state: &'static str,
     /// Event counts.
@@ -80,6 +87,70 @@ pub struct InstanceReport {
     pub queue_capacity: usize,
     /// The last failure, if any.
     pub last_error: Option<String>,
+}
+
+/// One instance's answer to a health check.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PluginHealth {
+    /// Instance name.
+    pub name: String,
+    /// `ok`, `degraded` or `failing`.
+    pub status: &'static str,
+    /// The plugin's message, `timeout`, or the failure.
+    pub message: String,
+}
+
+/// One instance's answer to a readiness check.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PluginReadiness {
+    /// Instance name.
+    pub name: String,
+    /// Ready to take work.
+    pub ready: bool,
+    /// The plugin's message, `timeout`, or the failure.
+    pub message: String,
+}
+
+/// One job pipeline, as reported by an instance (RoadRunner's JobsReport fields).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PluginJob {
+    /// The reporting instance.
+    pub plugin: String,
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Pipeline priority.
+    pub priority: u64,
+    /// Ready to consume.
+    pub ready: bool,
+    /// Queue name.
+    pub queue: String,
+    /// Active jobs.
+    pub active: i64,
+    /// Delayed jobs.
+    pub delayed: i64,
+    /// Reserved jobs.
+    pub reserved: i64,
+    /// Driver name.
+    pub driver: String,
+    /// Last error (empty when none).
+    pub error_message: String,
+}
+
+impl PluginJob {
+    fn new(plugin: &str, job: JobReport) -> PluginJob {
+        PluginJob {
+            plugin: plugin.to_owned(),
+            pipeline: job.pipeline,
+            priority: job.priority,
+            ready: job.ready,
+            queue: job.queue,
+            active: job.active,
+            delayed: job.delayed,
+            reserved: job.reserved,
+            driver: job.driver,
+            error_message: job.error_message,
+        }
+    }
 }
 
 /// A running plughost: build it from a [`Config`], publish into it, shut it down.
@@ -106,6 +177,8 @@ struct Inner {
     bus: Arc<Bus>,
     workers: Mutex<Vec<WorkerHandle>>,
     intake_open: AtomicBool,
+    /// Stops the `[state]` ping thread when dropped or sent to.
+    pinger: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
 }
 
 struct WorkerHandle {
@@ -114,6 +187,16 @@ struct WorkerHandle {
     /// Disconnects when the thread ends.
     done: Receiver<()>,
     thread: Option<JoinHandle<()>>,
+}
+
+impl WorkerHandle {
+    /// Put `order` on the control lane and have the thread look there before
+    /// its next event (send first: the thread clears the flag, then reads).
+    fn order(&self, order: Control) {
+        if self.control.send(order).is_ok() {
+            self.slot.control_pending.store(true, Ordering::Release);
+        }
+    }
 }
 
 impl Host {
@@ -137,12 +220,17 @@ impl Host {
             })?;
             libraries.push((plugin.clone(), library));
         }
+        let metrics_process = config
+            .metrics
+            .enabled
+            .then(|| config.state.process_name.clone());
         let host = Host {
             inner: Arc::new(Inner {
                 config,
-                bus: Arc::new(Bus::new()),
+                bus: Arc::new(Bus::new(metrics_process)),
                 workers: Mutex::new(Vec::new()),
                 intake_open: AtomicBool::new(true),
+                pinger: Mutex::new(None),
             }),
         };
         for (plugin, library) in libraries {
@@ -151,7 +239,197 @@ impl Host {
                 return Err(error);
             }
         }
+        host.start_state_events();
         Ok(host)
+    }
+
+    /// Lightbus's state plugin: `worker_started` now, `worker_ping` every
+    /// `ping_interval`, `worker_stopped` when shutdown begins.
+    fn start_state_events(&self) {
+        let state = &self.inner.config.state;
+        if !state.enabled {
+            return;
+        }
+        self.inner
+            .bus
+            .publish_host("internal.state.worker_started", self.state_payload());
+        if !state.ping_enabled {
+            return;
+        }
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let host = self.clone();
+        let interval = state.ping_interval;
+        let thread = std::thread::Builder::new()
+            .name("plughost:state".into())
+            .spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) = stop_rx.recv_timeout(interval) {
+                    host.inner
+                        .bus
+                        .publish_host("internal.state.worker_ping", host.state_payload());
+                }
+            });
+        match thread {
+            Ok(thread) => {
+                *self.inner.pinger.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some((stop_tx, thread))
+            }
+            Err(e) => tracing::error!("cannot start the state ping thread: {e}"),
+        }
+    }
+
+    fn state_payload(&self) -> serde_json::Value {
+        let config = &self.inner.config;
+        let instances: Vec<&crate::config::PluginConfig> =
+            config.plugins.iter().filter(|p| p.enabled).collect();
+        let mut listening_for: Vec<&str> = Vec::new();
+        for pattern in instances.iter().flat_map(|p| p.subscribe.iter()) {
+            if !listening_for.contains(&pattern.as_str()) {
+                listening_for.push(pattern.as_str());
+            }
+        }
+        serde_json::json!({
+            "process_name": config.state.process_name,
+            "metrics_enabled": config.metrics.enabled,
+            "api_names": instances.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+            "listening_for": listening_for,
+            "timestamp": crate::event::now_ms() as f64 / 1000.0,
+            "ping_interval": config.state.ping_interval.as_secs_f64(),
+        })
+    }
+
+    /// Ask every running instance (or only `only`) `probe`, on its own
+    /// thread, and wait at most `timeout`. A failed instance answers with its
+    /// failure; one that does not answer in time, with `timeout`.
+    pub(crate) fn probe(
+        &self,
+        probe: Probe,
+        timeout: Duration,
+        only: Option<&str>,
+    ) -> Vec<(Arc<Slot>, ProbeAnswer)> {
+        let (reply_tx, reply_rx) = crossbeam_channel::unbounded();
+        let mut answers: Vec<(Arc<Slot>, Option<ProbeAnswer>)> = Vec::new();
+        for worker in self
+            .inner
+            .workers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let slot = &worker.slot;
+            if only.is_some_and(|name| name != &*slot.name) {
+                continue;
+            }
+            match slot.state() {
+                State::Running => {
+                    worker.order(Control::Probe(probe, reply_tx.clone()));
+                    answers.push((slot.clone(), None));
+                }
+                State::Failed => {
+                    let reason = slot.last_error().unwrap_or_else(|| "failed".to_owned());
+                    answers.push((slot.clone(), Some(ProbeAnswer::Failed(reason))));
+                }
+                State::Starting | State::Stopping | State::Stopped => {}
+            }
+        }
+        drop(reply_tx);
+        let deadline = Instant::now() + timeout;
+        while answers.iter().any(|(_, answer)| answer.is_none()) {
+            let Ok((index, answer)) = reply_rx.recv_deadline(deadline) else {
+                break;
+            };
+            if let Some(entry) = answers.iter_mut().find(|(slot, _)| slot.index == index) {
+                entry.1 = Some(answer);
+            }
+        }
+        answers
+            .into_iter()
+            .map(|(slot, answer)| {
+                (
+                    slot,
+                    answer.unwrap_or_else(|| ProbeAnswer::Failed("timeout".to_owned())),
+                )
+            })
+            .collect()
+    }
+
+    /// Health of every instance that reports it (and of failed ones), each
+    /// asked on its own thread within `timeout`.
+    pub fn health(&self, timeout: Duration, only: Option<&str>) -> Vec<PluginHealth> {
+        let failing = |slot: &Slot, message: String| PluginHealth {
+            name: slot.name.to_string(),
+            status: "failing",
+            message,
+        };
+        self.probe(Probe::Health, timeout, only)
+            .into_iter()
+            .filter_map(|(slot, answer)| match answer {
+                ProbeAnswer::Health(Some(h)) => Some(PluginHealth {
+                    name: slot.name.to_string(),
+                    status: h.status.as_str(),
+                    message: h.message,
+                }),
+                ProbeAnswer::Failed(reason) => Some(failing(&slot, reason)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Readiness of every instance that reports it (failed ones are not ready).
+    pub fn readiness(&self, timeout: Duration, only: Option<&str>) -> Vec<PluginReadiness> {
+        self.probe(Probe::Ready, timeout, only)
+            .into_iter()
+            .filter_map(|(slot, answer)| {
+                let name = slot.name.to_string();
+                match answer {
+                    ProbeAnswer::Ready(Some(r)) => Some(PluginReadiness {
+                        name,
+                        ready: r.ready,
+                        message: r.message,
+                    }),
+                    ProbeAnswer::Failed(reason) => Some(PluginReadiness {
+                        name,
+                        ready: false,
+                        message: reason,
+                    }),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
+    /// Job reports of every instance that reports them.
+    pub fn jobs(&self, timeout: Duration) -> Vec<PluginJob> {
+        let mut jobs = Vec::new();
+        for (slot, answer) in self.probe(Probe::Jobs, timeout, None) {
+            match answer {
+                ProbeAnswer::Jobs(Some(reports)) => {
+                    jobs.extend(
+                        reports
+                            .into_iter()
+                            .map(|job| PluginJob::new(&slot.name, job)),
+                    );
+                }
+                ProbeAnswer::Failed(reason) if slot.state() == State::Running => {
+                    let job = JobReport {
+                        error_message: reason,
+                        ..JobReport::default()
+                    };
+                    jobs.push(PluginJob::new(&slot.name, job));
+                }
+                _ => {}
+            }
+        }
+        jobs
+    }
+
+    /// True once shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        !self.inner.intake_open.load(Ordering::Acquire)
+    }
+
+    /// Every instance's slot, in start order.
+    pub(crate) fn slots(&self) -> Vec<Arc<Slot>> {
+        self.inner.bus.slots()
     }
 
     fn spawn(
@@ -160,10 +438,15 @@ impl Host {
         library: Arc<library::Library>,
     ) -> Result<(), StartError> {
         let bus = self.inner.bus.clone();
+        let language = match library.language {
+            library::Language::Rust => "rust",
+            library::Language::C => "c",
+        };
         let slot = Arc::new(Slot::new(
             bus.slots().len(),
             plugin,
             library.path.display().to_string(),
+            language,
         ));
         bus.attach(slot.clone());
         let (control_tx, control_rx) = crossbeam_channel::unbounded();
@@ -265,7 +548,27 @@ impl Host {
     /// queued when it runs out are dropped and counted. Returns the final report.
     /// Calling it again returns the report without doing anything.
     pub fn shutdown(&self) -> Vec<InstanceReport> {
+        let first = !self.is_shutting_down();
         self.close_intake();
+        if let Some((stop, thread)) = self
+            .inner
+            .pinger
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = stop.send(());
+            let _ = thread.join();
+        }
+        if first && self.inner.config.state.enabled {
+            let payload = serde_json::json!({
+                "process_name": self.inner.config.state.process_name,
+                "timestamp": crate::event::now_ms() as f64 / 1000.0,
+            });
+            self.inner
+                .bus
+                .publish_host("internal.state.worker_stopped", payload);
+        }
         let deadline = Instant::now() + self.inner.config.host.shutdown_timeout;
         let bus = &self.inner.bus;
         if !self.wait_idle(deadline) {
@@ -277,10 +580,7 @@ impl Host {
             std::mem::take(&mut *self.inner.workers.lock().unwrap_or_else(|e| e.into_inner()));
         for mut worker in workers.into_iter().rev() {
             let drain = Instant::now() < deadline;
-            if !drain {
-                worker.slot.interrupt.store(true, Ordering::Relaxed);
-            }
-            let _ = worker.control.send(Control::Stop { drain });
+            worker.order(Control::Stop { drain });
             let patience = deadline.saturating_duration_since(Instant::now()) + STOP_GRACE;
             match worker.done.recv_timeout(patience) {
                 Err(RecvTimeoutError::Timeout) => {
@@ -336,6 +636,9 @@ fn report(slot: &Slot) -> InstanceReport {
     InstanceReport {
         name: slot.name.to_string(),
         library: slot.library.clone(),
+        language: slot.language,
+        isolation: "thread",
+        restarts: slot.restarts.load(Ordering::Acquire),
         state: slot.state().as_str(),
         counts: slot.counts(),
         queue_depth: slot.rx.len(),

@@ -12,8 +12,10 @@ use crate::event::Event;
 use crossbeam_channel::{Receiver, Sender, select};
 use crossbeam_utils::CachePadded;
 use plughost_api::topic::Pattern;
+use plughost_api::{Health, JobReport, Readiness};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// How many events the thread takes from its mailbox between looks at its
 /// control lane.
@@ -36,10 +38,14 @@ impl std::fmt::Display for CallFailure {
     }
 }
 
-/// A live plugin instance, whatever its language.
+/// A live plugin instance, whatever its language. The optional capabilities
+/// answer `None` when the plugin does not report them.
 pub(crate) trait Instance: Send {
     fn on_event(&mut self, event: &Event) -> Result<(), CallFailure>;
     fn stop(&mut self) -> Result<(), CallFailure>;
+    fn health(&mut self) -> Result<Option<Health>, CallFailure>;
+    fn ready(&mut self) -> Result<Option<Readiness>, CallFailure>;
+    fn jobs(&mut self) -> Result<Option<Vec<JobReport>>, CallFailure>;
 }
 
 /// Lifecycle state of an instance.
@@ -96,6 +102,55 @@ pub(crate) struct ConsumerStats {
     pub processed: AtomicU64,
     pub failed: AtomicU64,
     pub discarded: AtomicU64,
+    pub handler: HandlerTimes,
+}
+
+/// Upper bounds (seconds) of the handler-time histogram buckets.
+pub(crate) const HANDLER_BUCKETS: [f64; 14] = [
+    1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1.0, 5.0,
+];
+
+/// A histogram of handler times, written by the instance's thread only.
+#[derive(Default)]
+pub(crate) struct HandlerTimes {
+    /// Per bucket (not cumulative); the last one is everything above the last bound.
+    counts: [AtomicU64; HANDLER_BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl HandlerTimes {
+    fn record(&self, took: std::time::Duration) {
+        let seconds = took.as_secs_f64();
+        let bucket = HANDLER_BUCKETS
+            .iter()
+            .position(|&bound| seconds <= bound)
+            .unwrap_or(HANDLER_BUCKETS.len());
+        bump(&self.counts[bucket]);
+        let sum = &self.sum_nanos;
+        sum.store(
+            sum.load(Ordering::Relaxed) + took.as_nanos() as u64,
+            Ordering::Release,
+        );
+    }
+
+    /// (sum in seconds, count, count per bucket bound, not cumulative: the
+    /// encoder accumulates). The last bound is `f64::MAX`, written `+Inf`.
+    pub(crate) fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        let bounds = HANDLER_BUCKETS
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::MAX));
+        let buckets: Vec<(f64, u64)> = bounds
+            .zip(&self.counts)
+            .map(|(bound, n)| (bound, n.load(Ordering::Acquire)))
+            .collect();
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        (
+            self.sum_nanos.load(Ordering::Acquire) as f64 / 1e9,
+            count,
+            buckets,
+        )
+    }
 }
 
 /// Single-writer increment: a load and a store, no locked instruction.
@@ -144,35 +199,46 @@ pub(crate) struct Slot {
     pub index: usize,
     pub name: Arc<str>,
     pub library: String,
+    pub language: &'static str,
     pub subscribe: Vec<Pattern>,
     pub overflow: Overflow,
     pub capacity: usize,
     pub tx: Sender<Event>,
     pub rx: Receiver<Event>,
     pub stats: Stats,
+    /// Restarts so far (restart policies come with supervision).
+    pub restarts: AtomicU64,
     /// Slot index + 1 of the mailbox this instance's thread is blocked on, or 0.
     pub waiting_on: AtomicUsize,
-    /// Set when the host needs the thread at its control lane now, not after its batch.
-    pub interrupt: AtomicBool,
+    /// Set when an order waits on the control lane: the thread looks there
+    /// before its next event rather than after its batch.
+    pub control_pending: AtomicBool,
     state: AtomicU8,
     last_error: Mutex<Option<String>>,
 }
 
 impl Slot {
-    pub(crate) fn new(index: usize, config: &PluginConfig, library: String) -> Slot {
+    pub(crate) fn new(
+        index: usize,
+        config: &PluginConfig,
+        library: String,
+        language: &'static str,
+    ) -> Slot {
         let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity.get());
         Slot {
             index,
             name: Arc::from(config.name.as_str()),
             library,
+            language,
             subscribe: config.subscribe.clone(),
             overflow: config.overflow,
             capacity: config.queue_capacity.get(),
             tx,
             rx,
             stats: Stats::default(),
+            restarts: AtomicU64::new(0),
             waiting_on: AtomicUsize::new(0),
-            interrupt: AtomicBool::new(false),
+            control_pending: AtomicBool::new(false),
             state: AtomicU8::new(State::Starting as u8),
             last_error: Mutex::new(None),
         }
@@ -226,17 +292,38 @@ impl Slot {
         tracing::error!(plugin = %self.name, "plugin failed: {reason}");
         self.set_last_error(reason.clone());
         self.set_state(State::Failed);
-        bus.publish_host(
+        bus.publish_host_on(
+            Some(self),
             "plughost.plugin.failed",
             serde_json::json!({"name": &*self.name, "library": self.library, "reason": reason}),
         );
     }
 }
 
-/// Orders for an instance's thread, looked at before its queued events.
+/// Orders for an instance's thread, looked at before its next queued event.
 pub(crate) enum Control {
     /// Stop: first handle (`drain`) or drop what is queued, then call `stop`.
     Stop { drain: bool },
+    /// Ask the plugin something between events; answer on the channel.
+    Probe(Probe, Sender<(usize, ProbeAnswer)>),
+}
+
+/// What a probe asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Probe {
+    Health,
+    Ready,
+    Jobs,
+}
+
+/// A plugin's answer to a probe; `None` inside means it does not report that.
+#[derive(Debug, Clone)]
+pub(crate) enum ProbeAnswer {
+    Health(Option<Health>),
+    Ready(Option<Readiness>),
+    Jobs(Option<Vec<JobReport>>),
+    /// The call failed, or the instance is not running.
+    Failed(String),
 }
 
 /// The body of an instance's thread, from its first event to its last.
@@ -252,11 +339,14 @@ impl Worker {
     pub(crate) fn run(mut self) {
         let rx = self.slot.rx.clone();
         loop {
-            if let Ok(order) = self.control.try_recv() {
-                return self.obey(order);
+            self.slot.control_pending.store(false, Ordering::Relaxed);
+            while let Ok(order) = self.control.try_recv() {
+                if let Some(drain) = self.obey(order) {
+                    return self.finish(drain);
+                }
             }
             let mut handled = 0;
-            while handled < BATCH && !self.slot.interrupt.load(Ordering::Relaxed) {
+            while handled < BATCH && !self.slot.control_pending.load(Ordering::Relaxed) {
                 match rx.try_recv() {
                     Ok(event) => self.handle(&event),
                     Err(_) => break,
@@ -265,10 +355,12 @@ impl Worker {
             }
             if handled == 0 {
                 select! {
-                    recv(self.control) -> order => match order {
-                        Ok(order) => return self.obey(order),
-                        Err(_) => return self.obey(Control::Stop { drain: false }),
-                    },
+                    recv(self.control) -> order => {
+                        let order = order.unwrap_or(Control::Stop { drain: false });
+                        if let Some(drain) = self.obey(order) {
+                            return self.finish(drain);
+                        }
+                    }
                     recv(rx) -> event => {
                         if let Ok(event) = event {
                             self.handle(&event);
@@ -285,7 +377,25 @@ impl Worker {
             bump(&consumer.discarded);
             return;
         };
-        match instance.on_event(event) {
+        self.bus.metrics_event(
+            "event_received",
+            Some(&self.slot),
+            Some(&self.slot),
+            event,
+            None,
+        );
+        let started = Instant::now();
+        let outcome = instance.on_event(event);
+        let took = started.elapsed();
+        consumer.handler.record(took);
+        self.bus.metrics_event(
+            "event_processed",
+            Some(&self.slot),
+            Some(&self.slot),
+            event,
+            Some(took),
+        );
+        match outcome {
             Ok(()) => bump(&consumer.processed),
             Err(CallFailure::Error(message)) => {
                 bump(&consumer.failed);
@@ -304,8 +414,43 @@ impl Worker {
         }
     }
 
-    fn obey(mut self, order: Control) {
-        let Control::Stop { drain } = order;
+    /// Carry out one order; `Some(drain)` means stop.
+    fn obey(&mut self, order: Control) -> Option<bool> {
+        match order {
+            Control::Stop { drain } => Some(drain),
+            Control::Probe(probe, reply) => {
+                let _ = reply.send((self.slot.index, self.probe(probe)));
+                None
+            }
+        }
+    }
+
+    fn probe(&mut self, probe: Probe) -> ProbeAnswer {
+        let Some(instance) = self.instance.as_mut() else {
+            return ProbeAnswer::Failed(
+                self.slot
+                    .last_error()
+                    .unwrap_or_else(|| self.slot.state().as_str().to_owned()),
+            );
+        };
+        let answer = match probe {
+            Probe::Health => instance.health().map(ProbeAnswer::Health),
+            Probe::Ready => instance.ready().map(ProbeAnswer::Ready),
+            Probe::Jobs => instance.jobs().map(ProbeAnswer::Jobs),
+        };
+        match answer {
+            Ok(answer) => answer,
+            Err(CallFailure::Error(message)) => ProbeAnswer::Failed(message),
+            Err(CallFailure::Panic(message)) => {
+                self.instance = None;
+                let reason = format!("{probe:?} check {message}").to_lowercase();
+                self.slot.fail(&self.bus, reason.clone());
+                ProbeAnswer::Failed(reason)
+            }
+        }
+    }
+
+    fn finish(mut self, drain: bool) {
         if self.slot.state() == State::Running {
             self.slot.set_state(State::Stopping);
         }

@@ -13,10 +13,13 @@ pub mod host;
 pub mod input;
 mod instance;
 mod library;
+pub mod status;
 
 pub use config::{Config, ConfigError};
 pub use event::Event;
-pub use host::{Host, InstanceReport, PublishError, StartError};
+pub use host::{
+    Host, InstanceReport, PluginHealth, PluginJob, PluginReadiness, PublishError, StartError,
+};
 pub use instance::{Counts, State};
 pub use library::{Language, LoadError, platform_file_name, resolve};
 

@@ -111,7 +111,28 @@ fn run(config_path: &Path, events: Option<&str>) -> anyhow::Result<ExitCode> {
     let (end_tx, end_rx) = crossbeam_channel::bounded::<End>(2);
     watch_signals(&runtime, end_tx.clone())?;
 
+    let status = match &config.status {
+        Some(status) => {
+            let listener = runtime
+                .block_on(plughost::status::bind(status))
+                .with_context(|| format!("cannot listen on {} for [status]", status.address))?;
+            Some((status.clone(), listener))
+        }
+        None => None,
+    };
     let host = Host::start(config)?;
+    if let Some((config, listener)) = status {
+        let address = listener
+            .local_addr()
+            .map_or_else(|_| config.address.to_string(), |a| a.to_string());
+        tracing::info!("status server listening on http://{address}");
+        let host = host.clone();
+        runtime.spawn(async move {
+            if let Err(e) = plughost::status::serve(host, config, listener).await {
+                tracing::error!("status server stopped: {e}");
+            }
+        });
+    }
     tracing::info!("{} plugin instance(s) running", host.report().len());
     if let Some((reader, name)) = reader {
         let host = host.clone();

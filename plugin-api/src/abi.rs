@@ -16,7 +16,7 @@ use abi_stable::{
     library::RootModule,
     package_version_strings, sabi_trait,
     sabi_types::VersionStrings,
-    std_types::{RArc, RBox, RResult, RSlice, RStr, RString},
+    std_types::{RArc, RBox, RNone, ROption, RResult, RSlice, RStr, RString, RVec},
 };
 
 /// An event as the plugin sees it for the duration of one call.
@@ -89,6 +89,66 @@ pub trait PluginObject: Send {
     /// Flush and release resources; the object is dropped right after.
     #[sabi(last_prefix_field)]
     fn stop(&mut self) -> RResult<(), CallError>;
+
+    /// Health, or `RNone` when the plugin does not report it. (Added after
+    /// `stop`: plugins built before it get this default.)
+    fn health(&mut self) -> RResult<ROption<HealthReport>, CallError> {
+        RResult::ROk(RNone)
+    }
+
+    /// Readiness, or `RNone` when the plugin does not report it.
+    fn ready(&mut self) -> RResult<ROption<ReadinessReport>, CallError> {
+        RResult::ROk(RNone)
+    }
+
+    /// Job queues, or `RNone` when the plugin does not report them.
+    fn jobs(&mut self) -> RResult<ROption<RVec<JobReportAbi>>, CallError> {
+        RResult::ROk(RNone)
+    }
+}
+
+/// A health report across the ABI. `status`: 0 ok, 1 degraded, 2 failing.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct HealthReport {
+    /// 0 ok, 1 degraded, 2 failing.
+    pub status: u8,
+    /// Why (may be empty).
+    pub message: RString,
+}
+
+/// A readiness report across the ABI.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct ReadinessReport {
+    /// Ready to take work.
+    pub ready: bool,
+    /// Why not (may be empty).
+    pub message: RString,
+}
+
+/// A job report across the ABI (RoadRunner's JobsReport fields).
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct JobReportAbi {
+    /// Pipeline name.
+    pub pipeline: RString,
+    /// Pipeline priority.
+    pub priority: u64,
+    /// Ready to consume.
+    pub ready: bool,
+    /// Queue name.
+    pub queue: RString,
+    /// Active jobs.
+    pub active: i64,
+    /// Delayed jobs.
+    pub delayed: i64,
+    /// Reserved jobs.
+    pub reserved: i64,
+    /// Driver name.
+    pub driver: RString,
+    /// Last error (may be empty).
+    pub error_message: RString,
 }
 
 /// A plugin instance as the host holds it.

@@ -5,13 +5,13 @@
 //! unwind ever crosses the ABI (abi_stable would abort the whole process).
 
 use crate::abi::{
-    CallError, EventRef, HostHandle, PluginHandle, PluginModule, PluginModuleRef, PluginObject,
-    PluginObject_TO,
+    CallError, EventRef, HealthReport, HostHandle, JobReportAbi, PluginHandle, PluginModule,
+    PluginModuleRef, PluginObject, PluginObject_TO, ReadinessReport,
 };
-use crate::{Context, Event, Plugin, Result};
+use crate::{Context, Event, HealthStatus, Plugin, Result};
 use abi_stable::prefix_type::PrefixTypeTrait;
 use abi_stable::sabi_trait::TD_Opaque;
-use abi_stable::std_types::{RErr, ROk, RResult, RStr, RString};
+use abi_stable::std_types::{RErr, ROk, ROption, RResult, RStr, RString, RVec};
 use std::cell::{Cell, RefCell};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Once;
@@ -89,6 +89,60 @@ impl<P: Plugin> PluginObject for Adapter<P> {
             Some(plugin) => guard(|| plugin.stop(ctx)),
             None => ROk(()),
         }
+    }
+
+    fn health(&mut self) -> RResult<ROption<HealthReport>, CallError> {
+        let ctx = &self.ctx;
+        let Some(plugin) = self.plugin.as_mut() else {
+            return ROk(ROption::RNone);
+        };
+        guard(|| {
+            Ok(ROption::from(plugin.health(ctx).map(|h| HealthReport {
+                status: match h.status {
+                    HealthStatus::Ok => 0,
+                    HealthStatus::Degraded => 1,
+                    HealthStatus::Failing => 2,
+                },
+                message: h.message.into(),
+            })))
+        })
+    }
+
+    fn ready(&mut self) -> RResult<ROption<ReadinessReport>, CallError> {
+        let ctx = &self.ctx;
+        let Some(plugin) = self.plugin.as_mut() else {
+            return ROk(ROption::RNone);
+        };
+        guard(|| {
+            Ok(ROption::from(plugin.ready(ctx).map(|r| ReadinessReport {
+                ready: r.ready,
+                message: r.message.into(),
+            })))
+        })
+    }
+
+    fn jobs(&mut self) -> RResult<ROption<RVec<JobReportAbi>>, CallError> {
+        let ctx = &self.ctx;
+        let Some(plugin) = self.plugin.as_mut() else {
+            return ROk(ROption::RNone);
+        };
+        guard(|| {
+            Ok(ROption::from(plugin.jobs(ctx).map(|jobs| {
+                jobs.into_iter()
+                    .map(|j| JobReportAbi {
+                        pipeline: j.pipeline.into(),
+                        priority: j.priority,
+                        ready: j.ready,
+                        queue: j.queue.into(),
+                        active: j.active,
+                        delayed: j.delayed,
+                        reserved: j.reserved,
+                        driver: j.driver.into(),
+                        error_message: j.error_message.into(),
+                    })
+                    .collect()
+            })))
+        })
     }
 }
 

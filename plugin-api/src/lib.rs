@@ -7,12 +7,14 @@ mod context;
 mod event;
 mod export;
 mod plugin;
+mod status;
 pub mod topic;
 
 pub use abi::LogLevel;
 pub use context::Context;
 pub use event::Event;
 pub use plugin::{NoConfig, Plugin};
+pub use status::{Health, HealthStatus, JobReport, Readiness};
 
 /// The error a plugin returns: anything that implements `std::error::Error`,
 /// or a `String` / `&str` through `?` and `.into()`.

@@ -1,6 +1,6 @@
 //! The one trait a plugin author implements.
 
-use crate::{Context, Event, Result};
+use crate::{Context, Event, Health, JobReport, Readiness, Result};
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::de::{DeserializeOwned, Error as _};
 
@@ -29,6 +29,25 @@ pub trait Plugin: Send + Sized + 'static {
     fn stop(&mut self, ctx: &Context) -> Result<()> {
         let _ = ctx;
         Ok(())
+    }
+
+    /// Report health; `None` (the default) leaves this plugin out of `/health`.
+    /// Runs on the instance's thread, between events.
+    fn health(&mut self, ctx: &Context) -> Option<Health> {
+        let _ = ctx;
+        None
+    }
+
+    /// Report readiness; `None` (the default) leaves it out of `/ready`.
+    fn ready(&mut self, ctx: &Context) -> Option<Readiness> {
+        let _ = ctx;
+        None
+    }
+
+    /// Report job queues; `None` (the default) leaves it out of `/jobs`.
+    fn jobs(&mut self, ctx: &Context) -> Option<Vec<JobReport>> {
+        let _ = ctx;
+        None
     }
 }
 

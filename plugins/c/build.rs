@@ -10,10 +10,21 @@ fn main() {
     let include = here.join("../../ffi/include");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     // OUT_DIR is <target>/<profile>/build/<crate>-<hash>/out.
-    let profile_dir = out_dir.ancestors().nth(3).expect("OUT_DIR is inside the profile directory").to_owned();
-    let compiler = cc::Build::new().pic(true).opt_level(2).warnings(true).get_compiler();
+    let profile_dir = out_dir
+        .ancestors()
+        .nth(3)
+        .expect("OUT_DIR is inside the profile directory")
+        .to_owned();
+    let compiler = cc::Build::new()
+        .pic(true)
+        .opt_level(2)
+        .warnings(true)
+        .get_compiler();
 
-    println!("cargo:rerun-if-changed={}", include.join("plughost.h").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        include.join("plughost.h").display()
+    );
     let mut sources: Vec<PathBuf> = std::fs::read_dir(&here)
         .unwrap()
         .map(|entry| entry.unwrap().path())
@@ -41,12 +52,22 @@ fn main() {
 fn build(compiler: &cc::Tool, source: &Path, include: &Path, output: &Path) {
     let mut command: Command = compiler.to_command();
     command
-        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-shared", "-fvisibility=hidden"])
+        .args([
+            "-std=c11",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pedantic",
+            "-shared",
+            "-fvisibility=hidden",
+        ])
         .arg("-I")
         .arg(include)
         .arg("-o")
         .arg(output)
         .arg(source);
-    let status = command.status().unwrap_or_else(|e| panic!("cannot run the C compiler: {e}"));
+    let status = command
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run the C compiler: {e}"));
     assert!(status.success(), "compiling {} failed", source.display());
 }

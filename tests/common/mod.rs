@@ -28,6 +28,9 @@ fn workspace_root() -> PathBuf {
         .to_owned()
 }
 
+/// The packages that build plugin libraries (Rust cdylibs, and the C plugins).
+const PLUGIN_PACKAGES: [&str; 5] = ["logger", "counter", "chaos", "statsd", "c-plugins"];
+
 /// Build the shipped plugin crates (cdylibs are not built for another
 /// crate's tests) with the same profile as the binary under test, once per
 /// test process. Returns the directory holding them.
@@ -39,17 +42,9 @@ pub fn plugin_dir() -> PathBuf {
         let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
         cargo
             .current_dir(workspace_root())
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "logger",
-                "-p",
-                "counter",
-                "-p",
-                "chaos",
-                "--target-dir",
-            ])
+            .args(["build", "--quiet"])
+            .args(PLUGIN_PACKAGES.iter().flat_map(|p| ["-p", p]))
+            .arg("--target-dir")
             .arg(target_dir);
         if profile.file_name().is_some_and(|name| name == "release") {
             cargo.arg("--release");
@@ -214,7 +209,16 @@ pub fn cc_fixture(scratch: &Scratch, fixture: &str, out: &str, flags: &[&str]) -
     let root = workspace_root();
     let library = scratch.path(&format!("lib{out}.so"));
     let output = Command::new("cc")
-        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-shared", "-fPIC", "-fvisibility=hidden"])
+        .args([
+            "-std=c11",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pedantic",
+            "-shared",
+            "-fPIC",
+            "-fvisibility=hidden",
+        ])
         .args(flags)
         .arg("-I")
         .arg(root.join("ffi/include"))
@@ -223,7 +227,11 @@ pub fn cc_fixture(scratch: &Scratch, fixture: &str, out: &str, flags: &[&str]) -
         .arg(root.join(format!("tests/fixtures/{fixture}.c")))
         .output()
         .expect("run cc");
-    assert!(output.status.success(), "cc {fixture}: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "cc {fixture}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     library
 }
 
@@ -277,16 +285,32 @@ impl Running {
         running
     }
 
-    /// Wait (up to 30 s) for a stderr line containing `needle`.
-    pub fn wait_for_stderr(&mut self, needle: &str) {
+    /// The status server's address, from its start-up log line.
+    pub fn status_address(&mut self) -> String {
+        const NEEDLE: &str = "status server listening on http://";
+        let seen = self
+            .stderr_seen
+            .iter()
+            .find(|l| l.contains(NEEDLE))
+            .cloned();
+        let line = seen.unwrap_or_else(|| self.wait_for_stderr(NEEDLE));
+        line.rsplit("http://")
+            .next()
+            .expect("address")
+            .trim()
+            .to_owned()
+    }
+
+    /// Wait (up to 30 s) for a stderr line containing `needle`; return it.
+    pub fn wait_for_stderr(&mut self, needle: &str) -> String {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
             match self.stderr_lines.recv_timeout(left) {
                 Ok(line) => {
                     let found = line.contains(needle);
-                    self.stderr_seen.push(line);
+                    self.stderr_seen.push(line.clone());
                     if found {
-                        return;
+                        return line;
                     }
                 }
                 Err(_) => break,
@@ -343,4 +367,47 @@ pub fn assert_accounted(row: &Row) {
         row.processed + row.failed + row.dropped,
         "every event is accounted for: {row:?}"
     );
+}
+
+/// A real HTTP/1.1 request to `address`; returns (status, body).
+pub fn http(address: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::Read;
+    let mut stream =
+        std::net::TcpStream::connect(address).unwrap_or_else(|e| panic!("connect {address}: {e}"));
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_owned())
+}
+
+/// `http` GET, with the body parsed as JSON.
+pub fn get_json(address: &str, path: &str) -> (u16, serde_json::Value) {
+    let (status, body) = http(address, "GET", path, "");
+    let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body:?}"));
+    (status, json)
+}
+
+/// Poll `condition` every 20 ms for up to 30 s.
+pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        if condition() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("timed out waiting for {what}");
 }

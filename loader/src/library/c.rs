@@ -6,10 +6,11 @@
 use super::{HostLink, LoadError};
 use crate::event::Event;
 use crate::instance::{CallFailure, Instance};
-use plughost_api::LogLevel;
+use plughost_api::{Health, HealthStatus, JobReport, LogLevel, Readiness};
 use plughost_ffi::{
-    PLUGHOST_ABI_MAJOR, PLUGHOST_ABI_MINOR, PLUGHOST_ENTRY_SYMBOL, PLUGHOST_ERROR, PLUGHOST_OK, PLUGHOST_PLUGIN_MIN_SIZE,
-    plughost_event, plughost_host, plughost_plugin,
+    PLUGHOST_ABI_MAJOR, PLUGHOST_ABI_MINOR, PLUGHOST_ENTRY_SYMBOL, PLUGHOST_ERROR,
+    PLUGHOST_HEALTH_DEGRADED, PLUGHOST_HEALTH_OK, PLUGHOST_OK, PLUGHOST_PLUGIN_MIN_SIZE,
+    plughost_event, plughost_host, plughost_job_report, plughost_plugin,
 };
 use std::ffi::{CStr, CString, c_char, c_void};
 use std::path::Path;
@@ -23,28 +24,37 @@ pub(crate) struct CLibrary {
     pub version: String,
     pub abi_major: u16,
     pub abi_minor: u16,
-    descriptor: Arc<plughost_plugin>,
+    descriptor: Arc<Descriptor>,
 }
+
+/// A plugin's descriptor, copied out of the library at load.
+struct Descriptor(plughost_plugin);
 
 // SAFETY: the descriptor holds only function pointers and pointers to static,
 // immutable strings of a library that is never unloaded.
-unsafe impl Send for CLibrary {}
+unsafe impl Send for Descriptor {}
 // SAFETY: as above; nothing in it is ever written after load.
-unsafe impl Sync for CLibrary {}
+unsafe impl Sync for Descriptor {}
 
 impl CLibrary {
-    pub(super) fn load(path: &Path, handle: &libloading::os::unix::Library) -> Result<CLibrary, LoadError> {
+    pub(super) fn load(
+        path: &Path,
+        handle: &libloading::os::unix::Library,
+    ) -> Result<CLibrary, LoadError> {
         let refuse = |reason: String| LoadError::unusable(path, reason);
         // SAFETY: the header declares the entry as `const plughost_plugin *(void)`.
-        let entry = unsafe { handle.get::<unsafe extern "C" fn() -> *const plughost_plugin>(PLUGHOST_ENTRY_SYMBOL) }
-            .map_err(|e| refuse(format!("cannot read plughost_plugin_entry: {e}")))?;
+        let entry = unsafe {
+            handle.get::<unsafe extern "C" fn() -> *const plughost_plugin>(PLUGHOST_ENTRY_SYMBOL)
+        }
+        .map_err(|e| refuse(format!("cannot read plughost_plugin_entry: {e}")))?;
         // SAFETY: calling the plugin's own entry point, as the ABI prescribes.
         let raw = unsafe { entry() };
         if raw.is_null() {
             return Err(refuse("plughost_plugin_entry returned NULL".to_owned()));
         }
         // SAFETY: every ABI version starts with these three fields.
-        let (major, minor, size) = unsafe { ((*raw).abi_major, (*raw).abi_minor, (*raw).size as usize) };
+        let (major, minor, size) =
+            unsafe { ((*raw).abi_major, (*raw).abi_minor, (*raw).size as usize) };
         let host = format!("{PLUGHOST_ABI_MAJOR}.{PLUGHOST_ABI_MINOR}");
         if major != PLUGHOST_ABI_MAJOR {
             return Err(refuse(format!(
@@ -67,31 +77,48 @@ impl CLibrary {
         let known = size.min(std::mem::size_of::<plughost_plugin>());
         // SAFETY: the plugin vouches for `size` readable bytes at `raw`; we copy
         // at most that many, and no more than our own struct holds.
-        unsafe { std::ptr::copy_nonoverlapping(raw.cast::<u8>(), (&raw mut descriptor).cast::<u8>(), known) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                raw.cast::<u8>(),
+                (&raw mut descriptor).cast::<u8>(),
+                known,
+            )
+        };
         if descriptor.create.is_none() {
-            return Err(refuse("its descriptor has no `create` function (it is required)".to_owned()));
+            return Err(refuse(
+                "its descriptor has no `create` function (it is required)".to_owned(),
+            ));
         }
         if descriptor.on_event.is_none() {
-            return Err(refuse("its descriptor has no `on_event` function (it is required)".to_owned()));
+            return Err(refuse(
+                "its descriptor has no `on_event` function (it is required)".to_owned(),
+            ));
         }
         let text = |ptr: *const c_char, what: &str| -> Result<String, LoadError> {
             if ptr.is_null() {
                 return Err(refuse(format!("its descriptor's `{what}` is NULL")));
             }
             // SAFETY: non-null, and the ABI requires a static NUL-terminated string.
-            Ok(unsafe { CStr::from_ptr(ptr) }.to_string_lossy().into_owned())
+            Ok(unsafe { CStr::from_ptr(ptr) }
+                .to_string_lossy()
+                .into_owned())
         };
         Ok(CLibrary {
             name: text(descriptor.name, "name")?,
             version: text(descriptor.version, "version")?,
             abi_major: major,
             abi_minor: minor,
-            descriptor: Arc::new(descriptor),
+            descriptor: Arc::new(Descriptor(descriptor)),
         })
     }
 
-    pub(crate) fn create(&self, config_json: &str, link: HostLink) -> Result<Box<dyn Instance>, CallFailure> {
-        let name = CString::new(&*link.slot.name).map_err(|_| CallFailure::Error("instance name holds a NUL".into()))?;
+    pub(crate) fn create(
+        &self,
+        config_json: &str,
+        link: HostLink,
+    ) -> Result<Box<dyn Instance>, CallFailure> {
+        let name = CString::new(&*link.slot.name)
+            .map_err(|_| CallFailure::Error("instance name holds a NUL".into()))?;
         let link = Box::new(link);
         let table = Box::new(plughost_host {
             size: std::mem::size_of::<plughost_host>() as u32,
@@ -100,20 +127,35 @@ impl CLibrary {
             publish: Some(host_publish),
             log: Some(host_log),
         });
-        let config = CString::new(config_json).map_err(|_| CallFailure::Error("config holds a NUL".into()))?;
-        let create = self.descriptor.create.expect("checked at load");
+        let config = CString::new(config_json)
+            .map_err(|_| CallFailure::Error("config holds a NUL".into()))?;
+        let create = self.descriptor.0.create.expect("checked at load");
         let mut error = vec![0 as c_char; ERROR_CAPACITY].into_boxed_slice();
         let mut instance: *mut c_void = std::ptr::null_mut();
         // SAFETY: arguments follow the header: the host table and the name
         // outlive the instance (kept in CInstance), the config and error
         // buffer outlive the call.
         let status = unsafe {
-            create(&raw const *table, config.as_ptr(), config_json.len(), &mut instance, error.as_mut_ptr(), ERROR_CAPACITY)
+            create(
+                &raw const *table,
+                config.as_ptr(),
+                config_json.len(),
+                &mut instance,
+                error.as_mut_ptr(),
+                ERROR_CAPACITY,
+            )
         };
         if status != PLUGHOST_OK {
             return Err(CallFailure::Error(message(&error)));
         }
-        Ok(Box::new(CInstance { descriptor: self.descriptor.clone(), instance, error, _table: table, _link: link, _name: name }))
+        Ok(Box::new(CInstance {
+            descriptor: self.descriptor.clone(),
+            instance,
+            error,
+            _table: table,
+            _link: link,
+            _name: name,
+        }))
     }
 }
 
@@ -129,7 +171,7 @@ fn message(buffer: &[c_char]) -> String {
 }
 
 struct CInstance {
-    descriptor: Arc<plughost_plugin>,
+    descriptor: Arc<Descriptor>,
     instance: *mut c_void,
     error: Box<[c_char]>,
     _table: Box<plughost_host>,
@@ -143,7 +185,10 @@ struct CInstance {
 unsafe impl Send for CInstance {}
 
 impl CInstance {
-    fn call(&mut self, call: impl FnOnce(*mut c_void, *mut c_char, usize) -> i32) -> Result<(), CallFailure> {
+    fn call(
+        &mut self,
+        call: impl FnOnce(*mut c_void, *mut c_char, usize) -> i32,
+    ) -> Result<(), CallFailure> {
         self.error[0] = 0;
         match call(self.instance, self.error.as_mut_ptr(), self.error.len()) {
             PLUGHOST_OK => Ok(()),
@@ -164,22 +209,108 @@ impl Instance for CInstance {
             source: event.source().as_ptr().cast(),
             source_len: event.source().len(),
         };
-        let on_event = self.descriptor.on_event.expect("checked at load");
+        let on_event = self.descriptor.0.on_event.expect("checked at load");
         // SAFETY: the event and the error buffer outlive the call; the
         // instance came from this library's `create`.
         self.call(|instance, error, capacity| unsafe { on_event(instance, &raw, error, capacity) })
     }
 
     fn stop(&mut self) -> Result<(), CallFailure> {
-        let Some(stop) = self.descriptor.stop else { return Ok(()) };
+        let Some(stop) = self.descriptor.0.stop else {
+            return Ok(());
+        };
         // SAFETY: as in on_event; stop is called once, after the last event.
         self.call(|instance, error, capacity| unsafe { stop(instance, error, capacity) })
     }
+
+    fn health(&mut self) -> Result<Option<Health>, CallFailure> {
+        Ok(self
+            .verdict(self.descriptor.0.health)
+            .map(|(verdict, message)| Health {
+                status: match verdict {
+                    PLUGHOST_HEALTH_OK => HealthStatus::Ok,
+                    PLUGHOST_HEALTH_DEGRADED => HealthStatus::Degraded,
+                    _ => HealthStatus::Failing,
+                },
+                message,
+            }))
+    }
+
+    fn ready(&mut self) -> Result<Option<Readiness>, CallFailure> {
+        Ok(self
+            .verdict(self.descriptor.0.ready)
+            .map(|(verdict, message)| Readiness {
+                ready: verdict != 0,
+                message,
+            }))
+    }
+
+    fn jobs(&mut self) -> Result<Option<Vec<JobReport>>, CallFailure> {
+        let Some(jobs) = self.descriptor.0.jobs else {
+            return Ok(None);
+        };
+        let mut reports: Vec<JobReport> = Vec::new();
+        // SAFETY: the sink is our Vec, alive for the call; `collect_job` matches the header's signature.
+        let status = unsafe { jobs(self.instance, (&raw mut reports).cast(), Some(collect_job)) };
+        match status {
+            PLUGHOST_OK => Ok(Some(reports)),
+            _ => Err(CallFailure::Error("jobs report failed".to_owned())),
+        }
+    }
+}
+
+impl CInstance {
+    /// Call a `health`/`ready` style function: an int verdict plus an optional message.
+    fn verdict(
+        &mut self,
+        function: Option<unsafe extern "C" fn(*mut c_void, *mut c_char, usize) -> i32>,
+    ) -> Option<(i32, String)> {
+        let function = function?;
+        self.error[0] = 0;
+        // SAFETY: the instance came from `create`; the buffer outlives the call.
+        let verdict = unsafe { function(self.instance, self.error.as_mut_ptr(), self.error.len()) };
+        let text = message(&self.error);
+        Some((
+            verdict,
+            if self.error[0] == 0 {
+                String::new()
+            } else {
+                text
+            },
+        ))
+    }
+}
+
+/// Collects the reports a C plugin's `jobs` hands to the host.
+unsafe extern "C" fn collect_job(sink: *mut c_void, job: *const plughost_job_report) {
+    let collect = || {
+        // SAFETY: `sink` is the Vec we passed to `jobs`; `job` is valid during this call.
+        let (jobs, job) = unsafe { (sink.cast::<Vec<JobReport>>().as_mut()?, job.as_ref()?) };
+        let text = |ptr: *const c_char, len: usize| {
+            // SAFETY: the header requires (pointer, length) pairs valid during the call.
+            unsafe { bytes(ptr.cast(), len) }
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default()
+        };
+        jobs.push(JobReport {
+            pipeline: text(job.pipeline, job.pipeline_len),
+            priority: job.priority,
+            ready: job.ready != 0,
+            queue: text(job.queue, job.queue_len),
+            active: job.active,
+            delayed: job.delayed,
+            reserved: job.reserved,
+            driver: text(job.driver, job.driver_len),
+            error_message: text(job.error_message, job.error_message_len),
+        });
+        Some(())
+    };
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(collect));
 }
 
 impl Drop for CInstance {
     fn drop(&mut self) {
-        if let Some(destroy) = self.descriptor.destroy {
+        if let Some(destroy) = self.descriptor.0.destroy {
             // SAFETY: called once, last, on the instance's own thread.
             unsafe { destroy(self.instance) };
         }
@@ -217,7 +348,13 @@ unsafe extern "C" fn host_publish(
 ) -> i32 {
     let publish = || {
         // SAFETY: the header requires the ctx we gave and valid (pointer, length) pairs.
-        let (link, topic, payload) = unsafe { (link(ctx)?, bytes(topic.cast(), topic_len)?, bytes(payload, payload_len)?) };
+        let (link, topic, payload) = unsafe {
+            (
+                link(ctx)?,
+                bytes(topic.cast(), topic_len)?,
+                bytes(payload, payload_len)?,
+            )
+        };
         let topic = std::str::from_utf8(topic).ok()?;
         match link.publish(topic, payload) {
             Ok(()) => Some(()),
@@ -233,7 +370,12 @@ unsafe extern "C" fn host_publish(
     }
 }
 
-unsafe extern "C" fn host_log(ctx: *mut c_void, level: i32, message: *const c_char, message_len: usize) {
+unsafe extern "C" fn host_log(
+    ctx: *mut c_void,
+    level: i32,
+    message: *const c_char,
+    message_len: usize,
+) {
     let log = || {
         // SAFETY: as in host_publish.
         let (link, message) = unsafe { (link(ctx)?, bytes(message.cast(), message_len)?) };

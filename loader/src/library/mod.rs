@@ -113,8 +113,14 @@ pub(crate) struct HostLink {
 }
 
 impl HostLink {
-    pub(crate) fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), plughost_api::topic::TopicError> {
-        self.bus.publish(Some(&self.slot), topic, payload.into()).map(|_| ())
+    pub(crate) fn publish(
+        &self,
+        topic: &str,
+        payload: &[u8],
+    ) -> Result<(), plughost_api::topic::TopicError> {
+        self.bus
+            .publish(Some(&self.slot), topic, payload.into())
+            .map(|_| ())
     }
 
     pub(crate) fn log(&self, level: plughost_api::LogLevel, message: &str) {
@@ -235,7 +241,11 @@ fn load(path: &Path, file: File) -> Result<Library, LoadError> {
     };
     let is_rust = has(rust::ROOT_SYMBOL);
     let is_c = has(plughost_ffi::PLUGHOST_ENTRY_SYMBOL);
-    let c_library = if is_c && !is_rust { Some(CLibrary::load(path, &handle)) } else { None };
+    let c_library = if is_c && !is_rust {
+        Some(CLibrary::load(path, &handle))
+    } else {
+        None
+    };
     std::mem::forget(handle);
     // Keep the descriptor too: its number names the library to the loader.
     std::mem::forget(file);

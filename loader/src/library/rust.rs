@@ -9,8 +9,8 @@ use crate::instance::{CallFailure, Instance};
 use abi_stable::library::{LibraryError, RootModule, lib_header_from_path};
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RArc, RErr, ROk, RResult, RSlice, RStr, RString};
-use plughost_api::LogLevel;
 use plughost_api::abi::{CallError, EventRef, HostApi, HostApi_TO, PluginHandle, PluginModuleRef};
+use plughost_api::{Health, HealthStatus, JobReport, LogLevel, Readiness};
 use std::path::Path;
 
 /// The symbol abi_stable libraries export their header under.
@@ -41,7 +41,11 @@ impl RustLibrary {
         self.module.version().to_string()
     }
 
-    pub(crate) fn create(&self, config_json: &str, link: HostLink) -> Result<Box<dyn Instance>, CallFailure> {
+    pub(crate) fn create(
+        &self,
+        config_json: &str,
+        link: HostLink,
+    ) -> Result<Box<dyn Instance>, CallFailure> {
         let host = HostApi_TO::from_ptr(RArc::new(link), TD_Opaque);
         match (self.module.create())(RStr::from_str(config_json), host) {
             ROk(plugin) => Ok(Box::new(RustInstance { plugin })),
@@ -99,6 +103,60 @@ impl Instance for RustInstance {
 
     fn stop(&mut self) -> Result<(), CallFailure> {
         self.plugin.stop().into_result().map_err(failure)
+    }
+
+    fn health(&mut self) -> Result<Option<Health>, CallFailure> {
+        let report = self
+            .plugin
+            .health()
+            .into_result()
+            .map_err(failure)?
+            .into_option();
+        Ok(report.map(|h| Health {
+            status: match h.status {
+                0 => HealthStatus::Ok,
+                1 => HealthStatus::Degraded,
+                _ => HealthStatus::Failing,
+            },
+            message: h.message.into_string(),
+        }))
+    }
+
+    fn ready(&mut self) -> Result<Option<Readiness>, CallFailure> {
+        let report = self
+            .plugin
+            .ready()
+            .into_result()
+            .map_err(failure)?
+            .into_option();
+        Ok(report.map(|r| Readiness {
+            ready: r.ready,
+            message: r.message.into_string(),
+        }))
+    }
+
+    fn jobs(&mut self) -> Result<Option<Vec<JobReport>>, CallFailure> {
+        let reports = self
+            .plugin
+            .jobs()
+            .into_result()
+            .map_err(failure)?
+            .into_option();
+        Ok(reports.map(|jobs| {
+            jobs.into_iter()
+                .map(|j| JobReport {
+                    pipeline: j.pipeline.into_string(),
+                    priority: j.priority,
+                    ready: j.ready,
+                    queue: j.queue.into_string(),
+                    active: j.active,
+                    delayed: j.delayed,
+                    reserved: j.reserved,
+                    driver: j.driver.into_string(),
+                    error_message: j.error_message.into_string(),
+                })
+                .collect()
+        }))
     }
 }
 

@@ -5,10 +5,13 @@
 //! - `fail_init`: `init` returns an error;
 //! - `panic_in_init`, `panic_on_stop`: panic there;
 //! - `forward_to`: republish every event's payload on this topic, at most
-//!   `forward_limit` times in all (default: no limit).
+//!   `forward_limit` times in all (default: no limit);
+//! - `health` (`ok` | `degraded` | `failing`), `ready` (bool), `health_delay_ms`:
+//!   what health and readiness checks answer, and how long they take;
+//! - `jobs`: pipeline names to report in job reports.
 
 use plughost_api::topic::Pattern;
-use plughost_api::{Context, Event, Plugin, Result, export_plugin};
+use plughost_api::{Context, Event, Health, JobReport, Plugin, Readiness, Result, export_plugin};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -22,14 +25,25 @@ struct Config {
     panic_on_stop: bool,
     forward_to: Option<String>,
     forward_limit: Option<u64>,
+    health: Option<HealthConfig>,
+    ready: Option<bool>,
+    health_delay_ms: u64,
+    jobs: Vec<String>,
+}
+
+#[derive(Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum HealthConfig {
+    Ok,
+    Degraded,
+    Failing,
 }
 
 struct Chaos {
+    config: Config,
     panic_on: Option<Pattern>,
-    sleep: Duration,
-    forward_to: Option<String>,
     forwards_left: u64,
-    panic_on_stop: bool,
+    seen: u64,
 }
 
 impl Plugin for Chaos {
@@ -44,16 +58,16 @@ impl Plugin for Chaos {
         }
         Ok(Chaos {
             panic_on: config.panic_on.as_deref().map(Pattern::parse).transpose()?,
-            sleep: Duration::from_millis(config.sleep_ms),
-            forward_to: config.forward_to,
             forwards_left: config.forward_limit.unwrap_or(u64::MAX),
-            panic_on_stop: config.panic_on_stop,
+            config,
+            seen: 0,
         })
     }
 
     fn on_event(&mut self, event: &Event<'_>, ctx: &Context) -> Result<()> {
-        if !self.sleep.is_zero() {
-            std::thread::sleep(self.sleep);
+        self.seen += 1;
+        if self.config.sleep_ms > 0 {
+            std::thread::sleep(Duration::from_millis(self.config.sleep_ms));
         }
         if self
             .panic_on
@@ -62,7 +76,7 @@ impl Plugin for Chaos {
         {
             panic!("chaos: told to panic on {}", event.topic());
         }
-        if let Some(topic) = &self.forward_to
+        if let Some(topic) = &self.config.forward_to
             && self.forwards_left > 0
         {
             self.forwards_left -= 1;
@@ -72,10 +86,47 @@ impl Plugin for Chaos {
     }
 
     fn stop(&mut self, _ctx: &Context) -> Result<()> {
-        if self.panic_on_stop {
+        if self.config.panic_on_stop {
             panic!("chaos: told to panic on stop");
         }
         Ok(())
+    }
+
+    fn health(&mut self, _ctx: &Context) -> Option<Health> {
+        let health = self.config.health?;
+        std::thread::sleep(Duration::from_millis(self.config.health_delay_ms));
+        Some(match health {
+            HealthConfig::Ok => Health::ok(),
+            HealthConfig::Degraded => Health::degraded("chaos: told to be degraded"),
+            HealthConfig::Failing => Health::failing("chaos: told to be failing"),
+        })
+    }
+
+    fn ready(&mut self, _ctx: &Context) -> Option<Readiness> {
+        let ready = self.config.ready?;
+        std::thread::sleep(Duration::from_millis(self.config.health_delay_ms));
+        let message = if ready {
+            String::new()
+        } else {
+            "chaos: told not to be ready".to_owned()
+        };
+        Some(Readiness { ready, message })
+    }
+
+    fn jobs(&mut self, _ctx: &Context) -> Option<Vec<JobReport>> {
+        if self.config.jobs.is_empty() {
+            return None;
+        }
+        let report = |pipeline: &String| JobReport {
+            pipeline: pipeline.clone(),
+            priority: 10,
+            ready: true,
+            queue: format!("{pipeline}-queue"),
+            active: self.seen as i64,
+            driver: "memory".to_owned(),
+            ..JobReport::default()
+        };
+        Some(self.config.jobs.iter().map(report).collect())
     }
 }
 

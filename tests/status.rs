@@ -1,0 +1,447 @@
+//! Status and observability: RoadRunner-style endpoints over real HTTP,
+//! Prometheus metrics, Lightbus-style state and metrics events, statsd.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+fn status_section(extra: &str) -> String {
+    format!("[status]\naddress = \"127.0.0.1:0\"\n{extra}\n")
+}
+
+fn chaos(name: &str, config: &str) -> String {
+    format!(
+        "[[plugin]]\nname = {name:?}\nlibrary = \"chaos\"\nsubscribe = [\"work.>\"]\n[plugin.config]\n{config}\n"
+    )
+}
+
+fn logger(name: &str, subscribe: &str, path: &std::path::Path) -> String {
+    format!(
+        "[[plugin]]\nname = {name:?}\nlibrary = \"logger\"\nsubscribe = {subscribe}\n[plugin.config]\npath = {:?}\n",
+        path.display().to_string()
+    )
+}
+
+fn finish(mut host: Running) -> std::process::Output {
+    drop(host.stdin.take());
+    let (out, err) = host.wait(Duration::from_secs(30));
+    assert!(out.status.success(), "{}", err.join("\n"));
+    out
+}
+
+#[test]
+fn all_healthy_and_ready_answers_200_and_leaves_out_plugins_that_do_not_report() {
+    let s = Scratch::new("healthy");
+    let config = s.config(&format!(
+        "{}{}{}{}",
+        status_section(""),
+        chaos("a", "health = \"ok\"\nready = true"),
+        chaos("b", "health = \"degraded\"\nready = true"),
+        logger("log", "[\"work.>\"]", &s.path("log.jsonl"))
+    ));
+    let mut host = Running::start(&config);
+    let address = host.status_address();
+    let (code, body) = get_json(&address, "/health");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["status"], "ok");
+    let plugins = body["plugins"].as_array().unwrap();
+    assert_eq!(plugins.len(), 2, "the logger reports no health: {body}");
+    assert_eq!(
+        plugins[0],
+        json!({"name": "a", "status": "ok", "message": ""})
+    );
+    assert_eq!(plugins[1]["status"], "degraded");
+    let (code, body) = get_json(&address, "/ready");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["ready"], true);
+    assert_eq!(body["plugins"].as_array().unwrap().len(), 2);
+    finish(host);
+}
+
+#[test]
+fn a_failing_plugin_makes_health_503_and_is_named() {
+    let s = Scratch::new("failing");
+    let config = s.config(&format!(
+        "{}{}{}",
+        status_section(""),
+        chaos("fine", "health = \"ok\""),
+        chaos("broken", "health = \"failing\"\nready = false")
+    ));
+    let mut host = Running::start(&config);
+    let address = host.status_address();
+    let (code, body) = get_json(&address, "/health");
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["status"], "failing");
+    let broken = body["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "broken")
+        .expect("named");
+    assert_eq!(broken["status"], "failing");
+    assert_eq!(broken["message"], "chaos: told to be failing");
+    let (code, body) = get_json(&address, "/ready");
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(
+        body["plugins"][0],
+        json!({"name": "broken", "ready": false, "message": "chaos: told not to be ready"})
+    );
+    finish(host);
+}
+
+#[test]
+fn a_plugin_slower_than_check_timeout_counts_as_failing_by_timeout() {
+    let s = Scratch::new("timeout");
+    let config = s.config(&format!(
+        "{}{}{}",
+        status_section("check_timeout = \"200ms\""),
+        chaos("slow", "health = \"ok\"\nhealth_delay_ms = 2000"),
+        chaos("quick", "health = \"ok\"")
+    ));
+    let mut host = Running::start(&config);
+    let address = host.status_address();
+    let asked = Instant::now();
+    let (code, body) = get_json(&address, "/health");
+    assert!(
+        asked.elapsed() < Duration::from_millis(1500),
+        "answered after the timeout, not after the plugin"
+    );
+    assert_eq!(code, 503, "{body}");
+    let plugins: HashMap<String, Value> = body["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap().to_owned(), p.clone()))
+        .collect();
+    assert_eq!(
+        plugins["slow"],
+        json!({"name": "slow", "status": "failing", "message": "timeout"})
+    );
+    assert_eq!(plugins["quick"]["status"], "ok");
+    finish(host);
+}
+
+#[test]
+fn plugin_query_filters_to_one_instance() {
+    let s = Scratch::new("filter");
+    let config = s.config(&format!(
+        "{}{}{}",
+        status_section(""),
+        chaos("good", "health = \"ok\"\nready = true"),
+        chaos("bad", "health = \"failing\"\nready = false")
+    ));
+    let mut host = Running::start(&config);
+    let address = host.status_address();
+    let (code, body) = get_json(&address, "/health?plugin=good");
+    assert_eq!(
+        (code, body["plugins"].as_array().unwrap().len()),
+        (200, 1),
+        "{body}"
+    );
+    assert_eq!(body["plugins"][0]["name"], "good");
+    let (code, _) = get_json(&address, "/health?plugin=bad");
+    assert_eq!(code, 503);
+    let (code, _) = get_json(&address, "/ready?plugin=good");
+    assert_eq!(code, 200);
+    let (code, body) = get_json(&address, "/ready?plugin=nobody");
+    assert_eq!(code, 404);
+    assert_eq!(body["error"], "no plugin instance named `nobody`");
+    finish(host);
+}
+
+#[test]
+fn while_draining_after_sigterm_health_and_ready_answer_the_configured_code() {
+    let s = Scratch::new("draining");
+    let config = s.config(&format!(
+        "shutdown_timeout = \"30s\"\nqueue_capacity = 10000\n{}{}",
+        status_section("unavailable_status_code = 599"),
+        chaos("slow", "sleep_ms = 20\nhealth = \"ok\"\nready = true")
+    ));
+    let mut host = Running::start(&config);
+    let address = host.status_address();
+    assert_eq!(get_json(&address, "/health").0, 200);
+    let events: String = (0..100).map(|i| event("work.item", json!(i))).collect();
+    host.send(&events);
+    eventually("all 100 events queued", || {
+        get_json(&address, "/plugins").1[0]["received"] == 100
+    });
+    host.signal(libc::SIGTERM);
+    host.wait_for_stderr("SIGTERM: draining queues");
+    // The drain takes about 2 s (100 x 20 ms); the server answers meanwhile.
+    let (code, body) = get_json(&address, "/health");
+    assert_eq!(code, 599, "{body}");
+    assert_eq!(body["status"], "unavailable");
+    assert_eq!(get_json(&address, "/ready").0, 599);
+    let (out, err) = host.wait(Duration::from_secs(30));
+    assert!(out.status.success(), "{}", err.join("\n"));
+    let row = summary_row(&out, "slow");
+    assert_eq!(
+        (row.received, row.processed),
+        (100, 100),
+        "drained while unavailable"
+    );
+}
+
+/// Parse Prometheus/OpenMetrics text into `name{labels}` -> value, checking each line's shape.
+fn parse_metrics(text: &str) -> HashMap<String, f64> {
+    assert!(
+        text.trim_end().ends_with("# EOF"),
+        "OpenMetrics text ends with # EOF"
+    );
+    let mut samples = HashMap::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if let Some(comment) = line.strip_prefix("# ") {
+            let kind = comment.split_whitespace().next().unwrap();
+            assert!(
+                ["TYPE", "HELP", "UNIT", "EOF"].contains(&kind),
+                "bad comment line {line:?}"
+            );
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad sample line {line:?}"));
+        let name_end = series.find('{').unwrap_or(series.len());
+        let name = &series[..name_end];
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad metric name in {line:?}"
+        );
+        if name_end < series.len() {
+            assert!(series.ends_with('}'), "bad labels in {line:?}");
+        }
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        samples.insert(series.to_owned(), value);
+    }
+    samples
+}
+
+#[test]
+fn metrics_parse_as_prometheus_and_count_every_event_sent() {
+    let s = Scratch::new("metrics");
+    let config = s.config(&format!(
+        "{}{}{}",
+        status_section(""),
+        logger("log", "[\"work.>\"]", &s.path("log.jsonl")),
+        chaos("picky", "panic_on = \"work.poison\"")
+    ));
+    let mut host = Running::start(&config);
+    let address = host.status_address();
+    let events: String = (0..1000)
+        .map(|i| event("work.item", json!(i)))
+        .collect::<String>()
+        + &event("work.poison", json!(0));
+    host.send(&events);
+    eventually("the logger to process everything", || {
+        let (_, plugins) = get_json(&address, "/plugins");
+        plugins[0]["processed"] == 1001
+    });
+    let (code, text) = http(&address, "GET", "/metrics", "");
+    assert_eq!(code, 200);
+    let m = parse_metrics(&text);
+    assert_eq!(m["plughost_events_received_total{plugin=\"log\"}"], 1001.0);
+    assert_eq!(m["plughost_events_processed_total{plugin=\"log\"}"], 1001.0);
+    assert_eq!(m["plughost_events_dropped_total{plugin=\"log\"}"], 0.0);
+    assert_eq!(m["plughost_events_failed_total{plugin=\"log\"}"], 0.0);
+    assert_eq!(m["plughost_queue_depth{plugin=\"log\"}"], 0.0);
+    assert_eq!(m["plughost_plugin_up{plugin=\"log\"}"], 1.0);
+    assert_eq!(m["plughost_plugin_restarts_total{plugin=\"log\"}"], 0.0);
+    assert_eq!(m["plughost_handler_seconds_count{plugin=\"log\"}"], 1001.0);
+    assert_eq!(
+        m["plughost_handler_seconds_bucket{le=\"+Inf\",plugin=\"log\"}"],
+        1001.0
+    );
+    assert_eq!(
+        m["plughost_events_received_total{plugin=\"picky\"}"],
+        1001.0
+    );
+    assert_eq!(
+        m["plughost_events_processed_total{plugin=\"picky\"}"],
+        1000.0
+    );
+    assert_eq!(m["plughost_events_failed_total{plugin=\"picky\"}"], 1.0);
+    assert_eq!(m["plughost_plugin_up{plugin=\"picky\"}"], 0.0);
+
+    let (_, plugins) = get_json(&address, "/plugins");
+    let picky = &plugins[1];
+    assert_eq!(picky["name"], "picky");
+    assert_eq!(picky["state"], "failed");
+    assert_eq!(picky["language"], "rust");
+    assert_eq!(picky["isolation"], "thread");
+    assert_eq!(picky["queue_capacity"], 1024);
+    assert!(
+        picky["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("told to panic on work.poison")
+    );
+    finish(host);
+}
+
+#[test]
+fn jobs_lists_the_reports_of_plugins_that_have_them() {
+    let s = Scratch::new("jobs");
+    let config = s.config(&format!(
+        "{}{}",
+        status_section(""),
+        chaos("worker", "jobs = [\"emails\", \"images\"]")
+    ));
+    let mut host = Running::start(&config);
+    let address = host.status_address();
+    host.send(&event("work.item", json!(1)));
+    eventually("the event to be seen", || {
+        get_json(&address, "/plugins").1[0]["processed"] == 1
+    });
+    let (code, jobs) = get_json(&address, "/jobs");
+    assert_eq!(code, 200);
+    assert_eq!(
+        jobs[0],
+        json!({"plugin": "worker", "pipeline": "emails", "priority": 10, "ready": true, "queue": "emails-queue",
+               "active": 1, "delayed": 0, "reserved": 0, "driver": "memory", "error_message": ""})
+    );
+    assert_eq!(jobs[1]["pipeline"], "images");
+    finish(host);
+}
+
+#[test]
+fn state_events_carry_lightbus_fields_and_pings_come_at_the_interval() {
+    let s = Scratch::new("state");
+    let config = s.config(&format!(
+        "[state]\nenabled = true\nping_interval = \"200ms\"\nprocess_name = \"test-worker\"\n{}{}",
+        logger("log", "[\"internal.state.>\"]", &s.path("log.jsonl")),
+        chaos("other", "")
+    ));
+    let host = Running::start(&config);
+    std::thread::sleep(Duration::from_millis(1100));
+    finish(host);
+    let lines = s.log_lines("log.jsonl");
+    let topics: Vec<&str> = lines.iter().map(|l| l["topic"].as_str().unwrap()).collect();
+    assert_eq!(
+        topics.first(),
+        Some(&"internal.state.worker_started"),
+        "{topics:?}"
+    );
+    assert_eq!(
+        topics.last(),
+        Some(&"internal.state.worker_stopped"),
+        "{topics:?}"
+    );
+    let started = &lines[0]["payload"];
+    assert_eq!(started["process_name"], "test-worker");
+    assert_eq!(started["metrics_enabled"], false);
+    assert_eq!(started["api_names"], json!(["log", "other"]));
+    assert_eq!(
+        started["listening_for"],
+        json!(["internal.state.>", "work.>"])
+    );
+    assert_eq!(started["ping_interval"], 0.2);
+    assert!(started["timestamp"].as_f64().unwrap() > 1.7e9);
+    let pings: Vec<f64> = lines
+        .iter()
+        .filter(|l| l["topic"] == "internal.state.worker_ping")
+        .map(|l| l["payload"]["timestamp"].as_f64().unwrap())
+        .collect();
+    assert!(
+        pings.len() >= 3,
+        "about five pings in 1.1 s at 200 ms: {pings:?}"
+    );
+    for gap in pings.windows(2).map(|w| w[1] - w[0]) {
+        assert!((0.15..0.6).contains(&gap), "pings every ~200 ms: {pings:?}");
+    }
+    assert_eq!(
+        lines.last().unwrap()["payload"]["process_name"],
+        "test-worker"
+    );
+}
+
+#[test]
+fn metrics_events_describe_each_event_and_never_themselves() {
+    let s = Scratch::new("metrics-events");
+    let config = s.config(&format!(
+        "[state]\nprocess_name = \"w1\"\n[metrics]\nenabled = true\n{}{}",
+        logger("log", "[\"internal.metrics.>\"]", &s.path("log.jsonl")),
+        chaos("handler", "")
+    ));
+    let events: String = (0..3)
+        .map(|i| event("work.item", json!({"n": i})))
+        .collect();
+    let out = run(&["run", config.to_str().unwrap(), "--events", "-"], &events);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = s.log_lines("log.jsonl");
+    let about_work: Vec<&Value> = lines
+        .iter()
+        .map(|l| &l["payload"])
+        .filter(|p| p["api_name"] == "work")
+        .collect();
+    let kinds = |topic: &str| {
+        lines
+            .iter()
+            .filter(|l| l["topic"] == topic && l["payload"]["api_name"] == "work")
+            .count()
+    };
+    assert_eq!(kinds("internal.metrics.event_fired"), 3);
+    assert_eq!(kinds("internal.metrics.event_received"), 3);
+    assert_eq!(kinds("internal.metrics.event_processed"), 3);
+    for payload in &about_work {
+        assert_eq!(payload["process_name"], "w1");
+        assert_eq!(payload["event_name"], "item");
+        assert!(payload["event_id"].as_u64().is_some());
+        assert!(payload["timestamp"].as_f64().is_some());
+        assert_eq!(payload["kwargs"]["n"].as_u64().map(|n| n < 3), Some(true));
+    }
+    assert!(
+        about_work
+            .iter()
+            .filter(|p| p.get("duration_ms").is_some())
+            .all(|p| p["listener"] == "handler")
+    );
+    assert!(
+        lines.iter().all(|l| !l["payload"]["api_name"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("internal.metrics")),
+        "no metrics about metrics events"
+    );
+}
+
+#[test]
+fn statsd_sends_a_counter_per_event_to_a_real_udp_socket() {
+    let s = Scratch::new("statsd");
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let config = s.config(&format!(
+        "[[plugin]]\nname = \"stats\"\nlibrary = \"statsd\"\nsubscribe = [\"work.>\"]\n[plugin.config]\nport = {port}\nprefix = \"app\"\n"
+    ));
+    let events: String = (0..5)
+        .map(|i| event(if i % 2 == 0 { "work.even" } else { "work.odd" }, json!(i)))
+        .collect();
+    let out = run(&["run", config.to_str().unwrap(), "--events", "-"], &events);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut packets = Vec::new();
+    let mut buffer = [0u8; 512];
+    for _ in 0..5 {
+        let n = socket.recv(&mut buffer).expect("a statsd packet");
+        packets.push(String::from_utf8_lossy(&buffer[..n]).into_owned());
+    }
+    assert_eq!(
+        packets,
+        [
+            "app.work.even:1|c",
+            "app.work.odd:1|c",
+            "app.work.even:1|c",
+            "app.work.odd:1|c",
+            "app.work.even:1|c"
+        ]
+    );
+}
