@@ -524,6 +524,16 @@ impl Host {
         Ok(self.inner.bus.publish(None, topic, payload.into())?)
     }
 
+    /// Publish many payloads on one `topic` at once: cheaper per event than
+    /// [`publish`](Host::publish) (one route lookup, one id reservation).
+    /// Events get consecutive ids; returns the first.
+    pub fn publish_batch(&self, topic: &str, payloads: Vec<Box<[u8]>>) -> Result<u64, PublishError> {
+        if !self.inner.intake_open.load(Ordering::Acquire) {
+            return Err(PublishError::ShuttingDown);
+        }
+        Ok(self.inner.bus.publish_batch(topic, payloads)?)
+    }
+
     /// The loaded config.
     pub fn config(&self) -> &Config {
         &self.inner.config
