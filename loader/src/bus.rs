@@ -155,13 +155,21 @@ impl Bus {
     /// Publish many payloads on one topic as the host: the route and the ids
     /// are taken once, and each subscriber gets the events in order. Returns
     /// the first id (the others follow it).
-    pub(crate) fn publish_batch(&self, topic: &str, payloads: Vec<Box<[u8]>>) -> Result<u64, TopicError> {
+    pub(crate) fn publish_batch(
+        &self,
+        topic: &str,
+        payloads: Vec<Box<[u8]>>,
+    ) -> Result<u64, TopicError> {
         let route = self.route(topic)?;
-        let first = self.next_event_id.fetch_add(payloads.len() as u64, Ordering::Relaxed);
+        let first = self
+            .next_event_id
+            .fetch_add(payloads.len() as u64, Ordering::Relaxed);
         let events: Vec<Event> = payloads
             .into_iter()
             .zip(first..)
-            .map(|(payload, id)| Event::new(id, route.topic.clone(), self.host_source.clone(), payload))
+            .map(|(payload, id)| {
+                Event::new(id, route.topic.clone(), self.host_source.clone(), payload)
+            })
             .collect();
         for target in route.targets.iter() {
             for event in &events {

@@ -137,6 +137,52 @@ pub struct PluginConfig {
     pub overflow: Overflow,
     /// The free `[plugin.config]` table, as JSON.
     pub config: serde_json::Value,
+    /// Where the instance runs.
+    pub isolation: Isolation,
+    /// When a failed instance is restarted.
+    pub restart: Restart,
+    /// More restarts than this inside `restart_window` stop it for good (flapping).
+    pub max_restarts: u32,
+    /// The window of the flapping rule.
+    pub restart_window: Duration,
+    /// A handler running longer than this trips the watchdog (off when `None`).
+    pub handler_timeout: Option<Duration>,
+    /// The library file's expected SHA-256 (lowercase hex), checked before loading.
+    pub sha256: Option<String>,
+    /// Load the library even when it or its directory is writable by others.
+    pub allow_insecure_permissions: bool,
+}
+
+/// Where an instance runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Isolation {
+    /// A thread of the host process (fast; a crash takes the host down).
+    Thread,
+    /// A child `plughost` process of its own (a crash is contained).
+    Process,
+}
+
+impl Isolation {
+    /// The name used in `plugins.toml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::Thread => "thread",
+            Isolation::Process => "process",
+        }
+    }
+}
+
+/// When a failed instance is restarted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Restart {
+    /// Never: a failed instance stays failed.
+    Never,
+    /// After a panic or a crash (the default).
+    OnFailure,
+    /// Also after a process-isolated plugin exits by itself.
+    Always,
 }
 
 impl Config {
@@ -222,6 +268,19 @@ impl Config {
                     .map_err(|e| at(pattern.span().start, e.to_string()))?;
                 subscribe.push(parsed);
             }
+            let sha256 = match p.sha256 {
+                None => None,
+                Some(pin) => {
+                    let hex = pin.get_ref().to_ascii_lowercase();
+                    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                        return Err(at(
+                            pin.span().start,
+                            "`sha256` must be 64 hexadecimal digits".to_owned(),
+                        ));
+                    }
+                    Some(hex)
+                }
+            };
             plugins.push(PluginConfig {
                 name,
                 library: p.library.into_inner(),
@@ -232,6 +291,13 @@ impl Config {
                 config: p
                     .config
                     .map_or(serde_json::Value::Object(Default::default()), toml_to_json),
+                isolation: p.isolation.unwrap_or(Isolation::Thread),
+                restart: p.restart.unwrap_or(Restart::OnFailure),
+                max_restarts: p.max_restarts.unwrap_or(5),
+                restart_window: p.restart_window.map_or(Duration::from_secs(60), |d| d.0),
+                handler_timeout: p.handler_timeout.map(|d| d.0).filter(|d| !d.is_zero()),
+                sha256,
+                allow_insecure_permissions: p.allow_insecure_permissions,
             });
         }
         let status = match file.status {
@@ -464,6 +530,14 @@ struct PluginSection {
     queue_capacity: Option<NonZeroUsize>,
     overflow: Option<Overflow>,
     config: Option<toml::Value>,
+    isolation: Option<Isolation>,
+    restart: Option<Restart>,
+    max_restarts: Option<u32>,
+    restart_window: Option<HumanDuration>,
+    handler_timeout: Option<HumanDuration>,
+    sha256: Option<Spanned<String>>,
+    #[serde(default)]
+    allow_insecure_permissions: bool,
 }
 
 fn yes() -> bool {

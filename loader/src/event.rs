@@ -54,6 +54,30 @@ impl Event {
     }
 }
 
+impl Event {
+    /// The borrowed fields, as handed to plugins.
+    pub(crate) fn view(&self) -> EventView<'_> {
+        EventView {
+            id: self.id(),
+            timestamp_ms: self.timestamp_ms(),
+            topic: self.topic(),
+            source: self.source(),
+            payload: self.payload(),
+        }
+    }
+}
+
+/// An event's fields, borrowed: what a plugin call needs. Decoded straight
+/// from a frame in a plugin's own process, without copies.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EventView<'a> {
+    pub id: u64,
+    pub timestamp_ms: u64,
+    pub topic: &'a str,
+    pub source: &'a str,
+    pub payload: &'a [u8],
+}
+
 impl std::fmt::Debug for Event {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Event")

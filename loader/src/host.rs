@@ -8,8 +8,13 @@
 
 use crate::bus::Bus;
 use crate::config::Config;
-use crate::instance::{CallFailure, Control, Counts, Probe, ProbeAnswer, Slot, State, Worker};
+use crate::config::Isolation;
+use crate::instance::{
+    CallFailure, Control, Counts, Factory, Probe, ProbeAnswer, Slot, State, Supervision, Worker,
+};
+use crate::library::HostLink;
 use crate::library::{self, LoadError};
+use crate::process;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use plughost_api::JobReport;
 use plughost_api::topic::TopicError;
@@ -177,8 +182,8 @@ struct Inner {
     bus: Arc<Bus>,
     workers: Mutex<Vec<WorkerHandle>>,
     intake_open: AtomicBool,
-    /// Stops the `[state]` ping thread when dropped or sent to.
-    pinger: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
+    /// Background threads (state pings, watchdog): each stops when sent to.
+    background: Mutex<Vec<(Sender<()>, JoinHandle<()>)>>,
 }
 
 struct WorkerHandle {
@@ -230,7 +235,7 @@ impl Host {
                 bus: Arc::new(Bus::new(metrics_process)),
                 workers: Mutex::new(Vec::new()),
                 intake_open: AtomicBool::new(true),
-                pinger: Mutex::new(None),
+                background: Mutex::new(Vec::new()),
             }),
         };
         for (plugin, library) in libraries {
@@ -240,7 +245,68 @@ impl Host {
             }
         }
         host.start_state_events();
+        host.start_watchdog();
         Ok(host)
+    }
+
+    /// Run `tick` every `interval` on a thread of its own until shutdown.
+    fn every(&self, name: &str, interval: Duration, mut tick: impl FnMut(&Host) + Send + 'static) {
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let host = self.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("plughost:{name}"))
+            .spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) = stop_rx.recv_timeout(interval) {
+                    tick(&host);
+                }
+            });
+        match thread {
+            Ok(thread) => self
+                .inner
+                .background
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((stop_tx, thread)),
+            Err(e) => tracing::error!("cannot start the {name} thread: {e}"),
+        }
+    }
+
+    /// The watchdog: a handler running longer than its `handler_timeout` is
+    /// reported once (`plughost.plugin.stuck`), counts as failing, and a
+    /// process-isolated one is killed so that its restart policy applies.
+    fn start_watchdog(&self) {
+        let Some(shortest) = self
+            .inner
+            .config
+            .plugins
+            .iter()
+            .filter_map(|p| p.handler_timeout)
+            .min()
+        else {
+            return;
+        };
+        let interval = (shortest / 4).clamp(Duration::from_millis(5), Duration::from_millis(250));
+        self.every("watchdog", interval, |host| {
+            for slot in host.inner.bus.slots() {
+                let Some(limit) = slot.handler_timeout else { continue };
+                let since = slot.busy_since.load(Ordering::Acquire);
+                let running = Duration::from_nanos(crate::instance::clock_nanos().saturating_sub(since));
+                if since == 0 || running <= limit || slot.stuck_at.swap(since, Ordering::AcqRel) == since {
+                    continue;
+                }
+                tracing::error!(plugin = %slot.name, "stuck: a handler has run for {running:?} (handler_timeout {limit:?})");
+                let payload = serde_json::json!({
+                    "name": &*slot.name,
+                    "library": slot.library,
+                    "running_ms": running.as_millis() as u64,
+                    "handler_timeout_ms": limit.as_millis() as u64,
+                });
+                host.inner.bus.publish_host("plughost.plugin.stuck", payload);
+                if slot.isolation == Isolation::Process {
+                    process::kill(&slot);
+                }
+            }
+        });
     }
 
     /// Lightbus's state plugin: `worker_started` now, `worker_ping` every
@@ -253,27 +319,12 @@ impl Host {
         self.inner
             .bus
             .publish_host("internal.state.worker_started", self.state_payload());
-        if !state.ping_enabled {
-            return;
-        }
-        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
-        let host = self.clone();
-        let interval = state.ping_interval;
-        let thread = std::thread::Builder::new()
-            .name("plughost:state".into())
-            .spawn(move || {
-                while let Err(RecvTimeoutError::Timeout) = stop_rx.recv_timeout(interval) {
-                    host.inner
-                        .bus
-                        .publish_host("internal.state.worker_ping", host.state_payload());
-                }
+        if state.ping_enabled {
+            self.every("state", state.ping_interval, |host| {
+                host.inner
+                    .bus
+                    .publish_host("internal.state.worker_ping", host.state_payload());
             });
-        match thread {
-            Ok(thread) => {
-                *self.inner.pinger.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Some((stop_tx, thread))
-            }
-            Err(e) => tracing::error!("cannot start the state ping thread: {e}"),
         }
     }
 
@@ -320,12 +371,19 @@ impl Host {
                 continue;
             }
             match slot.state() {
+                State::Running if slot.is_stuck() => {
+                    let reason = "stuck: a handler has run longer than handler_timeout".to_owned();
+                    answers.push((slot.clone(), Some(ProbeAnswer::Failed(reason))));
+                }
                 State::Running => {
                     worker.order(Control::Probe(probe, reply_tx.clone()));
                     answers.push((slot.clone(), None));
                 }
-                State::Failed => {
-                    let reason = slot.last_error().unwrap_or_else(|| "failed".to_owned());
+                State::Failed | State::Restarting | State::Flapping => {
+                    let state = slot.state().as_str();
+                    let reason = slot
+                        .last_error()
+                        .map_or_else(|| state.to_owned(), |e| format!("{state}: {e}"));
                     answers.push((slot.clone(), Some(ProbeAnswer::Failed(reason))));
                 }
                 State::Starting | State::Stopping | State::Stopped => {}
@@ -453,6 +511,27 @@ impl Host {
         let (init_tx, init_rx) = crossbeam_channel::bounded::<Result<(), CallFailure>>(1);
         let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
         let config_json = plugin.config.to_string();
+        let mut factory: Factory = {
+            let (slot, bus, control) = (slot.clone(), bus.clone(), control_tx.clone());
+            let isolation = plugin.isolation;
+            Box::new(move || match isolation {
+                Isolation::Thread => library.create(
+                    &config_json,
+                    Arc::new(HostLink {
+                        slot: slot.clone(),
+                        bus: bus.clone(),
+                    }),
+                ),
+                Isolation::Process => process::spawn(
+                    &library,
+                    &config_json,
+                    slot.clone(),
+                    bus.clone(),
+                    control.clone(),
+                ),
+            })
+        };
+        let supervision = Supervision::new(plugin);
         let thread = {
             let slot = slot.clone();
             let bus = bus.clone();
@@ -460,7 +539,7 @@ impl Host {
                 .name(format!("plughost:{}", plugin.name))
                 .spawn(move || {
                     let _done = done_tx;
-                    match library.create(&config_json, slot.clone(), bus.clone()) {
+                    match factory() {
                         Ok(instance) => {
                             slot.set_state(State::Running);
                             let _ = init_tx.send(Ok(()));
@@ -468,8 +547,12 @@ impl Host {
                                 slot,
                                 bus,
                                 instance: Some(instance),
+                                factory,
+                                supervision,
                                 control: control_rx,
                                 errors_logged: 0,
+                                pending_failure: None,
+                                requeue: Default::default(),
                             }
                             .run();
                         }
@@ -527,7 +610,11 @@ impl Host {
     /// Publish many payloads on one `topic` at once: cheaper per event than
     /// [`publish`](Host::publish) (one route lookup, one id reservation).
     /// Events get consecutive ids; returns the first.
-    pub fn publish_batch(&self, topic: &str, payloads: Vec<Box<[u8]>>) -> Result<u64, PublishError> {
+    pub fn publish_batch(
+        &self,
+        topic: &str,
+        payloads: Vec<Box<[u8]>>,
+    ) -> Result<u64, PublishError> {
         if !self.inner.intake_open.load(Ordering::Acquire) {
             return Err(PublishError::ShuttingDown);
         }
@@ -560,16 +647,18 @@ impl Host {
     pub fn shutdown(&self) -> Vec<InstanceReport> {
         let first = !self.is_shutting_down();
         self.close_intake();
-        if let Some((stop, thread)) = self
-            .inner
-            .pinger
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
+        let background = std::mem::take(
+            &mut *self
+                .inner
+                .background
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for (stop, thread) in background {
             let _ = stop.send(());
             let _ = thread.join();
         }
+
         if first && self.inner.config.state.enabled {
             let payload = serde_json::json!({
                 "process_name": self.inner.config.state.process_name,
@@ -647,7 +736,7 @@ fn report(slot: &Slot) -> InstanceReport {
         name: slot.name.to_string(),
         library: slot.library.clone(),
         language: slot.language,
-        isolation: "thread",
+        isolation: slot.isolation.as_str(),
         restarts: slot.restarts.load(Ordering::Acquire),
         state: slot.state().as_str(),
         counts: slot.counts(),

@@ -8,7 +8,7 @@
 
 use crate::bus::Bus;
 use crate::config::{Overflow, PluginConfig};
-use crate::event::Event;
+use crate::event::{Event, EventView};
 use crossbeam_channel::{Receiver, Sender, select};
 use crossbeam_utils::CachePadded;
 use plughost_api::topic::Pattern;
@@ -28,12 +28,16 @@ pub(crate) enum CallFailure {
     Error(String),
     /// The plugin panicked (caught inside the plugin) or crashed.
     Panic(String),
+    /// A process-isolated plugin's process ended by itself, with status 0.
+    Exited(String),
 }
 
 impl std::fmt::Display for CallFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CallFailure::Error(message) | CallFailure::Panic(message) => f.write_str(message),
+            CallFailure::Error(message)
+            | CallFailure::Panic(message)
+            | CallFailure::Exited(message) => f.write_str(message),
         }
     }
 }
@@ -41,11 +45,44 @@ impl std::fmt::Display for CallFailure {
 /// A live plugin instance, whatever its language. The optional capabilities
 /// answer `None` when the plugin does not report them.
 pub(crate) trait Instance: Send {
-    fn on_event(&mut self, event: &Event) -> Result<(), CallFailure>;
+    fn on_event(&mut self, event: &EventView<'_>) -> Result<(), CallFailure>;
     fn stop(&mut self) -> Result<(), CallFailure>;
     fn health(&mut self) -> Result<Option<Health>, CallFailure>;
     fn ready(&mut self) -> Result<Option<Readiness>, CallFailure>;
     fn jobs(&mut self) -> Result<Option<Vec<JobReport>>, CallFailure>;
+
+    /// Instances in another process take events in batches ([`Instance::on_batch`]).
+    fn batched(&self) -> bool {
+        false
+    }
+
+    /// Handle `events` in order. Only called when `batched()`.
+    fn on_batch(&mut self, events: &[Event]) -> BatchOutcome {
+        let _ = events;
+        unreachable!("on_batch is only called on batched instances")
+    }
+
+    /// The process the instance runs in, when it has one of its own.
+    fn pid(&self) -> Option<i32> {
+        None
+    }
+}
+
+/// What became of a batch of events.
+#[derive(Debug, Default)]
+pub(crate) struct BatchOutcome {
+    /// Events handled without error.
+    pub processed: u64,
+    /// Events whose handler returned an error: (index in the batch, message).
+    pub errors: Vec<(usize, String)>,
+    /// The instance died, and why.
+    pub fatal: Option<CallFailure>,
+    /// Events of the batch that may or may not have been handled when it
+    /// died (a crash): counted as lost.
+    pub lost: u64,
+    /// Events at the end of the batch that were certainly never handled (it
+    /// panicked before them): queued again for the restarted instance.
+    pub unhandled: usize,
 }
 
 /// Lifecycle state of an instance.
@@ -62,6 +99,10 @@ pub enum State {
     Stopping = 3,
     /// Stopped cleanly.
     Stopped = 4,
+    /// Failed, and waiting to be started again; its mailbox keeps taking events.
+    Restarting = 5,
+    /// Failed too often (see `max_restarts`); stopped for good.
+    Flapping = 6,
 }
 
 impl State {
@@ -71,6 +112,8 @@ impl State {
             1 => State::Running,
             2 => State::Failed,
             3 => State::Stopping,
+            5 => State::Restarting,
+            6 => State::Flapping,
             _ => State::Stopped,
         }
     }
@@ -83,6 +126,8 @@ impl State {
             State::Failed => "failed",
             State::Stopping => "stopping",
             State::Stopped => "stopped",
+            State::Restarting => "restarting",
+            State::Flapping => "flapping",
         }
     }
 }
@@ -206,8 +251,18 @@ pub(crate) struct Slot {
     pub tx: Sender<Event>,
     pub rx: Receiver<Event>,
     pub stats: Stats,
-    /// Restarts so far (restart policies come with supervision).
+    /// Restarts so far.
     pub restarts: AtomicU64,
+    /// When the running handler started (nanoseconds on the host's clock), 0 when idle.
+    pub busy_since: AtomicU64,
+    /// The `busy_since` the watchdog last reported as stuck.
+    pub stuck_at: AtomicU64,
+    /// The pid of the instance's process, for process isolation (0: none).
+    pub child_pid: std::sync::atomic::AtomicI32,
+    /// The instance's isolation, as in `plugins.toml`.
+    pub isolation: crate::config::Isolation,
+    /// The watchdog's limit for one handler call.
+    pub handler_timeout: Option<std::time::Duration>,
     /// Slot index + 1 of the mailbox this instance's thread is blocked on, or 0.
     pub waiting_on: AtomicUsize,
     /// Set when an order waits on the control lane: the thread looks there
@@ -237,11 +292,22 @@ impl Slot {
             rx,
             stats: Stats::default(),
             restarts: AtomicU64::new(0),
+            busy_since: AtomicU64::new(0),
+            stuck_at: AtomicU64::new(0),
+            child_pid: std::sync::atomic::AtomicI32::new(0),
+            isolation: config.isolation,
+            handler_timeout: config.handler_timeout,
             waiting_on: AtomicUsize::new(0),
             control_pending: AtomicBool::new(false),
             state: AtomicU8::new(State::Starting as u8),
             last_error: Mutex::new(None),
         }
+    }
+
+    /// Whether the watchdog caught the handler running now.
+    pub(crate) fn is_stuck(&self) -> bool {
+        let since = self.busy_since.load(Ordering::Acquire);
+        since != 0 && self.stuck_at.load(Ordering::Acquire) == since
     }
 
     pub(crate) fn subscribes_to(&self, topic: &str) -> bool {
@@ -259,7 +325,10 @@ impl Slot {
     /// Whether publishers should put events in this mailbox. A stopping
     /// instance still takes them: it drains its queue before it stops.
     pub(crate) fn accepts_events(&self) -> bool {
-        matches!(self.state(), State::Running | State::Stopping)
+        matches!(
+            self.state(),
+            State::Running | State::Stopping | State::Restarting
+        )
     }
 
     pub(crate) fn last_error(&self) -> Option<String> {
@@ -289,9 +358,15 @@ impl Slot {
 
     /// Record a failure, tell everyone, and stop calling the plugin.
     pub(crate) fn fail(&self, bus: &Bus, reason: String) {
+        self.fail_to(bus, reason, State::Failed);
+    }
+
+    /// Record a failure, move to `next` (`Failed`, or `Restarting` when the
+    /// policy restarts it: its mailbox then keeps taking events), tell everyone.
+    pub(crate) fn fail_to(&self, bus: &Bus, reason: String, next: State) {
         tracing::error!(plugin = %self.name, "plugin failed: {reason}");
         self.set_last_error(reason.clone());
-        self.set_state(State::Failed);
+        self.set_state(next);
         bus.publish_host_on(
             Some(self),
             "plughost.plugin.failed",
@@ -306,6 +381,8 @@ pub(crate) enum Control {
     Stop { drain: bool },
     /// Ask the plugin something between events; answer on the channel.
     Probe(Probe, Sender<(usize, ProbeAnswer)>),
+    /// The instance's process (`pid`) ended: `failure` says how.
+    Died { pid: i32, failure: CallFailure },
 }
 
 /// What a probe asks.
@@ -326,19 +403,96 @@ pub(crate) enum ProbeAnswer {
     Failed(String),
 }
 
+/// Makes a fresh instance (on the calling thread): at start, and at each restart.
+pub(crate) type Factory = Box<dyn FnMut() -> Result<Box<dyn Instance>, CallFailure> + Send>;
+
+/// Nanoseconds since the first call, on a monotonic clock shared by the
+/// workers and the watchdog. Never 0 once running.
+pub(crate) fn clock_nanos() -> u64 {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    ORIGIN.get_or_init(Instant::now).elapsed().as_nanos() as u64 + 1
+}
+
+/// Restart policy and the record the flapping rule is judged on.
+pub(crate) struct Supervision {
+    pub restart: crate::config::Restart,
+    pub max_restarts: u32,
+    pub window: std::time::Duration,
+    pub recent: std::collections::VecDeque<Instant>,
+}
+
+impl Supervision {
+    pub(crate) fn new(config: &PluginConfig) -> Supervision {
+        Supervision {
+            restart: config.restart,
+            max_restarts: config.max_restarts,
+            window: config.restart_window,
+            recent: Default::default(),
+        }
+    }
+
+    fn wants_restart(&self, failure: &CallFailure) -> bool {
+        use crate::config::Restart;
+        match (self.restart, failure) {
+            (Restart::Never, _) => false,
+            (Restart::OnFailure, CallFailure::Exited(_)) => false,
+            _ => true,
+        }
+    }
+
+    /// The delay before the next restart (exponential, from 50 ms to 5 s), or
+    /// `None` when the restarts inside the window already reached the limit.
+    fn next_delay(&mut self, now: Instant) -> Option<std::time::Duration> {
+        while self
+            .recent
+            .front()
+            .is_some_and(|&t| now.duration_since(t) > self.window)
+        {
+            self.recent.pop_front();
+        }
+        if self.recent.len() >= self.max_restarts as usize {
+            return None;
+        }
+        let exponent = self.recent.len().min(7) as u32;
+        Some(
+            std::time::Duration::from_millis(50 * 2u64.pow(exponent))
+                .min(std::time::Duration::from_secs(5)),
+        )
+    }
+}
+
 /// The body of an instance's thread, from its first event to its last.
 pub(crate) struct Worker {
     pub slot: Arc<Slot>,
     pub bus: Arc<Bus>,
     pub instance: Option<Box<dyn Instance>>,
+    pub factory: Factory,
+    pub supervision: Supervision,
     pub control: Receiver<Control>,
     pub errors_logged: u64,
+    /// A failure waiting for the restart policy's decision.
+    pub pending_failure: Option<CallFailure>,
+    /// Events taken from the mailbox but never handled (the instance died
+    /// first): the restarted instance gets them before the mailbox.
+    pub requeue: std::collections::VecDeque<Event>,
+}
+
+/// What the worker's loop does next.
+enum Next {
+    Go,
+    Stop(bool),
 }
 
 impl Worker {
     pub(crate) fn run(mut self) {
         let rx = self.slot.rx.clone();
+        let mut batch: Vec<Event> = Vec::new();
         loop {
+            if let Some(failure) = self.pending_failure.take()
+                && let Next::Stop(drain) = self.supervise(failure)
+            {
+                return self.finish(drain);
+            }
             self.slot.control_pending.store(false, Ordering::Relaxed);
             while let Ok(order) = self.control.try_recv() {
                 if let Some(drain) = self.obey(order) {
@@ -346,14 +500,28 @@ impl Worker {
                 }
             }
             let mut handled = 0;
-            while handled < BATCH && !self.slot.control_pending.load(Ordering::Relaxed) {
-                match rx.try_recv() {
-                    Ok(event) => self.handle(&event),
-                    Err(_) => break,
+            if self.instance.as_ref().is_some_and(|i| i.batched()) {
+                batch.clear();
+                batch.extend(self.requeue.drain(..));
+                batch.extend(rx.try_iter().take(BATCH.saturating_sub(batch.len())));
+                handled = batch.len();
+                if handled > 0 {
+                    self.handle_batch(&batch);
                 }
-                handled += 1;
+            } else {
+                // After a failure the rest stays queued for the restarted instance.
+                while handled < BATCH
+                    && self.instance.is_some()
+                    && !self.slot.control_pending.load(Ordering::Relaxed)
+                {
+                    match rx.try_recv() {
+                        Ok(event) => self.handle(&event),
+                        Err(_) => break,
+                    }
+                    handled += 1;
+                }
             }
-            if handled == 0 {
+            if handled == 0 && self.pending_failure.is_none() {
                 select! {
                     recv(self.control) -> order => {
                         let order = order.unwrap_or(Control::Stop { drain: false });
@@ -363,7 +531,14 @@ impl Worker {
                     }
                     recv(rx) -> event => {
                         if let Ok(event) = event {
-                            self.handle(&event);
+                            if self.instance.as_ref().is_some_and(|i| i.batched()) {
+                                batch.clear();
+                                batch.push(event);
+                                batch.extend(rx.try_iter().take(BATCH - 1));
+                                self.handle_batch(&batch);
+                            } else {
+                                self.handle(&event);
+                            }
                         }
                     }
                 }
@@ -385,7 +560,9 @@ impl Worker {
             None,
         );
         let started = Instant::now();
-        let outcome = instance.on_event(event);
+        self.slot.busy_since.store(clock_nanos(), Ordering::Relaxed);
+        let outcome = instance.on_event(&event.view());
+        self.slot.busy_since.store(0, Ordering::Relaxed);
         let took = started.elapsed();
         consumer.handler.record(took);
         self.bus.metrics_event(
@@ -399,17 +576,149 @@ impl Worker {
             Ok(()) => bump(&consumer.processed),
             Err(CallFailure::Error(message)) => {
                 bump(&consumer.failed);
-                self.errors_logged += 1;
-                // Every error is counted; the log says the first ones, then one in a thousand.
-                if self.errors_logged <= 10 || self.errors_logged.is_multiple_of(1000) {
-                    tracing::warn!(plugin = %self.slot.name, "event {} on {} failed: {message}", event.id(), event.topic());
-                }
+                self.log_error(event, &message);
             }
-            Err(CallFailure::Panic(message)) => {
+            Err(failure) => {
                 bump(&consumer.failed);
-                self.instance = None;
-                self.slot
-                    .fail(&self.bus, format!("on_event({}) {message}", event.topic()));
+                let failure = match failure {
+                    CallFailure::Panic(message) => {
+                        CallFailure::Panic(format!("on_event({}) {message}", event.topic()))
+                    }
+                    other => other,
+                };
+                self.fail(failure);
+            }
+        }
+    }
+
+    fn handle_batch(&mut self, events: &[Event]) {
+        let consumer = &self.slot.stats.consumer;
+        let Some(instance) = self.instance.as_mut() else {
+            for _ in events {
+                bump(&consumer.discarded);
+            }
+            return;
+        };
+        let started = Instant::now();
+        self.slot.busy_since.store(clock_nanos(), Ordering::Relaxed);
+        let outcome = instance.on_batch(events);
+        self.slot.busy_since.store(0, Ordering::Relaxed);
+        // Only the batch is timed; each event is recorded at the batch's mean.
+        let mean = started.elapsed() / events.len().max(1) as u32;
+        let done = outcome.processed + outcome.errors.len() as u64;
+        for _ in 0..done {
+            consumer.handler.record(mean);
+        }
+        add(&consumer.processed, outcome.processed);
+        add(&consumer.failed, outcome.errors.len() as u64);
+        for (index, message) in &outcome.errors {
+            self.log_error(&events[*index], message);
+        }
+        if let Some(failure) = outcome.fatal {
+            let lost = outcome.lost;
+            if lost > 0 {
+                add(&self.slot.stats.consumer.discarded, lost);
+                tracing::error!(plugin = %self.slot.name, "{lost} event(s) in flight were lost");
+            }
+            self.fail(failure);
+            let tail = &events[events.len() - outcome.unhandled.min(events.len())..];
+            if self.slot.state() == State::Restarting {
+                self.requeue.extend(tail.iter().cloned());
+            } else {
+                add(&self.slot.stats.consumer.discarded, tail.len() as u64);
+            }
+        }
+    }
+
+    fn log_error(&mut self, event: &Event, message: &str) {
+        self.errors_logged += 1;
+        // Every error is counted; the log says the first ones, then one in a thousand.
+        if self.errors_logged <= 10 || self.errors_logged.is_multiple_of(1000) {
+            tracing::warn!(plugin = %self.slot.name, "event {} on {} failed: {message}", event.id(), event.topic());
+        }
+    }
+
+    /// The instance is dead: report it, and leave the rest to the restart policy.
+    fn fail(&mut self, failure: CallFailure) {
+        // Drop it here, on its own thread (a process instance reaps its child).
+        self.instance = None;
+        let next = if self.supervision.wants_restart(&failure) {
+            State::Restarting
+        } else {
+            State::Failed
+        };
+        match &failure {
+            CallFailure::Exited(reason) => {
+                tracing::warn!(plugin = %self.slot.name, "{reason}");
+                self.slot.set_state(next);
+            }
+            _ => self.slot.fail_to(&self.bus, failure.to_string(), next),
+        }
+        self.pending_failure = Some(failure);
+    }
+
+    /// Apply the restart policy to a failure: restart after a backoff, or
+    /// declare the instance flapping, or leave it failed.
+    fn supervise(&mut self, failure: CallFailure) -> Next {
+        let slot = self.slot.clone();
+        if !self.supervision.wants_restart(&failure) {
+            if matches!(failure, CallFailure::Exited(_)) {
+                slot.set_state(State::Stopped);
+            }
+            return Next::Go;
+        }
+        let lifecycle = |extra: serde_json::Value| {
+            let mut payload = serde_json::json!({"name": &*slot.name, "library": slot.library});
+            if let (Some(payload), serde_json::Value::Object(extra)) =
+                (payload.as_object_mut(), extra)
+            {
+                payload.extend(extra);
+            }
+            payload
+        };
+        loop {
+            let Some(delay) = self.supervision.next_delay(Instant::now()) else {
+                let reason = format!(
+                    "flapping: {} restarts within {:?}; stopped for good",
+                    self.supervision.recent.len(),
+                    self.supervision.window
+                );
+                tracing::error!(plugin = %slot.name, "{reason}");
+                slot.set_last_error(reason.clone());
+                slot.set_state(State::Flapping);
+                let payload = lifecycle(
+                    serde_json::json!({"restarts": slot.restarts.load(Ordering::Acquire), "reason": reason}),
+                );
+                self.bus
+                    .publish_host_on(Some(&slot), "plughost.plugin.flapping", payload);
+                return Next::Go;
+            };
+            slot.set_state(State::Restarting);
+            // Wait out the backoff on the control lane: a stop order still works.
+            match self.control.recv_timeout(delay) {
+                Ok(order) => {
+                    if let Some(drain) = self.obey(order) {
+                        return Next::Stop(drain);
+                    }
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Next::Stop(false),
+            }
+            self.supervision.recent.push_back(Instant::now());
+            let restarts = slot.restarts.fetch_add(1, Ordering::AcqRel) + 1;
+            match (self.factory)() {
+                Ok(instance) => {
+                    self.instance = Some(instance);
+                    slot.set_state(State::Running);
+                    tracing::info!(plugin = %slot.name, "restarted (restart {restarts})");
+                    let payload = lifecycle(serde_json::json!({"restarts": restarts}));
+                    self.bus
+                        .publish_host_on(Some(&slot), "plughost.plugin.restarted", payload);
+                    return Next::Go;
+                }
+                Err(failure) => {
+                    slot.fail_to(&self.bus, format!("init {failure}"), State::Restarting)
+                }
             }
         }
     }
@@ -420,6 +729,13 @@ impl Worker {
             Control::Stop { drain } => Some(drain),
             Control::Probe(probe, reply) => {
                 let _ = reply.send((self.slot.index, self.probe(probe)));
+                None
+            }
+            Control::Died { pid, failure } => {
+                // A stale notice about a process already replaced is ignored.
+                if self.instance.as_ref().and_then(|i| i.pid()) == Some(pid) {
+                    self.fail(failure);
+                }
                 None
             }
         }
@@ -441,25 +757,32 @@ impl Worker {
         match answer {
             Ok(answer) => answer,
             Err(CallFailure::Error(message)) => ProbeAnswer::Failed(message),
-            Err(CallFailure::Panic(message)) => {
-                self.instance = None;
-                let reason = format!("{probe:?} check {message}").to_lowercase();
-                self.slot.fail(&self.bus, reason.clone());
+            Err(failure) => {
+                let reason = format!("{} check {failure}", format!("{probe:?}").to_lowercase());
+                self.fail(CallFailure::Panic(reason.clone()));
                 ProbeAnswer::Failed(reason)
             }
         }
     }
 
     fn finish(mut self, drain: bool) {
-        if self.slot.state() == State::Running {
+        if matches!(self.slot.state(), State::Running | State::Restarting) {
             self.slot.set_state(State::Stopping);
         }
         let rx = self.slot.rx.clone();
-        while let Ok(event) = rx.try_recv() {
-            if drain {
-                self.handle(&event);
+        let batched = self.instance.as_ref().is_some_and(|i| i.batched());
+        loop {
+            let mut batch: Vec<Event> = self.requeue.drain(..).collect();
+            batch.extend(rx.try_iter().take(BATCH.saturating_sub(batch.len())));
+            if batch.is_empty() {
+                break;
+            }
+            if !drain {
+                add(&self.slot.stats.consumer.discarded, batch.len() as u64);
+            } else if batched {
+                self.handle_batch(&batch);
             } else {
-                bump(&self.slot.stats.consumer.discarded);
+                batch.iter().for_each(|event| self.handle(event));
             }
         }
         if let Some(mut instance) = self.instance.take() {
@@ -467,6 +790,13 @@ impl Worker {
                 Ok(()) => self.slot.set_state(State::Stopped),
                 Err(failure) => self.slot.fail(&self.bus, format!("stop {failure}")),
             }
+        } else if self.slot.state() == State::Stopping {
+            self.slot.set_state(State::Failed);
         }
     }
+}
+
+/// Single-writer add (see [`bump`]).
+fn add(counter: &AtomicU64, n: u64) {
+    counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Release);
 }

@@ -13,6 +13,8 @@ pub mod host;
 pub mod input;
 mod instance;
 mod library;
+#[doc(hidden)]
+pub mod process;
 pub mod status;
 
 pub use config::{Config, ConfigError};

@@ -46,6 +46,13 @@ enum Command {
         #[arg(default_value = "plugins.toml")]
         config: PathBuf,
     },
+    /// (internal) Serve one process-isolated instance on descriptor 3.
+    #[command(name = "__child", hide = true)]
+    Child {
+        library: PathBuf,
+        name: String,
+        parent: u32,
+    },
     /// List the plugin libraries found in directories.
     Discover {
         /// Directories to look in.
@@ -56,11 +63,20 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Child {
+        library,
+        name,
+        parent,
+    } = &cli.command
+    {
+        return ExitCode::from(plughost::process::child_main(library, name, *parent) as u8);
+    }
     init_logging(cli.log_format);
     let outcome = match cli.command {
         Command::Run { config, events } => run(&config, events.as_deref()),
         Command::Check { config } => check(&config),
         Command::Discover { dirs } => discover(&dirs),
+        Command::Child { .. } => unreachable!("handled above"),
     };
     match outcome {
         Ok(code) => code,

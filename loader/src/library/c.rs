@@ -1,10 +1,10 @@
 //! C plugins: the descriptor behind `plughost_plugin_entry`, checked for its
 //! ABI version and size, and the adapter that calls its function pointers.
-//! The host table handed to C points at a `HostLink`; its functions catch
+//! The host table handed to C points at the instance's `SharedHost`; its functions catch
 //! every panic, since unwinding into C is undefined behaviour.
 
-use super::{HostLink, LoadError};
-use crate::event::Event;
+use super::{LoadError, SharedHost};
+use crate::event::EventView;
 use crate::instance::{CallFailure, Instance};
 use plughost_api::{Health, HealthStatus, JobReport, LogLevel, Readiness};
 use plughost_ffi::{
@@ -115,11 +115,11 @@ impl CLibrary {
     pub(crate) fn create(
         &self,
         config_json: &str,
-        link: HostLink,
+        host: SharedHost,
     ) -> Result<Box<dyn Instance>, CallFailure> {
-        let name = CString::new(&*link.slot.name)
+        let name = CString::new(host.instance_name())
             .map_err(|_| CallFailure::Error("instance name holds a NUL".into()))?;
-        let link = Box::new(link);
+        let link: Box<SharedHost> = Box::new(host);
         let table = Box::new(plughost_host {
             size: std::mem::size_of::<plughost_host>() as u32,
             instance_name: name.as_ptr(),
@@ -175,13 +175,13 @@ struct CInstance {
     instance: *mut c_void,
     error: Box<[c_char]>,
     _table: Box<plughost_host>,
-    _link: Box<HostLink>,
+    _link: Box<SharedHost>,
     _name: CString,
 }
 
 // SAFETY: the C instance is used only by the thread that owns this value, one
 // call at a time, as the header promises plugins; the host table it points
-// at is immutable and its HostLink is Sync.
+// at is immutable and its SharedHost is Sync.
 unsafe impl Send for CInstance {}
 
 impl CInstance {
@@ -198,16 +198,16 @@ impl CInstance {
 }
 
 impl Instance for CInstance {
-    fn on_event(&mut self, event: &Event) -> Result<(), CallFailure> {
+    fn on_event(&mut self, event: &EventView<'_>) -> Result<(), CallFailure> {
         let raw = plughost_event {
-            id: event.id(),
-            timestamp_ms: event.timestamp_ms(),
-            topic: event.topic().as_ptr().cast(),
-            topic_len: event.topic().len(),
-            payload: event.payload().as_ptr(),
-            payload_len: event.payload().len(),
-            source: event.source().as_ptr().cast(),
-            source_len: event.source().len(),
+            id: event.id,
+            timestamp_ms: event.timestamp_ms,
+            topic: event.topic.as_ptr().cast(),
+            topic_len: event.topic.len(),
+            payload: event.payload.as_ptr(),
+            payload_len: event.payload.len(),
+            source: event.source.as_ptr().cast(),
+            source_len: event.source.len(),
         };
         let on_event = self.descriptor.0.on_event.expect("checked at load");
         // SAFETY: the event and the error buffer outlive the call; the
@@ -330,13 +330,13 @@ unsafe fn bytes<'a>(ptr: *const u8, len: usize) -> Option<&'a [u8]> {
     }
 }
 
-/// The `HostLink` behind a host table's `ctx`.
+/// The `SharedHost` behind a host table's `ctx`.
 ///
 /// # Safety
 /// `ctx` must be the `ctx` of a live host table made by `CLibrary::create`.
-unsafe fn link<'a>(ctx: *mut c_void) -> Option<&'a HostLink> {
-    // SAFETY: per the caller, a pointer to a HostLink that outlives the instance.
-    unsafe { ctx.cast::<HostLink>().as_ref() }
+unsafe fn link<'a>(ctx: *mut c_void) -> Option<&'a SharedHost> {
+    // SAFETY: per the caller, a pointer to a boxed SharedHost that outlives the instance.
+    unsafe { ctx.cast::<SharedHost>().as_ref() }
 }
 
 unsafe extern "C" fn host_publish(

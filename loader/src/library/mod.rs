@@ -91,39 +91,50 @@ enum Kind {
 }
 
 impl Library {
-    /// Create one instance on the calling thread (the instance's own thread).
+    /// Create one instance on the calling thread (the instance's own thread),
+    /// talking to the host through `host`.
     pub(crate) fn create(
         &self,
         config_json: &str,
-        slot: Arc<Slot>,
-        bus: Arc<Bus>,
+        host: SharedHost,
     ) -> Result<Box<dyn Instance>, CallFailure> {
-        let link = HostLink { slot, bus };
         match &self.kind {
-            Kind::Rust(library) => library.create(config_json, link),
-            Kind::C(library) => library.create(config_json, link),
+            Kind::Rust(library) => library.create(config_json, host),
+            Kind::C(library) => library.create(config_json, host),
         }
     }
 }
 
-/// What every plugin instance, whatever its language, can ask of the host.
+/// What a plugin instance, whatever its language, can ask of the host. In
+/// the host's process that is a [`HostLink`]; in a plugin's own process, a
+/// link that forwards over the socket to the host.
+pub(crate) trait HostSide: Send + Sync {
+    fn instance_name(&self) -> &str;
+    fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), String>;
+    fn log(&self, level: plughost_api::LogLevel, message: &str);
+}
+
+pub(crate) type SharedHost = Arc<dyn HostSide>;
+
+/// The host side of an instance running in the host's process.
 pub(crate) struct HostLink {
     pub slot: Arc<Slot>,
     pub bus: Arc<Bus>,
 }
 
-impl HostLink {
-    pub(crate) fn publish(
-        &self,
-        topic: &str,
-        payload: &[u8],
-    ) -> Result<(), plughost_api::topic::TopicError> {
+impl HostSide for HostLink {
+    fn instance_name(&self) -> &str {
+        &self.slot.name
+    }
+
+    fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), String> {
         self.bus
             .publish(Some(&self.slot), topic, payload.into())
             .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
-    pub(crate) fn log(&self, level: plughost_api::LogLevel, message: &str) {
+    fn log(&self, level: plughost_api::LogLevel, message: &str) {
         crate::plugin_log(&self.slot.name, level, message);
     }
 }

@@ -3,8 +3,8 @@
 //! own header (`lib_header_from_path`), never `RootModule::load_from_file`,
 //! which caches the first module of a type for the whole process.
 
-use super::{HostLink, LoadError};
-use crate::event::Event;
+use super::{LoadError, SharedHost};
+use crate::event::EventView;
 use crate::instance::{CallFailure, Instance};
 use abi_stable::library::{LibraryError, RootModule, lib_header_from_path};
 use abi_stable::sabi_trait::TD_Opaque;
@@ -44,9 +44,9 @@ impl RustLibrary {
     pub(crate) fn create(
         &self,
         config_json: &str,
-        link: HostLink,
+        host: SharedHost,
     ) -> Result<Box<dyn Instance>, CallFailure> {
-        let host = HostApi_TO::from_ptr(RArc::new(link), TD_Opaque);
+        let host = HostApi_TO::from_ptr(RArc::new(Link(host)), TD_Opaque);
         match (self.module.create())(RStr::from_str(config_json), host) {
             ROk(plugin) => Ok(Box::new(RustInstance { plugin })),
             RErr(error) => Err(failure(error)),
@@ -90,13 +90,13 @@ struct RustInstance {
 }
 
 impl Instance for RustInstance {
-    fn on_event(&mut self, event: &Event) -> Result<(), CallFailure> {
+    fn on_event(&mut self, event: &EventView<'_>) -> Result<(), CallFailure> {
         let raw = EventRef {
-            id: event.id(),
-            timestamp_ms: event.timestamp_ms(),
-            topic: RStr::from_str(event.topic()),
-            payload: RSlice::from_slice(event.payload()),
-            source: RStr::from_str(event.source()),
+            id: event.id,
+            timestamp_ms: event.timestamp_ms,
+            topic: RStr::from_str(event.topic),
+            payload: RSlice::from_slice(event.payload),
+            source: RStr::from_str(event.source),
         };
         self.plugin.on_event(raw).into_result().map_err(failure)
     }
@@ -160,19 +160,22 @@ impl Instance for RustInstance {
     }
 }
 
-impl HostApi for HostLink {
+/// The plugin's `Context` calls land here.
+struct Link(SharedHost);
+
+impl HostApi for Link {
     fn instance_name(&self) -> RStr<'_> {
-        RStr::from_str(&self.slot.name)
+        RStr::from_str(self.0.instance_name())
     }
 
     fn publish(&self, topic: RStr<'_>, payload: RSlice<'_, u8>) -> RResult<(), RString> {
-        match HostLink::publish(self, topic.as_str(), payload.as_slice()) {
+        match self.0.publish(topic.as_str(), payload.as_slice()) {
             Ok(()) => ROk(()),
-            Err(e) => RErr(RString::from(e.to_string())),
+            Err(e) => RErr(RString::from(e)),
         }
     }
 
     fn log(&self, level: LogLevel, message: RStr<'_>) {
-        HostLink::log(self, level, message.as_str());
+        self.0.log(level, message.as_str());
     }
 }

@@ -1,6 +1,7 @@
 //! `chaos`, for tests: misbehaves exactly as told.
 //!
 //! - `panic_on`: a topic pattern; events matching it make `on_event` panic;
+//! - `panic_every`: panic on every n-th event this instance receives;
 //! - `sleep_ms`: sleep this long in every `on_event`;
 //! - `fail_init`: `init` returns an error;
 //! - `panic_in_init`, `panic_on_stop`: panic there;
@@ -19,6 +20,7 @@ use std::time::Duration;
 #[serde(default, deny_unknown_fields)]
 struct Config {
     panic_on: Option<String>,
+    panic_every: u64,
     sleep_ms: u64,
     fail_init: bool,
     panic_in_init: bool,
@@ -68,6 +70,12 @@ impl Plugin for Chaos {
         self.seen += 1;
         if self.config.sleep_ms > 0 {
             std::thread::sleep(Duration::from_millis(self.config.sleep_ms));
+        }
+        if self.config.panic_every > 0 && self.seen.is_multiple_of(self.config.panic_every) {
+            panic!(
+                "chaos: told to panic on every {}th event",
+                self.config.panic_every
+            );
         }
         if self
             .panic_on

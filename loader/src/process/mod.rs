@@ -1,0 +1,613 @@
+//! `isolation = "process"`: the same library, Rust or C, runs in a child
+//! `plughost __child` process. Events go to it in batches over a Unix socket
+//! (see [`frame`]); its publishes and logs come back on the same socket and
+//! are routed from the instance's thread, like a thread plugin's.
+//!
+//! A monitor thread per child reaps it and tells the instance's thread at
+//! once when it dies, busy or idle. Events of a batch the child did not
+//! acknowledge are counted as lost (dropped). Children die with the host:
+//! they ask the kernel for SIGKILL when their parent exits, and leave when
+//! the socket closes.
+
+pub(crate) mod frame;
+
+use crate::bus::Bus;
+use crate::event::{Event, EventView};
+use crate::instance::{BatchOutcome, CallFailure, Control, Instance, Slot};
+use crate::library::{self, HostSide, Library};
+use frame::{Frame, decode, encode, encode_batch, read_frame};
+use plughost_api::{Health, HealthStatus, JobReport, LogLevel, Readiness};
+use std::io::{BufReader, Write};
+use std::os::unix::io::{AsRawFd, FromRawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+/// The descriptor the child finds its socket on.
+const CHILD_FD: i32 = 3;
+
+/// The exit status of a child, once its monitor has reaped it.
+#[derive(Default)]
+struct Reaped {
+    status: Mutex<Option<ExitStatus>>,
+    done: Condvar,
+}
+
+impl Reaped {
+    fn wait(&self, limit: Duration) -> Option<ExitStatus> {
+        let status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        let (status, _) = self
+            .done
+            .wait_timeout_while(status, limit, |s| s.is_none())
+            .unwrap_or_else(|e| e.into_inner());
+        *status
+    }
+}
+
+/// How a child's end reads to an operator, and what it counts as.
+fn death(status: Option<ExitStatus>) -> CallFailure {
+    match status {
+        Some(status) if status.code() == Some(0) => {
+            CallFailure::Exited("its process exited by itself (status 0)".to_owned())
+        }
+        Some(status) => match (status.code(), status.signal()) {
+            (Some(code), _) => CallFailure::Panic(format!("its process exited with status {code}")),
+            (None, Some(signal)) => {
+                CallFailure::Panic(format!("its process was killed by {}", signal_name(signal)))
+            }
+            (None, None) => CallFailure::Panic("its process ended".to_owned()),
+        },
+        None => CallFailure::Panic("its process stopped answering".to_owned()),
+    }
+}
+
+fn signal_name(signal: i32) -> String {
+    let name = match signal {
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGINT => "SIGINT",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGPIPE => "SIGPIPE",
+        other => return format!("signal {other}"),
+    };
+    name.to_owned()
+}
+
+/// Kill the process of the instance in `slot`, if it has one: its monitor
+/// reaps it and tells the instance's thread (the watchdog's last resort).
+pub(crate) fn kill(slot: &Slot) {
+    let pid = slot.child_pid.load(Ordering::Acquire);
+    if pid > 0 {
+        // SAFETY: kill(2) takes plain integers. The pid is our child's, cleared
+        // before the child is reaped, so it cannot name a reused pid for long.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+/// The `plughost` executable to run children with: this one, or a
+/// `plughost` beside it when the host is embedded in another program
+/// (`PLUGHOST_CHILD_EXE` overrides both).
+fn child_executable() -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os("PLUGHOST_CHILD_EXE") {
+        return Ok(path.into());
+    }
+    let exe =
+        std::env::current_exe().map_err(|e| format!("cannot find the plughost executable: {e}"))?;
+    if exe.file_stem().is_some_and(|stem| stem == "plughost") {
+        return Ok(exe);
+    }
+    let sibling = exe.with_file_name("plughost");
+    match sibling.exists() {
+        true => Ok(sibling),
+        false => Err(format!(
+            "no `plughost` executable beside {} (set PLUGHOST_CHILD_EXE)",
+            exe.display()
+        )),
+    }
+}
+
+/// Start `library` in a child process and create the instance there.
+pub(crate) fn spawn(
+    library: &Library,
+    config_json: &str,
+    slot: Arc<Slot>,
+    bus: Arc<Bus>,
+    control: crossbeam_channel::Sender<Control>,
+) -> Result<Box<dyn Instance>, CallFailure> {
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        CallFailure::Error(format!("cannot start its process: {what}: {e}"))
+    };
+    let exe = child_executable().map_err(CallFailure::Error)?;
+    let (host_end, child_end) = UnixStream::pair().map_err(|e| fail("socketpair", &e))?;
+    let child_fd = child_end.as_raw_fd();
+    let mut command = Command::new(exe);
+    command
+        .arg("__child")
+        .arg(&library.path)
+        .arg(&*slot.name)
+        .arg(std::process::id().to_string())
+        .stdin(Stdio::null())
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_default());
+    // SAFETY: runs in the forked child before exec; dup2 is async-signal-safe
+    // and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(move || match libc::dup2(child_fd, CHILD_FD) {
+            -1 => Err(std::io::Error::last_os_error()),
+            _ => Ok(()),
+        });
+    }
+    let mut child = command.spawn().map_err(|e| fail("spawn", &e))?;
+    drop(child_end);
+    let pid = child.id() as i32;
+    slot.child_pid.store(pid, Ordering::Release);
+
+    let reaped = Arc::new(Reaped::default());
+    {
+        let reaped = reaped.clone();
+        let slot = slot.clone();
+        std::thread::Builder::new()
+            .name(format!("plughost:{}:wait", slot.name))
+            .spawn(move || {
+                let status = child.wait().ok();
+                let _ =
+                    slot.child_pid
+                        .compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Acquire);
+                *reaped.status.lock().unwrap_or_else(|e| e.into_inner()) = status;
+                reaped.done.notify_all();
+                if control
+                    .send(Control::Died {
+                        pid,
+                        failure: death(status),
+                    })
+                    .is_ok()
+                {
+                    slot.control_pending.store(true, Ordering::Release);
+                }
+            })
+            .map_err(|e| fail("monitor thread", &e))?;
+    }
+    let reader = host_end.try_clone().map_err(|e| fail("socket", &e))?;
+    let mut instance = ProcessInstance {
+        pid,
+        writer: host_end,
+        reader: BufReader::with_capacity(64 * 1024, reader),
+        slot,
+        bus,
+        reaped,
+        out: Vec::with_capacity(64 * 1024),
+        input: Vec::new(),
+    };
+    instance.send(&Frame::Init { config_json })?;
+    match instance.reply()? {
+        Reply::Done(None) => Ok(Box::new(instance)),
+        Reply::Done(Some(error)) => Err(CallFailure::Error(error)),
+        _ => Err(instance.protocol_error("expected the init answer")),
+    }
+}
+
+/// A child's answer, owned.
+enum Reply {
+    Done(Option<String>),
+    Batch {
+        processed: u32,
+        errors: Vec<(u32, String)>,
+        panic: Option<String>,
+    },
+    Probe(serde_json::Value),
+}
+
+struct ProcessInstance {
+    pid: i32,
+    writer: UnixStream,
+    reader: BufReader<UnixStream>,
+    slot: Arc<Slot>,
+    bus: Arc<Bus>,
+    reaped: Arc<Reaped>,
+    out: Vec<u8>,
+    input: Vec<u8>,
+}
+
+impl ProcessInstance {
+    fn send(&mut self, frame: &Frame<'_>) -> Result<(), CallFailure> {
+        self.out.clear();
+        encode(&mut self.out, frame);
+        self.flush()
+    }
+
+    fn flush(&mut self) -> Result<(), CallFailure> {
+        match self.writer.write_all(&self.out) {
+            Ok(()) => Ok(()),
+            Err(_) => Err(self.died()),
+        }
+    }
+
+    /// The child is gone (or must be): make sure, and say how it ended.
+    fn died(&self) -> CallFailure {
+        let status = self.reaped.wait(Duration::from_secs(2)).or_else(|| {
+            self.kill();
+            self.reaped.wait(Duration::from_secs(5))
+        });
+        death(status)
+    }
+
+    fn kill(&self) {
+        if self
+            .reaped
+            .status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
+        {
+            // SAFETY: kill(2) on our own child's pid, not yet reaped (so not reused).
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        }
+    }
+
+    fn protocol_error(&self, what: &str) -> CallFailure {
+        self.kill();
+        CallFailure::Panic(format!("its process broke the protocol: {what}"))
+    }
+
+    /// Read frames until an answer, routing the child's publishes and logs
+    /// on the way, from this (the instance's) thread.
+    fn reply(&mut self) -> Result<Reply, CallFailure> {
+        loop {
+            match read_frame(&mut self.reader, &mut self.input) {
+                Ok(true) => {}
+                Ok(false) | Err(_) => return Err(self.died()),
+            }
+            let frame = match decode(&self.input) {
+                Ok(frame) => frame,
+                Err(e) => return Err(self.protocol_error(&e.to_string())),
+            };
+            let owned = |errors: Vec<(u32, &str)>| {
+                errors.into_iter().map(|(i, m)| (i, m.to_owned())).collect()
+            };
+            return Ok(match frame {
+                Frame::Publish { topic, payload } => {
+                    if let Err(e) = self.bus.publish(Some(&self.slot), topic, payload.into()) {
+                        crate::plugin_log(
+                            &self.slot.name,
+                            LogLevel::Warn,
+                            &format!("publish refused: {e}"),
+                        );
+                    }
+                    continue;
+                }
+                Frame::Log { level, message } => {
+                    crate::plugin_log(&self.slot.name, level_from(level), message);
+                    continue;
+                }
+                Frame::InitDone { error } | Frame::StopDone { error } => {
+                    Reply::Done(error.map(str::to_owned))
+                }
+                Frame::BatchDone { processed, errors } => Reply::Batch {
+                    processed,
+                    errors: owned(errors),
+                    panic: None,
+                },
+                Frame::Panic {
+                    processed,
+                    errors,
+                    message,
+                } => Reply::Batch {
+                    processed,
+                    errors: owned(errors),
+                    panic: Some(message.to_owned()),
+                },
+                Frame::ProbeAnswer { json } => {
+                    Reply::Probe(serde_json::from_str(json).unwrap_or_default())
+                }
+                _ => return Err(self.protocol_error("unexpected frame")),
+            });
+        }
+    }
+
+    fn probe(&mut self, kind: u8) -> Result<serde_json::Value, CallFailure> {
+        self.send(&Frame::Probe { kind })?;
+        match self.reply()? {
+            Reply::Probe(answer) => Ok(answer),
+            _ => Err(self.protocol_error("expected a probe answer")),
+        }
+    }
+}
+
+fn level_from(level: u8) -> LogLevel {
+    match level {
+        1 => LogLevel::Error,
+        2 => LogLevel::Warn,
+        4 => LogLevel::Debug,
+        5 => LogLevel::Trace,
+        _ => LogLevel::Info,
+    }
+}
+
+impl Instance for ProcessInstance {
+    fn batched(&self) -> bool {
+        true
+    }
+
+    fn pid(&self) -> Option<i32> {
+        Some(self.pid)
+    }
+
+    fn on_event(&mut self, _event: &EventView<'_>) -> Result<(), CallFailure> {
+        unreachable!("a process instance takes batches")
+    }
+
+    fn on_batch(&mut self, events: &[Event]) -> BatchOutcome {
+        let n = events.len() as u64;
+        let lost = |failure| BatchOutcome {
+            fatal: Some(failure),
+            lost: n,
+            ..BatchOutcome::default()
+        };
+        self.out.clear();
+        encode_batch(&mut self.out, events.iter().map(Event::view));
+        if let Err(failure) = self.flush() {
+            return lost(failure);
+        }
+        let (processed, errors, panic) = match self.reply() {
+            Ok(Reply::Batch {
+                processed,
+                errors,
+                panic,
+            }) => (processed, errors, panic),
+            Ok(_) => return lost(self.protocol_error("expected a batch answer")),
+            Err(failure) => return lost(failure),
+        };
+        let mut outcome = BatchOutcome {
+            processed: u64::from(processed),
+            errors: errors
+                .into_iter()
+                .filter(|(i, _)| (*i as usize) < events.len())
+                .map(|(i, m)| (i as usize, m))
+                .collect(),
+            ..BatchOutcome::default()
+        };
+        if let Some(message) = panic {
+            let handled = outcome.processed + outcome.errors.len() as u64;
+            // The event it panicked on failed; the ones after it never ran.
+            outcome.fatal = Some(CallFailure::Panic(message));
+            outcome.unhandled = n.saturating_sub(handled + 1) as usize;
+            if handled < n {
+                outcome
+                    .errors
+                    .push((handled as usize, "the plugin panicked here".to_owned()));
+            }
+        }
+        outcome
+    }
+
+    fn stop(&mut self) -> Result<(), CallFailure> {
+        self.send(&Frame::Stop)?;
+        let answer = self.reply()?;
+        self.reaped.wait(Duration::from_secs(5));
+        match answer {
+            Reply::Done(None) => Ok(()),
+            Reply::Done(Some(error)) => Err(CallFailure::Error(error)),
+            _ => Err(self.protocol_error("expected the stop answer")),
+        }
+    }
+
+    fn health(&mut self) -> Result<Option<Health>, CallFailure> {
+        let answer = self.probe(0)?;
+        Ok(answer.as_object().map(|h| Health {
+            status: match h.get("status").and_then(|s| s.as_u64()) {
+                Some(0) => HealthStatus::Ok,
+                Some(1) => HealthStatus::Degraded,
+                _ => HealthStatus::Failing,
+            },
+            message: text(h.get("message")),
+        }))
+    }
+
+    fn ready(&mut self) -> Result<Option<Readiness>, CallFailure> {
+        let answer = self.probe(1)?;
+        Ok(answer.as_object().map(|r| Readiness {
+            ready: r.get("ready").and_then(|v| v.as_bool()).unwrap_or(false),
+            message: text(r.get("message")),
+        }))
+    }
+
+    fn jobs(&mut self) -> Result<Option<Vec<JobReport>>, CallFailure> {
+        let answer = self.probe(2)?;
+        Ok(answer
+            .as_array()
+            .map(|jobs| jobs.iter().map(job_from_json).collect()))
+    }
+}
+
+impl Drop for ProcessInstance {
+    fn drop(&mut self) {
+        self.kill();
+        self.reaped.wait(Duration::from_secs(5));
+        let _ =
+            self.slot
+                .child_pid
+                .compare_exchange(self.pid, 0, Ordering::AcqRel, Ordering::Acquire);
+    }
+}
+
+fn text(value: Option<&serde_json::Value>) -> String {
+    value
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn job_to_json(job: &JobReport) -> serde_json::Value {
+    serde_json::json!({
+        "pipeline": job.pipeline, "priority": job.priority, "ready": job.ready, "queue": job.queue,
+        "active": job.active, "delayed": job.delayed, "reserved": job.reserved, "driver": job.driver,
+        "error_message": job.error_message,
+    })
+}
+
+fn job_from_json(job: &serde_json::Value) -> JobReport {
+    let int = |key: &str| job.get(key).and_then(|v| v.as_i64()).unwrap_or(0);
+    JobReport {
+        pipeline: text(job.get("pipeline")),
+        priority: job.get("priority").and_then(|v| v.as_u64()).unwrap_or(0),
+        ready: job.get("ready").and_then(|v| v.as_bool()).unwrap_or(false),
+        queue: text(job.get("queue")),
+        active: int("active"),
+        delayed: int("delayed"),
+        reserved: int("reserved"),
+        driver: text(job.get("driver")),
+        error_message: text(job.get("error_message")),
+    }
+}
+
+// ---- The child's side ----
+
+/// The host side, as seen from a plugin's own process: frames on the socket.
+struct ChildLink {
+    name: String,
+    writer: Mutex<UnixStream>,
+}
+
+impl ChildLink {
+    fn send(&self, frame: &Frame<'_>) -> std::io::Result<()> {
+        let mut out = Vec::new();
+        encode(&mut out, frame);
+        self.writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .write_all(&out)
+    }
+}
+
+impl HostSide for ChildLink {
+    fn instance_name(&self) -> &str {
+        &self.name
+    }
+
+    fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), String> {
+        plughost_api::topic::validate_topic(topic).map_err(|e| e.to_string())?;
+        self.send(&Frame::Publish { topic, payload })
+            .map_err(|e| format!("the host is gone: {e}"))
+    }
+
+    fn log(&self, level: LogLevel, message: &str) {
+        let _ = self.send(&Frame::Log {
+            level: level as u8,
+            message,
+        });
+    }
+}
+
+/// The body of `plughost __child LIBRARY NAME PARENT_PID`: serve one instance
+/// over the socket on descriptor 3 until told to stop or the host is gone.
+#[doc(hidden)]
+pub fn child_main(library_path: &Path, name: &str, parent: u32) -> i32 {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) only records a signal number for this process.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    if std::os::unix::process::parent_id() != parent {
+        return 1; // the host died before we could ask to follow it
+    }
+    // SAFETY: the host put our end of the socket on descriptor 3 (dup2 before
+    // exec), and nothing else in this process owns it.
+    let stream = unsafe { UnixStream::from_raw_fd(CHILD_FD) };
+    let Ok(writer) = stream.try_clone() else {
+        return 1;
+    };
+    let link = Arc::new(ChildLink {
+        name: name.to_owned(),
+        writer: Mutex::new(writer),
+    });
+    let mut reader = BufReader::with_capacity(64 * 1024, stream);
+    let mut input = Vec::new();
+    let loaded = library::open(library_path).map_err(|e| e.to_string());
+    let mut instance: Option<Box<dyn Instance>> = None;
+    loop {
+        match read_frame(&mut reader, &mut input) {
+            Ok(true) => {}
+            Ok(false) | Err(_) => return 0,
+        }
+        let Ok(frame) = decode(&input) else { return 2 };
+        let sent = match (frame, instance.as_mut()) {
+            (Frame::Init { config_json }, None) => {
+                let created = match &loaded {
+                    Ok(library) => library
+                        .create(config_json, link.clone())
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.clone()),
+                };
+                let error = created.as_ref().err().cloned();
+                instance = created.ok();
+                link.send(&Frame::InitDone {
+                    error: error.as_deref(),
+                })
+            }
+            (Frame::Batch { events }, Some(plugin)) => {
+                let (mut processed, mut errors) = (0u32, Vec::new());
+                let mut panic = None;
+                for (index, event) in events.iter().enumerate() {
+                    match plugin.on_event(event) {
+                        Ok(()) => processed += 1,
+                        Err(CallFailure::Error(message)) => errors.push((index as u32, message)),
+                        Err(failure) => {
+                            panic = Some(format!("on_event({}) {failure}", event.topic));
+                            break;
+                        }
+                    }
+                }
+                let errors: Vec<(u32, &str)> =
+                    errors.iter().map(|(i, m)| (*i, m.as_str())).collect();
+                match panic {
+                    None => link.send(&Frame::BatchDone { processed, errors }),
+                    Some(message) => {
+                        let _ = link.send(&Frame::Panic {
+                            processed,
+                            errors,
+                            message: &message,
+                        });
+                        return 101;
+                    }
+                }
+            }
+            (Frame::Probe { kind }, Some(plugin)) => {
+                let answer = match kind {
+                    0 => plugin.health().map(|h| {
+                        h.map(
+                            |h| serde_json::json!({"status": h.status as u8, "message": h.message}),
+                        )
+                        .unwrap_or_default()
+                    }),
+                    1 => plugin.ready().map(|r| {
+                        r.map(|r| serde_json::json!({"ready": r.ready, "message": r.message}))
+                            .unwrap_or_default()
+                    }),
+                    _ => plugin.jobs().map(|j| {
+                        j.map(|j| j.iter().map(job_to_json).collect())
+                            .unwrap_or_default()
+                    }),
+                };
+                let answer = answer.unwrap_or_default().to_string();
+                link.send(&Frame::ProbeAnswer { json: &answer })
+            }
+            (Frame::Stop, Some(plugin)) => {
+                let error = plugin.stop().err().map(|e| e.to_string());
+                drop(instance.take());
+                let _ = link.send(&Frame::StopDone {
+                    error: error.as_deref(),
+                });
+                return 0;
+            }
+            _ => return 2,
+        };
+        if sent.is_err() {
+            return 0;
+        }
+    }
+}
