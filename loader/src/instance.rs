@@ -433,11 +433,10 @@ impl Supervision {
 
     fn wants_restart(&self, failure: &CallFailure) -> bool {
         use crate::config::Restart;
-        match (self.restart, failure) {
-            (Restart::Never, _) => false,
-            (Restart::OnFailure, CallFailure::Exited(_)) => false,
-            _ => true,
-        }
+        !matches!(
+            (self.restart, failure),
+            (Restart::Never, _) | (Restart::OnFailure, CallFailure::Exited(_))
+        )
     }
 
     /// The delay before the next restart (exponential, from 50 ms to 5 s), or

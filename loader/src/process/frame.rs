@@ -212,6 +212,9 @@ pub(crate) fn encode_batch<'e>(
     e.end();
 }
 
+/// Per-event errors of a batch: (index in the batch, message).
+type Errors<'a> = Vec<(u32, &'a str)>;
+
 /// Reads fields off a frame body.
 struct Decoder<'a> {
     rest: &'a [u8],
@@ -271,7 +274,7 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    fn outcome(&mut self) -> Result<(u32, Vec<(u32, &'a str)>), FrameError> {
+    fn outcome(&mut self) -> Result<(u32, Errors<'a>), FrameError> {
         let processed = self.u32()?;
         let n = self.u32()? as usize;
         // Each error takes at least 8 bytes: a bound before allocating.
