@@ -194,7 +194,7 @@ fn files_that_are_not_libraries_are_refused_with_their_own_reason() {
     std::fs::create_dir(s.path("libdir.so")).unwrap();
     let cases = [
         ("libempty.so", "empty file, not a plugin library"),
-        ("libgarbage.so", "not a shared library (invalid ELF header)"),
+        ("libgarbage.so", "not a shared library (no ELF header)"),
         ("libdir.so", "is a directory, not a plugin library"),
     ];
     for (file, reason) in cases {
@@ -251,4 +251,156 @@ fn a_plugin_config_the_plugin_refuses_is_an_init_error() {
         ),
         "{line}"
     );
+}
+
+fn copy_plugin(s: &Scratch, name: &str) -> std::path::PathBuf {
+    let to = s.path(&format!("lib{name}.so"));
+    std::fs::copy(plugin_path(name), &to).unwrap();
+    to
+}
+
+fn chmod(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn plugin_at(path: &std::path::Path, extra: &str) -> String {
+    format!(
+        "[[plugin]]\nname = \"x\"\nlibrary = {:?}\n{extra}\n",
+        path.display().to_string()
+    )
+}
+
+#[test]
+fn a_world_writable_library_is_refused_unless_explicitly_allowed() {
+    let s = Scratch::new("world-writable");
+    let library = copy_plugin(&s, "counter");
+    chmod(&library, 0o666);
+    let config = s.config(&plugin_at(&library, ""));
+    let line = assert_one_line_error(&run(&["run", config.to_str().unwrap()], ""));
+    assert_eq!(
+        line,
+        format!(
+            "error: plugin `x`: {}: is writable by others (mode 666): fix it (chmod o-w / chown), or set allow_insecure_permissions = true for this plugin",
+            library.display()
+        )
+    );
+    let config = s.config(&plugin_at(&library, "allow_insecure_permissions = true"));
+    let out = run(&["check", config.to_str().unwrap()], "");
+    assert!(out.status.success(), "{}", stdout(&out));
+}
+
+#[test]
+fn a_library_in_a_world_writable_directory_is_refused() {
+    let s = Scratch::new("writable-dir");
+    let dir = s.path("open");
+    std::fs::create_dir(&dir).unwrap();
+    chmod(&dir, 0o777);
+    let library = dir.join("libcounter.so");
+    std::fs::copy(plugin_path("counter"), &library).unwrap();
+    let config = s.config(&plugin_at(&library, ""));
+    let line = assert_one_line_error(&run(&["run", config.to_str().unwrap()], ""));
+    assert!(
+        line.contains(&format!(
+            "its directory {} is writable by others",
+            dir.display()
+        )),
+        "{line}"
+    );
+}
+
+fn sha256_hex(path: &std::path::Path) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)[..64].to_owned()
+}
+
+#[test]
+fn a_sha256_pin_is_checked_before_loading() {
+    let s = Scratch::new("sha256");
+    let library = copy_plugin(&s, "counter");
+    let good = sha256_hex(&library);
+    let config = s.config(&plugin_at(&library, &format!("sha256 = {good:?}")));
+    let out = run(&["check", config.to_str().unwrap()], "");
+    assert!(out.status.success(), "{}", stdout(&out));
+    let wrong = format!(
+        "{}{}",
+        &good[..63],
+        if good.ends_with('0') { '1' } else { '0' }
+    );
+    let config = s.config(&plugin_at(&library, &format!("sha256 = {wrong:?}")));
+    let line = assert_one_line_error(&run(&["run", config.to_str().unwrap()], ""));
+    assert_eq!(
+        line,
+        format!(
+            "error: plugin `x`: {}: sha256 mismatch: plugins.toml pins {wrong}, the file is {good}; refusing to load it",
+            library.display()
+        )
+    );
+    let config = s.config(&plugin_at(&library, "sha256 = \"abc\""));
+    let line = assert_one_line_error(&run(&["check", config.to_str().unwrap()], ""));
+    assert!(
+        line.ends_with("`sha256` must be 64 hexadecimal digits"),
+        "{line}"
+    );
+}
+
+#[test]
+fn truncated_foreign_and_dangling_libraries_are_each_refused_with_their_own_reason() {
+    let s = Scratch::new("malformed-elf");
+    let whole = std::fs::read(plugin_path("counter")).unwrap();
+    std::fs::write(s.path("libtruncated.so"), &whole[..5000]).unwrap();
+    let mut foreign = whole.clone();
+    foreign[18..20].copy_from_slice(&183u16.to_le_bytes()); // e_machine = aarch64
+    std::fs::write(s.path("libforeign.so"), &foreign).unwrap();
+    std::os::unix::fs::symlink(s.path("gone.so"), s.path("libdangling.so")).unwrap();
+    let cases = [
+        (
+            "libtruncated.so",
+            format!("truncated: a segment ends at byte "),
+        ),
+        (
+            "libforeign.so",
+            "built for aarch64, but this host is x86_64".to_owned(),
+        ),
+        (
+            "libdangling.so",
+            "dangling symbolic link: its target does not exist".to_owned(),
+        ),
+    ];
+    for (file, reason) in &cases {
+        let config = s.config(&plugin_at(&s.path(file), ""));
+        let out = run(&["run", config.to_str().unwrap()], "");
+        let line = assert_one_line_error(&out);
+        let prefix = format!("error: plugin `x`: {}: {reason}", s.path(file).display());
+        assert!(line.starts_with(&prefix), "{line}\nwanted: {prefix}");
+    }
+}
+
+#[test]
+fn check_reports_every_problem_of_a_config_at_once() {
+    let s = Scratch::new("check-all");
+    s.write("libempty.so", "");
+    let writable = copy_plugin(&s, "counter");
+    chmod(&writable, 0o666);
+    let config = s.config(&format!(
+        "[[plugin]]\nname = \"fine\"\nlibrary = \"logger\"\n[plugin.config]\npath = \"x\"\n\
+         [[plugin]]\nname = \"missing\"\nlibrary = \"nowhere\"\n\
+         [[plugin]]\nname = \"empty\"\nlibrary = {:?}\n\
+         [[plugin]]\nname = \"writable\"\nlibrary = {:?}\n",
+        s.path("libempty.so").display().to_string(),
+        writable.display().to_string()
+    ));
+    let out = run(&["check", config.to_str().unwrap()], "");
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(lines[0].starts_with("fine: ok: logger"));
+    assert!(lines[1].starts_with("missing: error: library `nowhere` not found"));
+    assert!(lines[2].ends_with("empty file, not a plugin library"));
+    assert!(lines[3].contains("is writable by others"));
+    assert!(stderr(&out).contains("error: 3 of 4 plugin(s) cannot be loaded"));
 }

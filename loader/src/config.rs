@@ -185,6 +185,16 @@ pub enum Restart {
     Always,
 }
 
+impl PluginConfig {
+    /// What must hold of this plugin's library file before it is loaded.
+    pub fn trust(&self) -> crate::library::Trust {
+        crate::library::Trust {
+            sha256: self.sha256.clone(),
+            allow_insecure_permissions: self.allow_insecure_permissions,
+        }
+    }
+}
+
 impl Config {
     /// Read and validate a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {

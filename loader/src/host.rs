@@ -213,11 +213,8 @@ impl Host {
         let mut libraries = Vec::new();
         for plugin in config.plugins.iter().filter(|p| p.enabled) {
             let load = || {
-                library::open(&library::resolve(
-                    &plugin.library,
-                    &config.host.plugin_dirs,
-                    &base,
-                )?)
+                let path = library::resolve(&plugin.library, &config.host.plugin_dirs, &base)?;
+                library::open(&path, &plugin.trust())
             };
             let library = load().map_err(|cause| StartError::Load {
                 name: plugin.name.clone(),
@@ -513,7 +510,7 @@ impl Host {
         let config_json = plugin.config.to_string();
         let mut factory: Factory = {
             let (slot, bus, control) = (slot.clone(), bus.clone(), control_tx.clone());
-            let isolation = plugin.isolation;
+            let (isolation, trust) = (plugin.isolation, plugin.trust());
             Box::new(move || match isolation {
                 Isolation::Thread => library.create(
                     &config_json,
@@ -524,6 +521,7 @@ impl Host {
                 ),
                 Isolation::Process => process::spawn(
                     &library,
+                    &trust,
                     &config_json,
                     slot.clone(),
                     bus.clone(),

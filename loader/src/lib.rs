@@ -23,7 +23,7 @@ pub use host::{
     Host, InstanceReport, PluginHealth, PluginJob, PluginReadiness, PublishError, StartError,
 };
 pub use instance::{Counts, State};
-pub use library::{Language, LoadError, platform_file_name, resolve};
+pub use library::{Language, LoadError, Trust, platform_file_name, resolve};
 
 use plughost_api::LogLevel;
 use std::path::Path;
@@ -45,8 +45,8 @@ pub struct LibraryInfo {
 
 /// Open the library at `path` (running its initialisers) and check that it is
 /// a plugin this host can run.
-pub fn inspect(path: &Path) -> Result<LibraryInfo, LoadError> {
-    let library = library::open(path)?;
+pub fn inspect(path: &Path, trust: &Trust) -> Result<LibraryInfo, LoadError> {
+    let library = library::open(path, trust)?;
     Ok(LibraryInfo {
         path: path.to_owned(),
         name: library.name.clone(),

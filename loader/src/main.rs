@@ -52,6 +52,10 @@ enum Command {
         library: PathBuf,
         name: String,
         parent: u32,
+        #[arg(long)]
+        sha256: Option<String>,
+        #[arg(long)]
+        allow_insecure_permissions: bool,
     },
     /// List the plugin libraries found in directories.
     Discover {
@@ -67,9 +71,15 @@ fn main() -> ExitCode {
         library,
         name,
         parent,
+        sha256,
+        allow_insecure_permissions,
     } = &cli.command
     {
-        return ExitCode::from(plughost::process::child_main(library, name, *parent) as u8);
+        let trust = plughost::Trust {
+            sha256: sha256.clone(),
+            allow_insecure_permissions: *allow_insecure_permissions,
+        };
+        return ExitCode::from(plughost::process::child_main(library, name, *parent, &trust) as u8);
     }
     init_logging(cli.log_format);
     let outcome = match cli.command {
@@ -244,7 +254,7 @@ fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
             continue;
         }
         let inspected = plughost::resolve(&plugin.library, &config.host.plugin_dirs, &base)
-            .and_then(|path| plughost::inspect(&path));
+            .and_then(|path| plughost::inspect(&path, &plugin.trust()));
         match inspected {
             Ok(info) => println!(
                 "{}: ok: {} {} ({}, {}) from {}",
@@ -284,7 +294,7 @@ fn discover(dirs: &[PathBuf]) -> anyhow::Result<ExitCode> {
             .collect();
         paths.sort();
         for path in paths {
-            match plughost::inspect(&path) {
+            match plughost::inspect(&path, &plughost::Trust::default()) {
                 Ok(info) => println!(
                     "{}: {} {} ({}, {}): compatible",
                     path.display(),

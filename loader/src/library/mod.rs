@@ -10,6 +10,7 @@
 //! would otherwise alias a different file.
 
 mod c;
+mod elf;
 mod rust;
 
 use crate::bus::Bus;
@@ -182,12 +183,39 @@ fn registry() -> &'static Registry {
     REGISTRY.get_or_init(Default::default)
 }
 
-/// Open the library at `path`, or return the copy this process already opened.
-pub(crate) fn open(path: &Path) -> Result<Arc<Library>, LoadError> {
+/// What must hold of a library file before it is loaded.
+#[derive(Debug, Clone, Default)]
+pub struct Trust {
+    /// The file's expected SHA-256, lowercase hex.
+    pub sha256: Option<String>,
+    /// Accept a file or directory writable by others, or a file owned by
+    /// someone other than this user or root.
+    pub allow_insecure_permissions: bool,
+}
+
+/// Open the library at `path`, or return the copy this process already
+/// opened. The checks of `trust` run on the open descriptor, before the
+/// dynamic loader sees the file.
+pub(crate) fn open(path: &Path, trust: &Trust) -> Result<Arc<Library>, LoadError> {
     let file = open_checked(path)?;
     let meta = file
         .metadata()
         .map_err(|e| LoadError::unusable(path, format!("cannot stat: {e}")))?;
+    if !trust.allow_insecure_permissions {
+        check_permissions(path, &meta)?;
+    }
+    if let Some(expected) = &trust.sha256 {
+        let found =
+            sha256_of(&file).map_err(|e| LoadError::unusable(path, format!("cannot read: {e}")))?;
+        if &found != expected {
+            return Err(LoadError::unusable(
+                path,
+                format!(
+                    "sha256 mismatch: plugins.toml pins {expected}, the file is {found}; refusing to load it"
+                ),
+            ));
+        }
+    }
     let key = (meta.dev(), meta.ino());
     let mut registry = registry().lock().unwrap_or_else(|e| e.into_inner());
     if let Some(library) = registry.get(&key) {
@@ -196,6 +224,77 @@ pub(crate) fn open(path: &Path) -> Result<Arc<Library>, LoadError> {
     let library = Arc::new(load(path, file)?);
     registry.insert(key, library.clone());
     Ok(library)
+}
+
+/// Refuse a file that others could have changed: writable by others, owned
+/// by someone else, or in a directory where others may replace files.
+fn check_permissions(path: &Path, meta: &std::fs::Metadata) -> Result<(), LoadError> {
+    let hint =
+        "fix it (chmod o-w / chown), or set allow_insecure_permissions = true for this plugin";
+    let me = rustix_euid();
+    if meta.mode() & 0o002 != 0 {
+        return Err(LoadError::unusable(
+            path,
+            format!(
+                "is writable by others (mode {:o}): {hint}",
+                meta.mode() & 0o7777
+            ),
+        ));
+    }
+    if meta.uid() != 0 && meta.uid() != me {
+        return Err(LoadError::unusable(
+            path,
+            format!(
+                "is owned by uid {}, not by this user or root: {hint}",
+                meta.uid()
+            ),
+        ));
+    }
+    let dir = std::fs::canonicalize(path)
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_owned));
+    if let Some(dir) = dir
+        && let Ok(dir_meta) = std::fs::metadata(&dir)
+    {
+        // A sticky directory (like /tmp) stops others from replacing our file.
+        let sticky = dir_meta.mode() & 0o1000 != 0;
+        if dir_meta.mode() & 0o002 != 0 && !sticky {
+            return Err(LoadError::unusable(
+                path,
+                format!(
+                    "its directory {} is writable by others: {hint}",
+                    dir.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn rustix_euid() -> u32 {
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    unsafe { libc::geteuid() }
+}
+
+/// The SHA-256 of an open file, from its start, as lowercase hex.
+fn sha256_of(file: &File) -> std::io::Result<String> {
+    use sha2::Digest as _;
+    use std::io::{Read, Seek};
+    let mut file = file;
+    file.seek(std::io::SeekFrom::Start(0))?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        match file.read(&mut buffer)? {
+            0 => break,
+            n => hasher.update(&buffer[..n]),
+        }
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// Open without following links, and make sure it is a non-empty regular file.
@@ -235,6 +334,7 @@ fn open_checked(path: &Path) -> Result<File, LoadError> {
             "empty file, not a plugin library",
         ));
     }
+    elf::check(&file, meta.len()).map_err(|reason| LoadError::unusable(path, reason))?;
     Ok(file)
 }
 

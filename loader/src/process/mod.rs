@@ -118,6 +118,7 @@ fn child_executable() -> Result<PathBuf, String> {
 /// Start `library` in a child process and create the instance there.
 pub(crate) fn spawn(
     library: &Library,
+    trust: &library::Trust,
     config_json: &str,
     slot: Arc<Slot>,
     bus: Arc<Bus>,
@@ -135,6 +136,12 @@ pub(crate) fn spawn(
         .arg(&library.path)
         .arg(&*slot.name)
         .arg(std::process::id().to_string())
+        .args(trust.sha256.iter().flat_map(|pin| ["--sha256", pin]))
+        .args(
+            trust
+                .allow_insecure_permissions
+                .then_some("--allow-insecure-permissions"),
+        )
         .stdin(Stdio::null())
         .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_default());
     // SAFETY: runs in the forked child before exec; dup2 is async-signal-safe
@@ -509,7 +516,7 @@ impl HostSide for ChildLink {
 /// The body of `plughost __child LIBRARY NAME PARENT_PID`: serve one instance
 /// over the socket on descriptor 3 until told to stop or the host is gone.
 #[doc(hidden)]
-pub fn child_main(library_path: &Path, name: &str, parent: u32) -> i32 {
+pub fn child_main(library_path: &Path, name: &str, parent: u32, trust: &library::Trust) -> i32 {
     // SAFETY: prctl(PR_SET_PDEATHSIG) only records a signal number for this process.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     if std::os::unix::process::parent_id() != parent {
@@ -527,7 +534,8 @@ pub fn child_main(library_path: &Path, name: &str, parent: u32) -> i32 {
     });
     let mut reader = BufReader::with_capacity(64 * 1024, stream);
     let mut input = Vec::new();
-    let loaded = library::open(library_path).map_err(|e| e.to_string());
+    // The host checked the file too; the child checks what it loads itself.
+    let loaded = library::open(library_path, trust).map_err(|e| e.to_string());
     let mut instance: Option<Box<dyn Instance>> = None;
     loop {
         match read_frame(&mut reader, &mut input) {

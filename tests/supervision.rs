@@ -1,0 +1,321 @@
+//! Supervision: restart policies, flapping, the watchdog, and plugins in
+//! their own process surviving panics, crashes and kill -9.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+fn logger(path: &std::path::Path, subscribe: &str) -> String {
+    format!(
+        "[[plugin]]\nname = \"log\"\nlibrary = \"logger\"\nsubscribe = {subscribe}\n[plugin.config]\npath = {:?}\n",
+        path.display().to_string()
+    )
+}
+
+fn work(n: usize) -> String {
+    (0..n).map(|i| event("work.item", json!(i))).collect()
+}
+
+fn lifecycle(s: &Scratch, file: &str, topic: &str) -> Vec<Value> {
+    s.log_lines(file)
+        .into_iter()
+        .filter(|l| l["topic"] == topic)
+        .map(|l| l["payload"].clone())
+        .collect()
+}
+
+#[test]
+fn a_plugin_panicking_on_every_tenth_event_is_restarted_then_stopped_as_flapping() {
+    let s = Scratch::new("flapping");
+    let config = s.config(&format!(
+        "{}[[plugin]]\nname = \"flaky\"\nlibrary = \"chaos\"\nsubscribe = [\"work.>\"]\nrestart = \"on-failure\"\nmax_restarts = 3\nrestart_window = \"60s\"\n[plugin.config]\npanic_every = 10\n",
+        logger(&s.path("log.jsonl"), r#"["work.>", "plughost.plugin.*"]"#)
+    ));
+    let out = run(
+        &["run", config.to_str().unwrap(), "--events", "-"],
+        &work(100),
+    );
+    assert!(out.status.success(), "the host stays up: {}", stderr(&out));
+    // Every other plugin received every event.
+    assert_eq!(summary_row(&out, "log").processed, 100 + 2 + 4 + 3 + 1);
+    let flaky = summary_row(&out, "flaky");
+    assert_eq!(flaky.state, "flapping");
+    // Three restarts allowed; the fourth failure stops it: 4 x 9 events handled.
+    assert_eq!((flaky.processed, flaky.failed), (36, 4));
+    assert_accounted(&flaky);
+    assert_eq!(
+        lifecycle(&s, "log.jsonl", "plughost.plugin.failed").len(),
+        4
+    );
+    let restarted = lifecycle(&s, "log.jsonl", "plughost.plugin.restarted");
+    assert_eq!(
+        restarted
+            .iter()
+            .map(|p| p["restarts"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    let flapping = lifecycle(&s, "log.jsonl", "plughost.plugin.flapping");
+    assert_eq!(flapping.len(), 1);
+    assert_eq!(flapping[0]["name"], "flaky");
+    assert!(
+        flapping[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("3 restarts within 60s")
+    );
+}
+
+#[test]
+fn a_restarted_instance_gets_a_fresh_init_and_the_events_that_waited() {
+    let s = Scratch::new("restart-no-loss");
+    // Backoff doubles from 50 ms: five restarts take about 1.6 s of the drain.
+    let config = s.config(
+        "shutdown_timeout = \"30s\"\n[[plugin]]\nname = \"flaky\"\nlibrary = \"chaos\"\nsubscribe = [\"work.>\"]\nmax_restarts = 100\n[plugin.config]\npanic_every = 10\n",
+    );
+    let out = run(
+        &["run", config.to_str().unwrap(), "--events", "-"],
+        &work(45),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let flaky = summary_row(&out, "flaky");
+    // Four instances handle 9 and panic on their 10th; the fifth takes the
+    // last 5. Nothing is dropped while they restart.
+    assert_eq!(
+        (
+            flaky.state.as_str(),
+            flaky.processed,
+            flaky.failed,
+            flaky.dropped
+        ),
+        ("stopped", 41, 4, 0)
+    );
+}
+
+#[test]
+fn restart_never_leaves_a_failed_instance_failed() {
+    let s = Scratch::new("restart-never");
+    let config = s.config(
+        "[[plugin]]\nname = \"once\"\nlibrary = \"chaos\"\nsubscribe = [\"work.>\"]\nrestart = \"never\"\n[plugin.config]\npanic_every = 10\n",
+    );
+    let out = run(
+        &["run", config.to_str().unwrap(), "--events", "-"],
+        &work(30),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let once = summary_row(&out, "once");
+    assert_eq!(
+        (
+            once.state.as_str(),
+            once.processed,
+            once.failed,
+            once.dropped
+        ),
+        ("failed", 9, 1, 20)
+    );
+}
+
+#[test]
+fn a_spinning_handler_trips_the_watchdog() {
+    let s = Scratch::new("watchdog");
+    let config = s.config(&format!(
+        "[status]\naddress = \"127.0.0.1:0\"\n{}[[plugin]]\nname = \"slow\"\nlibrary = \"chaos\"\nsubscribe = [\"work.>\"]\nhandler_timeout = \"100ms\"\n[plugin.config]\nsleep_ms = 1500\nhealth = \"ok\"\n",
+        logger(&s.path("log.jsonl"), r#"["plughost.plugin.*"]"#)
+    ));
+    let mut host = Running::start(&config);
+    let address = host.status_address();
+    host.send(&work(1));
+    host.wait_for_stderr("stuck: a handler has run for");
+    let (code, health) = get_json(&address, "/health?plugin=slow");
+    assert_eq!(code, 503, "{health}");
+    assert!(
+        health["plugins"][0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("stuck"),
+        "{health}"
+    );
+    drop(host.stdin.take());
+    let (out, _) = host.wait(Duration::from_secs(30));
+    assert!(out.status.success());
+    let stuck = lifecycle(&s, "log.jsonl", "plughost.plugin.stuck");
+    assert_eq!(stuck.len(), 1, "reported once per stuck call");
+    assert_eq!(stuck[0]["name"], "slow");
+    assert_eq!(stuck[0]["handler_timeout_ms"], 100);
+    assert!(stuck[0]["running_ms"].as_u64().unwrap() >= 100);
+}
+
+#[test]
+fn process_isolation_delivers_every_event_exactly_once_in_order() {
+    let s = Scratch::new("process-exact");
+    let config = s.config(&format!(
+        "[[plugin]]\nname = \"isolated\"\nlibrary = \"logger\"\nisolation = \"process\"\nsubscribe = [\"work.>\"]\n[plugin.config]\npath = {:?}\n",
+        s.path("log.jsonl").display().to_string()
+    ));
+    let out = run(
+        &["run", config.to_str().unwrap(), "--events", "-"],
+        &work(20_000),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = s.log_lines("log.jsonl");
+    assert_eq!(lines.len(), 20_000);
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line["payload"], json!(i));
+    }
+    let row = summary_row(&out, "isolated");
+    assert_eq!(
+        (row.received, row.processed, row.dropped, row.failed),
+        (20_000, 20_000, 0, 0)
+    );
+}
+
+#[test]
+fn a_process_plugin_publishes_and_logs_through_the_host() {
+    let s = Scratch::new("process-publish");
+    let config = s.config(&format!(
+        "{}[[plugin]]\nname = \"counter\"\nlibrary = \"counter\"\nisolation = \"process\"\nsubscribe = [\"work.>\"]\n",
+        logger(&s.path("log.jsonl"), r#"["counter.summary"]"#)
+    ));
+    let out = run(
+        &["run", config.to_str().unwrap(), "--events", "-"],
+        &work(7),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let summary = lifecycle(&s, "log.jsonl", "counter.summary");
+    assert_eq!(summary, [json!({"counts": {"work.item": 7}, "total": 7})]);
+    assert_eq!(s.log_lines("log.jsonl")[0]["source"], "counter");
+    assert!(
+        stderr(&out).contains("7 event(s) on 1 topic(s)"),
+        "the child's log reaches the host's"
+    );
+}
+
+#[test]
+fn a_panic_in_a_process_plugin_restarts_it_and_the_unhandled_events_wait_for_it() {
+    let s = Scratch::new("process-panic");
+    let config = s.config(&format!(
+        "{}[[plugin]]\nname = \"proc\"\nlibrary = \"chaos\"\nisolation = \"process\"\nsubscribe = [\"work.>\"]\nmax_restarts = 100\n[plugin.config]\npanic_every = 25\n",
+        logger(&s.path("log.jsonl"), r#"["work.>"]"#)
+    ));
+    let out = run(
+        &["run", config.to_str().unwrap(), "--events", "-"],
+        &work(100),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        summary_row(&out, "log").processed,
+        100,
+        "other plugins get everything"
+    );
+    let proc_row = summary_row(&out, "proc");
+    assert_eq!(
+        (proc_row.processed, proc_row.failed, proc_row.dropped),
+        (96, 4, 0),
+        "{proc_row:?}"
+    );
+}
+
+fn child_pids() -> Vec<i32> {
+    let out = std::process::Command::new("pgrep")
+        .args(["-f", "plughost __child"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+fn children_of(parent: u32) -> Vec<i32> {
+    child_pids()
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    stat.rsplit(')')
+                        .next()
+                        .and_then(|rest| rest.split_whitespace().nth(1))
+                        .map(str::to_owned)
+                })
+                .is_some_and(|ppid| ppid == parent.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn kill_9_of_an_idle_child_is_detected_at_once_and_restarted() {
+    let s = Scratch::new("kill-9");
+    let config = s.config(&format!(
+        "{}[[plugin]]\nname = \"proc\"\nlibrary = \"chaos\"\nisolation = \"process\"\nsubscribe = [\"work.>\"]\n",
+        logger(&s.path("log.jsonl"), r#"["work.>", "plughost.plugin.*"]"#)
+    ));
+    let mut host = Running::start(&config);
+    let parent = host.child.id();
+    let first = children_of(parent);
+    assert_eq!(first.len(), 1, "one child process");
+    // SAFETY: kill(2) with plain integers on our test's grandchild.
+    assert_eq!(unsafe { libc::kill(first[0], libc::SIGKILL) }, 0);
+    host.wait_for_stderr("its process was killed by SIGKILL");
+    host.wait_for_stderr("restarted (restart 1)");
+    let second = children_of(parent);
+    assert_eq!(second.len(), 1);
+    assert_ne!(second, first);
+    host.send(&work(10));
+    drop(host.stdin.take());
+    let (out, _) = host.wait(Duration::from_secs(30));
+    assert!(out.status.success());
+    let row = summary_row(&out, "proc");
+    assert_eq!(
+        (row.processed, row.dropped),
+        (10, 0),
+        "the new process handles what comes next"
+    );
+    assert!(children_of(parent).is_empty(), "no child outlives the host");
+    let failed = lifecycle(&s, "log.jsonl", "plughost.plugin.failed");
+    assert_eq!(failed[0]["reason"], "its process was killed by SIGKILL");
+}
+
+#[test]
+fn children_die_with_the_host_even_on_sigkill() {
+    let s = Scratch::new("orphans");
+    let config = s.config("[[plugin]]\nname = \"proc\"\nlibrary = \"chaos\"\nisolation = \"process\"\nsubscribe = [\"work.>\"]\n");
+    let mut host = Running::start(&config);
+    let parent = host.child.id();
+    let children = children_of(parent);
+    assert_eq!(children.len(), 1);
+    host.child.kill().unwrap();
+    let _ = host.child.wait();
+    eventually("the orphaned child to exit", || {
+        !std::path::Path::new(&format!("/proc/{}", children[0])).exists()
+    });
+}
+
+#[test]
+fn a_stuck_process_plugin_is_killed_by_the_watchdog_and_restarted() {
+    let s = Scratch::new("process-watchdog");
+    let config = s.config(&format!(
+        "{}[[plugin]]\nname = \"proc\"\nlibrary = \"chaos\"\nisolation = \"process\"\nsubscribe = [\"work.>\"]\nhandler_timeout = \"200ms\"\n[plugin.config]\nsleep_ms = 5000\n",
+        logger(&s.path("log.jsonl"), r#"["plughost.plugin.*"]"#)
+    ));
+    let mut host = Running::start(&config);
+    host.send(&work(1));
+    host.wait_for_stderr("stuck: a handler has run for");
+    host.wait_for_stderr("restarted (restart 1)");
+    drop(host.stdin.take());
+    let (out, _) = host.wait(Duration::from_secs(30));
+    assert!(out.status.success());
+    let row = summary_row(&out, "proc");
+    assert_eq!(
+        (row.received, row.dropped),
+        (1, 1),
+        "the event in flight is counted as lost"
+    );
+    assert!(
+        stdout(&out).contains("proc: its process was killed by SIGKILL"),
+        "{}",
+        stdout(&out)
+    );
+}
