@@ -359,7 +359,7 @@ fn truncated_foreign_and_dangling_libraries_are_each_refused_with_their_own_reas
     let cases = [
         (
             "libtruncated.so",
-            format!("truncated: a segment ends at byte "),
+            "truncated: a segment ends at byte ".to_owned(),
         ),
         (
             "libforeign.so",

@@ -684,3 +684,39 @@ enabled = false
         }
     }
 }
+
+/// Property tests: no text, however broken, makes config parsing panic.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const VALID: &str = "[host]\nqueue_capacity = 8\nshutdown_timeout = \"5s\"\n[status]\naddress = \"127.0.0.1:0\"\n\
+        [[plugin]]\nname = \"a\"\nlibrary = \"x\"\nsubscribe = [\"a.>\"]\nsha256 = \"00\"\n[plugin.config]\nk = [1, {a = 2}]\n";
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn any_text_is_parsed_or_refused_without_panicking(text in "\\PC{0,200}") {
+            let _ = Config::parse(Path::new("p.toml"), &text);
+        }
+
+        #[test]
+        fn a_mangled_valid_config_is_parsed_or_refused_without_panicking(
+            cut in 0..VALID.len(), insert in "[\\[\\]=\".a-z0-9{}\\n]{0,8}", keep in 0..VALID.len(),
+        ) {
+            let mut text = VALID.to_owned();
+            let (at, keep) = (cut.min(text.len()), keep.min(text.len()));
+            if text.is_char_boundary(at) {
+                text.insert_str(at, &insert);
+            }
+            if text.is_char_boundary(keep) {
+                text.truncate(keep.max(at));
+            }
+            if let Err(e) = Config::parse(Path::new("p.toml"), &text) {
+                prop_assert!(!e.to_string().contains('\n'), "one line: {}", e);
+            }
+        }
+    }
+}

@@ -138,3 +138,34 @@ mod tests {
         );
     }
 }
+
+/// Property tests: no input line makes the parser panic, and valid lines
+/// keep their topic and payload.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn any_line_is_parsed_or_refused_without_panicking(line in "\\PC{0,120}") {
+            let _ = parse_line(&line);
+        }
+
+        #[test]
+        fn json_payloads_survive_compaction(topic in "[a-z]{1,5}(\\.[a-z]{1,5}){0,3}", payload in "[ -~]{0,30}", n in any::<i64>()) {
+            let value = serde_json::json!({"s": payload, "n": n, "list": [n, payload]});
+            let line = serde_json::json!({"topic": topic, "payload": value}).to_string();
+            let pretty = serde_json::to_string_pretty(&serde_json::json!({"topic": topic, "payload": value})).unwrap();
+            for text in [line, pretty.replace('\n', " ")] {
+                let (t, bytes) = parse_line(&text).unwrap();
+                prop_assert_eq!(&t, &topic);
+                let back: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                prop_assert_eq!(&back, &value);
+                prop_assert_eq!(bytes, serde_json::to_vec(&value).unwrap());
+            }
+        }
+    }
+}

@@ -192,3 +192,52 @@ mod tests {
         assert!(validate_topic("a..b").is_err());
     }
 }
+
+/// Property tests: no input makes parsing or matching panic, and a pattern
+/// matches every topic built to fit it.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn parsing_any_text_never_panics(text in "\\PC{0,40}") {
+            let _ = Pattern::parse(&text);
+            let _ = validate_topic(&text);
+        }
+
+        #[test]
+        fn matching_never_panics(pattern in "[a-c*>.]{0,12}", topic in "[a-c.*>]{0,12}") {
+            if let Ok(pattern) = Pattern::parse(&pattern) {
+                let _ = pattern.matches(&topic);
+            }
+        }
+
+        #[test]
+        fn a_pattern_matches_the_topics_built_to_fit_it(
+            tokens in proptest::collection::vec(("[a-z0-9_-]{1,6}", any::<bool>()), 1..6),
+            rest in proptest::collection::vec("[a-z]{1,4}", 0..3),
+        ) {
+            let topic_tokens: Vec<&str> = tokens.iter().map(|(t, _)| t.as_str()).collect();
+            let mut pattern: Vec<&str> = tokens.iter().map(|(t, wild)| if *wild { "*" } else { t.as_str() }).collect();
+            let mut topic = topic_tokens.clone();
+            if !rest.is_empty() {
+                pattern.push(">");
+                topic.extend(rest.iter().map(String::as_str));
+            }
+            let pattern = Pattern::parse(&pattern.join(".")).unwrap();
+            prop_assert!(pattern.matches(&topic.join(".")));
+            // One token more (without `>`) or one fewer never matches.
+            if rest.is_empty() {
+                let longer = format!("{}.extra", topic.join("."));
+                prop_assert!(!pattern.matches(&longer));
+            }
+            if topic.len() > 1 {
+                prop_assert!(!pattern.matches(&topic[..topic.len() - 1].join(".")) || rest.len() > 1);
+            }
+        }
+    }
+}

@@ -444,3 +444,53 @@ mod tests {
         );
     }
 }
+
+/// Property tests for the decoder a child's (possibly corrupt) output goes
+/// through: no bytes make it panic, and every encoded batch decodes back.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5000))]
+
+        #[test]
+        fn any_bytes_decode_or_fail_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode(&bytes);
+        }
+
+        #[test]
+        fn frames_with_a_valid_kind_and_random_bodies_never_panic(
+            kind in prop_oneof![1u8..=4, 10u8..=16],
+            body in proptest::collection::vec(any::<u8>(), 0..128),
+        ) {
+            let mut bytes = vec![kind];
+            bytes.extend(body);
+            let _ = decode(&bytes);
+        }
+
+        #[test]
+        fn batches_round_trip(events in proptest::collection::vec(
+            (any::<u64>(), any::<u64>(), "[a-z.]{0,20}", "[a-z]{0,8}", proptest::collection::vec(any::<u8>(), 0..64)),
+            0..20,
+        )) {
+            let views: Vec<EventView<'_>> = events
+                .iter()
+                .map(|(id, ts, topic, source, payload)| EventView { id: *id, timestamp_ms: *ts, topic, source, payload })
+                .collect();
+            let mut out = Vec::new();
+            encode_batch(&mut out, views.iter().copied());
+            prop_assert_eq!(decode(&out[4..]).unwrap(), Frame::Batch { events: views });
+        }
+
+        #[test]
+        fn a_truncated_batch_is_an_error(events in 1usize..5, cut in 1usize..40) {
+            let views = vec![EventView { id: 1, timestamp_ms: 2, topic: "a.b", source: "host", payload: b"0123456789" }; events];
+            let mut out = Vec::new();
+            encode_batch(&mut out, views.iter().copied());
+            let end = out.len().saturating_sub(cut).max(4);
+            prop_assert!(decode(&out[4..end]).is_err());
+        }
+    }
+}
