@@ -76,6 +76,11 @@ impl Bus {
         self.generation.fetch_add(1, Ordering::Release);
     }
 
+    /// Recompute routes on next use (subscriptions or retirements changed).
+    pub(crate) fn refresh(&self) {
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
     /// All slots ever attached, in start order.
     pub(crate) fn slots(&self) -> Vec<Arc<Slot>> {
         self.slots.read().unwrap_or_else(|e| e.into_inner()).clone()
@@ -258,7 +263,7 @@ impl Bus {
             Err(TrySendError::Full(event)) => event,
             Err(TrySendError::Disconnected(_)) => unreachable!("a slot owns its own receiver"),
         };
-        match target.overflow {
+        match target.overflow() {
             Overflow::DropNewest => {
                 stats.rejected.fetch_add(1, Ordering::Relaxed);
             }

@@ -39,6 +39,7 @@ pub enum ConfigError {
 /// What a full mailbox does with a new event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[repr(u8)]
 pub enum Overflow {
     /// The publisher waits for room: nothing is lost.
     Block,
@@ -118,10 +119,12 @@ pub struct HostConfig {
     pub overflow: Overflow,
     /// How long a graceful shutdown may drain queues.
     pub shutdown_timeout: Duration,
+    /// Where the control socket listens (made absolute); none when absent.
+    pub control_socket: Option<PathBuf>,
 }
 
 /// One `[[plugin]]` table.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PluginConfig {
     /// Unique instance name.
     pub name: String,
@@ -246,6 +249,11 @@ impl Config {
                 .host
                 .shutdown_timeout
                 .map_or(Duration::from_secs(5), |d| d.0),
+            control_socket: file
+                .host
+                .control_socket
+                .as_deref()
+                .map(|p| clean(&base.join(p))),
         };
 
         let mut seen: HashMap<String, usize> = HashMap::new();
@@ -526,6 +534,7 @@ struct HostSection {
     queue_capacity: Option<NonZeroUsize>,
     overflow: Option<Overflow>,
     shutdown_timeout: Option<HumanDuration>,
+    control_socket: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]

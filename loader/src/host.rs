@@ -9,13 +9,11 @@
 use crate::bus::Bus;
 use crate::config::Config;
 use crate::config::Isolation;
-use crate::instance::{
-    CallFailure, Control, Counts, Factory, Probe, ProbeAnswer, Slot, State, Supervision, Worker,
-};
-use crate::library::HostLink;
+use crate::instance::{Control, Counts, Probe, ProbeAnswer, Slot, State};
 use crate::library::{self, LoadError};
 use crate::process;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crate::supervisor::WorkerHandle;
+use crossbeam_channel::{RecvTimeoutError, Sender};
 use plughost_api::JobReport;
 use plughost_api::topic::TopicError;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -69,20 +67,20 @@ pub enum PublishError {
 }
 
 /// One instance as operators see it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct InstanceReport {
     /// Instance name.
     pub name: String,
     /// Library file.
     pub library: String,
     /// `rust` or `c`.
-    pub language: &'static str,
-    /// `thread` (the instance runs on a thread of the host process).
-    pub isolation: &'static str,
+    pub language: String,
+    /// `thread` or `process`.
+    pub isolation: String,
     /// How often it was restarted.
     pub restarts: u64,
     /// Lifecycle state (`running`, `failed`, `stopped`, ...).
-    pub state: &'static str,
+    pub state: String,
     /// Event counts.
     #[serde(flatten)]
     pub counts: Counts,
@@ -174,34 +172,23 @@ impl PluginJob {
 /// ```
 #[derive(Clone)]
 pub struct Host {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    config: Config,
-    bus: Arc<Bus>,
-    workers: Mutex<Vec<WorkerHandle>>,
-    intake_open: AtomicBool,
+pub(crate) struct Inner {
+    /// The config in force; a reload replaces it.
+    pub(crate) config: std::sync::RwLock<Arc<Config>>,
+    pub(crate) bus: Arc<Bus>,
+    pub(crate) workers: Mutex<Vec<WorkerHandle>>,
+    pub(crate) intake_open: AtomicBool,
     /// Background threads (state pings, watchdog): each stops when sent to.
-    background: Mutex<Vec<(Sender<()>, JoinHandle<()>)>>,
-}
-
-struct WorkerHandle {
-    slot: Arc<Slot>,
-    control: Sender<Control>,
-    /// Disconnects when the thread ends.
-    done: Receiver<()>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl WorkerHandle {
-    /// Put `order` on the control lane and have the thread look there before
-    /// its next event (send first: the thread clears the flag, then reads).
-    fn order(&self, order: Control) {
-        if self.control.send(order).is_ok() {
-            self.slot.control_pending.store(true, Ordering::Release);
-        }
-    }
+    pub(crate) background: Mutex<Vec<(Sender<()>, JoinHandle<()>)>>,
+    /// Serialises reloads and operator commands that start or stop instances.
+    pub(crate) changes: Mutex<()>,
+    /// Reloads applied so far.
+    pub(crate) reloads: std::sync::atomic::AtomicU64,
+    /// Whether the watchdog thread runs.
+    pub(crate) watchdog: AtomicBool,
 }
 
 impl Host {
@@ -228,7 +215,10 @@ impl Host {
             .then(|| config.state.process_name.clone());
         let host = Host {
             inner: Arc::new(Inner {
-                config,
+                config: std::sync::RwLock::new(Arc::new(config)),
+                changes: Mutex::new(()),
+                reloads: std::sync::atomic::AtomicU64::new(0),
+                watchdog: AtomicBool::new(false),
                 bus: Arc::new(Bus::new(metrics_process)),
                 workers: Mutex::new(Vec::new()),
                 intake_open: AtomicBool::new(true),
@@ -271,10 +261,9 @@ impl Host {
     /// The watchdog: a handler running longer than its `handler_timeout` is
     /// reported once (`plughost.plugin.stuck`), counts as failing, and a
     /// process-isolated one is killed so that its restart policy applies.
-    fn start_watchdog(&self) {
+    pub(crate) fn start_watchdog(&self) {
         let Some(shortest) = self
-            .inner
-            .config
+            .config()
             .plugins
             .iter()
             .filter_map(|p| p.handler_timeout)
@@ -282,10 +271,14 @@ impl Host {
         else {
             return;
         };
+        if self.inner.watchdog.swap(true, Ordering::AcqRel) {
+            return;
+        }
         let interval = (shortest / 4).clamp(Duration::from_millis(5), Duration::from_millis(250));
         self.every("watchdog", interval, |host| {
             for slot in host.inner.bus.slots() {
-                let Some(limit) = slot.handler_timeout else { continue };
+                let settings = slot.settings();
+                let Some(limit) = settings.handler_timeout else { continue };
                 let since = slot.busy_since.load(Ordering::Acquire);
                 let running = Duration::from_nanos(crate::instance::clock_nanos().saturating_sub(since));
                 if since == 0 || running <= limit || slot.stuck_at.swap(since, Ordering::AcqRel) == since {
@@ -294,12 +287,12 @@ impl Host {
                 tracing::error!(plugin = %slot.name, "stuck: a handler has run for {running:?} (handler_timeout {limit:?})");
                 let payload = serde_json::json!({
                     "name": &*slot.name,
-                    "library": slot.library,
+                    "library": settings.library,
                     "running_ms": running.as_millis() as u64,
                     "handler_timeout_ms": limit.as_millis() as u64,
                 });
                 host.inner.bus.publish_host("plughost.plugin.stuck", payload);
-                if slot.isolation == Isolation::Process {
+                if settings.isolation == Isolation::Process {
                     process::kill(&slot);
                 }
             }
@@ -309,7 +302,7 @@ impl Host {
     /// Lightbus's state plugin: `worker_started` now, `worker_ping` every
     /// `ping_interval`, `worker_stopped` when shutdown begins.
     fn start_state_events(&self) {
-        let state = &self.inner.config.state;
+        let state = &self.config().state;
         if !state.enabled {
             return;
         }
@@ -326,7 +319,7 @@ impl Host {
     }
 
     fn state_payload(&self) -> serde_json::Value {
-        let config = &self.inner.config;
+        let config = self.config();
         let instances: Vec<&crate::config::PluginConfig> =
             config.plugins.iter().filter(|p| p.enabled).collect();
         let mut listening_for: Vec<&str> = Vec::new();
@@ -482,118 +475,11 @@ impl Host {
         !self.inner.intake_open.load(Ordering::Acquire)
     }
 
-    /// Every instance's slot, in start order.
+    /// Every instance's slot (not retired by a reload), in start order.
     pub(crate) fn slots(&self) -> Vec<Arc<Slot>> {
-        self.inner.bus.slots()
-    }
-
-    fn spawn(
-        &self,
-        plugin: &crate::config::PluginConfig,
-        library: Arc<library::Library>,
-    ) -> Result<(), StartError> {
-        let bus = self.inner.bus.clone();
-        let language = match library.language {
-            library::Language::Rust => "rust",
-            library::Language::C => "c",
-        };
-        let slot = Arc::new(Slot::new(
-            bus.slots().len(),
-            plugin,
-            library.path.display().to_string(),
-            language,
-        ));
-        bus.attach(slot.clone());
-        let (control_tx, control_rx) = crossbeam_channel::unbounded();
-        let (init_tx, init_rx) = crossbeam_channel::bounded::<Result<(), CallFailure>>(1);
-        let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
-        let config_json = plugin.config.to_string();
-        let mut factory: Factory = {
-            let (slot, bus, control) = (slot.clone(), bus.clone(), control_tx.clone());
-            let (isolation, trust) = (plugin.isolation, plugin.trust());
-            Box::new(move || match isolation {
-                Isolation::Thread => library.create(
-                    &config_json,
-                    Arc::new(HostLink {
-                        slot: slot.clone(),
-                        bus: bus.clone(),
-                    }),
-                ),
-                Isolation::Process => process::spawn(
-                    &library,
-                    &trust,
-                    &config_json,
-                    slot.clone(),
-                    bus.clone(),
-                    control.clone(),
-                ),
-            })
-        };
-        let supervision = Supervision::new(plugin);
-        let thread = {
-            let slot = slot.clone();
-            let bus = bus.clone();
-            std::thread::Builder::new()
-                .name(format!("plughost:{}", plugin.name))
-                .spawn(move || {
-                    let _done = done_tx;
-                    match factory() {
-                        Ok(instance) => {
-                            slot.set_state(State::Running);
-                            let _ = init_tx.send(Ok(()));
-                            Worker {
-                                slot,
-                                bus,
-                                instance: Some(instance),
-                                factory,
-                                supervision,
-                                control: control_rx,
-                                errors_logged: 0,
-                                pending_failure: None,
-                                requeue: Default::default(),
-                            }
-                            .run();
-                        }
-                        Err(failure) => {
-                            slot.set_state(State::Failed);
-                            let _ = init_tx.send(Err(failure));
-                        }
-                    }
-                })
-        }
-        .map_err(|cause| StartError::Spawn {
-            name: plugin.name.clone(),
-            cause,
-        })?;
-        self.inner
-            .workers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(WorkerHandle {
-                slot: slot.clone(),
-                control: control_tx,
-                done: done_rx,
-                thread: Some(thread),
-            });
-        let outcome = init_rx
-            .recv()
-            .unwrap_or_else(|_| Err(CallFailure::Panic("init thread ended".into())));
-        let lifecycle = serde_json::json!({"name": plugin.name, "library": slot.library});
-        match outcome {
-            Ok(()) => {
-                tracing::info!(plugin = %plugin.name, library = %slot.library, "started");
-                bus.publish_host("plughost.plugin.started", lifecycle);
-                Ok(())
-            }
-            Err(failure) => {
-                let reason = failure.to_string();
-                slot.fail(&bus, format!("init {reason}"));
-                Err(StartError::Init {
-                    name: plugin.name.clone(),
-                    reason,
-                })
-            }
-        }
+        let mut slots = self.inner.bus.slots();
+        slots.retain(|slot| !slot.retired.load(Ordering::Acquire));
+        slots
     }
 
     /// Publish `payload` on `topic` as the host. Under the `block` policy this
@@ -619,17 +505,21 @@ impl Host {
         Ok(self.inner.bus.publish_batch(topic, payloads)?)
     }
 
-    /// The loaded config.
-    pub fn config(&self) -> &Config {
-        &self.inner.config
+    /// The config in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.inner
+            .config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Every instance's state and counts, in start order.
     pub fn report(&self) -> Vec<InstanceReport> {
-        self.inner
-            .bus
-            .slots()
+        let slots = self.inner.bus.slots();
+        slots
             .iter()
+            .filter(|slot| !slot.retired.load(Ordering::Acquire))
             .map(|slot| report(slot))
             .collect()
     }
@@ -657,16 +547,16 @@ impl Host {
             let _ = thread.join();
         }
 
-        if first && self.inner.config.state.enabled {
+        if first && self.config().state.enabled {
             let payload = serde_json::json!({
-                "process_name": self.inner.config.state.process_name,
+                "process_name": self.config().state.process_name,
                 "timestamp": crate::event::now_ms() as f64 / 1000.0,
             });
             self.inner
                 .bus
                 .publish_host("internal.state.worker_stopped", payload);
         }
-        let deadline = Instant::now() + self.inner.config.host.shutdown_timeout;
+        let deadline = Instant::now() + self.config().host.shutdown_timeout;
         let bus = &self.inner.bus;
         if !self.wait_idle(deadline) {
             tracing::warn!(
@@ -676,6 +566,9 @@ impl Host {
         let workers =
             std::mem::take(&mut *self.inner.workers.lock().unwrap_or_else(|e| e.into_inner()));
         for mut worker in workers.into_iter().rev() {
+            if !worker.is_alive() {
+                continue; // stopped by an operator, or retired by a reload
+            }
             let drain = Instant::now() < deadline;
             worker.order(Control::Stop { drain });
             let patience = deadline.saturating_duration_since(Instant::now()) + STOP_GRACE;
@@ -698,7 +591,7 @@ impl Host {
                 tracing::info!(plugin = %slot.name, "stopped");
                 bus.publish_host(
                     "plughost.plugin.stopped",
-                    serde_json::json!({"name": &*slot.name, "library": slot.library}),
+                    serde_json::json!({"name": &*slot.name, "library": slot.library()}),
                 );
             }
             // Events that slipped in after the thread's last look: count them.
@@ -730,13 +623,14 @@ impl Host {
 }
 
 fn report(slot: &Slot) -> InstanceReport {
+    let settings = slot.settings();
     InstanceReport {
         name: slot.name.to_string(),
-        library: slot.library.clone(),
-        language: slot.language,
-        isolation: slot.isolation.as_str(),
+        library: settings.library,
+        language: settings.language.to_owned(),
+        isolation: settings.isolation.as_str().to_owned(),
         restarts: slot.restarts.load(Ordering::Acquire),
-        state: slot.state().as_str(),
+        state: slot.state().as_str().to_owned(),
         counts: slot.counts(),
         queue_depth: slot.rx.len(),
         queue_capacity: slot.capacity,

@@ -227,7 +227,7 @@ impl Stats {
 /// What an instance's counters say, at one moment. Every event routed to an
 /// instance is counted once in `received`, and ends up in exactly one of
 /// `processed`, `failed` or `dropped` (or is still queued).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counts {
     /// Events routed to it (including those its overflow policy dropped).
     pub received: u64,
@@ -243,14 +243,14 @@ pub struct Counts {
 pub(crate) struct Slot {
     pub index: usize,
     pub name: Arc<str>,
-    pub library: String,
-    pub language: &'static str,
-    pub subscribe: Vec<Pattern>,
-    pub overflow: Overflow,
     pub capacity: usize,
     pub tx: Sender<Event>,
     pub rx: Receiver<Event>,
     pub stats: Stats,
+    /// What a reload may change without replacing the mailbox.
+    settings: std::sync::RwLock<Settings>,
+    /// The overflow policy (an `Overflow` as u8), read on the full-mailbox path.
+    overflow: AtomicU8,
     /// Restarts so far.
     pub restarts: AtomicU64,
     /// When the running handler started (nanoseconds on the host's clock), 0 when idle.
@@ -259,10 +259,8 @@ pub(crate) struct Slot {
     pub stuck_at: AtomicU64,
     /// The pid of the instance's process, for process isolation (0: none).
     pub child_pid: std::sync::atomic::AtomicI32,
-    /// The instance's isolation, as in `plugins.toml`.
-    pub isolation: crate::config::Isolation,
-    /// The watchdog's limit for one handler call.
-    pub handler_timeout: Option<std::time::Duration>,
+    /// Removed from the config by a reload: no longer listed or routed to.
+    pub retired: AtomicBool,
     /// Slot index + 1 of the mailbox this instance's thread is blocked on, or 0.
     pub waiting_on: AtomicUsize,
     /// Set when an order waits on the control lane: the thread looks there
@@ -270,6 +268,16 @@ pub(crate) struct Slot {
     pub control_pending: AtomicBool,
     state: AtomicU8,
     last_error: Mutex<Option<String>>,
+}
+
+/// An instance's settings from `plugins.toml` that a reload can change in place.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub library: String,
+    pub language: &'static str,
+    pub subscribe: Vec<Pattern>,
+    pub isolation: crate::config::Isolation,
+    pub handler_timeout: Option<std::time::Duration>,
 }
 
 impl Slot {
@@ -280,27 +288,70 @@ impl Slot {
         language: &'static str,
     ) -> Slot {
         let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity.get());
-        Slot {
+        let slot = Slot {
             index,
             name: Arc::from(config.name.as_str()),
-            library,
-            language,
-            subscribe: config.subscribe.clone(),
-            overflow: config.overflow,
             capacity: config.queue_capacity.get(),
             tx,
             rx,
             stats: Stats::default(),
+            settings: std::sync::RwLock::new(Settings {
+                library,
+                language,
+                subscribe: Vec::new(),
+                isolation: config.isolation,
+                handler_timeout: None,
+            }),
+            overflow: AtomicU8::new(0),
             restarts: AtomicU64::new(0),
             busy_since: AtomicU64::new(0),
             stuck_at: AtomicU64::new(0),
             child_pid: std::sync::atomic::AtomicI32::new(0),
-            isolation: config.isolation,
-            handler_timeout: config.handler_timeout,
+            retired: AtomicBool::new(false),
             waiting_on: AtomicUsize::new(0),
             control_pending: AtomicBool::new(false),
             state: AtomicU8::new(State::Starting as u8),
             last_error: Mutex::new(None),
+        };
+        slot.configure(config, slot.settings().library, language);
+        slot
+    }
+
+    /// Apply `config`'s in-place settings (the bus must be told to re-route).
+    pub(crate) fn configure(&self, config: &PluginConfig, library: String, language: &'static str) {
+        *self.settings.write().unwrap_or_else(|e| e.into_inner()) = Settings {
+            library,
+            language,
+            subscribe: config.subscribe.clone(),
+            isolation: config.isolation,
+            handler_timeout: config.handler_timeout,
+        };
+        self.overflow
+            .store(config.overflow as u8, Ordering::Release);
+    }
+
+    /// A copy of the current settings.
+    pub(crate) fn settings(&self) -> Settings {
+        self.settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The library file, for messages and lifecycle events.
+    pub(crate) fn library(&self) -> String {
+        self.settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .library
+            .clone()
+    }
+
+    pub(crate) fn overflow(&self) -> Overflow {
+        match self.overflow.load(Ordering::Relaxed) {
+            x if x == Overflow::DropOldest as u8 => Overflow::DropOldest,
+            x if x == Overflow::DropNewest as u8 => Overflow::DropNewest,
+            _ => Overflow::Block,
         }
     }
 
@@ -311,7 +362,14 @@ impl Slot {
     }
 
     pub(crate) fn subscribes_to(&self, topic: &str) -> bool {
-        self.subscribe.iter().any(|p| p.matches(topic))
+        !self.retired.load(Ordering::Acquire)
+            && self
+                .settings
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .subscribe
+                .iter()
+                .any(|p| p.matches(topic))
     }
 
     pub(crate) fn state(&self) -> State {
@@ -370,7 +428,7 @@ impl Slot {
         bus.publish_host_on(
             Some(self),
             "plughost.plugin.failed",
-            serde_json::json!({"name": &*self.name, "library": self.library, "reason": reason}),
+            serde_json::json!({"name": &*self.name, "library": self.library(), "reason": reason}),
         );
     }
 }
@@ -383,6 +441,13 @@ pub(crate) enum Control {
     Probe(Probe, Sender<(usize, ProbeAnswer)>),
     /// The instance's process (`pid`) ended: `failure` says how.
     Died { pid: i32, failure: CallFailure },
+    /// Stop the plugin (its `stop` runs) and start a fresh one from
+    /// `factory` on the same mailbox: restart, or reload with a changed config.
+    Replace {
+        factory: Factory,
+        supervision: Supervision,
+        reply: Sender<Result<(), String>>,
+    },
 }
 
 /// What a probe asks.
@@ -667,7 +732,7 @@ impl Worker {
             return Next::Go;
         }
         let lifecycle = |extra: serde_json::Value| {
-            let mut payload = serde_json::json!({"name": &*slot.name, "library": slot.library});
+            let mut payload = serde_json::json!({"name": &*slot.name, "library": slot.library()});
             if let (Some(payload), serde_json::Value::Object(extra)) =
                 (payload.as_object_mut(), extra)
             {
@@ -728,6 +793,34 @@ impl Worker {
             Control::Stop { drain } => Some(drain),
             Control::Probe(probe, reply) => {
                 let _ = reply.send((self.slot.index, self.probe(probe)));
+                None
+            }
+            Control::Replace {
+                factory,
+                supervision,
+                reply,
+            } => {
+                if let Some(mut old) = self.instance.take()
+                    && let Err(failure) = old.stop()
+                {
+                    tracing::warn!(plugin = %self.slot.name, "stop before restart failed: {failure}");
+                }
+                self.factory = factory;
+                self.supervision = supervision;
+                self.pending_failure = None;
+                let outcome = match (self.factory)() {
+                    Ok(instance) => {
+                        self.instance = Some(instance);
+                        self.slot.set_state(State::Running);
+                        Ok(())
+                    }
+                    Err(failure) => {
+                        let reason = format!("init {failure}");
+                        self.slot.fail(&self.bus, reason.clone());
+                        Err(reason)
+                    }
+                };
+                let _ = reply.send(outcome);
                 None
             }
             Control::Died { pid, failure } => {

@@ -8,6 +8,7 @@
 
 mod bus;
 pub mod config;
+pub mod control;
 mod event;
 pub mod host;
 pub mod input;
@@ -16,6 +17,7 @@ mod library;
 #[doc(hidden)]
 pub mod process;
 pub mod status;
+mod supervisor;
 
 pub use config::{Config, ConfigError};
 pub use event::Event;
@@ -24,6 +26,7 @@ pub use host::{
 };
 pub use instance::{Counts, State};
 pub use library::{Language, LoadError, Trust, platform_file_name, resolve};
+pub use supervisor::ReloadReport;
 
 use plughost_api::LogLevel;
 use std::path::Path;

@@ -29,6 +29,43 @@ enum LogFormat {
 }
 
 #[derive(Subcommand)]
+enum CtlCommand {
+    /// Every instance, its state and counts.
+    List,
+    /// One instance (or all) in detail, with health.
+    Status {
+        /// The instance.
+        name: Option<String>,
+    },
+    /// Whether the host and its plugins are ready.
+    Ready,
+    /// Publish an event.
+    Publish {
+        /// The topic.
+        topic: String,
+        /// The payload.
+        payload: String,
+    },
+    /// Start a stopped instance.
+    Start {
+        /// The instance.
+        name: String,
+    },
+    /// Stop an instance after its queue.
+    Stop {
+        /// The instance.
+        name: String,
+    },
+    /// Restart an instance (fresh init, queue kept).
+    Restart {
+        /// The instance.
+        name: String,
+    },
+    /// Re-read the config file and apply the difference.
+    Reload,
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run the configured plugins until SIGINT/SIGTERM, or until the end of --events.
     Run {
@@ -45,6 +82,17 @@ enum Command {
         /// The config file.
         #[arg(default_value = "plugins.toml")]
         config: PathBuf,
+    },
+    /// Talk to a running host over its control socket.
+    Ctl {
+        /// The host's control socket (`[host] control_socket`).
+        #[arg(long, default_value = "plughost.sock")]
+        socket: PathBuf,
+        /// Print the host's JSON answer instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        command: CtlCommand,
     },
     /// (internal) Serve one process-isolated instance on descriptor 3.
     #[command(name = "__child", hide = true)]
@@ -86,6 +134,11 @@ fn main() -> ExitCode {
         Command::Run { config, events } => run(&config, events.as_deref()),
         Command::Check { config } => check(&config),
         Command::Discover { dirs } => discover(&dirs),
+        Command::Ctl {
+            socket,
+            json,
+            command,
+        } => ctl(&socket, json, command),
         Command::Child { .. } => unreachable!("handled above"),
     };
     match outcome {
@@ -146,7 +199,26 @@ fn run(config_path: &Path, events: Option<&str>) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
+    let control = match &config.host.control_socket {
+        Some(path) => Some((
+            path.clone(),
+            runtime
+                .block_on(plughost::control::bind(path))
+                .with_context(|| format!("cannot listen on control socket {}", path.display()))?,
+        )),
+        None => None,
+    };
     let host = Host::start(config)?;
+    watch_reload(&runtime, &host)?;
+    if let Some((path, listener)) = control {
+        tracing::info!("control socket listening on {}", path.display());
+        let host = host.clone();
+        runtime.spawn(async move {
+            if let Err(e) = serve_control(host, listener).await {
+                tracing::error!("control socket stopped: {e}");
+            }
+        });
+    }
     if let Some((config, listener)) = status {
         let address = listener
             .local_addr()
@@ -183,8 +255,170 @@ fn run(config_path: &Path, events: Option<&str>) -> anyhow::Result<ExitCode> {
         Ok(End::Signal) | Err(_) => {}
     }
     let report = host.shutdown();
+    if let Some(path) = &host.config().host.control_socket {
+        let _ = std::fs::remove_file(path);
+    }
     print_summary(&report);
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGHUP: reload the config, as `plughost ctl reload` does.
+fn watch_reload(runtime: &tokio::runtime::Runtime, host: &Host) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let _entered = runtime.enter();
+    let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    let host = host.clone();
+    runtime.spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the config");
+            let host = host.clone();
+            let outcome = tokio::task::spawn_blocking(move || host.reload()).await;
+            if let Ok(Err(error)) = outcome {
+                tracing::error!("reload rejected, the running config stays: {error}");
+            }
+        }
+    });
+    Ok(())
+}
+
+async fn serve_control(host: Host, listener: tokio::net::UnixListener) -> std::io::Result<()> {
+    loop {
+        let (stream, _) = listener.accept().await?;
+        tokio::spawn(plughost::control::serve_connection(host.clone(), stream));
+    }
+}
+
+fn ctl(socket: &Path, json: bool, command: CtlCommand) -> anyhow::Result<ExitCode> {
+    use serde_json::json;
+    let request = match &command {
+        CtlCommand::List => json!({"cmd": "list"}),
+        CtlCommand::Status { name } => json!({"cmd": "status", "name": name}),
+        CtlCommand::Ready => json!({"cmd": "ready"}),
+        CtlCommand::Publish { topic, payload } => {
+            json!({"cmd": "publish", "topic": topic, "payload": payload})
+        }
+        CtlCommand::Start { name } => json!({"cmd": "start", "name": name}),
+        CtlCommand::Stop { name } => json!({"cmd": "stop", "name": name}),
+        CtlCommand::Restart { name } => json!({"cmd": "restart", "name": name}),
+        CtlCommand::Reload => json!({"cmd": "reload"}),
+    };
+    let answer = plughost::control::request(socket, &request).map_err(anyhow::Error::msg)?;
+    if json {
+        println!("{answer}");
+    }
+    if answer["ok"] != true {
+        let error = answer["error"]
+            .as_str()
+            .unwrap_or("the host refused the command");
+        if !json {
+            eprintln!("error: {error}");
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    if json {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let result = &answer["result"];
+    match command {
+        CtlCommand::List => {
+            let reports: Vec<InstanceReport> =
+                serde_json::from_value(result.clone()).unwrap_or_default();
+            print_summary(&reports);
+        }
+        CtlCommand::Status { .. } => {
+            for plugin in result["plugins"].as_array().into_iter().flatten() {
+                println!("{}", plugin["name"].as_str().unwrap_or("?"));
+                for key in [
+                    "state",
+                    "library",
+                    "language",
+                    "isolation",
+                    "restarts",
+                    "received",
+                    "processed",
+                    "dropped",
+                    "failed",
+                    "queue_depth",
+                    "queue_capacity",
+                    "last_error",
+                ] {
+                    if !plugin[key].is_null() {
+                        println!("  {key:<15} {}", plain(&plugin[key]));
+                    }
+                }
+                if let Some(health) = plugin["health"].as_object() {
+                    println!(
+                        "  {:<15} {} {}",
+                        "health",
+                        plain(&health["status"]),
+                        plain(&health["message"])
+                    );
+                }
+            }
+            println!("reloads: {}", result["reloads"]);
+        }
+        CtlCommand::Ready => {
+            println!(
+                "{}",
+                if result["ready"] == true {
+                    "ready"
+                } else {
+                    "not ready"
+                }
+            );
+            for plugin in result["plugins"].as_array().into_iter().flatten() {
+                let ready = if plugin["ready"] == true {
+                    "ready"
+                } else {
+                    "not ready"
+                };
+                println!(
+                    "  {}: {ready} {}",
+                    plain(&plugin["name"]),
+                    plain(&plugin["message"])
+                );
+            }
+            if result["ready"] != true {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        CtlCommand::Publish { .. } => println!(
+            "published event {} on {}",
+            result["id"],
+            plain(&result["topic"])
+        ),
+        CtlCommand::Start { name } => println!("started {name}"),
+        CtlCommand::Stop { name } => println!("stopped {name}"),
+        CtlCommand::Restart { name } => println!("restarted {name}"),
+        CtlCommand::Reload => {
+            for key in ["added", "removed", "restarted", "unchanged"] {
+                let names: Vec<String> = result[key]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(plain)
+                    .collect();
+                println!(
+                    "{key}: {}",
+                    if names.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        names.join(", ")
+                    }
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A JSON value as text, strings without quotes.
+fn plain(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(text) => text.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    }
 }
 
 /// First SIGINT/SIGTERM: graceful shutdown. Second: exit at once.

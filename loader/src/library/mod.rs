@@ -121,6 +121,8 @@ pub(crate) type SharedHost = Arc<dyn HostSide>;
 pub(crate) struct HostLink {
     pub slot: Arc<Slot>,
     pub bus: Arc<Bus>,
+    /// For `call` / `cast`: the host, unless it is gone.
+    pub host: std::sync::Weak<crate::host::Inner>,
 }
 
 impl HostSide for HostLink {

@@ -1,0 +1,486 @@
+//! Starting, stopping and replacing instances while the host runs: the
+//! worker threads behind each slot, and the operator's commands (stop, start,
+//! restart, reload). One change runs at a time.
+//!
+//! A reload keeps every unchanged instance running with its queue; a changed
+//! one keeps its mailbox too (its thread stops the old plugin and inits the
+//! new one, so nothing queued is lost) unless its `queue_capacity` changed,
+//! which needs a new mailbox: the old one drains first.
+
+use crate::bus::Bus;
+use crate::config::{Config, Isolation, PluginConfig};
+use crate::host::{Host, StartError};
+use crate::instance::{CallFailure, Control, Factory, Slot, State, Supervision, Worker};
+use crate::library::{self, HostLink, Library};
+use crate::process;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How long an operator's stop waits for an instance to finish its queue.
+const STOP_WAIT: Duration = Duration::from_secs(30);
+
+/// The host's handle on one instance's thread.
+pub(crate) struct WorkerHandle {
+    pub slot: Arc<Slot>,
+    pub control: Sender<Control>,
+    /// Disconnects when the thread ends.
+    pub done: Receiver<()>,
+    pub thread: Option<JoinHandle<()>>,
+    /// The config and library the instance runs with.
+    pub plugin: PluginConfig,
+    pub library: Arc<Library>,
+}
+
+impl WorkerHandle {
+    /// Put `order` on the control lane and have the thread look there before
+    /// its next event (send first: the thread clears the flag, then reads).
+    pub(crate) fn order(&self, order: Control) {
+        if self.control.send(order).is_ok() {
+            self.slot.control_pending.store(true, Ordering::Release);
+        }
+    }
+
+    /// Whether the instance's thread still runs.
+    pub(crate) fn is_alive(&self) -> bool {
+        matches!(
+            self.done.try_recv(),
+            Err(crossbeam_channel::TryRecvError::Empty)
+        )
+    }
+
+    /// Wait up to `limit` for the thread to end; join it if it did.
+    pub(crate) fn wait(&mut self, limit: Duration) -> bool {
+        match self.done.recv_timeout(limit) {
+            Err(RecvTimeoutError::Timeout) => false,
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => {
+                if let Some(thread) = self.thread.take() {
+                    let _ = thread.join();
+                }
+                true
+            }
+        }
+    }
+}
+
+/// What a reload changed.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct ReloadReport {
+    /// Instances started.
+    pub added: Vec<String>,
+    /// Instances stopped and removed.
+    pub removed: Vec<String>,
+    /// Instances restarted with a changed config or library.
+    pub restarted: Vec<String>,
+    /// Instances left running as they were.
+    pub unchanged: Vec<String>,
+}
+
+fn language(library: &Library) -> &'static str {
+    match library.language {
+        library::Language::Rust => "rust",
+        library::Language::C => "c",
+    }
+}
+
+/// The factory a worker makes (and remakes) its instance with.
+fn factory(
+    host: &Host,
+    plugin: &PluginConfig,
+    library: Arc<Library>,
+    slot: &Arc<Slot>,
+    control: &Sender<Control>,
+) -> Factory {
+    let (slot, bus, control, weak) = (
+        slot.clone(),
+        host.inner.bus.clone(),
+        control.clone(),
+        Arc::downgrade(&host.inner),
+    );
+    let (isolation, trust, config_json) =
+        (plugin.isolation, plugin.trust(), plugin.config.to_string());
+    Box::new(move || match isolation {
+        Isolation::Thread => {
+            let link = HostLink {
+                slot: slot.clone(),
+                bus: bus.clone(),
+                host: weak.clone(),
+            };
+            library.create(&config_json, Arc::new(link))
+        }
+        Isolation::Process => process::spawn(
+            &library,
+            &trust,
+            &config_json,
+            slot.clone(),
+            bus.clone(),
+            control.clone(),
+        ),
+    })
+}
+
+impl Host {
+    /// A new slot for `plugin`, attached to the bus, and its worker started.
+    pub(crate) fn spawn(
+        &self,
+        plugin: &PluginConfig,
+        library: Arc<Library>,
+    ) -> Result<(), StartError> {
+        let bus: &Arc<Bus> = &self.inner.bus;
+        let slot = Arc::new(Slot::new(
+            bus.slots().len(),
+            plugin,
+            library.path.display().to_string(),
+            language(&library),
+        ));
+        bus.attach(slot.clone());
+        let handle = self.launch(slot, plugin, library);
+        let (handle, outcome) = match handle {
+            Ok(handle) => (handle, Ok(())),
+            Err((handle, error)) => (handle, Err(error)),
+        };
+        self.inner
+            .workers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(handle);
+        outcome
+    }
+
+    /// Start a worker thread for `slot` and wait for its `init`. The handle
+    /// comes back either way (an instance that failed to init stays listed).
+    fn launch(
+        &self,
+        slot: Arc<Slot>,
+        plugin: &PluginConfig,
+        library: Arc<Library>,
+    ) -> Result<WorkerHandle, (WorkerHandle, StartError)> {
+        let bus = self.inner.bus.clone();
+        let (control_tx, control_rx) = crossbeam_channel::unbounded();
+        let (init_tx, init_rx) = crossbeam_channel::bounded::<Result<(), CallFailure>>(1);
+        let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
+        let mut make = factory(self, plugin, library.clone(), &slot, &control_tx);
+        let supervision = Supervision::new(plugin);
+        slot.set_state(State::Starting);
+        let thread = {
+            let (slot, bus) = (slot.clone(), bus.clone());
+            std::thread::Builder::new()
+                .name(format!("plughost:{}", plugin.name))
+                .spawn(move || {
+                    let _done = done_tx;
+                    match make() {
+                        Ok(instance) => {
+                            slot.set_state(State::Running);
+                            let _ = init_tx.send(Ok(()));
+                            Worker {
+                                slot,
+                                bus,
+                                instance: Some(instance),
+                                factory: make,
+                                supervision,
+                                control: control_rx,
+                                errors_logged: 0,
+                                pending_failure: None,
+                                requeue: Default::default(),
+                            }
+                            .run();
+                        }
+                        Err(failure) => {
+                            slot.set_state(State::Failed);
+                            let _ = init_tx.send(Err(failure));
+                        }
+                    }
+                })
+        };
+        let mut handle = WorkerHandle {
+            slot: slot.clone(),
+            control: control_tx,
+            done: done_rx,
+            thread: None,
+            plugin: plugin.clone(),
+            library,
+        };
+        match thread {
+            Ok(thread) => handle.thread = Some(thread),
+            Err(cause) => {
+                return Err((
+                    handle,
+                    StartError::Spawn {
+                        name: plugin.name.clone(),
+                        cause,
+                    },
+                ));
+            }
+        }
+        let outcome = init_rx
+            .recv()
+            .unwrap_or_else(|_| Err(CallFailure::Panic("init thread ended".into())));
+        let lifecycle = serde_json::json!({"name": plugin.name, "library": slot.library()});
+        match outcome {
+            Ok(()) => {
+                tracing::info!(plugin = %plugin.name, library = %slot.library(), "started");
+                bus.publish_host("plughost.plugin.started", lifecycle);
+                Ok(handle)
+            }
+            Err(failure) => {
+                let reason = failure.to_string();
+                slot.fail(&bus, format!("init {reason}"));
+                handle.wait(Duration::from_secs(5));
+                Err((
+                    handle,
+                    StartError::Init {
+                        name: plugin.name.clone(),
+                        reason,
+                    },
+                ))
+            }
+        }
+    }
+
+    /// Find the (not retired) instance `name`, and run `f` on its handle.
+    fn with_worker<T>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut WorkerHandle) -> Result<T, String>,
+    ) -> Result<T, String> {
+        let mut workers = self.inner.workers.lock().unwrap_or_else(|e| e.into_inner());
+        let handle = workers
+            .iter_mut()
+            .find(|w| &*w.slot.name == name && !w.slot.retired.load(Ordering::Acquire))
+            .ok_or_else(|| format!("no plugin instance named `{name}`"))?;
+        f(handle)
+    }
+
+    /// Stop instance `name` after it has handled its queue (`stop` runs).
+    /// It stays listed, `stopped`, and `start` brings it back.
+    pub fn stop_instance(&self, name: &str) -> Result<(), String> {
+        let _changes = self.inner.changes.lock().unwrap_or_else(|e| e.into_inner());
+        self.with_worker(name, |handle| stop_worker(&self.inner.bus, handle))
+    }
+
+    /// Start instance `name` again after a stop, a failure or flapping.
+    pub fn start_instance(&self, name: &str) -> Result<(), String> {
+        let _changes = self.inner.changes.lock().unwrap_or_else(|e| e.into_inner());
+        self.start_locked(name)
+    }
+
+    fn start_locked(&self, name: &str) -> Result<(), String> {
+        let (slot, plugin, library) = self.with_worker(name, |handle| {
+            if handle.is_alive()
+                && handle.slot.state() != State::Failed
+                && handle.slot.state() != State::Flapping
+            {
+                return Err(format!("`{name}` is already running"));
+            }
+            // A failed or flapping instance's thread only discards events: end it.
+            if handle.is_alive() {
+                handle.order(Control::Stop { drain: false });
+                handle.wait(STOP_WAIT);
+            }
+            Ok((
+                handle.slot.clone(),
+                handle.plugin.clone(),
+                handle.library.clone(),
+            ))
+        })?;
+        let launched = self.launch(slot, &plugin, library);
+        let (new_handle, outcome) = match launched {
+            Ok(handle) => (handle, Ok(())),
+            Err((handle, error)) => (handle, Err(error.to_string())),
+        };
+        self.with_worker(name, |handle| {
+            *handle = new_handle;
+            Ok(())
+        })?;
+        outcome
+    }
+
+    /// Restart instance `name`: a fresh `init` with its config, its queue kept.
+    pub fn restart_instance(&self, name: &str) -> Result<(), String> {
+        let _changes = self.inner.changes.lock().unwrap_or_else(|e| e.into_inner());
+        let running = self.with_worker(name, |handle| {
+            Ok(handle.is_alive() && handle.slot.state() == State::Running)
+        })?;
+        if !running {
+            return self.start_locked(name);
+        }
+        self.with_worker(name, |handle| {
+            let (plugin, library) = (handle.plugin.clone(), handle.library.clone());
+            self.replace(handle, &plugin, library)
+        })
+    }
+
+    /// Have `handle`'s thread swap its plugin for a fresh one made from
+    /// `plugin` and `library`, keeping the mailbox.
+    fn replace(
+        &self,
+        handle: &mut WorkerHandle,
+        plugin: &PluginConfig,
+        library: Arc<Library>,
+    ) -> Result<(), String> {
+        let slot = handle.slot.clone();
+        slot.configure(
+            plugin,
+            library.path.display().to_string(),
+            language(&library),
+        );
+        self.inner.bus.refresh();
+        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+        let factory = factory(self, plugin, library.clone(), &slot, &handle.control);
+        handle.order(Control::Replace {
+            factory,
+            supervision: Supervision::new(plugin),
+            reply: reply_tx,
+        });
+        handle.plugin = plugin.clone();
+        handle.library = library;
+        let outcome = reply_rx
+            .recv_timeout(STOP_WAIT)
+            .map_err(|_| format!("`{}` did not restart in time", slot.name))?;
+        if outcome.is_ok() {
+            let restarts = slot.restarts.fetch_add(1, Ordering::AcqRel) + 1;
+            tracing::info!(plugin = %slot.name, "restarted (restart {restarts})");
+            self.inner.bus.publish_host(
+                "plughost.plugin.restarted",
+                serde_json::json!({"name": &*slot.name, "library": slot.library(), "restarts": restarts}),
+            );
+        }
+        outcome
+    }
+
+    /// Re-read the config file and apply the difference. An invalid config
+    /// (or a library that cannot be loaded) changes nothing.
+    pub fn reload(&self) -> Result<ReloadReport, String> {
+        let _changes = self.inner.changes.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.config();
+        let new = Config::load(&old.path).map_err(|e| e.to_string())?;
+        let base = new.base_dir();
+        let mut libraries = Vec::new();
+        let mut problems = Vec::new();
+        for plugin in new.plugins.iter().filter(|p| p.enabled) {
+            let opened = library::resolve(&plugin.library, &new.host.plugin_dirs, &base)
+                .and_then(|path| library::open(&path, &plugin.trust()));
+            match opened {
+                Ok(library) => libraries.push((plugin.clone(), library)),
+                Err(e) => problems.push(format!("plugin `{}`: {e}", plugin.name)),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems.join("; "));
+        }
+
+        let mut report = ReloadReport::default();
+        let wanted: Vec<&str> = libraries.iter().map(|(p, _)| p.name.as_str()).collect();
+        {
+            let mut workers = self.inner.workers.lock().unwrap_or_else(|e| e.into_inner());
+            for handle in workers
+                .iter_mut()
+                .filter(|w| !w.slot.retired.load(Ordering::Acquire))
+            {
+                if !wanted.contains(&&*handle.slot.name) {
+                    let _ = stop_worker(&self.inner.bus, handle);
+                    retire(&self.inner.bus, &handle.slot);
+                    report.removed.push(handle.slot.name.to_string());
+                }
+            }
+        }
+        let mut errors = Vec::new();
+        for (plugin, library) in libraries {
+            let current = self.with_worker(&plugin.name, |h| {
+                Ok((h.plugin.clone(), h.library.clone(), h.slot.clone()))
+            });
+            let outcome = match current {
+                Err(_) => {
+                    report.added.push(plugin.name.clone());
+                    self.spawn(&plugin, library).map_err(|e| e.to_string())
+                }
+                Ok((was, was_library, _))
+                    if was == plugin && Arc::ptr_eq(&was_library, &library) =>
+                {
+                    report.unchanged.push(plugin.name.clone());
+                    Ok(())
+                }
+                Ok((was, _, slot)) if was.queue_capacity != plugin.queue_capacity => {
+                    report.restarted.push(plugin.name.clone());
+                    let _ = self
+                        .with_worker(&plugin.name, |handle| stop_worker(&self.inner.bus, handle));
+                    retire(&self.inner.bus, &slot);
+                    self.spawn(&plugin, library).map_err(|e| e.to_string())
+                }
+                Ok(_) => {
+                    report.restarted.push(plugin.name.clone());
+                    self.with_worker(&plugin.name, |handle| {
+                        self.replace(handle, &plugin, library)
+                    })
+                }
+            };
+            if let Err(e) = outcome {
+                errors.push(e);
+            }
+        }
+        *self.inner.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+        self.start_watchdog();
+        let count = self.inner.reloads.fetch_add(1, Ordering::AcqRel) + 1;
+        tracing::info!(
+            "reload {count}: added {:?}, removed {:?}, restarted {:?}, unchanged {:?}",
+            report.added,
+            report.removed,
+            report.restarted,
+            report.unchanged
+        );
+        if !errors.is_empty() {
+            return Err(format!("reload applied, but: {}", errors.join("; ")));
+        }
+        Ok(report)
+    }
+
+    /// Reloads applied so far.
+    pub fn reloads(&self) -> u64 {
+        self.inner.reloads.load(Ordering::Acquire)
+    }
+}
+
+/// Stop a worker after its queue, and say so.
+fn stop_worker(bus: &Bus, handle: &mut WorkerHandle) -> Result<(), String> {
+    if !handle.is_alive() {
+        return match handle.slot.state() {
+            State::Stopped => Err(format!("`{}` is already stopped", handle.slot.name)),
+            _ => Ok(()),
+        };
+    }
+    handle.order(Control::Stop { drain: true });
+    if !handle.wait(STOP_WAIT) {
+        return Err(format!(
+            "`{}` did not stop within {STOP_WAIT:?}",
+            handle.slot.name
+        ));
+    }
+    let slot = &handle.slot;
+    if slot.state() == State::Stopped {
+        tracing::info!(plugin = %slot.name, "stopped");
+        bus.publish_host(
+            "plughost.plugin.stopped",
+            serde_json::json!({"name": &*slot.name, "library": slot.library()}),
+        );
+    }
+    Ok(())
+}
+
+/// Take a slot out of routing and listings for good.
+fn retire(bus: &Bus, slot: &Slot) {
+    slot.retired.store(true, Ordering::Release);
+    bus.refresh();
+    // What reached its mailbox after the last look is counted, not lost silently.
+    let mut dropped = 0;
+    while slot.rx.try_recv().is_ok() {
+        dropped += 1;
+    }
+    if dropped > 0 {
+        slot.stats
+            .producer
+            .abandoned
+            .fetch_add(dropped, Ordering::Relaxed);
+    }
+}
