@@ -86,6 +86,12 @@ pub struct StatusConfig {
     pub check_timeout: Duration,
     /// What `/health` and `/ready` answer while the host shuts down.
     pub unavailable_status_code: u16,
+    /// Whether `POST /events/TOPIC` publishes its body.
+    pub ingest: bool,
+    /// The largest body `POST /events/TOPIC` takes (bigger: 413).
+    pub ingest_max_bytes: usize,
+    /// How long a plugin route may take before the server answers 504.
+    pub route_timeout: Duration,
 }
 
 /// The `[state]` section: `internal.state.worker_*` events.
@@ -154,6 +160,8 @@ pub struct PluginConfig {
     pub sha256: Option<String>,
     /// Load the library even when it or its directory is writable by others.
     pub allow_insecure_permissions: bool,
+    /// How often the plugin's `tick` runs (never when `None`).
+    pub tick_interval: Option<Duration>,
 }
 
 /// Where an instance runs.
@@ -316,6 +324,7 @@ impl Config {
                 handler_timeout: p.handler_timeout.map(|d| d.0).filter(|d| !d.is_zero()),
                 sha256,
                 allow_insecure_permissions: p.allow_insecure_permissions,
+                tick_interval: p.tick_interval.map(|d| d.0).filter(|d| !d.is_zero()),
             });
         }
         let status = match file.status {
@@ -348,6 +357,9 @@ impl Config {
                         .check_timeout
                         .map_or(Duration::from_secs(1), |d| d.0),
                     unavailable_status_code: *code.get_ref(),
+                    ingest: section.ingest,
+                    ingest_max_bytes: section.ingest_max_bytes.unwrap_or(1 << 20),
+                    route_timeout: section.route_timeout.map_or(Duration::from_secs(5), |d| d.0),
                 })
             }
         };
@@ -499,6 +511,10 @@ struct StatusSection {
     address: Option<Spanned<String>>,
     check_timeout: Option<HumanDuration>,
     unavailable_status_code: Option<Spanned<u16>>,
+    #[serde(default)]
+    ingest: bool,
+    ingest_max_bytes: Option<usize>,
+    route_timeout: Option<HumanDuration>,
 }
 
 #[derive(Deserialize)]
@@ -557,6 +573,7 @@ struct PluginSection {
     sha256: Option<Spanned<String>>,
     #[serde(default)]
     allow_insecure_permissions: bool,
+    tick_interval: Option<HumanDuration>,
 }
 
 fn yes() -> bool {

@@ -124,10 +124,15 @@ pub fn execute(host: &Host, command: Command) -> Result<Value, String> {
 
 /// Parse one request line and answer it.
 pub fn answer(host: &Host, line: &str) -> Value {
-    let outcome = serde_json::from_str::<Command>(line)
-        .map_err(|e| format!("bad request: {e}"))
-        .and_then(|command| execute(host, command));
-    match outcome {
+    match serde_json::from_str::<Command>(line) {
+        Ok(command) => run(host, command),
+        Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
+    }
+}
+
+/// Carry out `command` and wrap the outcome as an answer.
+pub(crate) fn run(host: &Host, command: Command) -> Value {
+    match execute(host, command) {
         Ok(result) => json!({"ok": true, "result": result}),
         Err(error) => json!({"ok": false, "error": error}),
     }

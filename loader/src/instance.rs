@@ -12,7 +12,7 @@ use crate::event::{Event, EventView};
 use crossbeam_channel::{Receiver, Sender, select};
 use crossbeam_utils::CachePadded;
 use plughost_api::topic::Pattern;
-use plughost_api::{Health, JobReport, Readiness};
+use plughost_api::{Health, HttpRequest, HttpResponse, JobReport, Readiness};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -65,6 +65,22 @@ pub(crate) trait Instance: Send {
     /// The process the instance runs in, when it has one of its own.
     fn pid(&self) -> Option<i32> {
         None
+    }
+
+    /// Background work between events (`tick_interval`).
+    fn tick(&mut self) -> Result<(), CallFailure> {
+        Ok(())
+    }
+
+    /// The routes it serves under `/plugins/NAME`.
+    fn routes(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Answer an HTTP request; `None` for 404.
+    fn http(&mut self, request: HttpRequest) -> Result<Option<HttpResponse>, CallFailure> {
+        let _ = request;
+        Ok(None)
     }
 }
 
@@ -261,6 +277,8 @@ pub(crate) struct Slot {
     pub child_pid: std::sync::atomic::AtomicI32,
     /// Removed from the config by a reload: no longer listed or routed to.
     pub retired: AtomicBool,
+    /// The HTTP routes its plugin serves (as its instance declared them).
+    pub routes: Mutex<Vec<String>>,
     /// Slot index + 1 of the mailbox this instance's thread is blocked on, or 0.
     pub waiting_on: AtomicUsize,
     /// Set when an order waits on the control lane: the thread looks there
@@ -308,6 +326,7 @@ impl Slot {
             stuck_at: AtomicU64::new(0),
             child_pid: std::sync::atomic::AtomicI32::new(0),
             retired: AtomicBool::new(false),
+            routes: Mutex::new(Vec::new()),
             waiting_on: AtomicUsize::new(0),
             control_pending: AtomicBool::new(false),
             state: AtomicU8::new(State::Starting as u8),
@@ -353,6 +372,19 @@ impl Slot {
             x if x == Overflow::DropNewest as u8 => Overflow::DropNewest,
             _ => Overflow::Block,
         }
+    }
+
+    /// Remember what a freshly created instance serves.
+    pub(crate) fn adopt(&self, instance: &dyn Instance) {
+        *self.routes.lock().unwrap_or_else(|e| e.into_inner()) = instance.routes();
+    }
+
+    /// Whether its plugin declared a route matching `path`.
+    pub(crate) fn serves(&self, path: &str) -> bool {
+        self.routes.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|route| match route.strip_suffix("/*") {
+            Some(prefix) => path == prefix || path.starts_with(&format!("{prefix}/")),
+            None => path == route,
+        })
     }
 
     /// Whether the watchdog caught the handler running now.
@@ -439,6 +471,8 @@ pub(crate) enum Control {
     Stop { drain: bool },
     /// Ask the plugin something between events; answer on the channel.
     Probe(Probe, Sender<(usize, ProbeAnswer)>),
+    /// Answer an HTTP request to one of its routes (`None`: 404).
+    Http(HttpRequest, Sender<Result<Option<HttpResponse>, String>>),
     /// The instance's process (`pid`) ended: `failure` says how.
     Died { pid: i32, failure: CallFailure },
     /// Stop the plugin (its `stop` runs) and start a fresh one from
@@ -480,6 +514,8 @@ pub(crate) fn clock_nanos() -> u64 {
 
 /// Restart policy and the record the flapping rule is judged on.
 pub(crate) struct Supervision {
+    /// How often the worker calls the plugin's `tick`.
+    pub tick: Option<std::time::Duration>,
     pub restart: crate::config::Restart,
     pub max_restarts: u32,
     pub window: std::time::Duration,
@@ -489,6 +525,7 @@ pub(crate) struct Supervision {
 impl Supervision {
     pub(crate) fn new(config: &PluginConfig) -> Supervision {
         Supervision {
+            tick: config.tick_interval,
             restart: config.restart,
             max_restarts: config.max_restarts,
             window: config.restart_window,
@@ -548,10 +585,32 @@ enum Next {
 }
 
 impl Worker {
+    /// Call the plugin's `tick` if it is due; returns when the next one is.
+    fn tick_if_due(&mut self, next: &mut Option<Instant>) {
+        let Some(interval) = self.supervision.tick else {
+            *next = None;
+            return;
+        };
+        let now = Instant::now();
+        let due = next.get_or_insert(now + interval);
+        if now < *due {
+            return;
+        }
+        *due = now + interval;
+        let Some(instance) = self.instance.as_mut() else { return };
+        match instance.tick() {
+            Ok(()) => {}
+            Err(CallFailure::Error(message)) => tracing::warn!(plugin = %self.slot.name, "tick failed: {message}"),
+            Err(failure) => self.fail(CallFailure::Panic(format!("tick {failure}"))),
+        }
+    }
+
     pub(crate) fn run(mut self) {
         let rx = self.slot.rx.clone();
         let mut batch: Vec<Event> = Vec::new();
+        let mut next_tick: Option<Instant> = None;
         loop {
+            self.tick_if_due(&mut next_tick);
             if let Some(failure) = self.pending_failure.take()
                 && let Next::Stop(drain) = self.supervise(failure)
             {
@@ -586,6 +645,7 @@ impl Worker {
                 }
             }
             if handled == 0 && self.pending_failure.is_none() {
+                let idle = next_tick.map_or(std::time::Duration::from_secs(3600), |t| t.saturating_duration_since(Instant::now()));
                 select! {
                     recv(self.control) -> order => {
                         let order = order.unwrap_or(Control::Stop { drain: false });
@@ -605,6 +665,7 @@ impl Worker {
                             }
                         }
                     }
+                    default(idle) => {}
                 }
             }
         }
@@ -772,6 +833,7 @@ impl Worker {
             let restarts = slot.restarts.fetch_add(1, Ordering::AcqRel) + 1;
             match (self.factory)() {
                 Ok(instance) => {
+                    slot.adopt(instance.as_ref());
                     self.instance = Some(instance);
                     slot.set_state(State::Running);
                     tracing::info!(plugin = %slot.name, "restarted (restart {restarts})");
@@ -810,6 +872,7 @@ impl Worker {
                 self.pending_failure = None;
                 let outcome = match (self.factory)() {
                     Ok(instance) => {
+                        self.slot.adopt(instance.as_ref());
                         self.instance = Some(instance);
                         self.slot.set_state(State::Running);
                         Ok(())
@@ -821,6 +884,22 @@ impl Worker {
                     }
                 };
                 let _ = reply.send(outcome);
+                None
+            }
+            Control::Http(request, reply) => {
+                let answer = match self.instance.as_mut() {
+                    None => Err(format!("`{}` is {}", self.slot.name, self.slot.state().as_str())),
+                    Some(instance) => match instance.http(request) {
+                        Ok(response) => Ok(response),
+                        Err(CallFailure::Error(message)) => Err(message),
+                        Err(failure) => {
+                            let reason = format!("http {failure}");
+                            self.fail(CallFailure::Panic(reason.clone()));
+                            Err(reason)
+                        }
+                    },
+                };
+                let _ = reply.send(answer);
                 None
             }
             Control::Died { pid, failure } => {

@@ -14,6 +14,7 @@ use crate::instance::{CallFailure, Control, Factory, Slot, State, Supervision, W
 use crate::library::{self, HostLink, Library};
 use crate::process;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use plughost_api::{HttpRequest, HttpResponse};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
@@ -63,6 +64,14 @@ impl WorkerHandle {
             }
         }
     }
+}
+
+/// How a forwarded HTTP request went.
+pub(crate) enum RouteOutcome {
+    Answer(HttpResponse),
+    NotFound,
+    Failed(String),
+    Timeout,
 }
 
 /// What a reload changed.
@@ -434,6 +443,28 @@ impl Host {
             return Err(format!("reload applied, but: {}", errors.join("; ")));
         }
         Ok(report)
+    }
+
+    /// Forward an HTTP request to instance `name`'s route, answered on its
+    /// thread within `timeout`.
+    pub(crate) fn route(&self, name: &str, request: HttpRequest, timeout: Duration) -> RouteOutcome {
+        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+        let ordered = self.with_worker(name, |handle| {
+            if !handle.slot.serves(&request.path) {
+                return Ok(false);
+            }
+            handle.order(Control::Http(request, reply_tx));
+            Ok(true)
+        });
+        match ordered {
+            Err(_) | Ok(false) => RouteOutcome::NotFound,
+            Ok(true) => match reply_rx.recv_timeout(timeout) {
+                Ok(Ok(Some(response))) => RouteOutcome::Answer(response),
+                Ok(Ok(None)) => RouteOutcome::NotFound,
+                Ok(Err(error)) => RouteOutcome::Failed(error),
+                Err(_) => RouteOutcome::Timeout,
+            },
+        }
     }
 
     /// Reloads applied so far.

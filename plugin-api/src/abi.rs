@@ -74,6 +74,18 @@ pub trait HostApi: Send + Sync {
     /// Log a line into the host's `tracing` output, tagged with the instance name.
     #[sabi(last_prefix_field)]
     fn log(&self, level: LogLevel, message: RStr<'_>);
+
+    /// Run a host command (JSON, as `plughost ctl` sends it) and return the
+    /// host's JSON answer. Hosts older than this method answer an error.
+    fn call(&self, request: RStr<'_>) -> RResult<RString, RString> {
+        let _ = request;
+        RResult::RErr(RString::from("this host does not support call"))
+    }
+
+    /// Run a host command without waiting for its answer.
+    fn cast(&self, request: RStr<'_>) {
+        let _ = request;
+    }
 }
 
 /// A host handle as plugins hold it.
@@ -103,6 +115,22 @@ pub trait PluginObject: Send {
 
     /// Job queues, or `RNone` when the plugin does not report them.
     fn jobs(&mut self) -> RResult<ROption<RVec<JobReportAbi>>, CallError> {
+        RResult::ROk(RNone)
+    }
+
+    /// Background work, every `tick_interval`, between events.
+    fn tick(&mut self) -> RResult<(), CallError> {
+        RResult::ROk(())
+    }
+
+    /// The routes it serves under `/plugins/NAME` (`/path`, or `/prefix/*`).
+    fn routes(&self) -> RVec<RString> {
+        RVec::new()
+    }
+
+    /// Answer a request to one of its routes; `RNone` for 404.
+    fn http(&mut self, request: HttpRequestAbi) -> RResult<ROption<HttpResponseAbi>, CallError> {
+        let _ = request;
         RResult::ROk(RNone)
     }
 }
@@ -149,6 +177,44 @@ pub struct JobReportAbi {
     pub driver: RString,
     /// Last error (may be empty).
     pub error_message: RString,
+}
+
+/// An HTTP header across the ABI.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct HeaderAbi {
+    /// Name.
+    pub name: RString,
+    /// Value.
+    pub value: RString,
+}
+
+/// An HTTP request across the ABI.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct HttpRequestAbi {
+    /// Method.
+    pub method: RString,
+    /// Path after `/plugins/NAME`.
+    pub path: RString,
+    /// Query string.
+    pub query: RString,
+    /// Headers.
+    pub headers: RVec<HeaderAbi>,
+    /// Body.
+    pub body: RVec<u8>,
+}
+
+/// An HTTP response across the ABI.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone)]
+pub struct HttpResponseAbi {
+    /// Status.
+    pub status: u16,
+    /// Headers.
+    pub headers: RVec<HeaderAbi>,
+    /// Body.
+    pub body: RVec<u8>,
 }
 
 /// A plugin instance as the host holds it.

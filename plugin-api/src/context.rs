@@ -36,6 +36,25 @@ impl Context {
         self.publish(topic, serde_json::to_vec(value)?)
     }
 
+    /// Run a host command, as `plughost ctl` would, and wait for its result:
+    /// `{"cmd": "list"}`, `{"cmd": "restart", "name": "other"}`, ... (see
+    /// the control protocol in the README). A command about this instance
+    /// itself (stop, restart) or a reload is accepted and runs after the call
+    /// returns, so a plugin can never deadlock on itself.
+    pub fn call(&self, command: &serde_json::Value) -> Result<serde_json::Value> {
+        let answer = self.host.call(RStr::from_str(&command.to_string())).into_result().map_err(|e| e.into_string())?;
+        let mut answer: serde_json::Value = serde_json::from_str(answer.as_str())?;
+        match answer["ok"].as_bool() {
+            Some(true) => Ok(answer["result"].take()),
+            _ => Err(answer["error"].as_str().unwrap_or("the host refused the command").into()),
+        }
+    }
+
+    /// Run a host command without waiting for it.
+    pub fn cast(&self, command: &serde_json::Value) {
+        self.host.cast(RStr::from_str(&command.to_string()));
+    }
+
     /// Log through the host at `level`; the line carries this instance's name.
     pub fn log(&self, level: LogLevel, message: impl Display) {
         self.host.log(level, RStr::from_str(&message.to_string()));

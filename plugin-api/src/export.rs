@@ -4,11 +4,12 @@
 //! catches panics inside the plugin and turns them into a `CallError`, so no
 //! unwind ever crosses the ABI (abi_stable would abort the whole process).
 
+use crate::abi::{HeaderAbi, HttpRequestAbi, HttpResponseAbi};
 use crate::abi::{
     CallError, EventRef, HealthReport, HostHandle, JobReportAbi, PluginHandle, PluginModule,
     PluginModuleRef, PluginObject, PluginObject_TO, ReadinessReport,
 };
-use crate::{Context, Event, HealthStatus, Plugin, Result};
+use crate::{Context, Event, HealthStatus, HttpRequest, Plugin, Result};
 use abi_stable::prefix_type::PrefixTypeTrait;
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RErr, ROk, ROption, RResult, RStr, RString, RVec};
@@ -141,6 +142,44 @@ impl<P: Plugin> PluginObject for Adapter<P> {
                         error_message: j.error_message.into(),
                     })
                     .collect()
+            })))
+        })
+    }
+
+    fn tick(&mut self) -> RResult<(), CallError> {
+        let ctx = &self.ctx;
+        match self.plugin.as_mut() {
+            Some(plugin) => guard(|| plugin.tick(ctx)),
+            None => ROk(()),
+        }
+    }
+
+    fn routes(&self) -> RVec<abi_stable::std_types::RString> {
+        match self.plugin.as_ref() {
+            Some(plugin) => guard(|| Ok(plugin.routes())).into_result().unwrap_or_default().into_iter().map(Into::into).collect(),
+            None => RVec::new(),
+        }
+    }
+
+    fn http(&mut self, request: HttpRequestAbi) -> RResult<ROption<HttpResponseAbi>, CallError> {
+        let ctx = &self.ctx;
+        let Some(plugin) = self.plugin.as_mut() else { return ROk(ROption::RNone) };
+        let request = HttpRequest {
+            method: request.method.into_string(),
+            path: request.path.into_string(),
+            query: request.query.into_string(),
+            headers: request.headers.into_iter().map(|h| (h.name.into_string(), h.value.into_string())).collect(),
+            body: request.body.into_vec(),
+        };
+        guard(|| {
+            Ok(ROption::from(plugin.http(&request, ctx).map(|response| HttpResponseAbi {
+                status: response.status,
+                headers: response
+                    .headers
+                    .into_iter()
+                    .map(|(name, value)| HeaderAbi { name: name.into(), value: value.into() })
+                    .collect(),
+                body: response.body.into(),
             })))
         })
     }

@@ -6,6 +6,7 @@ pub mod abi;
 mod context;
 mod event;
 mod export;
+mod http;
 mod plugin;
 mod status;
 pub mod topic;
@@ -13,6 +14,7 @@ pub mod topic;
 pub use abi::LogLevel;
 pub use context::Context;
 pub use event::Event;
+pub use http::{HttpRequest, HttpResponse};
 pub use plugin::{NoConfig, Plugin};
 pub use status::{Health, HealthStatus, JobReport, Readiness};
 

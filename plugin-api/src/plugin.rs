@@ -1,6 +1,6 @@
 //! The one trait a plugin author implements.
 
-use crate::{Context, Event, Health, JobReport, Readiness, Result};
+use crate::{Context, Event, Health, HttpRequest, HttpResponse, JobReport, Readiness, Result};
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::de::{DeserializeOwned, Error as _};
 
@@ -47,6 +47,26 @@ pub trait Plugin: Send + Sized + 'static {
     /// Report job queues; `None` (the default) leaves it out of `/jobs`.
     fn jobs(&mut self, ctx: &Context) -> Option<Vec<JobReport>> {
         let _ = ctx;
+        None
+    }
+
+    /// Background work, called every `tick_interval` (set in `plugins.toml`)
+    /// on the instance's thread, between events. May publish.
+    fn tick(&mut self, ctx: &Context) -> Result<()> {
+        let _ = ctx;
+        Ok(())
+    }
+
+    /// The routes this plugin serves under `/plugins/NAME` on the status
+    /// server: exact paths such as `/teapot`, or prefixes such as `/files/*`.
+    fn routes(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Answer a request to one of its routes, on the instance's thread.
+    /// `None` answers 404.
+    fn http(&mut self, request: &HttpRequest, ctx: &Context) -> Option<HttpResponse> {
+        let _ = (request, ctx);
         None
     }
 }

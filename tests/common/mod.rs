@@ -29,7 +29,7 @@ fn workspace_root() -> PathBuf {
 }
 
 /// The packages that build plugin libraries (Rust cdylibs, and the C plugins).
-const PLUGIN_PACKAGES: [&str; 5] = ["logger", "counter", "chaos", "statsd", "c-plugins"];
+const PLUGIN_PACKAGES: [&str; 7] = ["logger", "counter", "chaos", "statsd", "teapot", "webhook", "c-plugins"];
 
 /// Build the shipped plugin crates (cdylibs are not built for another
 /// crate's tests) with the same profile as the binary under test, once per

@@ -113,7 +113,21 @@ pub(crate) trait HostSide: Send + Sync {
     fn instance_name(&self) -> &str;
     fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), String>;
     fn log(&self, level: plughost_api::LogLevel, message: &str);
+
+    /// Run a host command (JSON) and return the host's JSON answer.
+    fn call(&self, request: &str) -> Result<String, String> {
+        let _ = request;
+        Err("call is not available to process-isolated plugins".to_owned())
+    }
+
+    /// Run a host command without waiting.
+    fn cast(&self, request: &str) {
+        let _ = request;
+    }
 }
+
+/// How long a plugin's `call` waits for a command about another instance.
+const CALL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub(crate) type SharedHost = Arc<dyn HostSide>;
 
@@ -139,6 +153,41 @@ impl HostSide for HostLink {
 
     fn log(&self, level: plughost_api::LogLevel, message: &str) {
         crate::plugin_log(&self.slot.name, level, message);
+    }
+
+    /// Commands run on a thread of their own, never on the caller's: one
+    /// about the caller itself (or a reload) is accepted at once and runs
+    /// after the call returns; others are waited for, up to `CALL_WAIT`.
+    fn call(&self, request: &str) -> Result<String, String> {
+        let host = self.host.upgrade().map(|inner| crate::host::Host { inner }).ok_or("the host is shutting down")?;
+        let command: crate::control::Command = serde_json::from_str(request).map_err(|e| format!("bad command: {e}"))?;
+        let about_myself = command.changes() == Some(&*self.slot.name) || matches!(command, crate::control::Command::Reload);
+        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+        std::thread::Builder::new()
+            .name(format!("plughost:{}:call", self.slot.name))
+            .spawn(move || {
+                let _ = reply_tx.send(crate::control::run(&host, command));
+            })
+            .map_err(|e| format!("cannot run the command: {e}"))?;
+        if about_myself {
+            return Ok(serde_json::json!({"ok": true, "result": "accepted"}).to_string());
+        }
+        match reply_rx.recv_timeout(CALL_WAIT) {
+            Ok(answer) => Ok(answer.to_string()),
+            Err(_) => Err(format!("the command still runs after {CALL_WAIT:?}; not waiting for it")),
+        }
+    }
+
+    fn cast(&self, request: &str) {
+        let Some(host) = self.host.upgrade().map(|inner| crate::host::Host { inner }) else { return };
+        let request = request.to_owned();
+        let name = self.slot.name.clone();
+        let _ = std::thread::Builder::new().name(format!("plughost:{name}:cast")).spawn(move || {
+            let answer = crate::control::answer(&host, &request);
+            if answer["ok"] != true {
+                tracing::warn!(plugin = %name, "cast {request} failed: {}", answer["error"]);
+            }
+        });
     }
 }
 

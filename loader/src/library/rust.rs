@@ -9,8 +9,9 @@ use crate::instance::{CallFailure, Instance};
 use abi_stable::library::{LibraryError, RootModule, lib_header_from_path};
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RArc, RErr, ROk, RResult, RSlice, RStr, RString};
+use plughost_api::abi::{HeaderAbi, HttpRequestAbi};
 use plughost_api::abi::{CallError, EventRef, HostApi, HostApi_TO, PluginHandle, PluginModuleRef};
-use plughost_api::{Health, HealthStatus, JobReport, LogLevel, Readiness};
+use plughost_api::{Health, HealthStatus, HttpRequest, HttpResponse, JobReport, LogLevel, Readiness};
 use std::path::Path;
 
 /// The symbol abi_stable libraries export their header under.
@@ -135,6 +136,31 @@ impl Instance for RustInstance {
         }))
     }
 
+    fn tick(&mut self) -> Result<(), CallFailure> {
+        self.plugin.tick().into_result().map_err(failure)
+    }
+
+    fn routes(&self) -> Vec<String> {
+        self.plugin.routes().into_iter().map(|r| r.into_string()).collect()
+    }
+
+    fn http(&mut self, request: HttpRequest) -> Result<Option<HttpResponse>, CallFailure> {
+        let header = |(name, value): (String, String)| HeaderAbi { name: name.into(), value: value.into() };
+        let request = HttpRequestAbi {
+            method: request.method.into(),
+            path: request.path.into(),
+            query: request.query.into(),
+            headers: request.headers.into_iter().map(header).collect(),
+            body: request.body.into(),
+        };
+        let response = self.plugin.http(request).into_result().map_err(failure)?.into_option();
+        Ok(response.map(|r| HttpResponse {
+            status: r.status,
+            headers: r.headers.into_iter().map(|h| (h.name.into_string(), h.value.into_string())).collect(),
+            body: r.body.into_vec(),
+        }))
+    }
+
     fn jobs(&mut self) -> Result<Option<Vec<JobReport>>, CallFailure> {
         let reports = self
             .plugin
@@ -177,5 +203,16 @@ impl HostApi for Link {
 
     fn log(&self, level: LogLevel, message: RStr<'_>) {
         self.0.log(level, message.as_str());
+    }
+
+    fn call(&self, request: RStr<'_>) -> RResult<RString, RString> {
+        match self.0.call(request.as_str()) {
+            Ok(answer) => ROk(answer.into()),
+            Err(e) => RErr(e.into()),
+        }
+    }
+
+    fn cast(&self, request: RStr<'_>) {
+        self.0.cast(request.as_str());
     }
 }

@@ -9,10 +9,16 @@
 //!   `forward_limit` times in all (default: no limit);
 //! - `health` (`ok` | `degraded` | `failing`), `ready` (bool), `health_delay_ms`:
 //!   what health and readiness checks answer, and how long they take;
-//! - `jobs`: pipeline names to report in job reports.
+//! - `jobs`: pipeline names to report in job reports;
+//! - `routes`: HTTP routes it serves, answering 200 with the request echoed;
+//! - `call_on` / `cast_on`: topic patterns; a matching event's payload is a
+//!   host command (JSON) to `call` (the answer is published on `chaos.answer`)
+//!   or `cast`.
 
 use plughost_api::topic::Pattern;
-use plughost_api::{Context, Event, Health, JobReport, Plugin, Readiness, Result, export_plugin};
+use plughost_api::{
+    Context, Event, Health, HttpRequest, HttpResponse, JobReport, Plugin, Readiness, Result, export_plugin,
+};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -31,6 +37,9 @@ struct Config {
     ready: Option<bool>,
     health_delay_ms: u64,
     jobs: Vec<String>,
+    routes: Vec<String>,
+    call_on: Option<String>,
+    cast_on: Option<String>,
 }
 
 #[derive(Clone, Copy, Deserialize)]
@@ -44,6 +53,8 @@ enum HealthConfig {
 struct Chaos {
     config: Config,
     panic_on: Option<Pattern>,
+    call_on: Option<Pattern>,
+    cast_on: Option<Pattern>,
     forwards_left: u64,
     seen: u64,
 }
@@ -60,6 +71,8 @@ impl Plugin for Chaos {
         }
         Ok(Chaos {
             panic_on: config.panic_on.as_deref().map(Pattern::parse).transpose()?,
+            call_on: config.call_on.as_deref().map(Pattern::parse).transpose()?,
+            cast_on: config.cast_on.as_deref().map(Pattern::parse).transpose()?,
             forwards_left: config.forward_limit.unwrap_or(u64::MAX),
             config,
             seen: 0,
@@ -83,6 +96,16 @@ impl Plugin for Chaos {
             .is_some_and(|p| p.matches(event.topic()))
         {
             panic!("chaos: told to panic on {}", event.topic());
+        }
+        if self.call_on.as_ref().is_some_and(|p| p.matches(event.topic())) {
+            let answer = match ctx.call(&event.json()?) {
+                Ok(result) => serde_json::json!({"ok": true, "result": result}),
+                Err(error) => serde_json::json!({"ok": false, "error": error.to_string()}),
+            };
+            ctx.publish_json("chaos.answer", &answer)?;
+        }
+        if self.cast_on.as_ref().is_some_and(|p| p.matches(event.topic())) {
+            ctx.cast(&event.json()?);
         }
         if let Some(topic) = &self.config.forward_to
             && self.forwards_left > 0
@@ -119,6 +142,20 @@ impl Plugin for Chaos {
             "chaos: told not to be ready".to_owned()
         };
         Some(Readiness { ready, message })
+    }
+
+    fn routes(&self) -> Vec<String> {
+        self.config.routes.clone()
+    }
+
+    fn http(&mut self, request: &HttpRequest, _ctx: &Context) -> Option<HttpResponse> {
+        let echo = serde_json::json!({
+            "method": request.method,
+            "path": request.path,
+            "query": request.query,
+            "body": String::from_utf8_lossy(&request.body),
+        });
+        Some(HttpResponse::json(&echo))
     }
 
     fn jobs(&mut self, _ctx: &Context) -> Option<Vec<JobReport>> {
