@@ -359,7 +359,9 @@ impl Config {
                     unavailable_status_code: *code.get_ref(),
                     ingest: section.ingest,
                     ingest_max_bytes: section.ingest_max_bytes.unwrap_or(1 << 20),
-                    route_timeout: section.route_timeout.map_or(Duration::from_secs(5), |d| d.0),
+                    route_timeout: section
+                        .route_timeout
+                        .map_or(Duration::from_secs(5), |d| d.0),
                 })
             }
         };

@@ -381,10 +381,14 @@ impl Slot {
 
     /// Whether its plugin declared a route matching `path`.
     pub(crate) fn serves(&self, path: &str) -> bool {
-        self.routes.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|route| match route.strip_suffix("/*") {
-            Some(prefix) => path == prefix || path.starts_with(&format!("{prefix}/")),
-            None => path == route,
-        })
+        self.routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|route| match route.strip_suffix("/*") {
+                Some(prefix) => path == prefix || path.starts_with(&format!("{prefix}/")),
+                None => path == route,
+            })
     }
 
     /// Whether the watchdog caught the handler running now.
@@ -597,10 +601,14 @@ impl Worker {
             return;
         }
         *due = now + interval;
-        let Some(instance) = self.instance.as_mut() else { return };
+        let Some(instance) = self.instance.as_mut() else {
+            return;
+        };
         match instance.tick() {
             Ok(()) => {}
-            Err(CallFailure::Error(message)) => tracing::warn!(plugin = %self.slot.name, "tick failed: {message}"),
+            Err(CallFailure::Error(message)) => {
+                tracing::warn!(plugin = %self.slot.name, "tick failed: {message}")
+            }
             Err(failure) => self.fail(CallFailure::Panic(format!("tick {failure}"))),
         }
     }
@@ -645,7 +653,9 @@ impl Worker {
                 }
             }
             if handled == 0 && self.pending_failure.is_none() {
-                let idle = next_tick.map_or(std::time::Duration::from_secs(3600), |t| t.saturating_duration_since(Instant::now()));
+                let idle = next_tick.map_or(std::time::Duration::from_secs(3600), |t| {
+                    t.saturating_duration_since(Instant::now())
+                });
                 select! {
                     recv(self.control) -> order => {
                         let order = order.unwrap_or(Control::Stop { drain: false });
@@ -888,7 +898,11 @@ impl Worker {
             }
             Control::Http(request, reply) => {
                 let answer = match self.instance.as_mut() {
-                    None => Err(format!("`{}` is {}", self.slot.name, self.slot.state().as_str())),
+                    None => Err(format!(
+                        "`{}` is {}",
+                        self.slot.name,
+                        self.slot.state().as_str()
+                    )),
                     Some(instance) => match instance.http(request) {
                         Ok(response) => Ok(response),
                         Err(CallFailure::Error(message)) => Err(message),

@@ -9,12 +9,12 @@ use crate::host::Host;
 use crate::instance::{HANDLER_BUCKETS, State};
 use crate::supervisor::RouteOutcome;
 use axum::Router;
-use axum::extract::{Query, State as Shared};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path as UrlPath};
+use axum::extract::{Query, State as Shared};
 use axum::http::{HeaderMap, Method, Uri};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -64,7 +64,10 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/plugins/{name}", any(plugin_route))
         .route("/plugins/{name}/{*rest}", any(plugin_route))
-        .route("/events/{topic}", post(ingest).layer(DefaultBodyLimit::max(ingest_limit)))
+        .route(
+            "/events/{topic}",
+            post(ingest).layer(DefaultBodyLimit::max(ingest_limit)),
+        )
         .with_state(state);
     axum::serve(listener, app).await
 }
@@ -178,15 +181,28 @@ async fn plugin_route(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let name = params.iter().find(|(k, _)| k == "name").map(|(_, v)| v.clone()).unwrap_or_default();
-    let rest = params.iter().find(|(k, _)| k == "rest").map(|(_, v)| v.clone()).unwrap_or_default();
+    let name = params
+        .iter()
+        .find(|(k, _)| k == "name")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let rest = params
+        .iter()
+        .find(|(k, _)| k == "rest")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
     let request = plughost_api::HttpRequest {
         method: method.to_string(),
         path: format!("/{rest}"),
         query: uri.query().unwrap_or_default().to_owned(),
         headers: headers
             .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect(),
         body: body.to_vec(),
     };
@@ -195,27 +211,46 @@ async fn plugin_route(
     let outcome = tokio::task::spawn_blocking(move || host.route(&name, request, timeout)).await;
     match outcome {
         Ok(RouteOutcome::Answer(response)) => {
-            let mut builder = Response::builder().status(StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK));
+            let mut builder = Response::builder()
+                .status(StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK));
             for (k, v) in &response.headers {
                 builder = builder.header(k, v);
             }
-            builder.body(axum::body::Body::from(response.body)).unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
+            builder
+                .body(axum::body::Body::from(response.body))
+                .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
         }
-        Ok(RouteOutcome::NotFound) => json_response(StatusCode::NOT_FOUND, json!({"error": "no such plugin route"})),
-        Ok(RouteOutcome::Failed(error)) => json_response(StatusCode::BAD_GATEWAY, json!({"error": error})),
-        Ok(RouteOutcome::Timeout) | Err(_) => {
-            json_response(StatusCode::GATEWAY_TIMEOUT, json!({"error": "the plugin did not answer in time"}))
+        Ok(RouteOutcome::NotFound) => json_response(
+            StatusCode::NOT_FOUND,
+            json!({"error": "no such plugin route"}),
+        ),
+        Ok(RouteOutcome::Failed(error)) => {
+            json_response(StatusCode::BAD_GATEWAY, json!({"error": error}))
         }
+        Ok(RouteOutcome::Timeout) | Err(_) => json_response(
+            StatusCode::GATEWAY_TIMEOUT,
+            json!({"error": "the plugin did not answer in time"}),
+        ),
     }
 }
 
 /// `POST /events/TOPIC` (with `[status] ingest = true`): publish the body.
-async fn ingest(Shared(state): Shared<Arc<StatusState>>, UrlPath(topic): UrlPath<String>, body: Bytes) -> Response {
+async fn ingest(
+    Shared(state): Shared<Arc<StatusState>>,
+    UrlPath(topic): UrlPath<String>,
+    body: Bytes,
+) -> Response {
     if !state.config.ingest {
-        return json_response(StatusCode::NOT_FOUND, json!({"error": "ingest is off ([status] ingest = true turns it on)"}));
+        return json_response(
+            StatusCode::NOT_FOUND,
+            json!({"error": "ingest is off ([status] ingest = true turns it on)"}),
+        );
     }
     if state.host.is_shutting_down() {
-        return json_response(StatusCode::SERVICE_UNAVAILABLE, json!({"error": "shutting down"}));
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": "shutting down"}),
+        );
     }
     if let Err(e) = plughost_api::topic::validate_topic(&topic) {
         return json_response(StatusCode::BAD_REQUEST, json!({"error": e.to_string()}));
@@ -224,9 +259,10 @@ async fn ingest(Shared(state): Shared<Arc<StatusState>>, UrlPath(topic): UrlPath
     let published = tokio::task::spawn_blocking(move || host.publish(&topic, body.to_vec())).await;
     match published {
         Ok(Ok(id)) => json_response(StatusCode::OK, json!({"id": id})),
-        Ok(Err(crate::host::PublishError::ShuttingDown)) => {
-            json_response(StatusCode::SERVICE_UNAVAILABLE, json!({"error": "shutting down"}))
-        }
+        Ok(Err(crate::host::PublishError::ShuttingDown)) => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": "shutting down"}),
+        ),
         Ok(Err(e)) => json_response(StatusCode::BAD_REQUEST, json!({"error": e.to_string()})),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }

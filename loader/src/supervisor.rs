@@ -145,11 +145,7 @@ impl Host {
             language(&library),
         ));
         bus.attach(slot.clone());
-        let handle = self.launch(slot, plugin, library);
-        let (handle, outcome) = match handle {
-            Ok(handle) => (handle, Ok(())),
-            Err((handle, error)) => (handle, Err(error)),
-        };
+        let (handle, outcome) = self.launch(slot, plugin, library);
         self.inner
             .workers
             .lock()
@@ -165,7 +161,7 @@ impl Host {
         slot: Arc<Slot>,
         plugin: &PluginConfig,
         library: Arc<Library>,
-    ) -> Result<WorkerHandle, (WorkerHandle, StartError)> {
+    ) -> (WorkerHandle, Result<(), StartError>) {
         let bus = self.inner.bus.clone();
         let (control_tx, control_rx) = crossbeam_channel::unbounded();
         let (init_tx, init_rx) = crossbeam_channel::bounded::<Result<(), CallFailure>>(1);
@@ -181,6 +177,7 @@ impl Host {
                     let _done = done_tx;
                     match make() {
                         Ok(instance) => {
+                            slot.adopt(instance.as_ref());
                             slot.set_state(State::Running);
                             let _ = init_tx.send(Ok(()));
                             Worker {
@@ -214,13 +211,8 @@ impl Host {
         match thread {
             Ok(thread) => handle.thread = Some(thread),
             Err(cause) => {
-                return Err((
-                    handle,
-                    StartError::Spawn {
-                        name: plugin.name.clone(),
-                        cause,
-                    },
-                ));
+                let name = plugin.name.clone();
+                return (handle, Err(StartError::Spawn { name, cause }));
             }
         }
         let outcome = init_rx
@@ -231,19 +223,14 @@ impl Host {
             Ok(()) => {
                 tracing::info!(plugin = %plugin.name, library = %slot.library(), "started");
                 bus.publish_host("plughost.plugin.started", lifecycle);
-                Ok(handle)
+                (handle, Ok(()))
             }
             Err(failure) => {
                 let reason = failure.to_string();
                 slot.fail(&bus, format!("init {reason}"));
                 handle.wait(Duration::from_secs(5));
-                Err((
-                    handle,
-                    StartError::Init {
-                        name: plugin.name.clone(),
-                        reason,
-                    },
-                ))
+                let name = plugin.name.clone();
+                (handle, Err(StartError::Init { name, reason }))
             }
         }
     }
@@ -265,12 +252,16 @@ impl Host {
     /// Stop instance `name` after it has handled its queue (`stop` runs).
     /// It stays listed, `stopped`, and `start` brings it back.
     pub fn stop_instance(&self, name: &str) -> Result<(), String> {
+        // An unknown name fails at once, without waiting for other changes.
+        self.with_worker(name, |_| Ok(()))?;
         let _changes = self.inner.changes.lock().unwrap_or_else(|e| e.into_inner());
         self.with_worker(name, |handle| stop_worker(&self.inner.bus, handle))
     }
 
     /// Start instance `name` again after a stop, a failure or flapping.
     pub fn start_instance(&self, name: &str) -> Result<(), String> {
+        // An unknown name fails at once, without waiting for other changes.
+        self.with_worker(name, |_| Ok(()))?;
         let _changes = self.inner.changes.lock().unwrap_or_else(|e| e.into_inner());
         self.start_locked(name)
     }
@@ -294,11 +285,8 @@ impl Host {
                 handle.library.clone(),
             ))
         })?;
-        let launched = self.launch(slot, &plugin, library);
-        let (new_handle, outcome) = match launched {
-            Ok(handle) => (handle, Ok(())),
-            Err((handle, error)) => (handle, Err(error.to_string())),
-        };
+        let (new_handle, outcome) = self.launch(slot, &plugin, library);
+        let outcome = outcome.map_err(|e| e.to_string());
         self.with_worker(name, |handle| {
             *handle = new_handle;
             Ok(())
@@ -308,6 +296,8 @@ impl Host {
 
     /// Restart instance `name`: a fresh `init` with its config, its queue kept.
     pub fn restart_instance(&self, name: &str) -> Result<(), String> {
+        // An unknown name fails at once, without waiting for other changes.
+        self.with_worker(name, |_| Ok(()))?;
         let _changes = self.inner.changes.lock().unwrap_or_else(|e| e.into_inner());
         let running = self.with_worker(name, |handle| {
             Ok(handle.is_alive() && handle.slot.state() == State::Running)
@@ -447,7 +437,12 @@ impl Host {
 
     /// Forward an HTTP request to instance `name`'s route, answered on its
     /// thread within `timeout`.
-    pub(crate) fn route(&self, name: &str, request: HttpRequest, timeout: Duration) -> RouteOutcome {
+    pub(crate) fn route(
+        &self,
+        name: &str,
+        request: HttpRequest,
+        timeout: Duration,
+    ) -> RouteOutcome {
         let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
         let ordered = self.with_worker(name, |handle| {
             if !handle.slot.serves(&request.path) {

@@ -42,11 +42,18 @@ impl Context {
     /// itself (stop, restart) or a reload is accepted and runs after the call
     /// returns, so a plugin can never deadlock on itself.
     pub fn call(&self, command: &serde_json::Value) -> Result<serde_json::Value> {
-        let answer = self.host.call(RStr::from_str(&command.to_string())).into_result().map_err(|e| e.into_string())?;
+        let answer = self
+            .host
+            .call(RStr::from_str(&command.to_string()))
+            .into_result()
+            .map_err(|e| e.into_string())?;
         let mut answer: serde_json::Value = serde_json::from_str(answer.as_str())?;
         match answer["ok"].as_bool() {
             Some(true) => Ok(answer["result"].take()),
-            _ => Err(answer["error"].as_str().unwrap_or("the host refused the command").into()),
+            _ => Err(answer["error"]
+                .as_str()
+                .unwrap_or("the host refused the command")
+                .into()),
         }
     }
 

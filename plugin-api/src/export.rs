@@ -4,11 +4,11 @@
 //! catches panics inside the plugin and turns them into a `CallError`, so no
 //! unwind ever crosses the ABI (abi_stable would abort the whole process).
 
-use crate::abi::{HeaderAbi, HttpRequestAbi, HttpResponseAbi};
 use crate::abi::{
     CallError, EventRef, HealthReport, HostHandle, JobReportAbi, PluginHandle, PluginModule,
     PluginModuleRef, PluginObject, PluginObject_TO, ReadinessReport,
 };
+use crate::abi::{HeaderAbi, HttpRequestAbi, HttpResponseAbi};
 use crate::{Context, Event, HealthStatus, HttpRequest, Plugin, Result};
 use abi_stable::prefix_type::PrefixTypeTrait;
 use abi_stable::sabi_trait::TD_Opaque;
@@ -156,30 +156,46 @@ impl<P: Plugin> PluginObject for Adapter<P> {
 
     fn routes(&self) -> RVec<abi_stable::std_types::RString> {
         match self.plugin.as_ref() {
-            Some(plugin) => guard(|| Ok(plugin.routes())).into_result().unwrap_or_default().into_iter().map(Into::into).collect(),
+            Some(plugin) => guard(|| Ok(plugin.routes()))
+                .into_result()
+                .unwrap_or_default()
+                .into_iter()
+                .map(Into::into)
+                .collect(),
             None => RVec::new(),
         }
     }
 
     fn http(&mut self, request: HttpRequestAbi) -> RResult<ROption<HttpResponseAbi>, CallError> {
         let ctx = &self.ctx;
-        let Some(plugin) = self.plugin.as_mut() else { return ROk(ROption::RNone) };
+        let Some(plugin) = self.plugin.as_mut() else {
+            return ROk(ROption::RNone);
+        };
         let request = HttpRequest {
             method: request.method.into_string(),
             path: request.path.into_string(),
             query: request.query.into_string(),
-            headers: request.headers.into_iter().map(|h| (h.name.into_string(), h.value.into_string())).collect(),
+            headers: request
+                .headers
+                .into_iter()
+                .map(|h| (h.name.into_string(), h.value.into_string()))
+                .collect(),
             body: request.body.into_vec(),
         };
         guard(|| {
-            Ok(ROption::from(plugin.http(&request, ctx).map(|response| HttpResponseAbi {
-                status: response.status,
-                headers: response
-                    .headers
-                    .into_iter()
-                    .map(|(name, value)| HeaderAbi { name: name.into(), value: value.into() })
-                    .collect(),
-                body: response.body.into(),
+            Ok(ROption::from(plugin.http(&request, ctx).map(|response| {
+                HttpResponseAbi {
+                    status: response.status,
+                    headers: response
+                        .headers
+                        .into_iter()
+                        .map(|(name, value)| HeaderAbi {
+                            name: name.into(),
+                            value: value.into(),
+                        })
+                        .collect(),
+                    body: response.body.into(),
+                }
             })))
         })
     }

@@ -32,7 +32,10 @@ impl HttpResponse {
     pub fn text(status: u16, body: impl Into<String>) -> HttpResponse {
         HttpResponse {
             status,
-            headers: vec![("content-type".to_owned(), "text/plain; charset=utf-8".to_owned())],
+            headers: vec![(
+                "content-type".to_owned(),
+                "text/plain; charset=utf-8".to_owned(),
+            )],
             body: body.into().into_bytes(),
         }
     }

@@ -29,7 +29,15 @@ fn workspace_root() -> PathBuf {
 }
 
 /// The packages that build plugin libraries (Rust cdylibs, and the C plugins).
-const PLUGIN_PACKAGES: [&str; 7] = ["logger", "counter", "chaos", "statsd", "teapot", "webhook", "c-plugins"];
+const PLUGIN_PACKAGES: [&str; 7] = [
+    "logger",
+    "counter",
+    "chaos",
+    "statsd",
+    "teapot",
+    "webhook",
+    "c-plugins",
+];
 
 /// Build the shipped plugin crates (cdylibs are not built for another
 /// crate's tests) with the same profile as the binary under test, once per
@@ -410,4 +418,16 @@ pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     panic!("timed out waiting for {what}");
+}
+
+/// `plughost ctl --socket SOCKET ARGS...`; returns (exit code, stdout, stderr).
+pub fn ctl(socket: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(plughost_bin())
+        .arg("ctl")
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .expect("run plughost ctl");
+    (out.status.code().unwrap_or(-1), stdout(&out), stderr(&out))
 }

@@ -159,9 +159,15 @@ impl HostSide for HostLink {
     /// about the caller itself (or a reload) is accepted at once and runs
     /// after the call returns; others are waited for, up to `CALL_WAIT`.
     fn call(&self, request: &str) -> Result<String, String> {
-        let host = self.host.upgrade().map(|inner| crate::host::Host { inner }).ok_or("the host is shutting down")?;
-        let command: crate::control::Command = serde_json::from_str(request).map_err(|e| format!("bad command: {e}"))?;
-        let about_myself = command.changes() == Some(&*self.slot.name) || matches!(command, crate::control::Command::Reload);
+        let host = self
+            .host
+            .upgrade()
+            .map(|inner| crate::host::Host { inner })
+            .ok_or("the host is shutting down")?;
+        let command: crate::control::Command =
+            serde_json::from_str(request).map_err(|e| format!("bad command: {e}"))?;
+        let about_myself = command.changes() == Some(&*self.slot.name)
+            || matches!(command, crate::control::Command::Reload);
         let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
         std::thread::Builder::new()
             .name(format!("plughost:{}:call", self.slot.name))
@@ -174,20 +180,26 @@ impl HostSide for HostLink {
         }
         match reply_rx.recv_timeout(CALL_WAIT) {
             Ok(answer) => Ok(answer.to_string()),
-            Err(_) => Err(format!("the command still runs after {CALL_WAIT:?}; not waiting for it")),
+            Err(_) => Err(format!(
+                "the command still runs after {CALL_WAIT:?}; not waiting for it"
+            )),
         }
     }
 
     fn cast(&self, request: &str) {
-        let Some(host) = self.host.upgrade().map(|inner| crate::host::Host { inner }) else { return };
+        let Some(host) = self.host.upgrade().map(|inner| crate::host::Host { inner }) else {
+            return;
+        };
         let request = request.to_owned();
         let name = self.slot.name.clone();
-        let _ = std::thread::Builder::new().name(format!("plughost:{name}:cast")).spawn(move || {
-            let answer = crate::control::answer(&host, &request);
-            if answer["ok"] != true {
-                tracing::warn!(plugin = %name, "cast {request} failed: {}", answer["error"]);
-            }
-        });
+        let _ = std::thread::Builder::new()
+            .name(format!("plughost:{name}:cast"))
+            .spawn(move || {
+                let answer = crate::control::answer(&host, &request);
+                if answer["ok"] != true {
+                    tracing::warn!(plugin = %name, "cast {request} failed: {}", answer["error"]);
+                }
+            });
     }
 }
 

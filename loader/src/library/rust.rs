@@ -9,9 +9,11 @@ use crate::instance::{CallFailure, Instance};
 use abi_stable::library::{LibraryError, RootModule, lib_header_from_path};
 use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RArc, RErr, ROk, RResult, RSlice, RStr, RString};
-use plughost_api::abi::{HeaderAbi, HttpRequestAbi};
 use plughost_api::abi::{CallError, EventRef, HostApi, HostApi_TO, PluginHandle, PluginModuleRef};
-use plughost_api::{Health, HealthStatus, HttpRequest, HttpResponse, JobReport, LogLevel, Readiness};
+use plughost_api::abi::{HeaderAbi, HttpRequestAbi};
+use plughost_api::{
+    Health, HealthStatus, HttpRequest, HttpResponse, JobReport, LogLevel, Readiness,
+};
 use std::path::Path;
 
 /// The symbol abi_stable libraries export their header under.
@@ -141,11 +143,18 @@ impl Instance for RustInstance {
     }
 
     fn routes(&self) -> Vec<String> {
-        self.plugin.routes().into_iter().map(|r| r.into_string()).collect()
+        self.plugin
+            .routes()
+            .into_iter()
+            .map(|r| r.into_string())
+            .collect()
     }
 
     fn http(&mut self, request: HttpRequest) -> Result<Option<HttpResponse>, CallFailure> {
-        let header = |(name, value): (String, String)| HeaderAbi { name: name.into(), value: value.into() };
+        let header = |(name, value): (String, String)| HeaderAbi {
+            name: name.into(),
+            value: value.into(),
+        };
         let request = HttpRequestAbi {
             method: request.method.into(),
             path: request.path.into(),
@@ -153,10 +162,19 @@ impl Instance for RustInstance {
             headers: request.headers.into_iter().map(header).collect(),
             body: request.body.into(),
         };
-        let response = self.plugin.http(request).into_result().map_err(failure)?.into_option();
+        let response = self
+            .plugin
+            .http(request)
+            .into_result()
+            .map_err(failure)?
+            .into_option();
         Ok(response.map(|r| HttpResponse {
             status: r.status,
-            headers: r.headers.into_iter().map(|h| (h.name.into_string(), h.value.into_string())).collect(),
+            headers: r
+                .headers
+                .into_iter()
+                .map(|h| (h.name.into_string(), h.value.into_string()))
+                .collect(),
             body: r.body.into_vec(),
         }))
     }

@@ -17,7 +17,8 @@
 
 use plughost_api::topic::Pattern;
 use plughost_api::{
-    Context, Event, Health, HttpRequest, HttpResponse, JobReport, Plugin, Readiness, Result, export_plugin,
+    Context, Event, Health, HttpRequest, HttpResponse, JobReport, Plugin, Readiness, Result,
+    export_plugin,
 };
 use serde::Deserialize;
 use std::time::Duration;
@@ -97,14 +98,22 @@ impl Plugin for Chaos {
         {
             panic!("chaos: told to panic on {}", event.topic());
         }
-        if self.call_on.as_ref().is_some_and(|p| p.matches(event.topic())) {
+        if self
+            .call_on
+            .as_ref()
+            .is_some_and(|p| p.matches(event.topic()))
+        {
             let answer = match ctx.call(&event.json()?) {
                 Ok(result) => serde_json::json!({"ok": true, "result": result}),
                 Err(error) => serde_json::json!({"ok": false, "error": error.to_string()}),
             };
             ctx.publish_json("chaos.answer", &answer)?;
         }
-        if self.cast_on.as_ref().is_some_and(|p| p.matches(event.topic())) {
+        if self
+            .cast_on
+            .as_ref()
+            .is_some_and(|p| p.matches(event.topic()))
+        {
             ctx.cast(&event.json()?);
         }
         if let Some(topic) = &self.config.forward_to

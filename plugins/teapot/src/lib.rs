@@ -28,7 +28,10 @@ impl Plugin for Teapot {
     type Config = Config;
 
     fn init(config: Config, _ctx: &Context) -> Result<Self> {
-        Ok(Teapot { celsius: config.start.min(100), announced: false })
+        Ok(Teapot {
+            celsius: config.start.min(100),
+            announced: false,
+        })
     }
 
     fn on_event(&mut self, _event: &Event<'_>, _ctx: &Context) -> Result<()> {
@@ -38,11 +41,17 @@ impl Plugin for Teapot {
     fn tick(&mut self, ctx: &Context) -> Result<()> {
         if self.celsius < 100 {
             self.celsius += 1;
-            ctx.publish_json("teapot.temperature", &serde_json::json!({"celsius": self.celsius}))?;
+            ctx.publish_json(
+                "teapot.temperature",
+                &serde_json::json!({"celsius": self.celsius}),
+            )?;
         } else if !self.announced {
             self.announced = true;
             ctx.info("the water is ready");
-            ctx.publish_json("teapot.ready", &serde_json::json!({"celsius": self.celsius}))?;
+            ctx.publish_json(
+                "teapot.ready",
+                &serde_json::json!({"celsius": self.celsius}),
+            )?;
         }
         Ok(())
     }
@@ -54,7 +63,9 @@ impl Plugin for Teapot {
     fn http(&mut self, request: &HttpRequest, _ctx: &Context) -> Option<HttpResponse> {
         match (request.method.as_str(), request.path.as_str()) {
             ("GET", "/teapot") => Some(HttpResponse::text(418, "I am teapot")),
-            ("GET", "/temperature") => Some(HttpResponse::json(&serde_json::json!({"celsius": self.celsius}))),
+            ("GET", "/temperature") => Some(HttpResponse::json(
+                &serde_json::json!({"celsius": self.celsius}),
+            )),
             _ => None,
         }
     }

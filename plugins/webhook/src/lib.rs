@@ -67,8 +67,17 @@ impl Webhook {
                     self.delivered_batches += 1;
                     return;
                 }
-                Ok(response) => ctx.warn(format!("POST {} answered {} (attempt {})", self.config.url, response.status(), attempt + 1)),
-                Err(e) => ctx.warn(format!("POST {} failed: {e} (attempt {})", self.config.url, attempt + 1)),
+                Ok(response) => ctx.warn(format!(
+                    "POST {} answered {} (attempt {})",
+                    self.config.url,
+                    response.status(),
+                    attempt + 1
+                )),
+                Err(e) => ctx.warn(format!(
+                    "POST {} failed: {e} (attempt {})",
+                    self.config.url,
+                    attempt + 1
+                )),
             }
             if attempt < self.config.retries {
                 std::thread::sleep(backoff);
@@ -87,7 +96,9 @@ impl Webhook {
 
     fn due(&self) -> bool {
         self.batch.len() >= self.config.batch_size
-            || (!self.batch.is_empty() && self.last_flush.elapsed() >= Duration::from_millis(self.config.flush_interval_ms))
+            || (!self.batch.is_empty()
+                && self.last_flush.elapsed()
+                    >= Duration::from_millis(self.config.flush_interval_ms))
     }
 }
 
@@ -118,7 +129,11 @@ impl Plugin for Webhook {
         let mut entry = json!({"id": event.id(), "topic": event.topic(), "source": event.source(), "timestamp": event.timestamp_ms()});
         match serde_json::from_slice::<Value>(event.payload()) {
             Ok(payload) => entry["payload"] = payload,
-            Err(_) => entry["payload_base64"] = base64::engine::general_purpose::STANDARD.encode(event.payload()).into(),
+            Err(_) => {
+                entry["payload_base64"] = base64::engine::general_purpose::STANDARD
+                    .encode(event.payload())
+                    .into()
+            }
         }
         self.batch.push(entry);
         if self.due() {
@@ -146,7 +161,10 @@ impl Plugin for Webhook {
     fn health(&mut self, _ctx: &Context) -> Option<Health> {
         Some(match self.undeliverable_batches {
             0 => Health::ok(),
-            n => Health::degraded(format!("{n} batch(es), {} event(s) undeliverable", self.undeliverable_events)),
+            n => Health::degraded(format!(
+                "{n} batch(es), {} event(s) undeliverable",
+                self.undeliverable_events
+            )),
         })
     }
 }

@@ -1,0 +1,490 @@
+//! Control and live change: `plughost ctl` over the real control socket,
+//! reload (ctl and SIGHUP) without losing queued events, plugins calling the
+//! host, background ticks, plugin HTTP routes, HTTP ingest, webhook.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::io::{BufRead, Read, Write};
+use std::time::Duration;
+
+fn logger(name: &str, subscribe: &str, path: &std::path::Path) -> String {
+    format!(
+        "[[plugin]]\nname = {name:?}\nlibrary = \"logger\"\nsubscribe = {subscribe}\n[plugin.config]\npath = {:?}\n",
+        path.display().to_string()
+    )
+}
+
+fn topics(s: &Scratch, file: &str) -> Vec<String> {
+    s.log_lines(file)
+        .iter()
+        .map(|l| l["topic"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn finish(mut host: Running) -> std::process::Output {
+    drop(host.stdin.take());
+    let (out, err) = host.wait(Duration::from_secs(30));
+    assert!(out.status.success(), "{}", err.join("\n"));
+    out
+}
+
+#[test]
+fn ctl_lists_reports_publishes_and_stops_starts_restarts() {
+    let s = Scratch::new("ctl");
+    let socket = s.path("host.sock");
+    let config = s.config(&format!(
+        "control_socket = {:?}\n{}[[plugin]]\nname = \"count\"\nlibrary = \"counter\"\nsubscribe = [\"work.>\"]\n",
+        socket.display().to_string(),
+        logger("log", r#"["work.>", "counter.summary"]"#, &s.path("log.jsonl"))
+    ));
+    let host = Running::start(&config);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let (code, text, _) = ctl(&socket, &["list"]);
+    assert_eq!(code, 0);
+    assert!(
+        text.lines()
+            .any(|l| l.split_whitespace().take(2).eq(["log", "running"])),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.split_whitespace().take(2).eq(["count", "running"])),
+        "{text}"
+    );
+
+    let (code, text, _) = ctl(&socket, &["publish", "work.hello", r#"{"n":1}"#]);
+    assert_eq!(code, 0);
+    assert!(text.starts_with("published event "), "{text}");
+    let (code, text, _) = ctl(&socket, &["status", "log"]);
+    assert_eq!(code, 0);
+    assert!(text.contains("state           running"), "{text}");
+
+    // Stopping the counter runs its stop: it publishes its summary.
+    assert_eq!(
+        ctl(&socket, &["stop", "count"]),
+        (0, "stopped count\n".to_owned(), String::new())
+    );
+    let (_, json, _) = ctl(&socket, &["--json", "list"]);
+    let list: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(list["result"][1]["state"], "stopped");
+    let (code, _, err) = ctl(&socket, &["stop", "count"]);
+    assert_eq!((code, err.trim()), (1, "error: `count` is already stopped"));
+    assert_eq!(ctl(&socket, &["start", "count"]).0, 0);
+    assert_eq!(ctl(&socket, &["restart", "log"]).0, 0);
+    let (_, json, _) = ctl(&socket, &["--json", "status", "log"]);
+    let status: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(status["result"]["plugins"][0]["restarts"], 1);
+    let (code, _, err) = ctl(&socket, &["restart", "nobody"]);
+    assert_eq!(
+        (code, err.trim()),
+        (1, "error: no plugin instance named `nobody`")
+    );
+
+    finish(host);
+    let lines = s.log_lines("log.jsonl");
+    assert_eq!(
+        lines[0]["payload"],
+        json!({"n": 1}),
+        "ctl publish reached the logger"
+    );
+    let summaries: Vec<_> = lines
+        .iter()
+        .filter(|l| l["topic"] == "counter.summary")
+        .collect();
+    assert_eq!(
+        summaries[0]["payload"]["total"], 1,
+        "stop ran the counter's stop"
+    );
+    assert!(!socket.exists(), "the socket is removed at exit");
+}
+
+#[test]
+fn ctl_says_clearly_when_no_host_listens() {
+    let s = Scratch::new("ctl-nobody");
+    let (code, _, err) = ctl(&s.path("none.sock"), &["list"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with(&format!(
+            "error: no plughost is listening on {}",
+            s.path("none.sock").display()
+        )),
+        "{err}"
+    );
+}
+
+/// Publish `work.item` events with increasing payloads from a thread until told to stop.
+fn publisher(
+    mut host: Running,
+) -> (
+    Running,
+    std::sync::mpsc::Sender<()>,
+    std::thread::JoinHandle<u64>,
+) {
+    let mut stdin = host.stdin.take().unwrap();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let mut n = 0u64;
+        while stop_rx.try_recv().is_err() {
+            for _ in 0..50 {
+                stdin
+                    .write_all(event("work.item", json!(n)).as_bytes())
+                    .unwrap();
+                n += 1;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        n
+    });
+    (host, stop_tx, thread)
+}
+
+fn reload_config(
+    s: &Scratch,
+    socket: &std::path::Path,
+    keep_subscribe: &str,
+    changed_config: &str,
+    extra: &str,
+) -> std::path::PathBuf {
+    s.config(&format!(
+        "control_socket = {:?}\n{}{}[[plugin]]\nname = \"changed\"\nlibrary = \"chaos\"\nsubscribe = [\"work.>\"]\n[plugin.config]\n{changed_config}\n{extra}",
+        socket.display().to_string(),
+        logger("keep", keep_subscribe, &s.path("keep.jsonl")),
+        logger("events", r#"["plughost.plugin.*"]"#, &s.path("events.jsonl")),
+    ))
+}
+
+fn reload_keeps_unchanged_instances_flowing(via_signal: bool) {
+    let s = Scratch::new(if via_signal { "sighup" } else { "reload" });
+    let socket = s.path("host.sock");
+    let removed =
+        "[[plugin]]\nname = \"removed\"\nlibrary = \"counter\"\nsubscribe = [\"work.>\"]\n";
+    let config = reload_config(&s, &socket, r#"["work.>"]"#, "sleep_ms = 0", removed);
+    let host = Running::start(&config);
+    let (mut host, stop, thread) = publisher(host);
+    std::thread::sleep(Duration::from_millis(200));
+    let added = "[[plugin]]\nname = \"added\"\nlibrary = \"counter\"\nsubscribe = [\"work.>\"]\n";
+    reload_config(&s, &socket, r#"["work.>"]"#, "sleep_ms = 1", added);
+    if via_signal {
+        host.signal(libc::SIGHUP);
+        host.wait_for_stderr("reload 1: added [\"added\"], removed [\"removed\"], restarted [\"changed\"], unchanged [\"keep\", \"events\"]");
+    } else {
+        let (code, text, err) = ctl(&socket, &["reload"]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(
+            text,
+            "added: added\nremoved: removed\nrestarted: changed\nunchanged: keep, events\n"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    stop.send(()).unwrap();
+    let sent = thread.join().unwrap();
+    let (out, err) = host.wait(Duration::from_secs(60));
+    assert!(out.status.success(), "{}", err.join("\n"));
+    // The unchanged logger saw every event, once, in order, across the reload.
+    let lines = s.log_lines("keep.jsonl");
+    assert_eq!(lines.len() as u64, sent);
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line["payload"], json!(i));
+    }
+    // The changed one kept its queue: nothing dropped.
+    let changed = summary_row(&out, "changed");
+    assert_eq!(
+        (changed.received, changed.processed, changed.dropped),
+        (sent, sent, 0),
+        "{changed:?}"
+    );
+    let lifecycle = topics(&s, "events.jsonl");
+    assert!(
+        lifecycle.contains(&"plughost.plugin.restarted".to_owned()),
+        "{lifecycle:?}"
+    );
+    let row = summary_row(&out, "added");
+    assert!(row.received > 0 && row.received < sent);
+    assert!(
+        !stdout(&out).contains("removed "),
+        "a removed instance is no longer listed"
+    );
+}
+
+#[test]
+fn ctl_reload_adds_removes_restarts_and_keeps_unchanged_queues() {
+    reload_keeps_unchanged_instances_flowing(false);
+}
+
+#[test]
+fn sighup_reloads_the_same_way() {
+    reload_keeps_unchanged_instances_flowing(true);
+}
+
+#[test]
+fn a_broken_config_on_reload_leaves_the_old_one_running() {
+    let s = Scratch::new("reload-broken");
+    let socket = s.path("host.sock");
+    let config = reload_config(&s, &socket, r#"["work.>"]"#, "", "");
+    let mut host = Running::start(&config);
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config).unwrap()
+            + "\n[[plugin]]\nname = \"x\"\nlibrary = \"nowhere\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = ctl(&socket, &["reload"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("error: plugin `x`: library `nowhere` not found"),
+        "{err}"
+    );
+    std::fs::write(&config, "[[plugin]\n").unwrap();
+    host.signal(libc::SIGHUP);
+    host.wait_for_stderr("reload rejected, the running config stays");
+    let (code, text, _) = ctl(&socket, &["list"]);
+    assert_eq!(code, 0);
+    assert_eq!(text.lines().count(), 4, "all three still listed:\n{text}");
+    host.send(&event("work.after", json!(1)));
+    let out = finish(host);
+    assert_eq!(summary_row(&out, "keep").processed, 1);
+}
+
+#[test]
+fn a_plugin_calls_the_host_to_list_plugins_and_casts_a_restart_of_another() {
+    let s = Scratch::new("call-cast");
+    let config = s.config(&format!(
+        "{}[[plugin]]\nname = \"caller\"\nlibrary = \"chaos\"\nsubscribe = [\"cmd.>\"]\n[plugin.config]\ncall_on = \"cmd.call\"\ncast_on = \"cmd.cast\"\n\
+         [[plugin]]\nname = \"target\"\nlibrary = \"counter\"\nsubscribe = [\"nothing\"]\n",
+        logger("log", r#"["chaos.answer", "plughost.plugin.*", "counter.summary"]"#, &s.path("log.jsonl"))
+    ));
+    let events = event("cmd.call", json!({"cmd": "list"}))
+        + &event("cmd.cast", json!({"cmd": "restart", "name": "target"}))
+        + &event("cmd.call", json!({"cmd": "restart", "name": "caller"}))
+        + &event("cmd.call", json!({"cmd": "stop", "name": "nobody"}));
+    let mut host = Running::start(&config);
+    host.send(&events);
+    host.wait_for_stderr("restarted (restart 1)");
+    std::thread::sleep(Duration::from_millis(300));
+    let out = finish(host);
+    let lines = s.log_lines("log.jsonl");
+    let answers: Vec<_> = lines
+        .iter()
+        .filter(|l| l["topic"] == "chaos.answer")
+        .map(|l| l["payload"].clone())
+        .collect();
+    assert_eq!(answers.len(), 3, "{answers:?}");
+    let names: Vec<_> = answers[0]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["log", "caller", "target"]);
+    assert_eq!(
+        answers[1],
+        json!({"ok": true, "result": "accepted"}),
+        "a call about itself does not wait"
+    );
+    assert_eq!(
+        answers[2],
+        json!({"ok": false, "error": "no plugin instance named `nobody`"})
+    );
+    let restarted: Vec<_> = lines
+        .iter()
+        .filter(|l| l["topic"] == "plughost.plugin.restarted")
+        .map(|l| l["payload"]["name"].clone())
+        .collect();
+    assert!(
+        restarted.contains(&json!("target")) && restarted.contains(&json!("caller")),
+        "{restarted:?}"
+    );
+    assert_eq!(summary_row(&out, "caller").state, "stopped");
+}
+
+#[test]
+fn teapot_serves_its_route_and_ticks_to_boiling() {
+    let s = Scratch::new("teapot");
+    let config = s.config(&format!(
+        "[status]\naddress = \"127.0.0.1:0\"\n{}[[plugin]]\nname = \"pot\"\nlibrary = \"teapot\"\ntick_interval = \"5ms\"\n[plugin.config]\nstart = 90\n",
+        logger("log", r#"["teapot.>"]"#, &s.path("log.jsonl"))
+    ));
+    let mut host = Running::start(&config);
+    let address = host.status_address();
+    let (code, body) = http(&address, "GET", "/plugins/pot/teapot", "");
+    assert_eq!((code, body.as_str()), (418, "I am teapot"));
+    assert_eq!(http(&address, "GET", "/plugins/pot/coffee", "").0, 404);
+    assert_eq!(http(&address, "GET", "/plugins/nobody/teapot", "").0, 404);
+    eventually("the water to boil", || {
+        get_json(&address, "/plugins/pot/temperature").1["celsius"] == 100
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    finish(host);
+    let lines = s.log_lines("log.jsonl");
+    let temperatures: Vec<u64> = lines
+        .iter()
+        .filter(|l| l["topic"] == "teapot.temperature")
+        .map(|l| l["payload"]["celsius"].as_u64().unwrap())
+        .collect();
+    assert_eq!(temperatures, (91..=100).collect::<Vec<_>>());
+    let ready: Vec<_> = lines
+        .iter()
+        .filter(|l| l["topic"] == "teapot.ready")
+        .collect();
+    assert_eq!(ready.len(), 1, "ready is published once");
+}
+
+#[test]
+fn a_route_that_does_not_answer_in_time_gives_504() {
+    let s = Scratch::new("route-timeout");
+    let config = s.config(
+        "[status]\naddress = \"127.0.0.1:0\"\nroute_timeout = \"200ms\"\n[[plugin]]\nname = \"busy\"\nlibrary = \"chaos\"\nsubscribe = [\"work.>\"]\n[plugin.config]\nsleep_ms = 2000\nroutes = [\"/echo\"]\n",
+    );
+    let mut host = Running::start(&config);
+    let address = host.status_address();
+    let (code, body) = http(&address, "POST", "/plugins/busy/echo?x=1", "hello");
+    assert_eq!(code, 200, "{body}");
+    let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        echo,
+        json!({"method": "POST", "path": "/echo", "query": "x=1", "body": "hello"})
+    );
+    host.send(&event("work.slow", json!(1)));
+    std::thread::sleep(Duration::from_millis(100));
+    let (code, _) = http(&address, "GET", "/plugins/busy/echo", "");
+    assert_eq!(code, 504);
+    finish(host);
+}
+
+#[test]
+fn ingest_publishes_posted_bodies_and_refuses_big_or_bad_ones() {
+    let s = Scratch::new("ingest");
+    let config = s.config(&format!(
+        "[status]\naddress = \"127.0.0.1:0\"\ningest = true\ningest_max_bytes = 100\n{}",
+        logger("log", r#"["orders.>"]"#, &s.path("log.jsonl"))
+    ));
+    let mut host = Running::start(&config);
+    let address = host.status_address();
+    let (code, body) = http(&address, "POST", "/events/orders.created", r#"{"id":7}"#);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        http(&address, "POST", "/events/orders.big", &"x".repeat(101)).0,
+        413
+    );
+    assert_eq!(http(&address, "POST", "/events/orders.*", "{}").0, 400);
+    assert_eq!(http(&address, "GET", "/events/orders.created", "").0, 405);
+    let out = finish(host);
+    assert_eq!(summary_row(&out, "log").processed, 1);
+    assert_eq!(s.log_lines("log.jsonl")[0]["payload"], json!({"id": 7}));
+}
+
+/// A real HTTP server on loopback that answers `statuses` in turn (then 200),
+/// and hands back the bodies it received.
+fn webhook_server(statuses: Vec<u16>) -> (String, std::sync::mpsc::Receiver<String>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut statuses = statuses.into_iter();
+        for stream in listener.incoming().take(50) {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let status = statuses.next().unwrap_or(200);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+            if status == 200 {
+                let _ = tx.send(String::from_utf8_lossy(&body).into_owned());
+            }
+        }
+    });
+    (address, rx)
+}
+
+#[test]
+fn webhook_delivers_batches_and_retries_while_the_server_fails() {
+    let s = Scratch::new("webhook");
+    let (address, bodies) = webhook_server(vec![500, 503]);
+    let config = s.config(&format!(
+        "[[plugin]]\nname = \"hook\"\nlibrary = \"webhook\"\nsubscribe = [\"work.>\"]\ntick_interval = \"20ms\"\n[plugin.config]\nurl = \"http://{address}/hook\"\nbatch_size = 3\nflush_interval_ms = 100\nretries = 3\nretry_backoff_ms = 10\n"
+    ));
+    let events: String = (0..5).map(|i| event("work.item", json!(i))).collect();
+    let mut host = Running::start(&config);
+    host.send(&events);
+    let first: serde_json::Value =
+        serde_json::from_str(&bodies.recv_timeout(Duration::from_secs(20)).unwrap()).unwrap();
+    let second: serde_json::Value =
+        serde_json::from_str(&bodies.recv_timeout(Duration::from_secs(20)).unwrap()).unwrap();
+    assert_eq!(
+        first
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["payload"].clone())
+            .collect::<Vec<_>>(),
+        [json!(0), json!(1), json!(2)]
+    );
+    assert_eq!(
+        second
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["payload"].clone())
+            .collect::<Vec<_>>(),
+        [json!(3), json!(4)]
+    );
+    assert_eq!(first[0]["topic"], "work.item");
+    drop(host.stdin.take());
+    let (out, lines) = host.wait(Duration::from_secs(30));
+    assert!(out.status.success());
+    let err = lines.join("\n");
+    assert!(
+        err.contains("answered 500 Internal Server Error (attempt 1)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("answered 503 Service Unavailable (attempt 2)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("delivered 2 batch(es); undeliverable: 0 batch(es), 0 event(s)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn webhook_counts_batches_it_cannot_deliver() {
+    let s = Scratch::new("webhook-down");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = s.config(&format!(
+        "[[plugin]]\nname = \"hook\"\nlibrary = \"webhook\"\nsubscribe = [\"work.>\"]\n[plugin.config]\nurl = \"http://127.0.0.1:{port}/hook\"\nbatch_size = 2\nretries = 2\nretry_backoff_ms = 5\n"
+    ));
+    let events: String = (0..4).map(|i| event("work.item", json!(i))).collect();
+    let out = run(&["run", config.to_str().unwrap(), "--events", "-"], &events);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("gave up on a batch of 2 event(s) after 3 attempts; undeliverable so far: 2 batch(es), 4 event(s)"), "{err}");
+    assert!(
+        err.contains("undeliverable: 2 batch(es), 4 event(s)"),
+        "{err}"
+    );
+}
