@@ -55,8 +55,8 @@ fn the_c_logger_receives_exactly_n_events_in_order() {
 fn logger_and_logger_c_write_the_same_objects_for_the_same_events() {
     let s = Scratch::new("logger-parity");
     let config = s.config(&format!(
-        "[[plugin]]\nname = \"rust\"\nlibrary = \"logger\"\nsubscribe = [\">\"]\n[plugin.config]\npath = {:?}\n\
-         [[plugin]]\nname = \"c\"\nlibrary = \"logger_c\"\nsubscribe = [\">\"]\n[plugin.config]\npath = {:?}\n",
+        "[[plugin]]\nname = \"rust\"\nlibrary = \"logger\"\nsubscribe = [\"p.>\"]\n[plugin.config]\npath = {:?}\n\
+         [[plugin]]\nname = \"c\"\nlibrary = \"logger_c\"\nsubscribe = [\"p.>\"]\n[plugin.config]\npath = {:?}\n",
         path_str(&s.path("rust.jsonl")),
         path_str(&s.path("c.jsonl"))
     ));
@@ -79,7 +79,12 @@ fn logger_and_logger_c_write_the_same_objects_for_the_same_events() {
     assert!(out.status.success(), "{}", stderr(&out));
     let rust = s.log_lines("rust.jsonl");
     let c = s.log_lines("c.jsonl");
-    assert!(rust.len() >= 8, "{rust:?}");
+    assert_eq!(rust.len(), 8, "{rust:?}");
+    assert_eq!(
+        rust[3]["payload"],
+        serde_json::Value::Null,
+        "a null payload is `null`"
+    );
     assert_eq!(rust, c, "same JSON objects, line by line");
     assert_eq!(
         s.read("rust.jsonl"),
@@ -340,4 +345,86 @@ fn a_c_plugin_reports_health_readiness_and_jobs_over_http() {
     drop(host.stdin.take());
     let (out, _) = host.wait(std::time::Duration::from_secs(30));
     assert!(out.status.success());
+}
+
+/// Payloads that are JSON, almost JSON, or not at all, for the parity test.
+fn tricky_payloads() -> Vec<Vec<u8>> {
+    let fixed: [&[u8]; 30] = [
+        b"0",
+        b"-0",
+        b"01",
+        b"1.",
+        b".5",
+        b"1e5",
+        b"1E+5",
+        b"-1.5e-7",
+        b"true",
+        b"tru",
+        b"null ",
+        b" [1, 2] ",
+        b"[1,]",
+        b"{\"a\":1,}",
+        b"{\"a\" : [ {} , [] ] }",
+        b"\"\\u00e9\\n\"",
+        b"\"\\x\"",
+        b"\"\t\"",
+        b"\"\xc3\xa9\"",
+        b"\"\xc3\"",
+        b"\"\xed\xa0\x80\"",
+        b"{\"a\":1}{}",
+        b"[[[[[[[[[[1]]]]]]]]]]",
+        b"\"\\ud83d\\ude00\"",
+        b"1 2",
+        b"{\"k\":\"v\"",
+        b"\xff\xfe",
+        b"",
+        b"\n",
+        b"[\"\\/\"]",
+    ];
+    let mut payloads: Vec<Vec<u8>> = fixed.iter().map(|p| p.to_vec()).collect();
+    payloads.push(format!("{}1{}", "[".repeat(128), "]".repeat(128)).into_bytes());
+    payloads.push(format!("{}1{}", "[".repeat(129), "]".repeat(129)).into_bytes());
+    // Deep enough to overflow a recursive validator on a plugin thread's stack.
+    payloads.push(format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000)).into_bytes());
+    // Deterministic pseudo-random bytes drawn mostly from JSON's alphabet.
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let alphabet = b"{}[]:,\"\\ 0123456789.-+eEtrufalsn\xc3\xa9\x01abc";
+    for _ in 0..3000 {
+        let mut payload = Vec::new();
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        for _ in 0..(state % 12) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            payload.push(alphabet[(state % alphabet.len() as u64) as usize]);
+        }
+        payloads.push(payload);
+    }
+    payloads
+}
+
+#[test]
+fn logger_c_agrees_with_serde_json_on_which_payloads_are_json() {
+    use base64::Engine as _;
+    let s = Scratch::new("logger-parity-fuzz");
+    let config = s.config(&format!(
+        "[[plugin]]\nname = \"rust\"\nlibrary = \"logger\"\nsubscribe = [\"f\"]\n[plugin.config]\npath = {:?}\n\
+         [[plugin]]\nname = \"c\"\nlibrary = \"logger_c\"\nsubscribe = [\"f\"]\n[plugin.config]\npath = {:?}\n",
+        path_str(&s.path("rust.jsonl")),
+        path_str(&s.path("c.jsonl"))
+    ));
+    let payloads = tricky_payloads();
+    let events: String = payloads
+        .iter()
+        .map(|p| json!({"topic": "f", "payload_base64": base64::engine::general_purpose::STANDARD.encode(p)}).to_string() + "\n")
+        .collect();
+    let out = run(&["run", config.to_str().unwrap(), "--events", "-"], &events);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (rust, c) = (s.read("rust.jsonl"), s.read("c.jsonl"));
+    assert_eq!(rust.lines().count(), payloads.len());
+    for ((r, c), payload) in rust.lines().zip(c.lines()).zip(&payloads) {
+        assert_eq!(r, c, "for payload {:?}", String::from_utf8_lossy(payload));
+    }
 }

@@ -319,3 +319,61 @@ fn a_stuck_process_plugin_is_killed_by_the_watchdog_and_restarted() {
         stdout(&out)
     );
 }
+
+#[test]
+fn a_segfaulting_c_plugin_in_its_own_process_is_contained_and_restarted() {
+    let s = Scratch::new("segfault");
+    let config = s.config(&format!(
+        "shutdown_timeout = \"30s\"\n{}[[plugin]]\nname = \"crashy\"\nlibrary = \"chaos_c\"\nisolation = \"process\"\nsubscribe = [\"work.>\"]\n[plugin.config]\nsegfault_on = \"work.crash\"\n",
+        logger(&s.path("log.jsonl"), r#"["work.>", "plughost.plugin.*"]"#)
+    ));
+    let mut events = work(50);
+    events += &event("work.crash", json!("boom"));
+    events += &work(50);
+    let out = run(&["run", config.to_str().unwrap(), "--events", "-"], &events);
+    assert!(out.status.success(), "the host survives: {}", stderr(&out));
+    assert_eq!(
+        summary_row(&out, "log").processed,
+        101 + 2 + 1 + 1 + 1,
+        "the others get everything"
+    );
+    let crashy = summary_row(&out, "crashy");
+    assert_eq!(crashy.received, 101);
+    assert!(
+        crashy.dropped >= 1,
+        "the batch in flight is counted as lost: {crashy:?}"
+    );
+    assert_accounted(&crashy);
+    let failed = lifecycle(&s, "log.jsonl", "plughost.plugin.failed");
+    assert_eq!(failed[0]["reason"], "its process was killed by SIGSEGV");
+    assert_eq!(
+        lifecycle(&s, "log.jsonl", "plughost.plugin.restarted").len(),
+        1
+    );
+    assert!(
+        stderr(&out).contains("event(s) in flight were lost"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn an_aborting_c_plugin_in_its_own_process_is_reported_with_sigabrt() {
+    let s = Scratch::new("abort");
+    let config = s.config(
+        "[[plugin]]\nname = \"crashy\"\nlibrary = \"chaos_c\"\nisolation = \"process\"\nsubscribe = [\"work.>\"]\nrestart = \"never\"\n[plugin.config]\nabort_on = \"work.abort\"\n",
+    );
+    let out = run(
+        &["run", config.to_str().unwrap(), "--events", "-"],
+        &(event("work.abort", json!(1)) + &work(3)),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let crashy = summary_row(&out, "crashy");
+    assert_eq!(crashy.state, "failed");
+    assert_accounted(&crashy);
+    assert!(
+        stdout(&out).contains("crashy: its process was killed by SIGABRT"),
+        "{}",
+        stdout(&out)
+    );
+}

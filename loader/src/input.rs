@@ -13,10 +13,15 @@ use std::io::BufRead;
 #[serde(deny_unknown_fields)]
 struct Line<'a> {
     topic: String,
-    #[serde(borrow, default)]
+    // `null` is a payload too (the text `null`), not an absent one.
+    #[serde(borrow, default, deserialize_with = "present")]
     payload: Option<&'a RawValue>,
     #[serde(default)]
     payload_base64: Option<String>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 /// What reading an input stream did.
@@ -109,6 +114,15 @@ mod tests {
             String::from_utf8(payload).unwrap(),
             r#"{"z":1,"a":[1,2],"s":"x y \" }"}"#
         );
+    }
+
+    #[test]
+    fn a_null_payload_is_the_text_null_and_a_missing_one_is_empty() {
+        assert_eq!(
+            parse_line(r#"{"topic": "a", "payload": null}"#).unwrap().1,
+            b"null"
+        );
+        assert_eq!(parse_line(r#"{"topic": "a"}"#).unwrap().1, b"");
     }
 
     #[test]

@@ -113,4 +113,38 @@ static inline int ph_topic_matches(const char *pattern, const char *topic, size_
     }
 }
 
+/* Refuse any top-level key of the config object not in `known` (NULL-ended).
+ * Returns PLUGHOST_OK, or PLUGHOST_ERROR with a message in `error`. */
+static inline int32_t ph_config_check_keys(const char *json, size_t len, const char *const *known, char *error,
+                                           size_t error_capacity) {
+    const char *end = json + len;
+    int depth = 0;
+    for (const char *p = json; p < end; p++) {
+        if (*p == '{' || *p == '[') {
+            depth++;
+        } else if (*p == '}' || *p == ']') {
+            depth--;
+        } else if (*p == '"') {
+            const char *start = ++p;
+            while (p < end && *p != '"') {
+                p += (*p == '\\') ? 2 : 1;
+            }
+            if (p >= end) {
+                return ph_fail(error, error_capacity, "invalid config JSON");
+            }
+            if (depth == 1 && p + 1 < end && p[1] == ':') {
+                size_t n = (size_t)(p - start);
+                int found = 0;
+                for (const char *const *k = known; *k != NULL; k++) {
+                    found |= strlen(*k) == n && memcmp(*k, start, n) == 0;
+                }
+                if (!found) {
+                    return ph_fail(error, error_capacity, "unknown config key `%.*s`", (int)n, start);
+                }
+            }
+        }
+    }
+    return PLUGHOST_OK;
+}
+
 #endif
