@@ -158,7 +158,7 @@ fn check_and_discover_show_language_and_abi_version() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(
-        text.contains("echo: ok: echo_c 0.1.0 (c, plughost.h 1.1) from "),
+        text.contains("echo: ok: echo_c 0.1.0 (c, plughost.h 1.2) from "),
         "{text}"
     );
     assert!(
@@ -168,7 +168,7 @@ fn check_and_discover_show_language_and_abi_version() {
     std::fs::copy(plugin_path("echo_c"), s.path("libecho_c.so")).unwrap();
     let out = run(&["discover", s.dir.to_str().unwrap()], "");
     assert!(
-        stdout(&out).contains("libecho_c.so: echo_c 0.1.0 (c, plughost.h 1.1): compatible"),
+        stdout(&out).contains("libecho_c.so: echo_c 0.1.0 (c, plughost.h 1.2): compatible"),
         "{}",
         stdout(&out)
     );
@@ -225,7 +225,7 @@ fn refused(flags: &[&str]) -> String {
 fn a_wrong_major_version_is_refused_naming_both_versions() {
     assert_eq!(
         refused(&["-DFIXTURE_MAJOR=2"]),
-        "built for C ABI 2.1, but this host speaks 1.1: rebuild it against this host's plughost.h"
+        "built for C ABI 2.2, but this host speaks 1.2: rebuild it against this host's plughost.h"
     );
 }
 
@@ -233,7 +233,7 @@ fn a_wrong_major_version_is_refused_naming_both_versions() {
 fn a_newer_minor_version_is_refused_naming_both_versions() {
     assert_eq!(
         refused(&["-DFIXTURE_MINOR=7"]),
-        "built for C ABI 1.7, newer than this host's 1.1: upgrade plughost or rebuild it against this host's plughost.h"
+        "built for C ABI 1.7, newer than this host's 1.2: upgrade plughost or rebuild it against this host's plughost.h"
     );
 }
 
@@ -427,4 +427,32 @@ fn logger_c_agrees_with_serde_json_on_which_payloads_are_json() {
     for ((r, c), payload) in rust.lines().zip(c.lines()).zip(&payloads) {
         assert_eq!(r, c, "for payload {:?}", String::from_utf8_lossy(payload));
     }
+}
+
+#[test]
+fn a_c_plugin_ticks_serves_routes_and_calls_the_host() {
+    let s = Scratch::new("c-routes");
+    let library = cc_fixture(&s, "versioned", "router", &["-DFIXTURE_ROUTES"]);
+    let config = s.config(&format!(
+        "[status]\naddress = \"127.0.0.1:0\"\n[[plugin]]\nname = \"c\"\nlibrary = {:?}\ntick_interval = \"10ms\"\n",
+        path_str(&library)
+    ));
+    let mut host = Running::start(&config);
+    let address = host.status_address();
+    let (code, body) = http(&address, "POST", "/plugins/c/hello?x=1", "");
+    assert_eq!(
+        (code, body.as_str()),
+        (201, "hello from C, POST with a query, list ok: 1")
+    );
+    assert_eq!(http(&address, "GET", "/plugins/c/other", "").0, 404);
+    eventually("a few ticks", || {
+        http(&address, "GET", "/plugins/c/ticks", "")
+            .1
+            .parse::<u64>()
+            .unwrap_or(0)
+            >= 3
+    });
+    drop(host.stdin.take());
+    let (out, _) = host.wait(std::time::Duration::from_secs(30));
+    assert!(out.status.success());
 }

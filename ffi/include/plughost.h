@@ -55,7 +55,7 @@ const struct plughost_plugin *plughost_plugin_entry(void);
  The ABI minor version this header describes. A host refuses a plugin
  whose minor version is newer than its own.
  */
-#define PLUGHOST_ABI_MINOR 1
+#define PLUGHOST_ABI_MINOR 2
 
 /*
  Success.
@@ -142,6 +142,23 @@ typedef struct plughost_host {
    through the host's log, tagged with the instance name.
    */
   void (*log)(void *ctx, int32_t level, const char *message, size_t message_len);
+  /*
+   Since ABI 1.2 (check `size` before use). Run a host command, given as
+   `request_len` bytes of JSON such as `{"cmd": "list"}` (the commands of
+   `plughost ctl`), and write the host's JSON answer, NUL-terminated and
+   cut at `answer_capacity` bytes, into `answer`. Returns PLUGHOST_OK when
+   the command succeeded. A command about the calling instance itself
+   (stop, restart) or a reload is accepted at once and runs afterwards.
+   */
+  int32_t (*call)(void *ctx,
+                  const char *request,
+                  size_t request_len,
+                  char *answer,
+                  size_t answer_capacity);
+  /*
+   Since ABI 1.2. Run a host command without waiting for it.
+   */
+  void (*cast)(void *ctx, const char *request, size_t request_len);
 } plughost_host;
 
 /*
@@ -246,6 +263,69 @@ typedef struct plughost_job_report {
 } plughost_job_report;
 
 /*
+ An HTTP request lent to a plugin's `http` function for the duration of
+ the call. Strings are pointer + length, not NUL-terminated.
+ */
+typedef struct plughost_http_request {
+  /*
+   `GET`, `POST`, ...
+   */
+  const char *method;
+  /*
+   Length of `method`.
+   */
+  size_t method_len;
+  /*
+   The path after `/plugins/NAME`, starting with `/`.
+   */
+  const char *path;
+  /*
+   Length of `path`.
+   */
+  size_t path_len;
+  /*
+   The query string without `?` (length 0 when none).
+   */
+  const char *query;
+  /*
+   Length of `query`.
+   */
+  size_t query_len;
+  /*
+   The body (NULL when `body_len` is 0).
+   */
+  const uint8_t *body;
+  /*
+   Length of `body`.
+   */
+  size_t body_len;
+} plughost_http_request;
+
+/*
+ Where a plugin writes its HTTP answer. Owned by the host, valid during
+ the `http` call. Set `status` (200 unless changed); add headers and body
+ bytes through the functions, which copy what they are given.
+ */
+typedef struct plughost_http_response {
+  /*
+   The status code to answer.
+   */
+  uint16_t status;
+  /*
+   Opaque host data: pass it back to the functions below.
+   */
+  void *ctx;
+  /*
+   Add a header.
+   */
+  void (*header)(void *ctx, const char *name, size_t name_len, const char *value, size_t value_len);
+  /*
+   Append bytes to the body.
+   */
+  void (*body)(void *ctx, const uint8_t *bytes, size_t len);
+} plughost_http_response;
+
+/*
  The descriptor a C plugin exports through `plughost_plugin_entry`. It must
  stay valid (usually `static const`) for as long as the library is loaded.
  Set `size` to `sizeof(plughost_plugin)`: fields are appended in later
@@ -325,6 +405,27 @@ typedef struct plughost_plugin {
    */
   int32_t (*jobs)(void *instance, void *sink, void (*report)(void *sink,
                                                              const struct plughost_job_report *job));
+  /*
+   Optional, since ABI 1.2. Background work, called every `tick_interval`
+   (set per instance in plugins.toml) on the instance's thread, between
+   events. May publish. An error is logged; the instance goes on.
+   */
+  int32_t (*tick)(void *instance, char *error, size_t error_capacity);
+  /*
+   Optional, since ABI 1.2: the routes the plugin serves under
+   `/plugins/NAME/` on the status server, a NULL-terminated array of
+   static NUL-terminated strings: exact paths (`"/teapot"`) or prefixes
+   (`"/files/"` followed by `*`). NULL: none.
+   */
+  const char *const *routes;
+  /*
+   Optional, since ABI 1.2 (needed with `routes`). Answer a request on
+   the instance's thread: fill `response` and return PLUGHOST_OK, or
+   return PLUGHOST_ERROR for 404.
+   */
+  int32_t (*http)(void *instance,
+                  const struct plughost_http_request *request,
+                  struct plughost_http_response *response);
 } plughost_plugin;
 
 /*

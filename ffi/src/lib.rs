@@ -17,7 +17,7 @@ use std::ffi::{c_char, c_void};
 pub const PLUGHOST_ABI_MAJOR: u16 = 1;
 /// The ABI minor version this header describes. A host refuses a plugin
 /// whose minor version is newer than its own.
-pub const PLUGHOST_ABI_MINOR: u16 = 1;
+pub const PLUGHOST_ABI_MINOR: u16 = 2;
 
 /// Success.
 pub const PLUGHOST_OK: i32 = 0;
@@ -101,6 +101,53 @@ pub struct plughost_job_report {
     pub error_message_len: usize,
 }
 
+/// An HTTP request lent to a plugin's `http` function for the duration of
+/// the call. Strings are pointer + length, not NUL-terminated.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct plughost_http_request {
+    /// `GET`, `POST`, ...
+    pub method: *const c_char,
+    /// Length of `method`.
+    pub method_len: usize,
+    /// The path after `/plugins/NAME`, starting with `/`.
+    pub path: *const c_char,
+    /// Length of `path`.
+    pub path_len: usize,
+    /// The query string without `?` (length 0 when none).
+    pub query: *const c_char,
+    /// Length of `query`.
+    pub query_len: usize,
+    /// The body (NULL when `body_len` is 0).
+    pub body: *const u8,
+    /// Length of `body`.
+    pub body_len: usize,
+}
+
+/// Where a plugin writes its HTTP answer. Owned by the host, valid during
+/// the `http` call. Set `status` (200 unless changed); add headers and body
+/// bytes through the functions, which copy what they are given.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct plughost_http_response {
+    /// The status code to answer.
+    pub status: u16,
+    /// Opaque host data: pass it back to the functions below.
+    pub ctx: *mut c_void,
+    /// Add a header.
+    pub header: Option<
+        unsafe extern "C" fn(
+            ctx: *mut c_void,
+            name: *const c_char,
+            name_len: usize,
+            value: *const c_char,
+            value_len: usize,
+        ),
+    >,
+    /// Append bytes to the body.
+    pub body: Option<unsafe extern "C" fn(ctx: *mut c_void, bytes: *const u8, len: usize)>,
+}
+
 /// What the host offers an instance. Owned by the host; the pointer given to
 /// `create` stays valid until `destroy` returns (or, without `destroy`,
 /// until the instance is stopped). Its functions are thread-safe: they may
@@ -137,6 +184,24 @@ pub struct plughost_host {
             message_len: usize,
         ),
     >,
+    /// Since ABI 1.2 (check `size` before use). Run a host command, given as
+    /// `request_len` bytes of JSON such as `{"cmd": "list"}` (the commands of
+    /// `plughost ctl`), and write the host's JSON answer, NUL-terminated and
+    /// cut at `answer_capacity` bytes, into `answer`. Returns PLUGHOST_OK when
+    /// the command succeeded. A command about the calling instance itself
+    /// (stop, restart) or a reload is accepted at once and runs afterwards.
+    pub call: Option<
+        unsafe extern "C" fn(
+            ctx: *mut c_void,
+            request: *const c_char,
+            request_len: usize,
+            answer: *mut c_char,
+            answer_capacity: usize,
+        ) -> i32,
+    >,
+    /// Since ABI 1.2. Run a host command without waiting for it.
+    pub cast:
+        Option<unsafe extern "C" fn(ctx: *mut c_void, request: *const c_char, request_len: usize)>,
 }
 
 /// The descriptor a C plugin exports through `plughost_plugin_entry`. It must
@@ -224,6 +289,31 @@ pub struct plughost_plugin {
             instance: *mut c_void,
             sink: *mut c_void,
             report: Option<unsafe extern "C" fn(sink: *mut c_void, job: *const plughost_job_report)>,
+        ) -> i32,
+    >,
+    /// Optional, since ABI 1.2. Background work, called every `tick_interval`
+    /// (set per instance in plugins.toml) on the instance's thread, between
+    /// events. May publish. An error is logged; the instance goes on.
+    pub tick: Option<
+        unsafe extern "C" fn(
+            instance: *mut c_void,
+            error: *mut c_char,
+            error_capacity: usize,
+        ) -> i32,
+    >,
+    /// Optional, since ABI 1.2: the routes the plugin serves under
+    /// `/plugins/NAME/` on the status server, a NULL-terminated array of
+    /// static NUL-terminated strings: exact paths (`"/teapot"`) or prefixes
+    /// (`"/files/"` followed by `*`). NULL: none.
+    pub routes: *const *const c_char,
+    /// Optional, since ABI 1.2 (needed with `routes`). Answer a request on
+    /// the instance's thread: fill `response` and return PLUGHOST_OK, or
+    /// return PLUGHOST_ERROR for 404.
+    pub http: Option<
+        unsafe extern "C" fn(
+            instance: *mut c_void,
+            request: *const plughost_http_request,
+            response: *mut plughost_http_response,
         ) -> i32,
     >,
 }

@@ -6,11 +6,14 @@
 use super::{LoadError, SharedHost};
 use crate::event::EventView;
 use crate::instance::{CallFailure, Instance};
-use plughost_api::{Health, HealthStatus, JobReport, LogLevel, Readiness};
+use plughost_api::{
+    Health, HealthStatus, HttpRequest, HttpResponse, JobReport, LogLevel, Readiness,
+};
 use plughost_ffi::{
     PLUGHOST_ABI_MAJOR, PLUGHOST_ABI_MINOR, PLUGHOST_ENTRY_SYMBOL, PLUGHOST_ERROR,
     PLUGHOST_HEALTH_DEGRADED, PLUGHOST_HEALTH_OK, PLUGHOST_OK, PLUGHOST_PLUGIN_MIN_SIZE,
-    plughost_event, plughost_host, plughost_job_report, plughost_plugin,
+    plughost_event, plughost_host, plughost_http_request, plughost_http_response,
+    plughost_job_report, plughost_plugin,
 };
 use std::ffi::{CStr, CString, c_char, c_void};
 use std::path::Path;
@@ -126,6 +129,8 @@ impl CLibrary {
             ctx: (&raw const *link).cast_mut().cast::<c_void>(),
             publish: Some(host_publish),
             log: Some(host_log),
+            call: Some(host_call),
+            cast: Some(host_cast),
         });
         let config = CString::new(config_json)
             .map_err(|_| CallFailure::Error("config holds a NUL".into()))?;
@@ -243,6 +248,66 @@ impl Instance for CInstance {
                 ready: verdict != 0,
                 message,
             }))
+    }
+
+    fn tick(&mut self) -> Result<(), CallFailure> {
+        let Some(tick) = self.descriptor.0.tick else {
+            return Ok(());
+        };
+        // SAFETY: as in on_event.
+        self.call(|instance, error, capacity| unsafe { tick(instance, error, capacity) })
+    }
+
+    fn routes(&self) -> Vec<String> {
+        let mut routes = Vec::new();
+        let mut entry = self.descriptor.0.routes;
+        while !entry.is_null() && routes.len() < 256 {
+            // SAFETY: the header requires a NULL-terminated array of static C strings.
+            let route = unsafe { *entry };
+            if route.is_null() {
+                break;
+            }
+            // SAFETY: a static NUL-terminated string, per the header.
+            routes.push(
+                unsafe { CStr::from_ptr(route) }
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+            // SAFETY: still inside the array: its NULL end was not reached yet.
+            entry = unsafe { entry.add(1) };
+        }
+        routes
+    }
+
+    fn http(&mut self, request: HttpRequest) -> Result<Option<HttpResponse>, CallFailure> {
+        let Some(http) = self.descriptor.0.http else {
+            return Ok(None);
+        };
+        let raw = plughost_http_request {
+            method: request.method.as_ptr().cast(),
+            method_len: request.method.len(),
+            path: request.path.as_ptr().cast(),
+            path_len: request.path.len(),
+            query: request.query.as_ptr().cast(),
+            query_len: request.query.len(),
+            body: request.body.as_ptr(),
+            body_len: request.body.len(),
+        };
+        let mut answer = HttpResponse {
+            status: 200,
+            headers: Vec::new(),
+            body: Vec::new(),
+        };
+        let mut response = plughost_http_response {
+            status: 200,
+            ctx: (&raw mut answer).cast(),
+            header: Some(response_header),
+            body: Some(response_body),
+        };
+        // SAFETY: request and response (and the answer they point at) outlive the call.
+        let status = unsafe { http(self.instance, &raw const raw, &raw mut response) };
+        answer.status = response.status;
+        Ok((status == PLUGHOST_OK).then_some(answer))
     }
 
     fn jobs(&mut self) -> Result<Option<Vec<JobReport>>, CallFailure> {
@@ -368,6 +433,82 @@ unsafe extern "C" fn host_publish(
         Ok(Some(())) => PLUGHOST_OK,
         _ => PLUGHOST_ERROR,
     }
+}
+
+unsafe extern "C" fn response_header(
+    ctx: *mut c_void,
+    name: *const c_char,
+    name_len: usize,
+    value: *const c_char,
+    value_len: usize,
+) {
+    let add = || {
+        // SAFETY: ctx is the HttpResponse of the ongoing `http` call; the
+        // strings are (pointer, length) pairs valid during this call.
+        let (answer, name, value) = unsafe {
+            (
+                ctx.cast::<HttpResponse>().as_mut()?,
+                bytes(name.cast(), name_len)?,
+                bytes(value.cast(), value_len)?,
+            )
+        };
+        answer.headers.push((
+            String::from_utf8_lossy(name).into_owned(),
+            String::from_utf8_lossy(value).into_owned(),
+        ));
+        Some(())
+    };
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(add));
+}
+
+unsafe extern "C" fn response_body(ctx: *mut c_void, data: *const u8, len: usize) {
+    let add = || {
+        // SAFETY: as in response_header.
+        let (answer, data) = unsafe { (ctx.cast::<HttpResponse>().as_mut()?, bytes(data, len)?) };
+        answer.body.extend_from_slice(data);
+        Some(())
+    };
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(add));
+}
+
+unsafe extern "C" fn host_call(
+    ctx: *mut c_void,
+    request: *const c_char,
+    request_len: usize,
+    answer: *mut c_char,
+    answer_capacity: usize,
+) -> i32 {
+    let call = || {
+        // SAFETY: the header requires the ctx we gave and a valid (pointer, length) pair.
+        let (link, request) = unsafe { (link(ctx)?, bytes(request.cast(), request_len)?) };
+        let reply = match link.call(&String::from_utf8_lossy(request)) {
+            Ok(reply) => reply,
+            Err(error) => serde_json::json!({"ok": false, "error": error}).to_string(),
+        };
+        if !answer.is_null() && answer_capacity > 0 {
+            let n = reply.len().min(answer_capacity - 1);
+            // SAFETY: the caller lends `answer_capacity` writable bytes; we write n + 1 <= that.
+            unsafe {
+                std::ptr::copy_nonoverlapping(reply.as_ptr(), answer.cast::<u8>(), n);
+                *answer.add(n) = 0;
+            }
+        }
+        Some(reply.starts_with("{\"ok\":true"))
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)) {
+        Ok(Some(true)) => PLUGHOST_OK,
+        _ => PLUGHOST_ERROR,
+    }
+}
+
+unsafe extern "C" fn host_cast(ctx: *mut c_void, request: *const c_char, request_len: usize) {
+    let cast = || {
+        // SAFETY: as in host_call.
+        let (link, request) = unsafe { (link(ctx)?, bytes(request.cast(), request_len)?) };
+        link.cast(&String::from_utf8_lossy(request));
+        Some(())
+    };
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(cast));
 }
 
 unsafe extern "C" fn host_log(
