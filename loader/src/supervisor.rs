@@ -44,6 +44,18 @@ impl WorkerHandle {
         }
     }
 
+    /// Order a stop after the queue; what to wait on, if the thread runs.
+    fn stop_order(&self, drain: bool) -> Option<Waiter> {
+        if !self.is_alive() {
+            return None;
+        }
+        self.order(Control::Stop { drain });
+        Some(Waiter {
+            slot: self.slot.clone(),
+            done: self.done.clone(),
+        })
+    }
+
     /// Whether the instance's thread still runs.
     pub(crate) fn is_alive(&self) -> bool {
         matches!(
@@ -63,6 +75,33 @@ impl WorkerHandle {
                 true
             }
         }
+    }
+}
+
+/// What to wait on for a worker to finish, without holding the workers' lock.
+struct Waiter {
+    slot: Arc<Slot>,
+    done: Receiver<()>,
+}
+
+impl Waiter {
+    /// Wait for the thread to end; publish `stopped` if it stopped cleanly.
+    fn finish(self, bus: &Bus) -> Result<(), String> {
+        // Nothing is ever sent on `done`: it disconnects when the thread ends.
+        if let Err(RecvTimeoutError::Timeout) = self.done.recv_timeout(STOP_WAIT) {
+            return Err(format!(
+                "`{}` did not stop within {STOP_WAIT:?}",
+                self.slot.name
+            ));
+        }
+        if self.slot.state() == State::Stopped {
+            tracing::info!(plugin = %self.slot.name, "stopped");
+            bus.publish_host(
+                "plughost.plugin.stopped",
+                serde_json::json!({"name": &*self.slot.name, "library": self.slot.library()}),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -255,7 +294,17 @@ impl Host {
         // An unknown name fails at once, without waiting for other changes.
         self.with_worker(name, |_| Ok(()))?;
         let _changes = self.inner.changes.lock().unwrap_or_else(|e| e.into_inner());
-        self.with_worker(name, |handle| stop_worker(&self.inner.bus, handle))
+        let waiter = self.with_worker(name, |handle| match handle.stop_order(true) {
+            Some(waiter) => Ok(waiter),
+            None if handle.slot.state() == State::Stopped => {
+                Err(format!("`{name}` is already stopped"))
+            }
+            None => Err(format!(
+                "`{name}` is not running ({})",
+                handle.slot.state().as_str()
+            )),
+        })?;
+        waiter.finish(&self.inner.bus)
     }
 
     /// Start instance `name` again after a stop, a failure or flapping.
@@ -267,24 +316,23 @@ impl Host {
     }
 
     fn start_locked(&self, name: &str) -> Result<(), String> {
-        let (slot, plugin, library) = self.with_worker(name, |handle| {
-            if handle.is_alive()
-                && handle.slot.state() != State::Failed
-                && handle.slot.state() != State::Flapping
-            {
+        let (slot, plugin, library, waiter) = self.with_worker(name, |handle| {
+            let state = handle.slot.state();
+            if handle.is_alive() && state != State::Failed && state != State::Flapping {
                 return Err(format!("`{name}` is already running"));
             }
             // A failed or flapping instance's thread only discards events: end it.
-            if handle.is_alive() {
-                handle.order(Control::Stop { drain: false });
-                handle.wait(STOP_WAIT);
-            }
+            let waiter = handle.stop_order(false);
             Ok((
                 handle.slot.clone(),
                 handle.plugin.clone(),
                 handle.library.clone(),
+                waiter,
             ))
         })?;
+        if let Some(waiter) = waiter {
+            let _ = waiter.done.recv_timeout(STOP_WAIT);
+        }
         let (new_handle, outcome) = self.launch(slot, &plugin, library);
         let outcome = outcome.map_err(|e| e.to_string());
         self.with_worker(name, |handle| {
@@ -305,20 +353,22 @@ impl Host {
         if !running {
             return self.start_locked(name);
         }
-        self.with_worker(name, |handle| {
+        let replacing = self.with_worker(name, |handle| {
             let (plugin, library) = (handle.plugin.clone(), handle.library.clone());
-            self.replace(handle, &plugin, library)
-        })
+            Ok(self.order_replace(handle, &plugin, library))
+        })?;
+        self.await_replace(replacing)
     }
 
     /// Have `handle`'s thread swap its plugin for a fresh one made from
-    /// `plugin` and `library`, keeping the mailbox.
-    fn replace(
+    /// `plugin` and `library`, keeping the mailbox. Wait with `await_replace`,
+    /// after letting go of the workers' lock.
+    fn order_replace(
         &self,
         handle: &mut WorkerHandle,
         plugin: &PluginConfig,
         library: Arc<Library>,
-    ) -> Result<(), String> {
+    ) -> (Arc<Slot>, Receiver<Result<(), String>>) {
         let slot = handle.slot.clone();
         slot.configure(
             plugin,
@@ -335,7 +385,14 @@ impl Host {
         });
         handle.plugin = plugin.clone();
         handle.library = library;
-        let outcome = reply_rx
+        (slot, reply_rx)
+    }
+
+    fn await_replace(
+        &self,
+        (slot, reply): (Arc<Slot>, Receiver<Result<(), String>>),
+    ) -> Result<(), String> {
+        let outcome = reply
             .recv_timeout(STOP_WAIT)
             .map_err(|_| format!("`{}` did not restart in time", slot.name))?;
         if outcome.is_ok() {
@@ -372,18 +429,22 @@ impl Host {
 
         let mut report = ReloadReport::default();
         let wanted: Vec<&str> = libraries.iter().map(|(p, _)| p.name.as_str()).collect();
-        {
-            let mut workers = self.inner.workers.lock().unwrap_or_else(|e| e.into_inner());
-            for handle in workers
-                .iter_mut()
-                .filter(|w| !w.slot.retired.load(Ordering::Acquire))
-            {
-                if !wanted.contains(&&*handle.slot.name) {
-                    let _ = stop_worker(&self.inner.bus, handle);
-                    retire(&self.inner.bus, &handle.slot);
-                    report.removed.push(handle.slot.name.to_string());
-                }
+        let removed: Vec<(Arc<Slot>, Option<Waiter>)> = {
+            let workers = self.inner.workers.lock().unwrap_or_else(|e| e.into_inner());
+            workers
+                .iter()
+                .filter(|w| {
+                    !w.slot.retired.load(Ordering::Acquire) && !wanted.contains(&&*w.slot.name)
+                })
+                .map(|w| (w.slot.clone(), w.stop_order(true)))
+                .collect()
+        };
+        for (slot, waiter) in removed {
+            if let Some(waiter) = waiter {
+                let _ = waiter.finish(&self.inner.bus);
             }
+            retire(&self.inner.bus, &slot);
+            report.removed.push(slot.name.to_string());
         }
         let mut errors = Vec::new();
         for (plugin, library) in libraries {
@@ -403,16 +464,20 @@ impl Host {
                 }
                 Ok((was, _, slot)) if was.queue_capacity != plugin.queue_capacity => {
                     report.restarted.push(plugin.name.clone());
-                    let _ = self
-                        .with_worker(&plugin.name, |handle| stop_worker(&self.inner.bus, handle));
+                    if let Ok(Some(waiter)) =
+                        self.with_worker(&plugin.name, |handle| Ok(handle.stop_order(true)))
+                    {
+                        let _ = waiter.finish(&self.inner.bus);
+                    }
                     retire(&self.inner.bus, &slot);
                     self.spawn(&plugin, library).map_err(|e| e.to_string())
                 }
                 Ok(_) => {
                     report.restarted.push(plugin.name.clone());
                     self.with_worker(&plugin.name, |handle| {
-                        self.replace(handle, &plugin, library)
+                        Ok(self.order_replace(handle, &plugin, library))
                     })
+                    .and_then(|replacing| self.await_replace(replacing))
                 }
             };
             if let Err(e) = outcome {
@@ -466,32 +531,6 @@ impl Host {
     pub fn reloads(&self) -> u64 {
         self.inner.reloads.load(Ordering::Acquire)
     }
-}
-
-/// Stop a worker after its queue, and say so.
-fn stop_worker(bus: &Bus, handle: &mut WorkerHandle) -> Result<(), String> {
-    if !handle.is_alive() {
-        return match handle.slot.state() {
-            State::Stopped => Err(format!("`{}` is already stopped", handle.slot.name)),
-            _ => Ok(()),
-        };
-    }
-    handle.order(Control::Stop { drain: true });
-    if !handle.wait(STOP_WAIT) {
-        return Err(format!(
-            "`{}` did not stop within {STOP_WAIT:?}",
-            handle.slot.name
-        ));
-    }
-    let slot = &handle.slot;
-    if slot.state() == State::Stopped {
-        tracing::info!(plugin = %slot.name, "stopped");
-        bus.publish_host(
-            "plughost.plugin.stopped",
-            serde_json::json!({"name": &*slot.name, "library": slot.library()}),
-        );
-    }
-    Ok(())
 }
 
 /// Take a slot out of routing and listings for good.
