@@ -427,7 +427,7 @@ fn measure(run: &Run, as_json: bool) -> Result<(), String> {
     };
     say("raw");
     let raw = run.median_of(|| run.raw())?;
-    let throughput: [(&str, &[Instance], bool); 5] = [
+    let throughput: [(&str, &[Instance<'_>], bool); 5] = [
         ("rust", &[("r", "bench_plugin", "thread")], false),
         ("rust_batch", &[("r", "bench_plugin", "thread")], true),
         ("c", &[("c", "bench_c", "thread")], false),
