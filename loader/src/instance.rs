@@ -512,8 +512,15 @@ pub(crate) type Factory = Box<dyn FnMut() -> Result<Box<dyn Instance>, CallFailu
 /// Nanoseconds since the first call, on a monotonic clock shared by the
 /// workers and the watchdog. Never 0 once running.
 pub(crate) fn clock_nanos() -> u64 {
+    nanos_at(Instant::now())
+}
+
+/// `at` on the clock of [`clock_nanos`], without reading the clock again.
+pub(crate) fn nanos_at(at: Instant) -> u64 {
     static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    ORIGIN.get_or_init(Instant::now).elapsed().as_nanos() as u64 + 1
+    at.saturating_duration_since(*ORIGIN.get_or_init(Instant::now))
+        .as_nanos() as u64
+        + 1
 }
 
 /// Restart policy and the record the flapping rule is judged on.
@@ -695,7 +702,9 @@ impl Worker {
             None,
         );
         let started = Instant::now();
-        self.slot.busy_since.store(clock_nanos(), Ordering::Relaxed);
+        self.slot
+            .busy_since
+            .store(nanos_at(started), Ordering::Relaxed);
         let outcome = instance.on_event(&event.view());
         self.slot.busy_since.store(0, Ordering::Relaxed);
         let took = started.elapsed();
@@ -735,7 +744,9 @@ impl Worker {
             return;
         };
         let started = Instant::now();
-        self.slot.busy_since.store(clock_nanos(), Ordering::Relaxed);
+        self.slot
+            .busy_since
+            .store(nanos_at(started), Ordering::Relaxed);
         let outcome = instance.on_batch(events);
         self.slot.busy_since.store(0, Ordering::Relaxed);
         // Only the batch is timed; each event is recorded at the batch's mean.

@@ -1,11 +1,11 @@
-/* chaos_c, for tests: misbehaves in the ways only native code can. Config:
- * abort_on, segfault_on, spin_on (topic patterns) and sleep_ms. An event whose
- * topic matches aborts the process, writes through a NULL pointer, or spins
- * forever; every event first sleeps sleep_ms. */
+/* chaos_c, for tests: misbehaves in the ways only native code can. Every event
+ * first sleeps `sleep_ms`; one whose topic matches `abort_on`, `segfault_on` or
+ * `spin_on` then aborts the process, writes through NULL, or spins forever. */
 #define _POSIX_C_SOURCE 199309L
 #include "plughost.h"
 #include "plughost_util.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +18,22 @@ typedef struct {
     long long sleep_ms;
 } chaos;
 
+/* Read the optional topic pattern `key` into `out` (left empty when absent).
+ * A wrong type is refused rather than ignored: a test that misspells its
+ * trigger would otherwise pass without ever crashing. */
+static int32_t pattern(const char *config, size_t config_len, const char *key, char *out, size_t out_size,
+                       char *error, size_t error_capacity) {
+    const char *value = ph_config_find(config, config_len, key);
+    if (value == NULL) {
+        return PLUGHOST_OK;
+    }
+    if (ph_config_string(config, config_len, key, out, out_size) <= 0) {
+        return ph_fail(error, error_capacity, "invalid config: `%s` must be a topic pattern string of 1 to %zu bytes",
+                       key, out_size - 1);
+    }
+    return PLUGHOST_OK;
+}
+
 static int32_t chaos_create(const plughost_host *host, const char *config, size_t config_len, void **instance_out,
                             char *error, size_t error_capacity) {
     (void)host;
@@ -29,10 +45,24 @@ static int32_t chaos_create(const plughost_host *host, const char *config, size_
     if (self == NULL) {
         return ph_fail(error, error_capacity, "out of memory");
     }
-    ph_config_string(config, config_len, "abort_on", self->abort_on, sizeof self->abort_on);
-    ph_config_string(config, config_len, "segfault_on", self->segfault_on, sizeof self->segfault_on);
-    ph_config_string(config, config_len, "spin_on", self->spin_on, sizeof self->spin_on);
-    self->sleep_ms = ph_config_int(config, config_len, "sleep_ms", 0);
+    if (pattern(config, config_len, "abort_on", self->abort_on, sizeof self->abort_on, error, error_capacity) ||
+        pattern(config, config_len, "segfault_on", self->segfault_on, sizeof self->segfault_on, error,
+                error_capacity) ||
+        pattern(config, config_len, "spin_on", self->spin_on, sizeof self->spin_on, error, error_capacity)) {
+        free(self);
+        return PLUGHOST_ERROR;
+    }
+    /* The config text is NUL-terminated, and compact: a number ends at , or }. */
+    const char *sleep_ms = ph_config_find(config, config_len, "sleep_ms");
+    if (sleep_ms != NULL) {
+        char *rest = NULL;
+        errno = 0;
+        self->sleep_ms = *sleep_ms >= '0' && *sleep_ms <= '9' ? strtoll(sleep_ms, &rest, 10) : -1;
+        if (self->sleep_ms < 0 || errno == ERANGE || (*rest != ',' && *rest != '}')) {
+            free(self);
+            return ph_fail(error, error_capacity, "invalid config: `sleep_ms` must be a non-negative integer");
+        }
+    }
     *instance_out = self;
     return PLUGHOST_OK;
 }
@@ -46,18 +76,24 @@ static int32_t chaos_on_event(void *instance, const plughost_event *event, char 
     (void)error_capacity;
     chaos *self = instance;
     if (self->sleep_ms > 0) {
-        struct timespec pause = {self->sleep_ms / 1000, (self->sleep_ms % 1000) * 1000000L};
-        nanosleep(&pause, NULL);
+        struct timespec pause = {(time_t)(self->sleep_ms / 1000), (long)(self->sleep_ms % 1000) * 1000000L};
+        /* A signal (the host's SIGCHLD, say) must not cut the sleep short. */
+        while (nanosleep(&pause, &pause) != 0 && errno == EINTR) {
+        }
     }
     if (matches(self->abort_on, event)) {
         abort();
     }
     if (matches(self->segfault_on, event)) {
+        /* volatile on both sides, so the optimiser can neither drop the store
+         * nor treat the NULL dereference as unreachable and fold it away. */
         volatile int *volatile nowhere = NULL;
         *nowhere = 1;
-        raise(SIGSEGV);
+        raise(SIGSEGV); /* where address 0 happens to be mapped */
     }
     if (matches(self->spin_on, event)) {
+        /* The volatile access keeps C11's "loops may be assumed to terminate"
+         * rule from applying: this really spins, as a hung plugin would. */
         volatile unsigned long spins = 0;
         for (;;) {
             spins++;

@@ -1,21 +1,39 @@
-/* logger_c: the C twin of the Rust `logger`. Appends every event it receives
- * to `path`, one JSON object per line: id, topic, source, timestamp, and the
- * payload verbatim when it is valid JSON, else payload_base64. For the same
- * events the two loggers write the same bytes. Flushes on stop. */
+/* logger_c: the C twin of the Rust `logger`, writing the same bytes for the same
+ * events. Appends one JSON line per event to `path`: id, topic, source, timestamp,
+ * and the payload verbatim when it is JSON, else payload_base64. Syncs on stop. */
 #define _POSIX_C_SOURCE 200809L
 #include "plughost.h"
 #include "plughost_util.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+/* A growable byte buffer. `failed` records an allocation failure, checked once
+ * per line instead of after every append. */
 typedef struct {
-    FILE *out;
+    uint8_t *data;
+    size_t len;
+    size_t cap;
+    int failed;
+} bytes;
+
+/* Not stdio: glibc empties a FILE's buffer when a write fails, silently losing
+ * lines already accepted and leaving half a line to be written later. Here
+ * only whole lines enter `pending`, and what a failed write leaves stays there
+ * for the next attempt, so the file holds whole lines in order. */
+typedef struct {
+    int fd;
+    bytes pending; /* whole lines not yet written */
+    bytes line;    /* the line being formatted */
     char path[4096];
 } logger;
+
+/* The same capacity as the Rust logger's BufWriter. */
+#define LOGGER_BUFFER (64 * 1024)
 
 /* ---- JSON validation (RFC 8259, as serde_json accepts it) ---- */
 
@@ -74,10 +92,11 @@ static int number(cursor *c) {
     return 1;
 }
 
-/* One UTF-8 sequence starting at c->p (not ASCII); advances past it. */
+/* One UTF-8 sequence starting at c->p (not ASCII); advances past it. serde_json
+ * checks the raw value with str::from_utf8, so this is exactly Rust's UTF-8. */
 static int utf8(cursor *c) {
     uint8_t b = *c->p;
-    size_t n = b >= 0xf0 && b <= 0xf4 ? 4 : b >= 0xe0 ? 3 : b >= 0xc2 && b <= 0xdf ? 2 : 0;
+    size_t n = b >= 0xc2 && b <= 0xdf ? 2 : b >= 0xe0 && b <= 0xef ? 3 : b >= 0xf0 && b <= 0xf4 ? 4 : 0;
     if (n == 0 || (size_t)(c->end - c->p) < n) {
         return 0;
     }
@@ -92,6 +111,10 @@ static int utf8(cursor *c) {
     }
     c->p += n;
     return 1;
+}
+
+static int is_hex(uint8_t b) {
+    return (b >= '0' && b <= '9') || (b >= 'a' && b <= 'f') || (b >= 'A' && b <= 'F');
 }
 
 static int string(cursor *c) {
@@ -112,12 +135,14 @@ static int string(cursor *c) {
             }
             uint8_t e = *c->p++;
             if (e == 'u') {
+                /* Any four hex digits: serde_json does not pair surrogates
+                 * when it only skips a value, so a lone \ud800 is accepted. */
                 for (int i = 0; i < 4; i++, c->p++) {
-                    if (c->p >= c->end || !((*c->p >= '0' && *c->p <= '9') || ((*c->p | 0x20) >= 'a' && (*c->p | 0x20) <= 'f'))) {
+                    if (c->p >= c->end || !is_hex(*c->p)) {
                         return 0;
                     }
                 }
-            } else if (!strchr("\"\\/bfnrt", e) || e == 0) {
+            } else if (e == 0 || strchr("\"\\/bfnrt", e) == NULL) {
                 return 0;
             }
         } else if (b < 0x80) {
@@ -167,9 +192,9 @@ static int key(cursor *c) {
 static int value(cursor *c) {
     size_t depth = 0;
     size_t capacity = 64;
-    uint8_t *open = malloc(capacity);
+    uint8_t *stack = malloc(capacity);
     int ok = 0;
-    if (open == NULL) {
+    if (stack == NULL) {
         return 0;
     }
     for (;;) {
@@ -177,15 +202,15 @@ static int value(cursor *c) {
         skip_ws(c);
         if (c->p < c->end && (*c->p == '{' || *c->p == '[')) {
             if (depth == capacity) {
-                uint8_t *grown = realloc(open, capacity * 2);
+                uint8_t *grown = realloc(stack, capacity * 2);
                 if (grown == NULL) {
                     break;
                 }
-                open = grown;
+                stack = grown;
                 capacity *= 2;
             }
             uint8_t kind = *c->p++;
-            open[depth++] = kind;
+            stack[depth++] = kind;
             skip_ws(c);
             if (c->p < c->end && *c->p == (kind == '{' ? '}' : ']')) {
                 c->p++;
@@ -206,14 +231,14 @@ static int value(cursor *c) {
                 break;
             }
             skip_ws(c);
-            uint8_t close = open[depth - 1] == '{' ? '}' : ']';
-            if (c->p < c->end && *c->p == close) {
+            uint8_t closer = stack[depth - 1] == '{' ? '}' : ']';
+            if (c->p < c->end && *c->p == closer) {
                 c->p++;
                 depth--;
             } else if (c->p < c->end && *c->p == ',') {
                 c->p++;
                 skip_ws(c);
-                if (open[depth - 1] == '{' && !key(c)) {
+                if (stack[depth - 1] == '{' && !key(c)) {
                     break;
                 }
                 next = 1;
@@ -225,14 +250,14 @@ static int value(cursor *c) {
             break;
         }
     }
-    free(open);
+    free(stack);
     return ok;
 }
 
-/* If `bytes` is one JSON value with optional surrounding whitespace, set
+/* If `data` is one JSON value with optional surrounding whitespace, set
  * [*start, *end) to the value without that whitespace and return 1. */
-static int json_value(const uint8_t *bytes, size_t len, const uint8_t **start, const uint8_t **end) {
-    cursor c = {bytes, bytes + len};
+static int json_value(const uint8_t *data, size_t len, const uint8_t **start, const uint8_t **end) {
+    cursor c = {data, data + len};
     skip_ws(&c);
     *start = c.p;
     if (!value(&c)) {
@@ -245,108 +270,261 @@ static int json_value(const uint8_t *bytes, size_t len, const uint8_t **start, c
 
 /* ---- Output ---- */
 
-/* A JSON string, escaped as serde_json escapes it. */
-static void put_string(FILE *out, const char *text, size_t len) {
-    static const char hex[] = "0123456789abcdef";
-    fputc('"', out);
-    for (size_t i = 0; i < len; i++) {
-        unsigned char ch = (unsigned char)text[i];
-        switch (ch) {
-        case '"': fputs("\\\"", out); break;
-        case '\\': fputs("\\\\", out); break;
-        case '\b': fputs("\\b", out); break;
-        case '\f': fputs("\\f", out); break;
-        case '\n': fputs("\\n", out); break;
-        case '\r': fputs("\\r", out); break;
-        case '\t': fputs("\\t", out); break;
-        default:
-            if (ch < 0x20) {
-                fprintf(out, "\\u00%c%c", hex[ch >> 4], hex[ch & 15]);
-            } else {
-                fputc(ch, out);
-            }
-        }
+static int reserve(bytes *b, size_t more) {
+    if (b->failed) {
+        return 0;
     }
-    fputc('"', out);
+    if (b->cap - b->len >= more) {
+        return 1;
+    }
+    size_t cap = b->cap == 0 ? 256 : b->cap;
+    while (cap - b->len < more) {
+        if (cap > SIZE_MAX / 2) {
+            b->failed = 1;
+            return 0;
+        }
+        cap *= 2;
+    }
+    uint8_t *grown = realloc(b->data, cap);
+    if (grown == NULL) {
+        b->failed = 1;
+        return 0;
+    }
+    b->data = grown;
+    b->cap = cap;
+    return 1;
 }
 
-static void put_base64(FILE *out, const uint8_t *bytes, size_t len) {
-    static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    fputc('"', out);
-    for (size_t i = 0; i < len; i += 3) {
-        uint32_t chunk = (uint32_t)bytes[i] << 16;
-        if (i + 1 < len) chunk |= (uint32_t)bytes[i + 1] << 8;
-        if (i + 2 < len) chunk |= bytes[i + 2];
-        fputc(alphabet[(chunk >> 18) & 63], out);
-        fputc(alphabet[(chunk >> 12) & 63], out);
-        fputc(i + 1 < len ? alphabet[(chunk >> 6) & 63] : '=', out);
-        fputc(i + 2 < len ? alphabet[chunk & 63] : '=', out);
+static void put(bytes *b, const void *data, size_t len) {
+    if (len > 0 && reserve(b, len)) {
+        memcpy(b->data + b->len, data, len);
+        b->len += len;
     }
-    fputc('"', out);
+}
+
+static void put_text(bytes *b, const char *text) { put(b, text, strlen(text)); }
+
+static void put_u64(bytes *b, uint64_t n) {
+    char digits[24];
+    size_t i = sizeof digits;
+    do {
+        digits[--i] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n > 0);
+    put(b, digits + i, sizeof digits - i);
+}
+
+/* A JSON string, escaped as serde_json escapes it: the two-character escapes
+ * where JSON has one, lowercase \u00XX for other control characters, and
+ * everything else (DEL and non-ASCII included) as is. */
+static void put_string(bytes *b, const char *text, size_t len) {
+    static const char hex[] = "0123456789abcdef";
+    put_text(b, "\"");
+    char unicode[7] = "\\u00";
+    size_t plain = 0; /* start of the run of bytes that need no escape */
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)text[i];
+        const char *escape = NULL;
+        switch (ch) {
+        case '"': escape = "\\\""; break;
+        case '\\': escape = "\\\\"; break;
+        case '\b': escape = "\\b"; break;
+        case '\f': escape = "\\f"; break;
+        case '\n': escape = "\\n"; break;
+        case '\r': escape = "\\r"; break;
+        case '\t': escape = "\\t"; break;
+        default:
+            if (ch < 0x20) {
+                unicode[4] = hex[ch >> 4];
+                unicode[5] = hex[ch & 15];
+                unicode[6] = '\0';
+                escape = unicode;
+            }
+        }
+        if (escape != NULL) {
+            put(b, text + plain, i - plain);
+            put_text(b, escape);
+            plain = i + 1;
+        }
+    }
+    put(b, text + plain, len - plain);
+    put_text(b, "\"");
+}
+
+/* Standard base64 with padding, as base64's STANDARD engine writes it. */
+static void put_base64(bytes *b, const uint8_t *data, size_t len) {
+    static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    put_text(b, "\"");
+    if (!reserve(b, (len + 2) / 3 * 4)) {
+        return;
+    }
+    for (size_t i = 0; i < len; i += 3) {
+        uint32_t chunk = (uint32_t)data[i] << 16;
+        if (i + 1 < len) {
+            chunk |= (uint32_t)data[i + 1] << 8;
+        }
+        if (i + 2 < len) {
+            chunk |= data[i + 2];
+        }
+        uint8_t *out = b->data + b->len;
+        out[0] = (uint8_t)alphabet[(chunk >> 18) & 63];
+        out[1] = (uint8_t)alphabet[(chunk >> 12) & 63];
+        out[2] = (uint8_t)(i + 1 < len ? alphabet[(chunk >> 6) & 63] : '=');
+        out[3] = (uint8_t)(i + 2 < len ? alphabet[chunk & 63] : '=');
+        b->len += 4;
+    }
+    put_text(b, "\"");
+}
+
+/* Write out all of `pending`. On failure keep what was not written and return
+ * the errno; the next call picks up where this one stopped. */
+static int flush_pending(logger *self) {
+    size_t done = 0;
+    int status = 0;
+    while (done < self->pending.len) {
+        ssize_t n = write(self->fd, self->pending.data + done, self->pending.len - done);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            status = errno;
+            break;
+        }
+        if (n == 0) {
+            status = EIO;
+            break;
+        }
+        done += (size_t)n;
+    }
+    memmove(self->pending.data, self->pending.data + done, self->pending.len - done);
+    self->pending.len -= done;
+    return status;
+}
+
+/* Give back what one huge event made a buffer grow to. */
+static void trim(bytes *b) {
+    if (b->cap > 4 * LOGGER_BUFFER && b->len <= LOGGER_BUFFER) {
+        uint8_t *smaller = realloc(b->data, LOGGER_BUFFER);
+        if (smaller != NULL) {
+            b->data = smaller;
+            b->cap = LOGGER_BUFFER;
+        }
+    }
+}
+
+static void logger_free(logger *self) {
+    free(self->pending.data);
+    free(self->line.data);
+    free(self);
 }
 
 static int32_t logger_create(const plughost_host *host, const char *config, size_t config_len, void **instance_out,
                              char *error, size_t error_capacity) {
     (void)host;
+    /* The Rust logger's Config has deny_unknown_fields: a misspelt key must not
+     * silently log to nowhere. */
     static const char *const known[] = {"path", NULL};
     if (ph_config_check_keys(config, config_len, known, error, error_capacity) != PLUGHOST_OK) {
         return PLUGHOST_ERROR;
     }
-    logger *self = calloc(1, sizeof *self);
-    if (self == NULL) {
-        return ph_fail(error, error_capacity, "out of memory");
-    }
-    if (ph_config_string(config, config_len, "path", self->path, sizeof self->path) <= 0) {
-        free(self);
+    const char *value = ph_config_find(config, config_len, "path");
+    if (value == NULL) {
         return ph_fail(error, error_capacity, "invalid config: missing field `path`");
     }
-    self->out = fopen(self->path, "a");
-    if (self->out == NULL) {
-        int32_t status = ph_fail(error, error_capacity, "cannot open %s", self->path);
-        free(self);
+    if (*value != '"') {
+        return ph_fail(error, error_capacity, "invalid config: `path` must be a string");
+    }
+    logger *self = calloc(1, sizeof *self);
+    if (self == NULL || !reserve(&self->pending, LOGGER_BUFFER)) {
+        if (self != NULL) {
+            logger_free(self);
+        }
+        return ph_fail(error, error_capacity, "out of memory");
+    }
+    if (ph_config_string(config, config_len, "path", self->path, sizeof self->path) < 0) {
+        logger_free(self);
+        return ph_fail(error, error_capacity, "invalid config: `path` is longer than %zu bytes", sizeof self->path - 1);
+    }
+    /* What Rust's OpenOptions create+append does, close-on-exec included, so
+     * that plugin processes the host spawns do not inherit the file. */
+    self->fd = open(self->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0666);
+    if (self->fd < 0) {
+        int32_t status = ph_fail(error, error_capacity, "cannot open %s: %s", self->path, strerror(errno));
+        logger_free(self);
         return status;
     }
-    setvbuf(self->out, NULL, _IOFBF, 64 * 1024);
     *instance_out = self;
     return PLUGHOST_OK;
 }
 
 static int32_t logger_on_event(void *instance, const plughost_event *event, char *error, size_t error_capacity) {
     logger *self = instance;
-    FILE *out = self->out;
-    fprintf(out, "{\"id\":%llu,\"topic\":", (unsigned long long)event->id);
-    put_string(out, event->topic, event->topic_len);
-    fputs(",\"source\":", out);
-    put_string(out, event->source, event->source_len);
-    fprintf(out, ",\"timestamp\":%llu,", (unsigned long long)event->timestamp_ms);
+    bytes *line = &self->line;
+    line->len = 0;
+    put_text(line, "{\"id\":");
+    put_u64(line, event->id);
+    put_text(line, ",\"topic\":");
+    put_string(line, event->topic, event->topic_len);
+    put_text(line, ",\"source\":");
+    put_string(line, event->source, event->source_len);
+    put_text(line, ",\"timestamp\":");
+    put_u64(line, event->timestamp_ms);
     const uint8_t *start = NULL;
     const uint8_t *end = NULL;
     if (event->payload_len > 0 && json_value(event->payload, event->payload_len, &start, &end)) {
-        fputs("\"payload\":", out);
-        fwrite(start, 1, (size_t)(end - start), out);
+        put_text(line, ",\"payload\":");
+        put(line, start, (size_t)(end - start));
     } else {
-        fputs("\"payload_base64\":", out);
-        put_base64(out, event->payload, event->payload_len);
+        put_text(line, ",\"payload_base64\":");
+        put_base64(line, event->payload, event->payload_len);
     }
-    fputs("}\n", out);
-    if (ferror(out)) {
-        return ph_fail(error, error_capacity, "cannot write to %s", self->path);
+    put_text(line, "}\n");
+    if (line->failed) {
+        line->failed = 0;
+        return ph_fail(error, error_capacity, "out of memory formatting event %llu", (unsigned long long)event->id);
     }
+    if (self->pending.len + line->len > LOGGER_BUFFER) {
+        int status = flush_pending(self);
+        if (status != 0) {
+            /* This line is refused whole; earlier ones wait in `pending`. */
+            return ph_fail(error, error_capacity, "cannot write to %s: %s", self->path, strerror(status));
+        }
+    }
+    put(&self->pending, line->data, line->len);
+    if (self->pending.failed) {
+        self->pending.failed = 0;
+        return ph_fail(error, error_capacity, "out of memory buffering event %llu", (unsigned long long)event->id);
+    }
+    if (self->pending.len >= LOGGER_BUFFER) {
+        /* A full buffer, or one line bigger than it, goes out at once, as with
+         * BufWriter. The line is accepted either way: if this write fails, it
+         * waits in `pending` and the next event (or stop) reports the error. */
+        (void)flush_pending(self);
+        trim(&self->pending);
+    }
+    line->len = 0;
+    trim(line);
     return PLUGHOST_OK;
 }
 
 static int32_t logger_stop(void *instance, char *error, size_t error_capacity) {
     logger *self = instance;
-    if (fflush(self->out) != 0 || fdatasync(fileno(self->out)) != 0) {
-        return ph_fail(error, error_capacity, "cannot flush %s", self->path);
+    int status = flush_pending(self);
+    if (status != 0) {
+        return ph_fail(error, error_capacity, "cannot write to %s: %s", self->path, strerror(status));
+    }
+    if (fdatasync(self->fd) != 0) {
+        return ph_fail(error, error_capacity, "cannot sync %s: %s", self->path, strerror(errno));
     }
     return PLUGHOST_OK;
 }
 
 static void logger_destroy(void *instance) {
     logger *self = instance;
-    fclose(self->out);
-    free(self);
+    /* A last try, as dropping Rust's BufWriter does; nobody is left to tell. */
+    (void)flush_pending(self);
+    close(self->fd);
+    logger_free(self);
 }
 
 static const plughost_plugin descriptor = {
