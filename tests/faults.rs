@@ -1,5 +1,6 @@
 //! Faults: a misbehaving plugin is marked failed and reported; the host and
-//! every other plugin go on.
+//! every other plugin go on. Restarts are off here (`restart = "never"`), so
+//! each failure stays visible; tests/supervision.rs covers restart policies.
 
 mod common;
 
@@ -20,6 +21,7 @@ path = {:?}
 name = "chaos"
 library = "chaos"
 subscribe = ["work.>"]
+restart = "never"
 [plugin.config]
 {chaos}
 "#,

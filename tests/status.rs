@@ -12,9 +12,11 @@ fn status_section(extra: &str) -> String {
     format!("[status]\naddress = \"127.0.0.1:0\"\n{extra}\n")
 }
 
+/// A `chaos` instance that stays failed when it fails (no restart), so that
+/// its state is what the status endpoints must show.
 fn chaos(name: &str, config: &str) -> String {
     format!(
-        "[[plugin]]\nname = {name:?}\nlibrary = \"chaos\"\nsubscribe = [\"work.>\"]\n[plugin.config]\n{config}\n"
+        "[[plugin]]\nname = {name:?}\nlibrary = \"chaos\"\nsubscribe = [\"work.>\"]\nrestart = \"never\"\n[plugin.config]\n{config}\n"
     )
 }
 
