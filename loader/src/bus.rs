@@ -9,9 +9,10 @@
 //! its one event (counted as dropped for the receiver) and the cycle unwinds.
 
 use crate::config::Overflow;
-use crate::event::Event;
+use crate::event::{Event, Name, now_ms};
 use crate::instance::Slot;
 use crossbeam_channel::{SendTimeoutError, TrySendError};
+use crossbeam_utils::CachePadded;
 use plughost_api::topic::{TopicError, validate_topic};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -30,8 +31,10 @@ pub(crate) struct Bus {
     id: u64,
     generation: AtomicU64,
     slots: RwLock<Vec<Arc<Slot>>>,
-    next_event_id: AtomicU64,
-    host_source: Arc<str>,
+    /// Taken by every publish: on a line of its own, away from what the
+    /// instances' threads read.
+    next_event_id: CachePadded<AtomicU64>,
+    host_source: Name,
     closed: AtomicBool,
     /// Process name for Lightbus-style metrics events; `None` when disabled.
     metrics: Option<Arc<str>>,
@@ -39,7 +42,7 @@ pub(crate) struct Bus {
 
 #[derive(Clone)]
 struct Route {
-    topic: Arc<str>,
+    topic: Name,
     targets: Arc<[Arc<Slot>]>,
 }
 
@@ -47,10 +50,18 @@ struct RouteCache {
     bus: u64,
     generation: u64,
     routes: HashMap<Box<str>, Route>,
+    /// The last topic looked up: a publisher usually repeats its topic, and
+    /// comparing it costs less than hashing it.
+    last: Option<Route>,
 }
 
 thread_local! {
-    static ROUTES: RefCell<RouteCache> = RefCell::new(RouteCache { bus: 0, generation: 0, routes: HashMap::new() });
+    static ROUTES: RefCell<RouteCache> = RefCell::new(RouteCache {
+        bus: 0,
+        generation: 0,
+        routes: HashMap::new(),
+        last: None,
+    });
 }
 
 impl Bus {
@@ -60,8 +71,8 @@ impl Bus {
             id: NEXT_BUS_ID.fetch_add(1, Ordering::Relaxed),
             generation: AtomicU64::new(1),
             slots: RwLock::new(Vec::new()),
-            next_event_id: AtomicU64::new(1),
-            host_source: Arc::from("host"),
+            next_event_id: CachePadded::new(AtomicU64::new(1)),
+            host_source: Name::Interned("host"),
             closed: AtomicBool::new(false),
             metrics: metrics_process.map(Arc::from),
         }
@@ -91,7 +102,10 @@ impl Bus {
         self.closed.store(true, Ordering::Release);
     }
 
-    fn route(&self, topic: &str) -> Result<Route, TopicError> {
+    /// Run `f` on the route of `topic`, from this thread's cache. `f` must
+    /// not publish (the cache stays borrowed while it runs), so the bus
+    /// publishes metrics events only once `f` has returned.
+    fn with_route<R>(&self, topic: &str, f: impl FnOnce(&Route) -> R) -> Result<R, TopicError> {
         let generation = self.generation.load(Ordering::Acquire);
         ROUTES.with(|cache| {
             let mut cache = cache.borrow_mut();
@@ -99,32 +113,48 @@ impl Bus {
                 cache.bus = self.id;
                 cache.generation = generation;
                 cache.routes.clear();
+                cache.last = None;
             }
-            if let Some(route) = cache.routes.get(topic) {
-                return Ok(route.clone());
+            if cache.last.as_ref().is_none_or(|r| &*r.topic != topic) {
+                let route = match cache.routes.get(topic) {
+                    Some(route) => route.clone(),
+                    None => {
+                        let route = self.resolve(topic)?;
+                        if cache.routes.len() >= ROUTE_CACHE_LIMIT {
+                            cache.routes.clear();
+                        }
+                        cache.routes.insert(topic.into(), route.clone());
+                        route
+                    }
+                };
+                cache.last = Some(route);
             }
-            validate_topic(topic)?;
-            let targets: Vec<Arc<Slot>> = self
-                .slots
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .filter(|slot| slot.subscribes_to(topic))
-                .cloned()
-                .collect();
-            let route = Route {
-                topic: Arc::from(topic),
-                targets: targets.into(),
-            };
-            if cache.routes.len() >= ROUTE_CACHE_LIMIT {
-                cache.routes.clear();
-            }
-            cache.routes.insert(topic.into(), route.clone());
-            Ok(route)
+            Ok(f(cache.last.as_ref().expect("set just above")))
         })
     }
 
-    /// Publish from `from` (a plugin's slot) or from the host (`None`).
+    /// Match `topic` against every subscription, once per topic per thread.
+    fn resolve(&self, topic: &str) -> Result<Route, TopicError> {
+        validate_topic(topic)?;
+        let targets: Vec<Arc<Slot>> = self
+            .slots
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|slot| slot.subscribes_to(topic))
+            .cloned()
+            .collect();
+        // A topic nobody hears is not worth a place among the interned names.
+        let topic = match targets.is_empty() {
+            true => Name::Counted(Arc::from(topic)),
+            false => Name::intern(topic),
+        };
+        Ok(Route {
+            topic,
+            targets: targets.into(),
+        })
+    }
+
     /// Publish from `from` (a plugin's slot) or from the host (`None`).
     pub(crate) fn publish(
         &self,
@@ -132,7 +162,7 @@ impl Bus {
         topic: &str,
         payload: Box<[u8]>,
     ) -> Result<u64, TopicError> {
-        let source = from.map_or_else(|| self.host_source.clone(), |slot| slot.name.clone());
+        let source = from.map_or_else(|| self.host_source.clone(), |slot| slot.source.clone());
         self.publish_as(from, source, topic, payload)
     }
 
@@ -141,52 +171,86 @@ impl Bus {
     fn publish_as(
         &self,
         waiter: Option<&Slot>,
-        source: Arc<str>,
+        source: Name,
         topic: &str,
         payload: Box<[u8]>,
     ) -> Result<u64, TopicError> {
-        let route = self.route(topic)?;
-        let id = self.next_event_id.fetch_add(1, Ordering::Relaxed);
-        let event = Event::new(id, route.topic, source, payload);
-        for target in route.targets.iter() {
-            self.deliver(waiter, target, event.clone());
-        }
-        if self.metrics.is_some() {
+        let metrics = self.metrics.is_some();
+        let (id, fired) = self.with_route(topic, |route| {
+            let id = self.next_event_id.fetch_add(1, Ordering::Relaxed);
+            let event = Event::new(id, now_ms(), route.topic.clone(), source, payload);
+            match &route.targets[..] {
+                [] if !metrics => (id, None),
+                [only] if !metrics => {
+                    self.deliver(waiter, only, 1, std::iter::once(event));
+                    (id, None)
+                }
+                targets => {
+                    let event = event.into_shared();
+                    self.share(waiter, targets, std::slice::from_ref(&event));
+                    (id, Some(event))
+                }
+            }
+        })?;
+        if let Some(event) = fired.filter(|_| metrics) {
             self.metrics_event("event_fired", waiter, None, &event, None);
         }
         Ok(id)
     }
 
-    /// Publish many payloads on one topic as the host: the route and the ids
-    /// are taken once, and each subscriber gets the events in order. Returns
-    /// the first id (the others follow it).
+    /// Publish many payloads on one topic as the host: the route, the clock
+    /// and the ids are taken once, and each subscriber gets the events in
+    /// order. Returns the first id (the others follow it).
     pub(crate) fn publish_batch(
         &self,
         topic: &str,
         payloads: Vec<Box<[u8]>>,
     ) -> Result<u64, TopicError> {
-        let route = self.route(topic)?;
-        let first = self
-            .next_event_id
-            .fetch_add(payloads.len() as u64, Ordering::Relaxed);
-        let events: Vec<Event> = payloads
-            .into_iter()
-            .zip(first..)
-            .map(|(payload, id)| {
-                Event::new(id, route.topic.clone(), self.host_source.clone(), payload)
-            })
-            .collect();
-        for target in route.targets.iter() {
-            for event in &events {
-                self.deliver(None, target, event.clone());
+        let metrics = self.metrics.is_some();
+        let (first, fired) = self.with_route(topic, |route| {
+            let first = self
+                .next_event_id
+                .fetch_add(payloads.len() as u64, Ordering::Relaxed);
+            let timestamp_ms = now_ms();
+            let count = payloads.len();
+            let events = payloads.into_iter().zip(first..).map(|(payload, id)| {
+                let source = self.host_source.clone();
+                Event::new(id, timestamp_ms, route.topic.clone(), source, payload)
+            });
+            match &route.targets[..] {
+                [] if !metrics => (first, Vec::new()),
+                [only] if !metrics => {
+                    self.deliver(None, only, count, events);
+                    (first, Vec::new())
+                }
+                targets => {
+                    let events: Vec<Event> = events.map(Event::into_shared).collect();
+                    self.share(None, targets, &events);
+                    (first, events)
+                }
             }
-        }
-        if self.metrics.is_some() {
-            for event in &events {
+        })?;
+        if metrics {
+            for event in &fired {
                 self.metrics_event("event_fired", None, None, event, None);
             }
         }
         Ok(first)
+    }
+
+    /// Deliver shared `events`, in order, to each of `targets` (one
+    /// allocation per event, not per subscriber). Each subscriber gets the
+    /// whole run before the next one, so a woken instance finds more than
+    /// one event waiting.
+    fn share(&self, waiter: Option<&Slot>, targets: &[Arc<Slot>], events: &[Event]) {
+        for target in targets {
+            self.deliver(waiter, target, events.len(), events.iter().cloned());
+        }
+    }
+
+    /// Whether `[metrics]` events are on (the workers then time each event).
+    pub(crate) fn metrics_enabled(&self) -> bool {
+        self.metrics.is_some()
     }
 
     /// Publish a JSON value as the host (lifecycle and state events).
@@ -240,7 +304,7 @@ impl Bus {
             "api_name": api_name,
             "event_name": event_name,
             "kwargs": kwargs,
-            "timestamp": crate::event::now_ms() as f64 / 1000.0,
+            "timestamp": now_ms() as f64 / 1000.0,
             "source": event.source(),
         });
         if let Some(listener) = listener {
@@ -252,17 +316,42 @@ impl Bus {
         self.publish_host_on(waiter, &format!("internal.metrics.{kind}"), payload);
     }
 
-    fn deliver(&self, from: Option<&Slot>, target: &Slot, event: Event) {
+    /// Put `count` events into `target`'s mailbox, in order, applying its
+    /// overflow policy to each one that finds it full. They are counted as
+    /// received in one go.
+    fn deliver(
+        &self,
+        from: Option<&Slot>,
+        target: &Slot,
+        count: usize,
+        events: impl Iterator<Item = Event>,
+    ) {
+        let stats = &target.stats.producer;
         if !target.accepts_events() {
+            // An instance that failed for good still counts what it misses
+            // (received and dropped); one not started yet, or stopped on
+            // purpose, is simply not there to receive.
+            if target.is_down() {
+                stats.offered.fetch_add(count as u64, Ordering::Relaxed);
+                stats.rejected.fetch_add(count as u64, Ordering::Relaxed);
+            }
             return;
         }
+        stats.offered.fetch_add(count as u64, Ordering::Relaxed);
+        for event in events {
+            match target.tx.try_send(event) {
+                Ok(()) => {}
+                Err(TrySendError::Full(event)) => self.overflow(from, target, event),
+                Err(TrySendError::Disconnected(_)) => {
+                    unreachable!("a slot owns its own receiver")
+                }
+            }
+        }
+    }
+
+    /// `event` found `target`'s mailbox full.
+    fn overflow(&self, from: Option<&Slot>, target: &Slot, event: Event) {
         let stats = &target.stats.producer;
-        stats.offered.fetch_add(1, Ordering::Relaxed);
-        let event = match target.tx.try_send(event) {
-            Ok(()) => return,
-            Err(TrySendError::Full(event)) => event,
-            Err(TrySendError::Disconnected(_)) => unreachable!("a slot owns its own receiver"),
-        };
         match target.overflow() {
             Overflow::DropNewest => {
                 stats.rejected.fetch_add(1, Ordering::Relaxed);

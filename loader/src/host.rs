@@ -21,6 +21,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// The watchdog's thread name, which shutdown stops last.
+const WATCHDOG: &str = "watchdog";
+
 /// Extra time an instance gets to run `stop` once the drain deadline passed.
 const STOP_GRACE: Duration = Duration::from_secs(1);
 
@@ -37,10 +40,12 @@ pub enum StartError {
         cause: LoadError,
     },
     /// A plugin's `init` returned an error or panicked.
-    #[error("plugin `{name}` failed to initialize: {reason}")]
+    #[error("plugin `{name}` ({library}) failed to initialize: {reason}")]
     Init {
         /// The instance.
         name: String,
+        /// The library file.
+        library: String,
         /// What the plugin said.
         reason: String,
     },
@@ -79,7 +84,8 @@ pub struct InstanceReport {
     pub isolation: String,
     /// How often it was restarted.
     pub restarts: u64,
-    /// Lifecycle state (`running`, `failed`, `stopped`, ...).
+    /// Lifecycle state (`running`, `failed`, `stopped`, ...), or `stuck` while a
+    /// handler has run longer than its `handler_timeout`.
     pub state: String,
     /// Event counts.
     #[serde(flatten)]
@@ -156,6 +162,20 @@ impl PluginJob {
     }
 }
 
+/// A thread of the host's own, woken every interval until told to stop.
+pub(crate) struct Background {
+    name: &'static str,
+    stop: Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+impl Background {
+    fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+    }
+}
+
 /// A running plughost: build it from a [`Config`], publish into it, shut it down.
 ///
 /// ```no_run
@@ -182,7 +202,7 @@ pub(crate) struct Inner {
     pub(crate) workers: Mutex<Vec<WorkerHandle>>,
     pub(crate) intake_open: AtomicBool,
     /// Background threads (state pings, watchdog): each stops when sent to.
-    pub(crate) background: Mutex<Vec<(Sender<()>, JoinHandle<()>)>>,
+    pub(crate) background: Mutex<Vec<Background>>,
     /// Serialises reloads and operator commands that start or stop instances.
     pub(crate) changes: Mutex<()>,
     /// Reloads applied so far.
@@ -237,7 +257,12 @@ impl Host {
     }
 
     /// Run `tick` every `interval` on a thread of its own until shutdown.
-    fn every(&self, name: &str, interval: Duration, mut tick: impl FnMut(&Host) + Send + 'static) {
+    fn every(
+        &self,
+        name: &'static str,
+        interval: Duration,
+        mut tick: impl FnMut(&Host) + Send + 'static,
+    ) {
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let host = self.clone();
         let thread = std::thread::Builder::new()
@@ -253,7 +278,11 @@ impl Host {
                 .background
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push((stop_tx, thread)),
+                .push(Background {
+                    name,
+                    stop: stop_tx,
+                    thread,
+                }),
             Err(e) => tracing::error!("cannot start the {name} thread: {e}"),
         }
     }
@@ -275,12 +304,12 @@ impl Host {
             return;
         }
         let interval = (shortest / 4).clamp(Duration::from_millis(5), Duration::from_millis(250));
-        self.every("watchdog", interval, |host| {
+        self.every(WATCHDOG, interval, |host| {
             for slot in host.inner.bus.slots() {
                 let settings = slot.settings();
                 let Some(limit) = settings.handler_timeout else { continue };
-                let since = slot.busy_since.load(Ordering::Acquire);
-                let running = Duration::from_nanos(crate::instance::clock_nanos().saturating_sub(since));
+                let since = slot.stats.consumer.busy_since.load(Ordering::Acquire);
+                let running = Duration::from_nanos(crate::event::coarse_nanos().saturating_sub(since));
                 if since == 0 || running <= limit || slot.stuck_at.swap(since, Ordering::AcqRel) == since {
                     continue;
                 }
@@ -535,17 +564,18 @@ impl Host {
     pub fn shutdown(&self) -> Vec<InstanceReport> {
         let first = !self.is_shutting_down();
         self.close_intake();
-        let background = std::mem::take(
+        // The watchdog keeps watching while queues drain: a handler stuck
+        // now must still be reported (and a process plugin killed).
+        let (watchdog, others): (Vec<Background>, Vec<Background>) = std::mem::take(
             &mut *self
                 .inner
                 .background
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()),
-        );
-        for (stop, thread) in background {
-            let _ = stop.send(());
-            let _ = thread.join();
-        }
+        )
+        .into_iter()
+        .partition(|background| background.name == WATCHDOG);
+        others.into_iter().for_each(Background::stop);
 
         if first && self.config().state.enabled {
             let payload = serde_json::json!({
@@ -574,11 +604,21 @@ impl Host {
             let patience = deadline.saturating_duration_since(Instant::now()) + STOP_GRACE;
             match worker.done.recv_timeout(patience) {
                 Err(RecvTimeoutError::Timeout) => {
-                    let reason =
-                        format!("did not stop within {patience:?}; its thread is abandoned");
-                    tracing::error!(plugin = %worker.slot.name, "{reason}");
-                    worker.slot.set_last_error(reason);
-                    worker.slot.set_state(State::Failed);
+                    let slot = &worker.slot;
+                    let (offered, finished) = slot.stats.balance();
+                    let lost = offered.saturating_sub(finished);
+                    let reason = format!(
+                        "did not stop within {patience:?}; its thread is abandoned with {lost} event(s) unfinished, counted as dropped"
+                    );
+                    tracing::error!(plugin = %slot.name, "{reason}");
+                    // The thread is stuck in the plugin and will not count
+                    // them: they are lost, and the summary must say so.
+                    slot.stats
+                        .consumer
+                        .discarded
+                        .fetch_add(lost, Ordering::AcqRel);
+                    slot.set_last_error(reason);
+                    slot.set_state(State::Failed);
                     continue;
                 }
                 Ok(()) | Err(RecvTimeoutError::Disconnected) => {}
@@ -601,6 +641,7 @@ impl Host {
             }
             self.wait_idle(deadline);
         }
+        watchdog.into_iter().for_each(Background::stop);
         bus.close();
         self.report()
     }
@@ -630,7 +671,10 @@ fn report(slot: &Slot) -> InstanceReport {
         language: settings.language.to_owned(),
         isolation: settings.isolation.as_str().to_owned(),
         restarts: slot.restarts.load(Ordering::Acquire),
-        state: slot.state().as_str().to_owned(),
+        state: match slot.state() {
+            State::Running if slot.is_stuck() => "stuck".to_owned(),
+            state => state.as_str().to_owned(),
+        },
         counts: slot.counts(),
         queue_depth: slot.rx.len(),
         queue_capacity: slot.capacity,

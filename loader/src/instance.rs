@@ -8,7 +8,7 @@
 
 use crate::bus::Bus;
 use crate::config::{Overflow, PluginConfig};
-use crate::event::{Event, EventView};
+use crate::event::{Event, EventView, Name, coarse_nanos};
 use crossbeam_channel::{Receiver, Sender, select};
 use crossbeam_utils::CachePadded;
 use plughost_api::topic::Pattern;
@@ -20,6 +20,12 @@ use std::time::Instant;
 /// How many events the thread takes from its mailbox between looks at its
 /// control lane.
 const BATCH: usize = 256;
+
+/// How long an idle instance watches its mailbox before it parks. Waking a
+/// parked thread costs tens of microseconds on a virtual machine, so a steady
+/// stream of events finds its thread awake, at the cost of a core that stays
+/// busy while events keep coming more often than this.
+const SPIN: std::time::Duration = std::time::Duration::from_micros(50);
 
 /// Why a call into a plugin failed.
 #[derive(Debug, Clone)]
@@ -160,6 +166,8 @@ pub(crate) struct ProducerStats {
 /// Counters written only by the instance's thread.
 #[derive(Default)]
 pub(crate) struct ConsumerStats {
+    /// When the running handler started ([`coarse_nanos`]), 0 when idle.
+    pub busy_since: AtomicU64,
     pub processed: AtomicU64,
     pub failed: AtomicU64,
     pub discarded: AtomicU64,
@@ -180,18 +188,20 @@ pub(crate) struct HandlerTimes {
 }
 
 impl HandlerTimes {
-    fn record(&self, took: std::time::Duration) {
-        let seconds = took.as_secs_f64();
+    /// Record `events` handler calls that took `took` together, each at their
+    /// mean: the sum and the count stay exact, and the buckets are exact for
+    /// a run of one (an instance that keeps up handles events one by one).
+    fn record(&self, took: std::time::Duration, events: u64) {
+        if events == 0 {
+            return;
+        }
+        let seconds = took.as_secs_f64() / events as f64;
         let bucket = HANDLER_BUCKETS
             .iter()
             .position(|&bound| seconds <= bound)
             .unwrap_or(HANDLER_BUCKETS.len());
-        bump(&self.counts[bucket]);
-        let sum = &self.sum_nanos;
-        sum.store(
-            sum.load(Ordering::Relaxed) + took.as_nanos() as u64,
-            Ordering::Release,
-        );
+        add(&self.counts[bucket], events);
+        add(&self.sum_nanos, took.as_nanos() as u64);
     }
 
     /// (sum in seconds, count, count per bucket bound, not cumulative: the
@@ -259,6 +269,8 @@ pub struct Counts {
 pub(crate) struct Slot {
     pub index: usize,
     pub name: Arc<str>,
+    /// The name its events carry as their source.
+    pub source: Name,
     pub capacity: usize,
     pub tx: Sender<Event>,
     pub rx: Receiver<Event>,
@@ -269,8 +281,6 @@ pub(crate) struct Slot {
     overflow: AtomicU8,
     /// Restarts so far.
     pub restarts: AtomicU64,
-    /// When the running handler started (nanoseconds on the host's clock), 0 when idle.
-    pub busy_since: AtomicU64,
     /// The `busy_since` the watchdog last reported as stuck.
     pub stuck_at: AtomicU64,
     /// The pid of the instance's process, for process isolation (0: none).
@@ -309,6 +319,7 @@ impl Slot {
         let slot = Slot {
             index,
             name: Arc::from(config.name.as_str()),
+            source: Name::intern(&config.name),
             capacity: config.queue_capacity.get(),
             tx,
             rx,
@@ -322,7 +333,6 @@ impl Slot {
             }),
             overflow: AtomicU8::new(0),
             restarts: AtomicU64::new(0),
-            busy_since: AtomicU64::new(0),
             stuck_at: AtomicU64::new(0),
             child_pid: std::sync::atomic::AtomicI32::new(0),
             retired: AtomicBool::new(false),
@@ -393,7 +403,7 @@ impl Slot {
 
     /// Whether the watchdog caught the handler running now.
     pub(crate) fn is_stuck(&self) -> bool {
-        let since = self.busy_since.load(Ordering::Acquire);
+        let since = self.stats.consumer.busy_since.load(Ordering::Acquire);
         since != 0 && self.stuck_at.load(Ordering::Acquire) == since
     }
 
@@ -423,6 +433,11 @@ impl Slot {
             self.state(),
             State::Running | State::Stopping | State::Restarting
         )
+    }
+
+    /// Failed and not coming back by itself (no restart, or flapping).
+    pub(crate) fn is_down(&self) -> bool {
+        matches!(self.state(), State::Failed | State::Flapping)
     }
 
     pub(crate) fn last_error(&self) -> Option<String> {
@@ -508,20 +523,6 @@ pub(crate) enum ProbeAnswer {
 
 /// Makes a fresh instance (on the calling thread): at start, and at each restart.
 pub(crate) type Factory = Box<dyn FnMut() -> Result<Box<dyn Instance>, CallFailure> + Send>;
-
-/// Nanoseconds since the first call, on a monotonic clock shared by the
-/// workers and the watchdog. Never 0 once running.
-pub(crate) fn clock_nanos() -> u64 {
-    nanos_at(Instant::now())
-}
-
-/// `at` on the clock of [`clock_nanos`], without reading the clock again.
-pub(crate) fn nanos_at(at: Instant) -> u64 {
-    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    at.saturating_duration_since(*ORIGIN.get_or_init(Instant::now))
-        .as_nanos() as u64
-        + 1
-}
 
 /// Restart policy and the record the flapping rule is judged on.
 pub(crate) struct Supervision {
@@ -611,7 +612,7 @@ impl Worker {
         let Some(instance) = self.instance.as_mut() else {
             return;
         };
-        match instance.tick() {
+        match watched(&self.slot.stats.consumer.busy_since, || instance.tick()) {
             Ok(()) => {}
             Err(CallFailure::Error(message)) => {
                 tracing::warn!(plugin = %self.slot.name, "tick failed: {message}")
@@ -631,35 +632,33 @@ impl Worker {
             {
                 return self.finish(drain);
             }
-            self.slot.control_pending.store(false, Ordering::Relaxed);
+            // Written only when set: the flag shares its line with what
+            // publishers read on every event.
+            if self.slot.control_pending.load(Ordering::Relaxed) {
+                self.slot.control_pending.store(false, Ordering::Relaxed);
+            }
             while let Ok(order) = self.control.try_recv() {
                 if let Some(drain) = self.obey(order) {
                     return self.finish(drain);
                 }
             }
-            let mut handled = 0;
-            if self.instance.as_ref().is_some_and(|i| i.batched()) {
+            let batched = self.instance.as_ref().is_some_and(|i| i.batched());
+            let handled = if batched {
                 batch.clear();
                 batch.extend(self.requeue.drain(..));
                 batch.extend(rx.try_iter().take(BATCH.saturating_sub(batch.len())));
-                handled = batch.len();
-                if handled > 0 {
+                if !batch.is_empty() {
                     self.handle_batch(&batch);
                 }
+                batch.len()
             } else {
                 // After a failure the rest stays queued for the restarted instance.
-                while handled < BATCH
-                    && self.instance.is_some()
-                    && !self.slot.control_pending.load(Ordering::Relaxed)
-                {
-                    match rx.try_recv() {
-                        Ok(event) => self.handle(&event),
-                        Err(_) => break,
-                    }
-                    handled += 1;
-                }
-            }
+                self.handle_run(None)
+            };
             if handled == 0 && self.pending_failure.is_none() {
+                if self.spin_for_work() {
+                    continue;
+                }
                 let idle = next_tick.map_or(std::time::Duration::from_secs(3600), |t| {
                     t.saturating_duration_since(Instant::now())
                 });
@@ -672,13 +671,13 @@ impl Worker {
                     }
                     recv(rx) -> event => {
                         if let Ok(event) = event {
-                            if self.instance.as_ref().is_some_and(|i| i.batched()) {
+                            if batched {
                                 batch.clear();
                                 batch.push(event);
                                 batch.extend(rx.try_iter().take(BATCH - 1));
                                 self.handle_batch(&batch);
                             } else {
-                                self.handle(&event);
+                                self.handle_run(Some(event));
                             }
                         }
                     }
@@ -688,34 +687,58 @@ impl Worker {
         }
     }
 
-    fn handle(&mut self, event: &Event) {
+    /// Handle `first`, then what waits in the mailbox, up to [`BATCH`]
+    /// events, until the instance fails or an order waits. The run is timed
+    /// as a whole, two clock reads however many events it holds (see
+    /// [`HandlerTimes::record`]). Returns how many events it took.
+    fn handle_run(&mut self, first: Option<Event>) -> usize {
+        let started = Instant::now();
+        let (mut taken, mut called) = (0, 0);
+        let mut next = first;
+        loop {
+            let event = match next.take() {
+                Some(event) => event,
+                None if taken >= BATCH
+                    || self.instance.is_none()
+                    || self.slot.control_pending.load(Ordering::Relaxed) =>
+                {
+                    break;
+                }
+                None => match self.slot.rx.try_recv() {
+                    Ok(event) => event,
+                    Err(_) => break,
+                },
+            };
+            taken += 1;
+            called += u64::from(self.handle(&event));
+        }
+        let handler = &self.slot.stats.consumer.handler;
+        handler.record(started.elapsed(), called);
+        taken
+    }
+
+    /// Hand one event to the plugin; false when there is none to hand it to
+    /// (the event is then counted as dropped).
+    fn handle(&mut self, event: &Event) -> bool {
         let consumer = &self.slot.stats.consumer;
         let Some(instance) = self.instance.as_mut() else {
             bump(&consumer.discarded);
-            return;
+            return false;
         };
-        self.bus.metrics_event(
-            "event_received",
-            Some(&self.slot),
-            Some(&self.slot),
-            event,
-            None,
-        );
-        let started = Instant::now();
-        self.slot
-            .busy_since
-            .store(nanos_at(started), Ordering::Relaxed);
-        let outcome = instance.on_event(&event.view());
-        self.slot.busy_since.store(0, Ordering::Relaxed);
-        let took = started.elapsed();
-        consumer.handler.record(took);
-        self.bus.metrics_event(
-            "event_processed",
-            Some(&self.slot),
-            Some(&self.slot),
-            event,
-            Some(took),
-        );
+        let metrics = self.bus.metrics_enabled().then(|| {
+            let listener = Some(&*self.slot);
+            let waiter = listener;
+            self.bus
+                .metrics_event("event_received", waiter, listener, event, None);
+            Instant::now()
+        });
+        let outcome = watched(&consumer.busy_since, || instance.on_event(&event.view()));
+        if let Some(started) = metrics {
+            let listener = Some(&*self.slot);
+            let took = Some(started.elapsed());
+            self.bus
+                .metrics_event("event_processed", listener, listener, event, took);
+        }
         match outcome {
             Ok(()) => bump(&consumer.processed),
             Err(CallFailure::Error(message)) => {
@@ -733,6 +756,27 @@ impl Worker {
                 self.fail(failure);
             }
         }
+        true
+    }
+
+    /// Watch the mailbox and the control lane for [`SPIN`] before parking;
+    /// true when something arrived.
+    fn spin_for_work(&self) -> bool {
+        let deadline = Instant::now() + SPIN;
+        for round in 0u32.. {
+            if !self.slot.rx.is_empty() || !self.control.is_empty() {
+                return true;
+            }
+            if round < 64 {
+                std::hint::spin_loop();
+            } else if Instant::now() < deadline {
+                // Let a publisher sharing this core run.
+                std::thread::yield_now();
+            } else {
+                break;
+            }
+        }
+        false
     }
 
     fn handle_batch(&mut self, events: &[Event]) {
@@ -744,17 +788,9 @@ impl Worker {
             return;
         };
         let started = Instant::now();
-        self.slot
-            .busy_since
-            .store(nanos_at(started), Ordering::Relaxed);
-        let outcome = instance.on_batch(events);
-        self.slot.busy_since.store(0, Ordering::Relaxed);
-        // Only the batch is timed; each event is recorded at the batch's mean.
-        let mean = started.elapsed() / events.len().max(1) as u32;
+        let outcome = watched(&consumer.busy_since, || instance.on_batch(events));
         let done = outcome.processed + outcome.errors.len() as u64;
-        for _ in 0..done {
-            consumer.handler.record(mean);
-        }
+        consumer.handler.record(started.elapsed(), done);
         add(&consumer.processed, outcome.processed);
         add(&consumer.failed, outcome.errors.len() as u64);
         for (index, message) in &outcome.errors {
@@ -914,7 +950,9 @@ impl Worker {
                         self.slot.name,
                         self.slot.state().as_str()
                     )),
-                    Some(instance) => match instance.http(request) {
+                    Some(instance) => match watched(&self.slot.stats.consumer.busy_since, || {
+                        instance.http(request)
+                    }) {
                         Ok(response) => Ok(response),
                         Err(CallFailure::Error(message)) => Err(message),
                         Err(failure) => {
@@ -978,7 +1016,13 @@ impl Worker {
             } else if batched {
                 self.handle_batch(&batch);
             } else {
-                batch.iter().for_each(|event| self.handle(event));
+                let started = Instant::now();
+                let mut called = 0;
+                for event in &batch {
+                    called += u64::from(self.handle(event));
+                }
+                let handler = &self.slot.stats.consumer.handler;
+                handler.record(started.elapsed(), called);
             }
         }
         if let Some(mut instance) = self.instance.take() {
@@ -990,6 +1034,15 @@ impl Worker {
             self.slot.set_state(State::Failed);
         }
     }
+}
+
+/// Run `call` into the plugin with the watchdog watching: `busy` holds when
+/// it started ([`coarse_nanos`]) until it returns.
+fn watched<T>(busy: &AtomicU64, call: impl FnOnce() -> T) -> T {
+    busy.store(coarse_nanos(), Ordering::Relaxed);
+    let outcome = call();
+    busy.store(0, Ordering::Relaxed);
+    outcome
 }
 
 /// Single-writer add (see [`bump`]).
