@@ -82,3 +82,39 @@ fn usage_errors_exit_2() {
     let out = run(&["discover"], "");
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn check_and_run_report_every_invalid_value_at_once() {
+    let s = Scratch::new("several");
+    let config = s.write(
+        "plugins.toml",
+        "[host]\nshutdown_timeout = \"soon\"\n\
+         [[plugin]]\nname = \"a\"\nlibrary = \"x\"\nsha256 = \"abc\"\n\
+         [[plugin]]\nname = \"a\"\nlibrary = \"y\"\nsubscribe = [\"a.>.b\"]\ntick_interval = \"often\"\n",
+    );
+    let path = config.display().to_string();
+    for command in ["check", "run"] {
+        let out = run(&[command, config.to_str().unwrap()], "");
+        assert_eq!(out.status.code(), Some(1), "{command}");
+        let err = stderr(&out);
+        assert_no_raw_panic(&err);
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                format!(
+                    "error: {path}:2:20: invalid duration `soon`: write a whole number and a unit, such as \"250ms\", \"5s\", \"1m\" or \"2h\""
+                ),
+                format!("error: {path}:6:10: `sha256` must be 64 hexadecimal digits"),
+                format!("error: {path}:8:8: duplicate plugin name `a` (first defined on line 4)"),
+                format!(
+                    "error: {path}:10:14: invalid pattern `a.>.b`: `>` may only be the last token"
+                ),
+                format!(
+                    "error: {path}:11:17: invalid duration `often`: write a whole number and a unit, such as \"250ms\", \"5s\", \"1m\" or \"2h\""
+                ),
+            ],
+            "{command}: every problem, in file order, one line each"
+        );
+    }
+}

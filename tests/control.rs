@@ -254,9 +254,18 @@ fn a_broken_config_on_reload_leaves_the_old_one_running() {
 
 #[test]
 fn a_plugin_calls_the_host_to_list_plugins_and_casts_a_restart_of_another() {
-    let s = Scratch::new("call-cast");
+    call_and_cast("thread");
+}
+
+#[test]
+fn a_process_isolated_plugin_calls_and_casts_like_a_thread_one() {
+    call_and_cast("process");
+}
+
+fn call_and_cast(isolation: &str) {
+    let s = Scratch::new(&format!("call-cast-{isolation}"));
     let config = s.config(&format!(
-        "{}[[plugin]]\nname = \"caller\"\nlibrary = \"chaos\"\nsubscribe = [\"cmd.>\"]\n[plugin.config]\ncall_on = \"cmd.call\"\ncast_on = \"cmd.cast\"\n\
+        "{}[[plugin]]\nname = \"caller\"\nlibrary = \"chaos\"\nisolation = {isolation:?}\nsubscribe = [\"cmd.>\"]\n[plugin.config]\ncall_on = \"cmd.call\"\ncast_on = \"cmd.cast\"\n\
          [[plugin]]\nname = \"target\"\nlibrary = \"counter\"\nsubscribe = [\"nothing\"]\n",
         logger("log", r#"["chaos.answer", "plughost.plugin.*", "counter.summary"]"#, &s.path("log.jsonl"))
     ));
@@ -306,9 +315,18 @@ fn a_plugin_calls_the_host_to_list_plugins_and_casts_a_restart_of_another() {
 
 #[test]
 fn teapot_serves_its_route_and_ticks_to_boiling() {
-    let s = Scratch::new("teapot");
+    teapot("thread");
+}
+
+#[test]
+fn teapot_in_its_own_process_serves_its_route_and_ticks_to_boiling() {
+    teapot("process");
+}
+
+fn teapot(isolation: &str) {
+    let s = Scratch::new(&format!("teapot-{isolation}"));
     let config = s.config(&format!(
-        "[status]\naddress = \"127.0.0.1:0\"\n{}[[plugin]]\nname = \"pot\"\nlibrary = \"teapot\"\ntick_interval = \"5ms\"\n[plugin.config]\nstart = 90\n",
+        "[status]\naddress = \"127.0.0.1:0\"\n{}[[plugin]]\nname = \"pot\"\nlibrary = \"teapot\"\nisolation = {isolation:?}\ntick_interval = \"5ms\"\n[plugin.config]\nstart = 90\n",
         logger("log", r#"["teapot.>"]"#, &s.path("log.jsonl"))
     ));
     let mut host = Running::start(&config);
@@ -383,7 +401,16 @@ fn ingest_publishes_posted_bodies_and_refuses_big_or_bad_ones() {
 /// A real HTTP server on loopback that answers `statuses` in turn (then 200),
 /// and hands back the bodies it received.
 fn webhook_server(statuses: Vec<u16>) -> (String, std::sync::mpsc::Receiver<String>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    webhook_server_on(
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+        statuses,
+    )
+}
+
+fn webhook_server_on(
+    listener: std::net::TcpListener,
+    statuses: Vec<u16>,
+) -> (String, std::sync::mpsc::Receiver<String>) {
     let address = listener.local_addr().unwrap().to_string();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -421,7 +448,7 @@ fn webhook_delivers_batches_and_retries_while_the_server_fails() {
     let s = Scratch::new("webhook");
     let (address, bodies) = webhook_server(vec![500, 503]);
     let config = s.config(&format!(
-        "[[plugin]]\nname = \"hook\"\nlibrary = \"webhook\"\nsubscribe = [\"work.>\"]\ntick_interval = \"20ms\"\n[plugin.config]\nurl = \"http://{address}/hook\"\nbatch_size = 3\nflush_interval_ms = 100\nretries = 3\nretry_backoff_ms = 10\n"
+        "[[plugin]]\nname = \"hook\"\nlibrary = \"webhook\"\nsubscribe = [\"work.>\"]\ntick_interval = \"20ms\"\n[plugin.config]\nurl = \"http://{address}/hook\"\nbatch_size = 3\nflush_interval = \"100ms\"\nretries = 3\nretry_backoff = \"10ms\"\n"
     ));
     let events: String = (0..5).map(|i| event("work.item", json!(i))).collect();
     let mut host = Running::start(&config);
@@ -476,7 +503,7 @@ fn webhook_counts_batches_it_cannot_deliver() {
         .unwrap()
         .port();
     let config = s.config(&format!(
-        "[[plugin]]\nname = \"hook\"\nlibrary = \"webhook\"\nsubscribe = [\"work.>\"]\n[plugin.config]\nurl = \"http://127.0.0.1:{port}/hook\"\nbatch_size = 2\nretries = 2\nretry_backoff_ms = 5\n"
+        "[[plugin]]\nname = \"hook\"\nlibrary = \"webhook\"\nsubscribe = [\"work.>\"]\n[plugin.config]\nurl = \"http://127.0.0.1:{port}/hook\"\nbatch_size = 2\nretries = 2\nretry_backoff = \"5ms\"\n"
     ));
     let events: String = (0..4).map(|i| event("work.item", json!(i))).collect();
     let out = run(&["run", config.to_str().unwrap(), "--events", "-"], &events);
@@ -486,5 +513,257 @@ fn webhook_counts_batches_it_cannot_deliver() {
     assert!(
         err.contains("undeliverable: 2 batch(es), 4 event(s)"),
         "{err}"
+    );
+}
+
+#[test]
+fn reload_restarts_an_instance_whose_library_content_changed_and_keeps_one_whose_did_not() {
+    use std::os::unix::fs::MetadataExt;
+    let s = Scratch::new("reload-library");
+    let socket = s.path("host.sock");
+    std::fs::create_dir(s.path("libs")).unwrap();
+    let library = s.path("libs/libswap.so");
+    std::fs::copy(plugin_path("counter"), &library).unwrap();
+    let config = s.config(&format!(
+        "control_socket = {:?}\n{}[[plugin]]\nname = \"swap\"\nlibrary = {:?}\nsubscribe = [\"work.>\"]\ntick_interval = \"10ms\"\n",
+        socket.display().to_string(),
+        logger("log", r#"["counter.summary", "teapot.>"]"#, &s.path("log.jsonl")),
+        library.display().to_string(),
+    ));
+    let mut host = Running::start(&config);
+    host.send(
+        &(0..3)
+            .map(|i| event("work.item", json!(i)))
+            .collect::<String>(),
+    );
+
+    // The same bytes in a new file (a reinstall): left alone.
+    let staged = s.path("libs/staged.so");
+    std::fs::copy(plugin_path("counter"), &staged).unwrap();
+    std::fs::rename(&staged, &library).unwrap();
+    let (code, text, err) = ctl(&socket, &["reload"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        text,
+        "added: -\nremoved: -\nrestarted: -\nunchanged: log, swap\n"
+    );
+
+    // Another plugin written over the same file (same inode): the loader
+    // must not hand back its cached copy of the old code.
+    let inode = std::fs::metadata(&library).unwrap().ino();
+    std::fs::write(&library, std::fs::read(plugin_path("teapot")).unwrap()).unwrap();
+    assert_eq!(std::fs::metadata(&library).unwrap().ino(), inode);
+    let (code, text, err) = ctl(&socket, &["reload"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        text,
+        "added: -\nremoved: -\nrestarted: swap\nunchanged: log\n"
+    );
+    // teapot's ticks take the water from 20 to 100 degrees, then say so.
+    host.wait_for_stderr("the water is ready");
+    let out = finish(host);
+    let lines = s.log_lines("log.jsonl");
+    let temperatures = lines
+        .iter()
+        .filter(|l| l["topic"] == "teapot.temperature")
+        .count();
+    assert_eq!(temperatures, 80, "the new code runs");
+    let summaries: Vec<_> = lines
+        .iter()
+        .filter(|l| l["topic"] == "counter.summary")
+        .map(|l| l["payload"]["total"].clone())
+        .collect();
+    assert_eq!(
+        summaries,
+        [json!(3)],
+        "the old code stopped once, after its 3 events"
+    );
+    assert_eq!(summary_row(&out, "swap").state, "stopped");
+}
+
+#[test]
+fn reload_changing_queue_capacity_loses_nothing_under_steady_publishing() {
+    let s = Scratch::new("reload-capacity");
+    let socket = s.path("host.sock");
+    let write = |capacity: usize| {
+        s.config(&format!(
+            "control_socket = {:?}\n[[plugin]]\nname = \"changed\"\nlibrary = \"logger\"\nsubscribe = [\"work.>\"]\nqueue_capacity = {capacity}\n[plugin.config]\npath = {:?}\n",
+            socket.display().to_string(),
+            s.path("log.jsonl").display().to_string()
+        ))
+    };
+    let config = write(16);
+    let host = Running::start(&config);
+    let (host, stop, thread) = publisher(host);
+    std::thread::sleep(Duration::from_millis(300));
+    write(4096);
+    let (code, text, err) = ctl(&socket, &["reload"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        text,
+        "added: -\nremoved: -\nrestarted: changed\nunchanged: -\n"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    stop.send(()).unwrap();
+    let sent = thread.join().unwrap();
+    let (out, err) = host.wait(Duration::from_secs(60));
+    assert!(out.status.success(), "{}", err.join("\n"));
+    assert!(
+        !err.iter().any(|l| l.contains("dropped event")),
+        "{}",
+        err.join("\n")
+    );
+    // Every event reached the old or the new instance, once, in order.
+    let lines = s.log_lines("log.jsonl");
+    assert_eq!(lines.len() as u64, sent);
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line["payload"], json!(i));
+    }
+    // The new mailbox took what came after the switch; none lost there.
+    let row = summary_row(&out, "changed");
+    assert!(row.received > 0 && row.received < sent, "{row:?} of {sent}");
+    assert_eq!(
+        (row.processed, row.dropped, row.failed),
+        (row.received, 0, 0)
+    );
+}
+
+#[test]
+fn webhook_delivers_once_its_target_comes_up_and_stays_checkable_while_retrying() {
+    let s = Scratch::new("webhook-late");
+    // A port nobody listens on yet: connections are refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = s.config(&format!(
+        "[status]\naddress = \"127.0.0.1:0\"\ncheck_timeout = \"500ms\"\n[[plugin]]\nname = \"hook\"\nlibrary = \"webhook\"\nsubscribe = [\"work.>\"]\ntick_interval = \"20ms\"\n[plugin.config]\nurl = \"http://127.0.0.1:{port}/hook\"\nbatch_size = 2\nretries = 100\nretry_backoff = \"20ms\"\nmax_backoff = \"100ms\"\ntimeout = \"1s\"\n"
+    ));
+    let mut host = Running::start(&config);
+    let address = host.status_address();
+    host.send(
+        &(0..2)
+            .map(|i| event("work.item", json!(i)))
+            .collect::<String>(),
+    );
+    host.wait_for_stderr("(attempt 3)");
+    // Retries wait on ticks, not in a sleep: checks are answered meanwhile.
+    let (code, health) = get_json(&address, "/health?plugin=hook");
+    assert_eq!(
+        (code, &health["status"]),
+        (200, &json!("degraded")),
+        "{health}"
+    );
+    let message = health["plugins"][0]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("1 batch(es), 2 event(s) waiting to be retried"),
+        "{message}"
+    );
+    let (code, jobs) = get_json(&address, "/jobs");
+    assert_eq!(code, 200, "{jobs}");
+    assert_eq!(
+        (jobs[0]["plugin"].clone(), jobs[0]["delayed"].clone()),
+        (json!("hook"), json!(2)),
+        "{jobs}"
+    );
+
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let (_, bodies) = webhook_server_on(listener, vec![]);
+    let body: serde_json::Value =
+        serde_json::from_str(&bodies.recv_timeout(Duration::from_secs(20)).unwrap()).unwrap();
+    let payloads: Vec<_> = body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["payload"].clone())
+        .collect();
+    assert_eq!(payloads, [json!(0), json!(1)]);
+    host.wait_for_stderr("delivered a batch of 2 event(s) on attempt");
+    let (code, health) = get_json(&address, "/health?plugin=hook");
+    assert_eq!((code, &health["status"]), (200, &json!("ok")), "{health}");
+    drop(host.stdin.take());
+    let (out, lines) = host.wait(Duration::from_secs(30));
+    assert!(out.status.success());
+    let err = lines.join("\n");
+    assert!(
+        err.contains("delivered 1 batch(es); undeliverable: 0 batch(es), 0 event(s)"),
+        "{err}"
+    );
+    assert!(!err.contains("gave up"), "{err}");
+}
+
+#[test]
+fn a_control_socket_path_holding_something_else_is_refused_and_left_alone() {
+    let s = Scratch::new("socket-not-socket");
+    let path = s.write("host.sock", "precious data\n");
+    let config = s.config(&format!(
+        "control_socket = {:?}\n[[plugin]]\nname = \"count\"\nlibrary = \"counter\"\nsubscribe = [\"work.>\"]\n",
+        path.display().to_string()
+    ));
+    let out = run(&["run", config.to_str().unwrap(), "--events", "-"], "");
+    let line = assert_one_line_error(&out);
+    assert!(
+        line.contains(&format!(
+            "{} exists and is not a socket; remove it or set another control_socket",
+            path.display()
+        )),
+        "{line}"
+    );
+    assert_eq!(s.read("host.sock"), "precious data\n");
+    // A socket left behind by a host that is gone is replaced, mode 0600.
+    let stale = std::os::unix::net::UnixListener::bind(s.path("stale.sock")).unwrap();
+    drop(stale);
+    let config = s.config(&format!(
+        "control_socket = {:?}\n[[plugin]]\nname = \"count\"\nlibrary = \"counter\"\nsubscribe = [\"work.>\"]\n",
+        s.path("stale.sock").display().to_string()
+    ));
+    let host = Running::start(&config);
+    let (code, text, err) = ctl(&s.path("stale.sock"), &["list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(text.contains("count"), "{text}");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(s.path("stale.sock"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    finish(host);
+    let leftovers: Vec<_> = std::fs::read_dir(&s.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn ingest_answers_503_while_the_host_shuts_down() {
+    let s = Scratch::new("ingest-shutdown");
+    let config = s.config(
+        "shutdown_timeout = \"30s\"\n[status]\naddress = \"127.0.0.1:0\"\ningest = true\n\
+         [[plugin]]\nname = \"slow\"\nlibrary = \"chaos\"\nsubscribe = [\"work.>\"]\n[plugin.config]\nsleep_ms = 1500\n",
+    );
+    let mut host = Running::start(&config);
+    let address = host.status_address();
+    assert_eq!(http(&address, "POST", "/events/work.one", "1").0, 200);
+    assert_eq!(http(&address, "POST", "/events/work.two", "2").0, 200);
+    host.signal(libc::SIGTERM);
+    host.wait_for_stderr("SIGTERM: draining queues");
+    // `slow` needs about 3 s to drain: the server still answers meanwhile.
+    eventually("the host to say it shuts down", || {
+        http(&address, "GET", "/health", "").0 == 503
+    });
+    let (code, body) = http(&address, "POST", "/events/work.late", "3");
+    assert_eq!(code, 503, "{body}");
+    let (out, err) = host.wait(Duration::from_secs(30));
+    assert!(out.status.success(), "{}", err.join("\n"));
+    let slow = summary_row(&out, "slow");
+    assert_eq!(
+        (slow.received, slow.processed, slow.dropped),
+        (2, 2, 0),
+        "the refused event was never published: {slow:?}"
     );
 }

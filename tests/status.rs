@@ -47,8 +47,17 @@ fn all_healthy_and_ready_answers_200_and_leaves_out_plugins_that_do_not_report()
     let mut host = Running::start(&config);
     let address = host.status_address();
     let (code, body) = get_json(&address, "/health");
+    // A degraded plugin keeps 200 (it still serves), and says so on top.
     assert_eq!(code, 200, "{body}");
-    assert_eq!(body["status"], "ok");
+    assert_eq!(body["status"], "degraded");
+    let (code, only_a) = get_json(&address, "/health?plugin=a");
+    assert_eq!((code, &only_a["status"]), (200, &json!("ok")), "{only_a}");
+    let (code, only_b) = get_json(&address, "/health?plugin=b");
+    assert_eq!(
+        (code, &only_b["status"]),
+        (200, &json!("degraded")),
+        "{only_b}"
+    );
     let plugins = body["plugins"].as_array().unwrap();
     assert_eq!(plugins.len(), 2, "the logger reports no health: {body}");
     assert_eq!(

@@ -377,3 +377,210 @@ fn an_aborting_c_plugin_in_its_own_process_is_reported_with_sigabrt() {
         stdout(&out)
     );
 }
+
+#[test]
+fn ctrl_c_to_the_whole_process_group_drains_process_plugins_without_loss() {
+    let s = Scratch::new("sigint-group");
+    let config = s.config(&format!(
+        "shutdown_timeout = \"60s\"\n[[plugin]]\nname = \"log\"\nlibrary = \"logger\"\nisolation = \"process\"\nsubscribe = [\"work.>\"]\n[plugin.config]\npath = {:?}\n\
+         [[plugin]]\nname = \"slow\"\nlibrary = \"chaos\"\nisolation = \"process\"\nsubscribe = [\"work.>\"]\n[plugin.config]\nsleep_ms = 10\n",
+        s.path("log.jsonl").display().to_string()
+    ));
+    let mut host = Running::start_in_own_group(&config);
+    let children = children_of(host.child.id());
+    assert_eq!(children.len(), 2, "one process per plugin");
+    host.send(&work(200));
+    // `slow` needs 2 s for the 200 events: the signal comes mid-stream.
+    std::thread::sleep(Duration::from_millis(400));
+    // What Ctrl-C in a terminal does: SIGINT to every process of the group.
+    host.signal_group(libc::SIGINT);
+    host.wait_for_stderr("SIGINT: draining queues");
+    let (out, err) = host.wait(Duration::from_secs(60));
+    let err = err.join("\n");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        !err.contains("killed by"),
+        "no child died of the signal: {err}"
+    );
+    assert!(!err.contains("restarted"), "nothing restarted: {err}");
+    for name in ["log", "slow"] {
+        let row = summary_row(&out, name);
+        assert_eq!(
+            (
+                row.state.as_str(),
+                row.received,
+                row.processed,
+                row.dropped,
+                row.failed
+            ),
+            ("stopped", 200, 200, 0, 0),
+            "{name}: every event processed exactly once"
+        );
+    }
+    let payloads: Vec<Value> = s
+        .log_lines("log.jsonl")
+        .iter()
+        .map(|l| l["payload"].clone())
+        .collect();
+    assert_eq!(payloads, (0..200).map(|i| json!(i)).collect::<Vec<_>>());
+    for child in children {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{child}")).exists(),
+            "child {child} ended with the host"
+        );
+    }
+}
+
+#[test]
+fn kill_9_of_a_busy_child_loses_only_the_batch_in_flight_counted_and_restarts_it() {
+    let s = Scratch::new("kill-9-busy");
+    let config = s.config(&format!(
+        "shutdown_timeout = \"60s\"\n{}[[plugin]]\nname = \"proc\"\nlibrary = \"chaos\"\nisolation = \"process\"\nsubscribe = [\"work.>\"]\nmax_restarts = 100\nqueue_capacity = 64\n[plugin.config]\nsleep_ms = 5\n",
+        logger(&s.path("log.jsonl"), r#"["work.>"]"#)
+    ));
+    let mut host = Running::start(&config);
+    let parent = host.child.id();
+    let first = children_of(parent);
+    assert_eq!(first.len(), 1, "one child process");
+    host.send(&work(400));
+    // `proc` needs 2 s for the 400 events: kill it while it works.
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: kill(2) with plain integers on our test's grandchild.
+    assert_eq!(unsafe { libc::kill(first[0], libc::SIGKILL) }, 0);
+    host.wait_for_stderr("its process was killed by SIGKILL");
+    host.wait_for_stderr("restarted (restart 1)");
+    drop(host.stdin.take());
+    let (out, err) = host.wait(Duration::from_secs(60));
+    let err = err.join("\n");
+    assert!(out.status.success(), "{err}");
+    let log = summary_row(&out, "log");
+    assert_eq!(
+        (log.received, log.processed),
+        (400, 400),
+        "the others get everything"
+    );
+    let row = summary_row(&out, "proc");
+    assert_eq!(
+        row.state, "stopped",
+        "restarted, then stopped at the end: {row:?}"
+    );
+    assert_eq!(row.received, 400);
+    assert_accounted(&row);
+    assert!(
+        row.dropped >= 1 && row.dropped <= 256,
+        "only the batch in flight (at most 256 events) is lost, and counted: {row:?}"
+    );
+    assert!(row.processed > 0, "{row:?}");
+    assert!(err.contains("event(s) in flight were lost"), "{err}");
+}
+
+/// A C plugin in its own process calls `exit(code)` on `work.exit`.
+fn exiting(restart: &str, code: u8) -> (std::process::Output, String, Scratch) {
+    let s = Scratch::new(&format!("exit-{restart}-{code}"));
+    let config = s.config(&format!(
+        "shutdown_timeout = \"30s\"\n{}[[plugin]]\nname = \"quitter\"\nlibrary = \"chaos_c\"\nisolation = \"process\"\nsubscribe = [\"work.>\"]\nrestart = {restart:?}\n[plugin.config]\nexit_on = \"work.exit\"\nexit_code = {code}\n",
+        logger(&s.path("log.jsonl"), r#"["plughost.plugin.*"]"#)
+    ));
+    let mut host = Running::start(&config);
+    host.send(&work(5));
+    // Handled before the exit: the batch in flight when it exits is lost
+    // (at most once), and that batch should be the exit event alone.
+    std::thread::sleep(Duration::from_millis(300));
+    host.send(&event("work.exit", json!("bye")));
+    host.wait_for_stderr("its process ");
+    // What comes after the exit is sent once the host has seen it.
+    std::thread::sleep(Duration::from_millis(300));
+    host.send(&work(5));
+    drop(host.stdin.take());
+    let (out, err) = host.wait(Duration::from_secs(30));
+    let err = err.join("\n");
+    assert!(out.status.success(), "{err}");
+    (out, err, s)
+}
+
+#[test]
+fn a_child_exiting_with_an_error_status_is_restarted_on_failure() {
+    let (out, _, s) = exiting("on-failure", 3);
+    let row = summary_row(&out, "quitter");
+    assert_accounted(&row);
+    assert_eq!(
+        (row.state.as_str(), row.received),
+        ("stopped", 11),
+        "{row:?}"
+    );
+    assert_eq!(
+        (row.processed, row.dropped),
+        (10, 1),
+        "the exit event is lost and counted; the restarted process handles what follows: {row:?}"
+    );
+    let failed = lifecycle(&s, "log.jsonl", "plughost.plugin.failed");
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["reason"], "its process exited with status 3");
+    assert_eq!(
+        lifecycle(&s, "log.jsonl", "plughost.plugin.restarted").len(),
+        1
+    );
+}
+
+#[test]
+fn a_child_exiting_with_status_0_stays_stopped_on_failure_and_is_restarted_always() {
+    let (out, err, s) = exiting("on-failure", 0);
+    let row = summary_row(&out, "quitter");
+    assert_accounted(&row);
+    // Stopped: what is published after it is not routed to it.
+    assert_eq!(
+        (row.state.as_str(), row.received, row.processed, row.dropped),
+        ("stopped", 6, 5, 1),
+        "{row:?}"
+    );
+    assert!(lifecycle(&s, "log.jsonl", "plughost.plugin.restarted").is_empty());
+    assert!(
+        err.contains("its process exited by itself (status 0)"),
+        "{err}"
+    );
+
+    let (out, _, s) = exiting("always", 0);
+    let row = summary_row(&out, "quitter");
+    assert_accounted(&row);
+    assert_eq!(
+        (row.state.as_str(), row.received, row.processed, row.dropped),
+        ("stopped", 11, 10, 1),
+        "{row:?}"
+    );
+    assert_eq!(
+        lifecycle(&s, "log.jsonl", "plughost.plugin.restarted").len(),
+        1
+    );
+}
+
+#[test]
+fn a_really_spinning_c_handler_in_its_own_process_is_killed_by_the_watchdog_and_restarted() {
+    let s = Scratch::new("spin");
+    let config = s.config(&format!(
+        "{}[[plugin]]\nname = \"spinner\"\nlibrary = \"chaos_c\"\nisolation = \"process\"\nsubscribe = [\"work.>\"]\nhandler_timeout = \"200ms\"\n[plugin.config]\nspin_on = \"work.spin\"\n",
+        logger(&s.path("log.jsonl"), r#"["plughost.plugin.*"]"#)
+    ));
+    let mut host = Running::start(&config);
+    let first = children_of(host.child.id());
+    host.send(&event("work.spin", json!(1)));
+    host.wait_for_stderr("stuck: a handler has run for");
+    host.wait_for_stderr("restarted (restart 1)");
+    let second = children_of(host.child.id());
+    assert_eq!(second.len(), 1);
+    assert_ne!(first, second, "a new process");
+    host.send(&work(3));
+    drop(host.stdin.take());
+    let (out, err) = host.wait(Duration::from_secs(30));
+    assert!(out.status.success(), "{}", err.join("\n"));
+    let row = summary_row(&out, "spinner");
+    assert_eq!(
+        (row.state.as_str(), row.received, row.processed, row.dropped),
+        ("stopped", 4, 3, 1),
+        "the spinning event is lost and counted; the new process handles the rest"
+    );
+    let stuck = lifecycle(&s, "log.jsonl", "plughost.plugin.stuck");
+    assert_eq!(stuck.len(), 1);
+    assert_eq!(stuck[0]["name"], "spinner");
+    let failed = lifecycle(&s, "log.jsonl", "plughost.plugin.failed");
+    assert_eq!(failed[0]["reason"], "its process was killed by SIGKILL");
+}

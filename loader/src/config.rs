@@ -34,6 +34,13 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+    /// Several values are not valid: every one of them, in file order, one
+    /// per line.
+    #[error("{}", errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Several {
+        /// Each problem, an [`ConfigError::Invalid`].
+        errors: Vec<ConfigError>,
+    },
 }
 
 /// What a full mailbox does with a new event.
@@ -216,7 +223,11 @@ impl Config {
         Config::parse(path, &text)
     }
 
-    /// Validate `text` as if read from `path`.
+    /// Validate `text` as if read from `path`. A file that is not valid
+    /// TOML, or has a value of the wrong type or an unknown key, fails at the
+    /// first such problem (the parser stops there); past that, every invalid
+    /// value is reported, as [`ConfigError::Several`] when there are more
+    /// than one.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let at = |offset: usize, message: String| {
             let (line, column) = line_column(text, offset);
@@ -238,6 +249,35 @@ impl Config {
             at(offset, message.join("; "))
         })?;
 
+        // Every invalid value found: (offset in the text, message).
+        let mut problems: Vec<(usize, String)> = Vec::new();
+        let mut duration = |value: Option<Spanned<String>>, default: Duration| match value {
+            None => default,
+            Some(value) => HumanDuration::parse(value.get_ref()).unwrap_or_else(|message| {
+                problems.push((value.span().start, message));
+                default
+            }),
+        };
+        let shutdown_timeout = duration(file.host.shutdown_timeout, Duration::from_secs(5));
+        let durations: Vec<_> = file
+            .plugin
+            .iter()
+            .map(|p| {
+                (
+                    duration(p.restart_window.clone(), Duration::from_secs(60)),
+                    duration(p.handler_timeout.clone(), Duration::ZERO),
+                    duration(p.tick_interval.clone(), Duration::ZERO),
+                )
+            })
+            .collect();
+        let status_durations = file.status.as_ref().map(|section| {
+            (
+                duration(section.check_timeout.clone(), Duration::from_secs(1)),
+                duration(section.route_timeout.clone(), Duration::from_secs(5)),
+            )
+        });
+        let ping_interval = duration(file.state.ping_interval.clone(), Duration::from_secs(60));
+
         let base = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -253,10 +293,7 @@ impl Config {
                 .queue_capacity
                 .unwrap_or(NonZeroUsize::new(1024).unwrap()),
             overflow: file.host.overflow.unwrap_or(Overflow::Block),
-            shutdown_timeout: file
-                .host
-                .shutdown_timeout
-                .map_or(Duration::from_secs(5), |d| d.0),
+            shutdown_timeout,
             control_socket: file
                 .host
                 .control_socket
@@ -266,40 +303,44 @@ impl Config {
 
         let mut seen: HashMap<String, usize> = HashMap::new();
         let mut plugins = Vec::with_capacity(file.plugin.len());
-        for p in file.plugin {
+        for (p, (restart_window, handler_timeout, tick_interval)) in
+            file.plugin.into_iter().zip(durations)
+        {
             let span = p.name.span();
             let name = p.name.into_inner();
             if let Err(reason) = check_instance_name(&name) {
-                return Err(at(
+                problems.push((
                     span.start,
                     format!("invalid plugin name `{name}`: {reason}"),
                 ));
-            }
-            if let Some(first) = seen.insert(name.clone(), span.start) {
-                let (line, _) = line_column(text, first);
-                return Err(at(
+            } else if let Some(first) = seen.get(&name) {
+                let (line, _) = line_column(text, *first);
+                problems.push((
                     span.start,
                     format!("duplicate plugin name `{name}` (first defined on line {line})"),
                 ));
+            } else {
+                seen.insert(name.clone(), span.start);
             }
             if p.library.get_ref().trim().is_empty() {
-                return Err(at(
+                problems.push((
                     p.library.span().start,
                     "`library` must not be empty".to_owned(),
                 ));
             }
             let mut subscribe = Vec::with_capacity(p.subscribe.len());
             for pattern in &p.subscribe {
-                let parsed = Pattern::parse(pattern.get_ref())
-                    .map_err(|e| at(pattern.span().start, e.to_string()))?;
-                subscribe.push(parsed);
+                match Pattern::parse(pattern.get_ref()) {
+                    Ok(parsed) => subscribe.push(parsed),
+                    Err(e) => problems.push((pattern.span().start, e.to_string())),
+                }
             }
             let sha256 = match p.sha256 {
                 None => None,
                 Some(pin) => {
                     let hex = pin.get_ref().to_ascii_lowercase();
                     if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-                        return Err(at(
+                        problems.push((
                             pin.span().start,
                             "`sha256` must be 64 hexadecimal digits".to_owned(),
                         ));
@@ -320,21 +361,20 @@ impl Config {
                 isolation: p.isolation.unwrap_or(Isolation::Thread),
                 restart: p.restart.unwrap_or(Restart::OnFailure),
                 max_restarts: p.max_restarts.unwrap_or(5),
-                restart_window: p.restart_window.map_or(Duration::from_secs(60), |d| d.0),
-                handler_timeout: p.handler_timeout.map(|d| d.0).filter(|d| !d.is_zero()),
+                restart_window,
+                handler_timeout: Some(handler_timeout).filter(|d| !d.is_zero()),
                 sha256,
                 allow_insecure_permissions: p.allow_insecure_permissions,
-                tick_interval: p.tick_interval.map(|d| d.0).filter(|d| !d.is_zero()),
+                tick_interval: Some(tick_interval).filter(|d| !d.is_zero()),
             });
         }
-        let status = match file.status {
-            None => None,
-            Some(section) => {
+        let status = match (file.status, status_durations) {
+            (Some(section), Some((check_timeout, route_timeout))) => {
                 let code = section
                     .unavailable_status_code
                     .unwrap_or_else(|| Spanned::new(0..0, 503));
                 if !(100..=599).contains(code.get_ref()) {
-                    return Err(at(
+                    problems.push((
                         code.span().start,
                         format!("invalid HTTP status code {}", code.get_ref()),
                     ));
@@ -342,46 +382,49 @@ impl Config {
                 let address = section
                     .address
                     .unwrap_or_else(|| Spanned::new(0..0, "127.0.0.1:2114".to_owned()));
-                let parsed = address.get_ref().parse().map_err(|_| {
-                    at(
+                let parsed = address.get_ref().parse().unwrap_or_else(|_| {
+                    problems.push((
                         address.span().start,
                         format!(
                             "invalid address `{}`: write IP:PORT, such as \"127.0.0.1:2114\"",
                             address.get_ref()
                         ),
-                    )
-                })?;
+                    ));
+                    std::net::SocketAddr::from(([127, 0, 0, 1], 2114))
+                });
                 Some(StatusConfig {
                     address: parsed,
-                    check_timeout: section
-                        .check_timeout
-                        .map_or(Duration::from_secs(1), |d| d.0),
+                    check_timeout,
                     unavailable_status_code: *code.get_ref(),
                     ingest: section.ingest,
                     ingest_max_bytes: section.ingest_max_bytes.unwrap_or(1 << 20),
-                    route_timeout: section
-                        .route_timeout
-                        .map_or(Duration::from_secs(5), |d| d.0),
+                    route_timeout,
                 })
             }
+            _ => None,
         };
         let state = StateConfig {
             enabled: file.state.enabled,
             ping_enabled: file.state.ping_enabled,
-            ping_interval: file
-                .state
-                .ping_interval
-                .map_or(Duration::from_secs(60), |d| d.0),
+            ping_interval,
             process_name: file
                 .state
                 .process_name
                 .unwrap_or_else(|| format!("plughost-{}", std::process::id())),
         };
         if state.ping_interval.is_zero() {
-            return Err(at(
-                0,
-                "[state] ping_interval must be more than zero".to_owned(),
-            ));
+            problems.push((0, "[state] ping_interval must be more than zero".to_owned()));
+        }
+        if !problems.is_empty() {
+            problems.sort_by_key(|(offset, _)| *offset);
+            let mut errors: Vec<ConfigError> = problems
+                .into_iter()
+                .map(|(offset, message)| at(offset, message))
+                .collect();
+            return Err(match errors.len() {
+                1 => errors.remove(0),
+                _ => ConfigError::Several { errors },
+            });
         }
         let metrics = MetricsConfig {
             enabled: file.metrics.enabled,
@@ -511,12 +554,12 @@ struct File {
 #[serde(deny_unknown_fields)]
 struct StatusSection {
     address: Option<Spanned<String>>,
-    check_timeout: Option<HumanDuration>,
+    check_timeout: Option<Spanned<String>>,
     unavailable_status_code: Option<Spanned<u16>>,
     #[serde(default)]
     ingest: bool,
     ingest_max_bytes: Option<usize>,
-    route_timeout: Option<HumanDuration>,
+    route_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -524,7 +567,7 @@ struct StatusSection {
 struct StateSection {
     enabled: bool,
     ping_enabled: bool,
-    ping_interval: Option<HumanDuration>,
+    ping_interval: Option<Spanned<String>>,
     process_name: Option<String>,
 }
 
@@ -551,7 +594,7 @@ struct HostSection {
     plugin_dirs: Option<Vec<PathBuf>>,
     queue_capacity: Option<NonZeroUsize>,
     overflow: Option<Overflow>,
-    shutdown_timeout: Option<HumanDuration>,
+    shutdown_timeout: Option<Spanned<String>>,
     control_socket: Option<PathBuf>,
 }
 
@@ -570,12 +613,12 @@ struct PluginSection {
     isolation: Option<Isolation>,
     restart: Option<Restart>,
     max_restarts: Option<u32>,
-    restart_window: Option<HumanDuration>,
-    handler_timeout: Option<HumanDuration>,
+    restart_window: Option<Spanned<String>>,
+    handler_timeout: Option<Spanned<String>>,
     sha256: Option<Spanned<String>>,
     #[serde(default)]
     allow_insecure_permissions: bool,
-    tick_interval: Option<HumanDuration>,
+    tick_interval: Option<Spanned<String>>,
 }
 
 fn yes() -> bool {
@@ -742,8 +785,16 @@ mod properties {
             if text.is_char_boundary(keep) {
                 text.truncate(keep.max(at));
             }
-            if let Err(e) = Config::parse(Path::new("p.toml"), &text) {
-                prop_assert!(!e.to_string().contains('\n'), "one line: {}", e);
+            match Config::parse(Path::new("p.toml"), &text) {
+                Err(ConfigError::Several { errors }) => {
+                    prop_assert!(errors.len() > 1);
+                    for e in errors {
+                        prop_assert!(matches!(e, ConfigError::Invalid { .. }), "each problem is an Invalid: {}", e);
+                        prop_assert!(!e.to_string().contains('\n'), "one line per problem: {}", e);
+                    }
+                }
+                Err(e) => prop_assert!(!e.to_string().contains('\n'), "one line: {}", e),
+                Ok(_) => {}
             }
         }
     }

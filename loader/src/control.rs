@@ -155,21 +155,48 @@ pub async fn serve_connection(host: Host, stream: tokio::net::UnixStream) {
     }
 }
 
-/// Bind the control socket with mode 0600.
+/// Bind the control socket with mode 0600, without a moment at another
+/// mode: it is bound inside a fresh directory of mode 0700 beside `path`
+/// (nobody else can reach it there), set to 0600, then renamed into place.
+/// An existing socket nobody listens on is replaced; anything else at `path`
+/// is refused.
 pub async fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
-    use std::os::unix::fs::PermissionsExt;
-    if path.exists() {
-        if tokio::net::UnixStream::connect(path).await.is_ok() {
-            return Err(std::io::Error::new(
+    use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+    let refuse = |kind, message: String| Err(std::io::Error::new(kind, message));
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_socket() => {
+            return refuse(
+                std::io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} exists and is not a socket; remove it or set another control_socket",
+                    path.display()
+                ),
+            );
+        }
+        Ok(_) if tokio::net::UnixStream::connect(path).await.is_ok() => {
+            return refuse(
                 std::io::ErrorKind::AddrInUse,
                 format!("another process is listening on {}", path.display()),
-            ));
+            );
         }
-        std::fs::remove_file(path)?;
+        _ => {}
     }
-    let listener = tokio::net::UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(listener)
+    let parent = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let private = parent.join(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    let staged = private.join("socket");
+    let bound = tokio::net::UnixListener::bind(&staged).and_then(|listener| {
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&staged, path)?;
+        Ok(listener)
+    });
+    let _ = std::fs::remove_file(&staged);
+    let _ = std::fs::remove_dir(&private);
+    bound
 }
 
 /// Send one request to the host listening on `socket` and return its answer.

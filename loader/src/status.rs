@@ -111,9 +111,14 @@ async fn health(Shared(state): Shared<Arc<StatusState>>, Query(filter): Query<Fi
         tokio::task::spawn_blocking(move || host.health(timeout, filter.plugin.as_deref()))
             .await
             .unwrap_or_default();
-    let failing = reports.iter().any(|r| r.status == "failing");
-    let (code, status) = if failing {
+    // Degraded keeps 200: the plugin still serves, and taking the whole host
+    // out of a load balancer for it would turn a partial fault into an
+    // outage. The body says so, for whoever looks.
+    let worst = |status: &str| reports.iter().any(|r| r.status == status);
+    let (code, status) = if worst("failing") {
         (StatusCode::SERVICE_UNAVAILABLE, "failing")
+    } else if worst("degraded") {
+        (StatusCode::OK, "degraded")
     } else {
         (StatusCode::OK, "ok")
     };
@@ -339,12 +344,12 @@ impl prometheus_client::collector::Collector for Collector {
         }
         let mut metric = encoder.encode_descriptor(
             "plughost_plugin_up",
-            "1 while the instance runs",
+            "1 while the instance runs (0 while a handler is stuck)",
             None,
             MetricType::Gauge,
         )?;
         for slot in &slots {
-            let up = i64::from(slot.state() == State::Running);
+            let up = i64::from(slot.state() == State::Running && !slot.is_stuck());
             ConstGauge::new(up).encode(metric.encode_family(&[("plugin", &*slot.name)])?)?;
         }
         let mut metric = encoder.encode_descriptor(

@@ -5,7 +5,9 @@
 //! A reload keeps every unchanged instance running with its queue; a changed
 //! one keeps its mailbox too (its thread stops the old plugin and inits the
 //! new one, so nothing queued is lost) unless its `queue_capacity` changed,
-//! which needs a new mailbox: the old one drains first.
+//! which needs a new mailbox: new events go to the new mailbox at once and
+//! wait there while the old instance handles what it had queued; then the
+//! new instance starts (see [`Host::swap_mailbox`]).
 
 use crate::bus::Bus;
 use crate::config::{Config, Isolation, PluginConfig};
@@ -22,6 +24,10 @@ use std::time::Duration;
 
 /// How long an operator's stop waits for an instance to finish its queue.
 const STOP_WAIT: Duration = Duration::from_secs(30);
+
+/// How long the old mailbox must stay empty, after a reload moved its
+/// instance's routes to a new mailbox, before the old instance stops.
+const SWITCH_GRACE: Duration = Duration::from_millis(50);
 
 /// The host's handle on one instance's thread.
 pub(crate) struct WorkerHandle {
@@ -164,6 +170,7 @@ fn factory(
             &config_json,
             slot.clone(),
             bus.clone(),
+            weak.clone(),
             control.clone(),
         ),
     })
@@ -207,7 +214,11 @@ impl Host {
         let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
         let mut make = factory(self, plugin, library.clone(), &slot, &control_tx);
         let supervision = Supervision::new(plugin);
-        slot.set_state(State::Starting);
+        // A mailbox already taking events for it (see `swap_mailbox`) keeps
+        // taking them while the instance starts.
+        if slot.state() != State::Restarting {
+            slot.set_state(State::Starting);
+        }
         let thread = {
             let (slot, bus) = (slot.clone(), bus.clone());
             std::thread::Builder::new()
@@ -268,8 +279,13 @@ impl Host {
                 let reason = failure.to_string();
                 slot.fail(&bus, format!("init {reason}"));
                 handle.wait(Duration::from_secs(5));
-                let name = plugin.name.clone();
-                (handle, Err(StartError::Init { name, reason }))
+                let (name, library) = (plugin.name.clone(), slot.library());
+                let error = StartError::Init {
+                    name,
+                    library,
+                    reason,
+                };
+                (handle, Err(error))
             }
         }
     }
@@ -462,15 +478,9 @@ impl Host {
                     report.unchanged.push(plugin.name.clone());
                     Ok(())
                 }
-                Ok((was, _, slot)) if was.queue_capacity != plugin.queue_capacity => {
+                Ok((was, _, _)) if was.queue_capacity != plugin.queue_capacity => {
                     report.restarted.push(plugin.name.clone());
-                    if let Ok(Some(waiter)) =
-                        self.with_worker(&plugin.name, |handle| Ok(handle.stop_order(true)))
-                    {
-                        let _ = waiter.finish(&self.inner.bus);
-                    }
-                    retire(&self.inner.bus, &slot);
-                    self.spawn(&plugin, library).map_err(|e| e.to_string())
+                    self.swap_mailbox(&plugin, library)
                 }
                 Ok(_) => {
                     report.restarted.push(plugin.name.clone());
@@ -498,6 +508,72 @@ impl Host {
             return Err(format!("reload applied, but: {}", errors.join("; ")));
         }
         Ok(report)
+    }
+
+    /// Give instance `plugin.name` a new mailbox (its capacity changed)
+    /// without losing or reordering events: the new slot takes the routes
+    /// first, and its events wait there while the old instance handles what
+    /// it had queued and stops; then the new instance starts on the new
+    /// mailbox. Events that reached the old mailbox after it drained (a
+    /// publisher still on the old route) are moved over and counted.
+    fn swap_mailbox(&self, plugin: &PluginConfig, library: Arc<Library>) -> Result<(), String> {
+        let bus: &Arc<Bus> = &self.inner.bus;
+        let slot = Arc::new(Slot::new(
+            bus.slots().len(),
+            plugin,
+            library.path.display().to_string(),
+            language(&library),
+        ));
+        // Attached but not routed to until the switch; from the switch on it
+        // takes events (under its overflow policy) while nothing consumes them.
+        slot.retired.store(true, Ordering::Release);
+        slot.set_state(State::Restarting);
+        bus.attach(slot.clone());
+        let (old, control, done) = self.with_worker(&plugin.name, |handle| {
+            handle.slot.retired.store(true, Ordering::Release);
+            slot.retired.store(false, Ordering::Release);
+            bus.refresh();
+            Ok((
+                handle.slot.clone(),
+                handle.control.clone(),
+                handle.done.clone(),
+            ))
+        })?;
+        // The old instance goes on taking its queue while publishers move to
+        // the new route. One still on the old route (it looked the route up
+        // just before the switch, or waits for room in the full old mailbox)
+        // delivers there within moments: let the old mailbox empty and stay
+        // empty a little before the old instance stops, so such an event is
+        // handled in order rather than moved behind newer ones.
+        let deadline = std::time::Instant::now() + STOP_WAIT;
+        let mut quiet_since = std::time::Instant::now();
+        while std::time::Instant::now() < deadline {
+            if !old.rx.is_empty() {
+                quiet_since = std::time::Instant::now();
+            } else if quiet_since.elapsed() >= SWITCH_GRACE {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let handle = WorkerHandle {
+            slot: old.clone(),
+            control,
+            done,
+            thread: None,
+            plugin: plugin.clone(),
+            library: library.clone(),
+        };
+        if let Some(waiter) = handle.stop_order(true) {
+            waiter.finish(bus)?;
+        }
+        let (handle, outcome) = self.launch(slot.clone(), plugin, library);
+        self.inner
+            .workers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(handle);
+        move_queue(&old, &slot);
+        outcome.map_err(|e| e.to_string())
     }
 
     /// Forward an HTTP request to instance `name`'s route, answered on its
@@ -530,6 +606,26 @@ impl Host {
     /// Reloads applied so far.
     pub fn reloads(&self) -> u64 {
         self.inner.reloads.load(Ordering::Acquire)
+    }
+}
+
+/// Move what waits in `from`'s mailbox (its thread has ended) into `to`'s,
+/// in order, counting each event as received by `to`.
+fn move_queue(from: &Slot, to: &Slot) {
+    let mut moved = 0;
+    while let Ok(event) = from.rx.try_recv() {
+        let producer = &to.stats.producer;
+        producer.offered.fetch_add(1, Ordering::Relaxed);
+        // Its thread runs: a full mailbox frees up unless the instance failed.
+        if let Err(e) = to.tx.send_timeout(event, STOP_WAIT) {
+            producer.abandoned.fetch_add(1, Ordering::Relaxed);
+            let event = e.into_inner();
+            tracing::warn!(plugin = %to.name, "dropped event {} on {}: its new mailbox stayed full", event.id(), event.topic());
+        }
+        moved += 1;
+    }
+    if moved > 0 {
+        tracing::info!(plugin = %to.name, "moved {moved} event(s) from the old mailbox to the new one");
     }
 }
 

@@ -1,11 +1,13 @@
 /* chaos_c, for tests: misbehaves in the ways only native code can. Every event
- * first sleeps `sleep_ms`; one whose topic matches `abort_on`, `segfault_on` or
- * `spin_on` then aborts the process, writes through NULL, or spins forever. */
+ * first sleeps `sleep_ms`; one whose topic matches `abort_on`, `segfault_on`,
+ * `spin_on` or `exit_on` then aborts the process, writes through NULL, spins
+ * forever, or calls exit(`exit_code`) (default 0). */
 #define _POSIX_C_SOURCE 199309L
 #include "plughost.h"
 #include "plughost_util.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +17,9 @@ typedef struct {
     char abort_on[256];
     char segfault_on[256];
     char spin_on[256];
+    char exit_on[256];
     long long sleep_ms;
+    long long exit_code;
 } chaos;
 
 /* Read the optional topic pattern `key` into `out` (left empty when absent).
@@ -34,10 +38,31 @@ static int32_t pattern(const char *config, size_t config_len, const char *key, c
     return PLUGHOST_OK;
 }
 
+/* Read the optional non-negative integer `key` (at most `max`) into `out`.
+ * The config text is NUL-terminated, and compact: a number ends at , or }. */
+static int32_t integer(const char *config, size_t config_len, const char *key, long long max, long long *out,
+                       char *error, size_t error_capacity) {
+    const char *value = ph_config_find(config, config_len, key);
+    if (value == NULL) {
+        return PLUGHOST_OK;
+    }
+    char *rest = NULL;
+    errno = 0;
+    long long n = *value >= '0' && *value <= '9' ? strtoll(value, &rest, 10) : -1;
+    if (n < 0 || n > max || errno == ERANGE || (*rest != ',' && *rest != '}')) {
+        if (max == LLONG_MAX) {
+            return ph_fail(error, error_capacity, "invalid config: `%s` must be a non-negative integer", key);
+        }
+        return ph_fail(error, error_capacity, "invalid config: `%s` must be an integer from 0 to %lld", key, max);
+    }
+    *out = n;
+    return PLUGHOST_OK;
+}
+
 static int32_t chaos_create(const plughost_host *host, const char *config, size_t config_len, void **instance_out,
                             char *error, size_t error_capacity) {
     (void)host;
-    static const char *const known[] = {"abort_on", "segfault_on", "spin_on", "sleep_ms", NULL};
+    static const char *const known[] = {"abort_on", "segfault_on", "spin_on", "exit_on", "exit_code", "sleep_ms", NULL};
     if (ph_config_check_keys(config, config_len, known, error, error_capacity) != PLUGHOST_OK) {
         return PLUGHOST_ERROR;
     }
@@ -48,20 +73,12 @@ static int32_t chaos_create(const plughost_host *host, const char *config, size_
     if (pattern(config, config_len, "abort_on", self->abort_on, sizeof self->abort_on, error, error_capacity) ||
         pattern(config, config_len, "segfault_on", self->segfault_on, sizeof self->segfault_on, error,
                 error_capacity) ||
-        pattern(config, config_len, "spin_on", self->spin_on, sizeof self->spin_on, error, error_capacity)) {
+        pattern(config, config_len, "spin_on", self->spin_on, sizeof self->spin_on, error, error_capacity) ||
+        pattern(config, config_len, "exit_on", self->exit_on, sizeof self->exit_on, error, error_capacity) ||
+        integer(config, config_len, "sleep_ms", LLONG_MAX, &self->sleep_ms, error, error_capacity) ||
+        integer(config, config_len, "exit_code", 255, &self->exit_code, error, error_capacity)) {
         free(self);
         return PLUGHOST_ERROR;
-    }
-    /* The config text is NUL-terminated, and compact: a number ends at , or }. */
-    const char *sleep_ms = ph_config_find(config, config_len, "sleep_ms");
-    if (sleep_ms != NULL) {
-        char *rest = NULL;
-        errno = 0;
-        self->sleep_ms = *sleep_ms >= '0' && *sleep_ms <= '9' ? strtoll(sleep_ms, &rest, 10) : -1;
-        if (self->sleep_ms < 0 || errno == ERANGE || (*rest != ',' && *rest != '}')) {
-            free(self);
-            return ph_fail(error, error_capacity, "invalid config: `sleep_ms` must be a non-negative integer");
-        }
     }
     *instance_out = self;
     return PLUGHOST_OK;
@@ -90,6 +107,9 @@ static int32_t chaos_on_event(void *instance, const plughost_event *event, char 
         volatile int *volatile nowhere = NULL;
         *nowhere = 1;
         raise(SIGSEGV); /* where address 0 happens to be mapped */
+    }
+    if (matches(self->exit_on, event)) {
+        exit((int)self->exit_code);
     }
     if (matches(self->spin_on, event)) {
         /* The volatile access keeps C11's "loops may be assumed to terminate"

@@ -22,6 +22,17 @@ pub(crate) enum Frame<'a> {
     Probe {
         kind: u8,
     },
+    /// Background work: call the plugin's `tick`.
+    Tick,
+    /// A request to one of the plugin's routes.
+    Http {
+        request: HttpRequestView<'a>,
+    },
+    /// The host's answer to the child's `Call`.
+    CallAnswer {
+        ok: bool,
+        text: &'a str,
+    },
     // Child to host.
     InitDone {
         error: Option<&'a str>,
@@ -49,6 +60,51 @@ pub(crate) enum Frame<'a> {
     ProbeAnswer {
         json: &'a str,
     },
+    /// The routes the instance serves, sent before `InitDone`.
+    Routes {
+        routes: Vec<&'a str>,
+    },
+    /// How a tick went.
+    TickDone {
+        outcome: Outcome<'a>,
+    },
+    /// How an HTTP request went: `None` answers 404.
+    HttpDone {
+        response: Result<Option<HttpResponseView<'a>>, Outcome<'a>>,
+    },
+    /// A host command from the plugin (`call`, or fire-and-forget `cast`).
+    Call {
+        cast: bool,
+        request: &'a str,
+    },
+}
+
+/// How a callback without a value of its own ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome<'a> {
+    Ok,
+    /// It returned an error; the instance goes on.
+    Error(&'a str),
+    /// It panicked; the child exits after saying so.
+    Panic(&'a str),
+}
+
+/// An HTTP request, borrowed from a frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HttpRequestView<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub query: &'a str,
+    pub headers: Vec<(&'a str, &'a str)>,
+    pub body: &'a [u8],
+}
+
+/// An HTTP response, borrowed from a frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HttpResponseView<'a> {
+    pub status: u16,
+    pub headers: Vec<(&'a str, &'a str)>,
+    pub body: &'a [u8],
 }
 
 impl PartialEq for EventView<'_> {
@@ -73,6 +129,9 @@ const INIT: u8 = 1;
 const BATCH: u8 = 2;
 const STOP: u8 = 3;
 const PROBE: u8 = 4;
+const TICK: u8 = 5;
+const HTTP: u8 = 6;
+const CALL_ANSWER: u8 = 7;
 const INIT_DONE: u8 = 10;
 const PUBLISH: u8 = 11;
 const LOG: u8 = 12;
@@ -80,6 +139,10 @@ const BATCH_DONE: u8 = 13;
 const PANIC: u8 = 14;
 const STOP_DONE: u8 = 15;
 const PROBE_ANSWER: u8 = 16;
+const ROUTES: u8 = 17;
+const TICK_DONE: u8 = 18;
+const HTTP_DONE: u8 = 19;
+const CALL: u8 = 20;
 
 /// Why bytes are not a valid frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,6 +216,22 @@ fn outcome<'a>(e: Encoder<'a>, processed: u32, errors: &[(u32, &str)]) -> Encode
     e
 }
 
+fn headers<'a>(e: Encoder<'a>, headers: &[(&str, &str)]) -> Encoder<'a> {
+    let mut e = e.u32(headers.len() as u32);
+    for (name, value) in headers {
+        e = e.short(name).bytes(value.as_bytes());
+    }
+    e
+}
+
+fn callback_outcome<'a>(e: Encoder<'a>, outcome: &Outcome<'_>) -> Encoder<'a> {
+    match outcome {
+        Outcome::Ok => e.u8(0),
+        Outcome::Error(message) => e.u8(1).bytes(message.as_bytes()),
+        Outcome::Panic(message) => e.u8(2).bytes(message.as_bytes()),
+    }
+}
+
 fn optional_error<'a>(e: Encoder<'a>, error: Option<&str>) -> Encoder<'a> {
     match error {
         None => e.u8(0),
@@ -169,6 +248,20 @@ pub(crate) fn encode(out: &mut Vec<u8>, frame: &Frame<'_>) {
         Frame::Batch { events } => encode_batch(out, events.iter().copied()),
         Frame::Stop => Encoder::begin(out, STOP).end(),
         Frame::Probe { kind } => Encoder::begin(out, PROBE).u8(*kind).end(),
+        Frame::Tick => Encoder::begin(out, TICK).end(),
+        Frame::Http { request } => headers(
+            Encoder::begin(out, HTTP)
+                .short(request.method)
+                .bytes(request.path.as_bytes())
+                .bytes(request.query.as_bytes()),
+            &request.headers,
+        )
+        .bytes(request.body)
+        .end(),
+        Frame::CallAnswer { ok, text } => Encoder::begin(out, CALL_ANSWER)
+            .u8(u8::from(*ok))
+            .bytes(text.as_bytes())
+            .end(),
         Frame::InitDone { error } => optional_error(Encoder::begin(out, INIT_DONE), *error).end(),
         Frame::Publish { topic, payload } => Encoder::begin(out, PUBLISH)
             .short(topic)
@@ -191,6 +284,30 @@ pub(crate) fn encode(out: &mut Vec<u8>, frame: &Frame<'_>) {
         Frame::StopDone { error } => optional_error(Encoder::begin(out, STOP_DONE), *error).end(),
         Frame::ProbeAnswer { json } => Encoder::begin(out, PROBE_ANSWER)
             .bytes(json.as_bytes())
+            .end(),
+        Frame::Routes { routes } => {
+            let mut e = Encoder::begin(out, ROUTES).u32(routes.len() as u32);
+            for route in routes {
+                e = e.bytes(route.as_bytes());
+            }
+            e.end()
+        }
+        Frame::TickDone { outcome } => {
+            callback_outcome(Encoder::begin(out, TICK_DONE), outcome).end()
+        }
+        Frame::HttpDone { response } => {
+            let e = Encoder::begin(out, HTTP_DONE);
+            match response {
+                Ok(None) => e.u8(0).end(),
+                Ok(Some(response)) => headers(e.u8(1).u16(response.status), &response.headers)
+                    .bytes(response.body)
+                    .end(),
+                Err(outcome) => callback_outcome(e.u8(2), outcome).end(),
+            }
+        }
+        Frame::Call { cast, request } => Encoder::begin(out, CALL)
+            .u8(u8::from(*cast))
+            .bytes(request.as_bytes())
             .end(),
     }
 }
@@ -274,6 +391,32 @@ impl<'a> Decoder<'a> {
         }
     }
 
+    fn flag(&mut self) -> Result<bool, FrameError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(FrameError("bad flag")),
+        }
+    }
+
+    fn headers(&mut self) -> Result<Vec<(&'a str, &'a str)>, FrameError> {
+        let n = self.u32()? as usize;
+        // Each header takes at least 6 bytes: a bound before allocating.
+        if n > self.rest.len() / 6 {
+            return Err(FrameError("header count larger than the frame"));
+        }
+        (0..n).map(|_| Ok((self.short()?, self.text()?))).collect()
+    }
+
+    fn callback_outcome(&mut self) -> Result<Outcome<'a>, FrameError> {
+        match self.u8()? {
+            0 => Ok(Outcome::Ok),
+            1 => Ok(Outcome::Error(self.text()?)),
+            2 => Ok(Outcome::Panic(self.text()?)),
+            _ => Err(FrameError("bad outcome")),
+        }
+    }
+
     fn outcome(&mut self) -> Result<(u32, Errors<'a>), FrameError> {
         let processed = self.u32()?;
         let n = self.u32()? as usize;
@@ -319,6 +462,20 @@ pub(crate) fn decode(body: &[u8]) -> Result<Frame<'_>, FrameError> {
         }
         STOP => Frame::Stop,
         PROBE => Frame::Probe { kind: d.u8()? },
+        TICK => Frame::Tick,
+        HTTP => Frame::Http {
+            request: HttpRequestView {
+                method: d.short()?,
+                path: d.text()?,
+                query: d.text()?,
+                headers: d.headers()?,
+                body: d.bytes()?,
+            },
+        },
+        CALL_ANSWER => Frame::CallAnswer {
+            ok: d.flag()?,
+            text: d.text()?,
+        },
         INIT_DONE => Frame::InitDone {
             error: d.optional_error()?,
         },
@@ -346,6 +503,35 @@ pub(crate) fn decode(body: &[u8]) -> Result<Frame<'_>, FrameError> {
             error: d.optional_error()?,
         },
         PROBE_ANSWER => Frame::ProbeAnswer { json: d.text()? },
+        ROUTES => {
+            let n = d.u32()? as usize;
+            // Each route takes at least 4 bytes: a bound before allocating.
+            if n > d.rest.len() / 4 {
+                return Err(FrameError("route count larger than the frame"));
+            }
+            Frame::Routes {
+                routes: (0..n).map(|_| d.text()).collect::<Result<_, _>>()?,
+            }
+        }
+        TICK_DONE => Frame::TickDone {
+            outcome: d.callback_outcome()?,
+        },
+        HTTP_DONE => Frame::HttpDone {
+            response: match d.u8()? {
+                0 => Ok(None),
+                1 => Ok(Some(HttpResponseView {
+                    status: d.u16()?,
+                    headers: d.headers()?,
+                    body: d.bytes()?,
+                })),
+                2 => Err(d.callback_outcome()?),
+                _ => return Err(FrameError("bad flag")),
+            },
+        },
+        CALL => Frame::Call {
+            cast: d.flag()?,
+            request: d.text()?,
+        },
         _ => return Err(FrameError("unknown kind")),
     };
     if !d.rest.is_empty() {
@@ -429,6 +615,44 @@ mod tests {
         });
         round_trip(Frame::StopDone { error: Some("x") });
         round_trip(Frame::ProbeAnswer { json: "null" });
+        round_trip(Frame::Tick);
+        round_trip(Frame::Http {
+            request: HttpRequestView {
+                method: "POST",
+                path: "/a",
+                query: "x=1",
+                headers: vec![("content-type", "text/plain")],
+                body: b"hi",
+            },
+        });
+        round_trip(Frame::CallAnswer {
+            ok: true,
+            text: "{}",
+        });
+        round_trip(Frame::Routes {
+            routes: vec!["/teapot", "/x/*"],
+        });
+        round_trip(Frame::TickDone {
+            outcome: Outcome::Ok,
+        });
+        round_trip(Frame::TickDone {
+            outcome: Outcome::Panic("boom"),
+        });
+        round_trip(Frame::HttpDone { response: Ok(None) });
+        round_trip(Frame::HttpDone {
+            response: Ok(Some(HttpResponseView {
+                status: 418,
+                headers: vec![("a", "b")],
+                body: b"tea",
+            })),
+        });
+        round_trip(Frame::HttpDone {
+            response: Err(Outcome::Error("no")),
+        });
+        round_trip(Frame::Call {
+            cast: false,
+            request: "{\"cmd\":\"list\"}",
+        });
     }
 
     #[test]
@@ -462,7 +686,7 @@ mod properties {
 
         #[test]
         fn frames_with_a_valid_kind_and_random_bodies_never_panic(
-            kind in prop_oneof![1u8..=4, 10u8..=16],
+            kind in prop_oneof![1u8..=7, 10u8..=20],
             body in proptest::collection::vec(any::<u8>(), 0..128),
         ) {
             let mut bytes = vec![kind];

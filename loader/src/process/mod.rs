@@ -1,7 +1,10 @@
 //! `isolation = "process"`: the same library, Rust or C, runs in a child
 //! `plughost __child` process. Events go to it in batches over a Unix socket
 //! (see [`frame`]); its publishes and logs come back on the same socket and
-//! are routed from the instance's thread, like a thread plugin's.
+//! are routed from the instance's thread, like a thread plugin's. Ticks,
+//! HTTP requests and checks are request/answer pairs on the same socket; the
+//! child's routes come with its `init` answer; a `call` from the child is
+//! answered on the socket while the host waits on the child's callback.
 //!
 //! A monitor thread per child reaps it and tells the instance's thread at
 //! once when it dies, busy or idle. Events of a batch the child did not
@@ -14,17 +17,21 @@ pub(crate) mod frame;
 use crate::bus::Bus;
 use crate::event::{Event, EventView};
 use crate::instance::{BatchOutcome, CallFailure, Control, Instance, Slot};
-use crate::library::{self, HostSide, Library};
-use frame::{Frame, decode, encode, encode_batch, read_frame};
-use plughost_api::{Health, HealthStatus, JobReport, LogLevel, Readiness};
+use crate::library::{self, HostLink, HostSide, Library};
+use frame::{
+    Frame, HttpRequestView, HttpResponseView, Outcome, decode, encode, encode_batch, read_frame,
+};
+use plughost_api::{
+    Health, HealthStatus, HttpRequest, HttpResponse, JobReport, LogLevel, Readiness,
+};
 use std::io::{BufReader, Write};
 use std::os::unix::io::{AsRawFd, FromRawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration;
 
 /// The descriptor the child finds its socket on.
@@ -122,6 +129,7 @@ pub(crate) fn spawn(
     config_json: &str,
     slot: Arc<Slot>,
     bus: Arc<Bus>,
+    host: Weak<crate::host::Inner>,
     control: crossbeam_channel::Sender<Control>,
 ) -> Result<Box<dyn Instance>, CallFailure> {
     let fail = |what: &str, e: &dyn std::fmt::Display| {
@@ -144,12 +152,17 @@ pub(crate) fn spawn(
         )
         .stdin(Stdio::null())
         .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_default());
-    // SAFETY: runs in the forked child before exec; dup2 is async-signal-safe
-    // and touches no memory of the parent.
+    // SAFETY: runs in the forked child before exec; dup2 and signal are
+    // async-signal-safe and touch no memory of the parent.
     unsafe {
-        command.pre_exec(move || match libc::dup2(child_fd, CHILD_FD) {
-            -1 => Err(std::io::Error::last_os_error()),
-            _ => Ok(()),
+        command.pre_exec(move || {
+            // Ignored signals stay ignored across exec: no window before
+            // `child_main` in which a terminal's Ctrl-C could kill the child.
+            ignore_stop_signals();
+            match libc::dup2(child_fd, CHILD_FD) {
+                -1 => Err(std::io::Error::last_os_error()),
+                _ => Ok(()),
+            }
         });
     }
     let mut child = command.spawn().map_err(|e| fail("spawn", &e))?;
@@ -183,12 +196,19 @@ pub(crate) fn spawn(
             .map_err(|e| fail("monitor thread", &e))?;
     }
     let reader = host_end.try_clone().map_err(|e| fail("socket", &e))?;
+    let link = HostLink {
+        slot: slot.clone(),
+        bus: bus.clone(),
+        host,
+    };
     let mut instance = ProcessInstance {
         pid,
         writer: host_end,
         reader: BufReader::with_capacity(64 * 1024, reader),
         slot,
         bus,
+        link,
+        routes: Vec::new(),
         reaped,
         out: Vec::with_capacity(64 * 1024),
         input: Vec::new(),
@@ -210,6 +230,31 @@ enum Reply {
         panic: Option<String>,
     },
     Probe(serde_json::Value),
+    Tick(Result<(), CallFailure>),
+    Http(Result<Option<HttpResponse>, CallFailure>),
+}
+
+/// A callback's failure as the host counts it.
+fn failure(outcome: Outcome<'_>) -> Result<(), CallFailure> {
+    match outcome {
+        Outcome::Ok => Ok(()),
+        Outcome::Error(message) => Err(CallFailure::Error(message.to_owned())),
+        Outcome::Panic(message) => Err(CallFailure::Panic(message.to_owned())),
+    }
+}
+
+fn owned_headers(headers: &[(&str, &str)]) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+        .collect()
+}
+
+fn borrowed_headers(headers: &[(String, String)]) -> Vec<(&str, &str)> {
+    headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect()
 }
 
 struct ProcessInstance {
@@ -218,6 +263,10 @@ struct ProcessInstance {
     reader: BufReader<UnixStream>,
     slot: Arc<Slot>,
     bus: Arc<Bus>,
+    /// Runs the child's `call` and `cast` as a thread instance's would.
+    link: HostLink,
+    /// What the child said its instance serves.
+    routes: Vec<String>,
     reaped: Arc<Reaped>,
     out: Vec<u8>,
     input: Vec<u8>,
@@ -294,6 +343,46 @@ impl ProcessInstance {
                     crate::plugin_log(&self.slot.name, level_from(level), message);
                     continue;
                 }
+                Frame::Routes { routes } => {
+                    self.routes = routes.into_iter().map(str::to_owned).collect();
+                    continue;
+                }
+                Frame::Call {
+                    cast: true,
+                    request,
+                } => {
+                    self.link.cast(request);
+                    continue;
+                }
+                Frame::Call {
+                    cast: false,
+                    request,
+                } => {
+                    // The child waits for this answer inside its callback;
+                    // a command about itself is accepted without waiting.
+                    let (ok, text) = match self.link.call(request) {
+                        Ok(answer) => (true, answer),
+                        Err(error) => (false, error),
+                    };
+                    self.out.clear();
+                    encode(&mut self.out, &Frame::CallAnswer { ok, text: &text });
+                    if self.writer.write_all(&self.out).is_err() {
+                        return Err(self.died());
+                    }
+                    continue;
+                }
+                Frame::TickDone { outcome } => Reply::Tick(failure(outcome)),
+                Frame::HttpDone { response } => Reply::Http(match response {
+                    Ok(response) => Ok(response.map(|r| HttpResponse {
+                        status: r.status,
+                        headers: owned_headers(&r.headers),
+                        body: r.body.to_vec(),
+                    })),
+                    Err(outcome) => match failure(outcome) {
+                        Ok(()) => Ok(None),
+                        Err(failure) => Err(failure),
+                    },
+                }),
                 Frame::InitDone { error } | Frame::StopDone { error } => {
                     Reply::Done(error.map(str::to_owned))
                 }
@@ -432,6 +521,33 @@ impl Instance for ProcessInstance {
             .as_array()
             .map(|jobs| jobs.iter().map(job_from_json).collect()))
     }
+
+    fn tick(&mut self) -> Result<(), CallFailure> {
+        self.send(&Frame::Tick)?;
+        match self.reply()? {
+            Reply::Tick(outcome) => outcome,
+            _ => Err(self.protocol_error("expected the tick answer")),
+        }
+    }
+
+    fn routes(&self) -> Vec<String> {
+        self.routes.clone()
+    }
+
+    fn http(&mut self, request: HttpRequest) -> Result<Option<HttpResponse>, CallFailure> {
+        let view = HttpRequestView {
+            method: &request.method,
+            path: &request.path,
+            query: &request.query,
+            headers: borrowed_headers(&request.headers),
+            body: &request.body,
+        };
+        self.send(&Frame::Http { request: view })?;
+        match self.reply()? {
+            Reply::Http(answer) => answer,
+            _ => Err(self.protocol_error("expected the http answer")),
+        }
+    }
 }
 
 impl Drop for ProcessInstance {
@@ -477,10 +593,30 @@ fn job_from_json(job: &serde_json::Value) -> JobReport {
 
 // ---- The child's side ----
 
+/// SIGINT, SIGTERM and SIGHUP are meant for the host, not for its children:
+/// Ctrl-C in a terminal (or `kill -INT -PGID`) reaches the whole process
+/// group, and a child that died of it would lose the events the host is
+/// still draining into it. A child ends when the host tells it to, when its
+/// socket closes, or with the host (PDEATHSIG).
+fn ignore_stop_signals() {
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: setting a signal's disposition to SIG_IGN installs no
+        // handler and touches no memory; it is async-signal-safe.
+        unsafe { libc::signal(signal, libc::SIG_IGN) };
+    }
+}
+
 /// The host side, as seen from a plugin's own process: frames on the socket.
 struct ChildLink {
     name: String,
     writer: Mutex<UnixStream>,
+    /// The main loop reads orders here; a `call` reads its answer here, on
+    /// the same (main) thread, while the main loop waits in a callback.
+    reader: Mutex<BufReader<UnixStream>>,
+    /// Set while the main thread is inside a callback the host waits on:
+    /// only then does the host read a `call` and answer it.
+    serving: AtomicBool,
+    main: std::thread::ThreadId,
 }
 
 impl ChildLink {
@@ -511,12 +647,58 @@ impl HostSide for ChildLink {
             message,
         });
     }
+
+    fn call(&self, request: &str) -> Result<String, String> {
+        if std::thread::current().id() != self.main || !self.serving.load(Ordering::Acquire) {
+            return Err("a process-isolated plugin can call the host only from inside a callback (on_event, tick, http), not from a thread of its own; use cast there".to_owned());
+        }
+        self.send(&Frame::Call {
+            cast: false,
+            request,
+        })
+        .map_err(|e| format!("the host is gone: {e}"))?;
+        let mut reader = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        let mut input = Vec::new();
+        match read_frame(&mut *reader, &mut input) {
+            Ok(true) => {}
+            Ok(false) | Err(_) => return Err("the host is gone".to_owned()),
+        }
+        match decode(&input) {
+            Ok(Frame::CallAnswer { ok: true, text }) => Ok(text.to_owned()),
+            Ok(Frame::CallAnswer { ok: false, text }) => Err(text.to_owned()),
+            _ => Err("the host answered a call with something else".to_owned()),
+        }
+    }
+
+    fn cast(&self, request: &str) {
+        let _ = self.send(&Frame::Call {
+            cast: true,
+            request,
+        });
+    }
+}
+
+/// Run `callback` as a callback the host waits on (see [`ChildLink::serving`]).
+fn serving<T>(link: &ChildLink, callback: impl FnOnce() -> T) -> T {
+    link.serving.store(true, Ordering::Release);
+    let result = callback();
+    link.serving.store(false, Ordering::Release);
+    result
+}
+
+fn outcome_of(result: &Result<(), CallFailure>) -> Outcome<'_> {
+    match result {
+        Ok(()) => Outcome::Ok,
+        Err(CallFailure::Error(message)) => Outcome::Error(message),
+        Err(CallFailure::Panic(message) | CallFailure::Exited(message)) => Outcome::Panic(message),
+    }
 }
 
 /// The body of `plughost __child LIBRARY NAME PARENT_PID`: serve one instance
 /// over the socket on descriptor 3 until told to stop or the host is gone.
 #[doc(hidden)]
 pub fn child_main(library_path: &Path, name: &str, parent: u32, trust: &library::Trust) -> i32 {
+    ignore_stop_signals();
     // SAFETY: prctl(PR_SET_PDEATHSIG) only records a signal number for this process.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     if std::os::unix::process::parent_id() != parent {
@@ -531,14 +713,20 @@ pub fn child_main(library_path: &Path, name: &str, parent: u32, trust: &library:
     let link = Arc::new(ChildLink {
         name: name.to_owned(),
         writer: Mutex::new(writer),
+        reader: Mutex::new(BufReader::with_capacity(64 * 1024, stream)),
+        serving: AtomicBool::new(false),
+        main: std::thread::current().id(),
     });
-    let mut reader = BufReader::with_capacity(64 * 1024, stream);
     let mut input = Vec::new();
     // The host checked the file too; the child checks what it loads itself.
     let loaded = library::open(library_path, trust).map_err(|e| e.to_string());
     let mut instance: Option<Box<dyn Instance>> = None;
     loop {
-        match read_frame(&mut reader, &mut input) {
+        let read = read_frame(
+            &mut *link.reader.lock().unwrap_or_else(|e| e.into_inner()),
+            &mut input,
+        );
+        match read {
             Ok(true) => {}
             Ok(false) | Err(_) => return 0,
         }
@@ -546,22 +734,30 @@ pub fn child_main(library_path: &Path, name: &str, parent: u32, trust: &library:
         let sent = match (frame, instance.as_mut()) {
             (Frame::Init { config_json }, None) => {
                 let created = match &loaded {
-                    Ok(library) => library
-                        .create(config_json, link.clone())
-                        .map_err(|e| e.to_string()),
+                    Ok(library) => serving(&link, || {
+                        library
+                            .create(config_json, link.clone())
+                            .map_err(|e| e.to_string())
+                    }),
                     Err(e) => Err(e.clone()),
                 };
                 let error = created.as_ref().err().cloned();
                 instance = created.ok();
-                link.send(&Frame::InitDone {
-                    error: error.as_deref(),
+                let routes = instance.as_ref().map(|i| i.routes()).unwrap_or_default();
+                let routes = Frame::Routes {
+                    routes: routes.iter().map(String::as_str).collect(),
+                };
+                link.send(&routes).and_then(|()| {
+                    link.send(&Frame::InitDone {
+                        error: error.as_deref(),
+                    })
                 })
             }
             (Frame::Batch { events }, Some(plugin)) => {
                 let (mut processed, mut errors) = (0u32, Vec::new());
                 let mut panic = None;
                 for (index, event) in events.iter().enumerate() {
-                    match plugin.on_event(event) {
+                    match serving(&link, || plugin.on_event(event)) {
                         Ok(()) => processed += 1,
                         Err(CallFailure::Error(message)) => errors.push((index as u32, message)),
                         Err(failure) => {
@@ -604,8 +800,47 @@ pub fn child_main(library_path: &Path, name: &str, parent: u32, trust: &library:
                 let answer = answer.unwrap_or_default().to_string();
                 link.send(&Frame::ProbeAnswer { json: &answer })
             }
+            (Frame::Tick, Some(plugin)) => {
+                let result = serving(&link, || plugin.tick());
+                let sent = link.send(&Frame::TickDone {
+                    outcome: outcome_of(&result),
+                });
+                if let Err(CallFailure::Panic(_) | CallFailure::Exited(_)) = result {
+                    return 101;
+                }
+                sent
+            }
+            (Frame::Http { request }, Some(plugin)) => {
+                let request = HttpRequest {
+                    method: request.method.to_owned(),
+                    path: request.path.to_owned(),
+                    query: request.query.to_owned(),
+                    headers: owned_headers(&request.headers),
+                    body: request.body.to_vec(),
+                };
+                let result = serving(&link, || plugin.http(request));
+                let response = match &result {
+                    Ok(Some(r)) => Ok(Some(HttpResponseView {
+                        status: r.status,
+                        headers: borrowed_headers(&r.headers),
+                        body: &r.body,
+                    })),
+                    Ok(None) => Ok(None),
+                    Err(CallFailure::Error(message)) => Err(Outcome::Error(message)),
+                    Err(CallFailure::Panic(message) | CallFailure::Exited(message)) => {
+                        Err(Outcome::Panic(message))
+                    }
+                };
+                let sent = link.send(&Frame::HttpDone { response });
+                if let Err(CallFailure::Panic(_) | CallFailure::Exited(_)) = result {
+                    return 101;
+                }
+                sent
+            }
             (Frame::Stop, Some(plugin)) => {
-                let error = plugin.stop().err().map(|e| e.to_string());
+                let error = serving(&link, || plugin.stop())
+                    .err()
+                    .map(|e| e.to_string());
                 drop(instance.take());
                 let _ = link.send(&Frame::StopDone {
                     error: error.as_deref(),
