@@ -456,3 +456,41 @@ fn a_c_plugin_ticks_serves_routes_and_calls_the_host() {
     let (out, _) = host.wait(std::time::Duration::from_secs(30));
     assert!(out.status.success());
 }
+
+#[test]
+fn every_shipped_c_plugin_refuses_an_unknown_config_key() {
+    // A misspelt key must stop the instance with one line, not silently fall
+    // back to a default (as `echo_c` once did with `prefx`).
+    let s = Scratch::new("c-unknown-key");
+    for library in ["logger_c", "echo_c", "chaos_c"] {
+        let config = s.config(&format!(
+            "[[plugin]]\nname = \"x\"\nlibrary = {library:?}\n[plugin.config]\nprefx = \"typo.\"\n"
+        ));
+        let line = assert_one_line_error(&run(&["run", config.to_str().unwrap()], ""));
+        assert_eq!(
+            line,
+            format!(
+                "error: plugin `x` ({}) failed to initialize: unknown config key `prefx`",
+                plugin_path(library).display()
+            )
+        );
+    }
+}
+
+#[test]
+fn echo_c_refuses_a_prefix_it_cannot_use() {
+    let s = Scratch::new("c-echo-prefix");
+    for prefix in ["42", &format!("{:?}", "p.".repeat(40))] {
+        let config = s.config(&format!(
+            "[[plugin]]\nname = \"echo\"\nlibrary = \"echo_c\"\n[plugin.config]\nprefix = {prefix}\n"
+        ));
+        let line = assert_one_line_error(&run(&["run", config.to_str().unwrap()], ""));
+        assert_eq!(
+            line,
+            format!(
+                "error: plugin `echo` ({}) failed to initialize: invalid config: `prefix` must be a string of at most 63 bytes, such as \"echo.\"",
+                plugin_path("echo_c").display()
+            )
+        );
+    }
+}

@@ -51,18 +51,27 @@ fn a_panic_in_on_event_fails_that_plugin_only() {
         .filter(|l| l["topic"].as_str().unwrap().starts_with("work."))
         .collect();
     assert_eq!(work.len(), 101);
+    // Both instances' starts were announced, naming the instance and its library.
+    let started: Vec<_> = lines
+        .iter()
+        .filter(|l| l["topic"] == "plughost.plugin.started")
+        .map(|l| &l["payload"])
+        .collect();
+    let library = |name: &str| plugin_path(name).display().to_string();
+    assert_eq!(
+        started,
+        [
+            &json!({"name": "log", "library": library("logger")}),
+            &json!({"name": "chaos", "library": library("chaos")}),
+        ]
+    );
     let failed: Vec<_> = lines
         .iter()
         .filter(|l| l["topic"] == "plughost.plugin.failed")
         .collect();
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0]["payload"]["name"], "chaos");
-    assert!(
-        failed[0]["payload"]["library"]
-            .as_str()
-            .unwrap()
-            .ends_with("libchaos.so")
-    );
+    assert_eq!(failed[0]["payload"]["library"], library("chaos"));
     let reason = failed[0]["payload"]["reason"].as_str().unwrap();
     assert!(
         reason.contains("chaos: told to panic on work.poison"),
@@ -119,9 +128,10 @@ fn a_panic_in_init_refuses_to_start_with_one_line() {
     let config = config_with_chaos(&s, "panic_in_init = true");
     let out = run(&["run", config.to_str().unwrap(), "--events", "-"], "");
     let line = assert_one_line_error(&out);
-    assert!(
-        line.starts_with("error: plugin `chaos` failed to initialize: panicked at "),
-        "{line}"
+    let expected = format!(
+        "error: plugin `chaos` ({}) failed to initialize: panicked at ",
+        plugin_path("chaos").display()
     );
+    assert!(line.starts_with(&expected), "{line}\nwanted: {expected}");
     assert!(line.ends_with("chaos: told to panic in init"), "{line}");
 }

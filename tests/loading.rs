@@ -72,13 +72,13 @@ fn check_names_each_library_it_opened() {
     // abi_stable's `load_from_file` would hand back the first library for
     // every path; each line must name its own plugin.
     let s = Scratch::new("check");
-    let config = s.config(
+    let config = s.config(&format!(
         r#"
 [[plugin]]
 name = "a"
 library = "logger"
 [plugin.config]
-path = "a.log"
+path = {:?}
 
 [[plugin]]
 name = "b"
@@ -93,7 +93,8 @@ name = "off"
 library = "does-not-exist"
 enabled = false
 "#,
-    );
+        s.path("a.log").display().to_string()
+    ));
     let out = run(&["check", config.to_str().unwrap()], "");
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
@@ -109,8 +110,9 @@ enabled = false
     );
     assert!(lines[2].starts_with("c: ok: chaos 0.1.0 (rust, "), "{text}");
     assert_eq!(lines[3], "off: disabled (not checked)");
-    // `check` runs no plugin: the logger did not even create its file.
-    assert!(!s.path("a.log").exists());
+    // `check` runs no plugin: the logger, whose init creates its file at
+    // this absolute path, did not even create it.
+    assert!(!s.path("a.log").exists(), "check ran the logger's init");
 }
 
 #[test]
@@ -155,17 +157,7 @@ fn a_shared_library_that_is_not_a_plugin_is_refused_in_one_line() {
     let s = Scratch::new("not-a-plugin");
     let plain = cc_shared(&s, "plain", "int plain_answer(void) { return 42; }\n");
     let mut candidates = vec![plain];
-    candidates.extend(
-        [
-            "/usr/lib/x86_64-linux-gnu/libz.so.1",
-            "/lib/x86_64-linux-gnu/libz.so.1",
-            "/usr/lib/libz.so.1",
-        ]
-        .map(std::path::PathBuf::from)
-        .into_iter()
-        .filter(|p| p.exists())
-        .take(1),
-    );
+    candidates.extend(system_libz());
     for library in candidates {
         let config = s.config(&format!(
             "[[plugin]]\nname = \"x\"\nlibrary = {:?}\n",
@@ -181,6 +173,42 @@ fn a_shared_library_that_is_not_a_plugin_is_refused_in_one_line() {
             )
         );
     }
+}
+
+/// The system's libz, a real shared library that is not a plugin: where the
+/// dynamic loader's cache says it is, else the usual places; `None` without one.
+fn system_libz() -> Option<std::path::PathBuf> {
+    let cache = std::process::Command::new("ldconfig")
+        .arg("-p")
+        .output()
+        .or_else(|_| {
+            std::process::Command::new("/sbin/ldconfig")
+                .arg("-p")
+                .output()
+        })
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_default();
+    // Lines look like `\tlibz.so.1 (libc6,x86-64) => /lib/x86_64-linux-gnu/libz.so.1`;
+    // a multilib system also lists other architectures' copies, which the
+    // host would refuse for another reason.
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "x86-64",
+        "aarch64" => "AArch64",
+        _ => "",
+    };
+    let from_cache = cache.lines().filter_map(|line| {
+        let (name, path) = line.trim().split_once(" => ")?;
+        (name.starts_with("libz.so.1 ") && name.contains(arch))
+            .then(|| std::path::PathBuf::from(path.trim()))
+    });
+    let usual = [
+        "/usr/lib/x86_64-linux-gnu/libz.so.1",
+        "/lib/x86_64-linux-gnu/libz.so.1",
+        "/usr/lib64/libz.so.1",
+        "/usr/lib/libz.so.1",
+    ]
+    .map(std::path::PathBuf::from);
+    from_cache.chain(usual).find(|p| p.exists())
 }
 
 #[test]
@@ -214,14 +242,14 @@ fn files_that_are_not_libraries_are_refused_with_their_own_reason() {
 #[test]
 fn a_failing_init_is_one_clear_line_and_exit_1() {
     let s = Scratch::new("fail-init");
-    let config = s.config(
+    let config = s.config(&format!(
         r#"
 [[plugin]]
 name = "log"
 library = "logger"
 subscribe = [">"]
 [plugin.config]
-path = "log.jsonl"
+path = {:?}
 
 [[plugin]]
 name = "bad"
@@ -229,12 +257,16 @@ library = "chaos"
 [plugin.config]
 fail_init = true
 "#,
-    );
+        s.path("log.jsonl").display().to_string()
+    ));
     let out = run(&["run", config.to_str().unwrap(), "--events", "-"], "");
     let line = assert_one_line_error(&out);
     assert_eq!(
         line,
-        "error: plugin `bad` failed to initialize: fail_init is set"
+        format!(
+            "error: plugin `bad` ({}) failed to initialize: fail_init is set",
+            plugin_path("chaos").display()
+        )
     );
 }
 
@@ -245,11 +277,12 @@ fn a_plugin_config_the_plugin_refuses_is_an_init_error() {
         .config("[[plugin]]\nname = \"log\"\nlibrary = \"logger\"\n[plugin.config]\npth = \"x\"\n");
     let out = run(&["run", config.to_str().unwrap()], "");
     let line = assert_one_line_error(&out);
-    assert!(
-        line.starts_with(
-            "error: plugin `log` failed to initialize: invalid config: unknown field `pth`"
-        ),
-        "{line}"
+    assert_eq!(
+        line,
+        format!(
+            "error: plugin `log` ({}) failed to initialize: invalid config: unknown field `pth`, expected `path` at line 1 column 6",
+            plugin_path("logger").display()
+        )
     );
 }
 
@@ -403,4 +436,347 @@ fn check_reports_every_problem_of_a_config_at_once() {
     assert!(lines[2].ends_with("empty file, not a plugin library"));
     assert!(lines[3].contains("is writable by others"));
     assert!(stderr(&out).contains("error: 3 of 4 plugin(s) cannot be loaded"));
+}
+
+#[test]
+fn check_has_each_rust_plugin_read_its_config_without_running_it() {
+    let s = Scratch::new("check-config");
+    let config = s.config(
+        r#"
+[[plugin]]
+name = "bridge"
+library = "nats_bridge"
+[plugin.config]
+url = "nats://127.0.0.1:1"
+export = ["orders.>"]
+
+[[plugin]]
+name = "no-consumer"
+library = "nats_bridge"
+[plugin.config]
+url = "nats://127.0.0.1:1"
+import = ["orders.>"]
+jetstream = "ORDERS"
+
+[[plugin]]
+name = "typo"
+library = "chaos"
+[plugin.config]
+panic_evry = 3
+
+[[plugin]]
+name = "echo"
+library = "echo_c"
+"#,
+    );
+    let out = run(&["check", config.to_str().unwrap()], "");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "one line per plugin:\n{text}");
+    let bridge = plugin_path("nats_bridge").display().to_string();
+    assert_eq!(
+        lines[0],
+        format!("bridge: ok: nats-bridge 0.1.0 (rust, plughost-api 0.1.0) from {bridge}")
+    );
+    assert!(
+        lines[1].starts_with(&format!(
+            "no-consumer: error: {bridge}: invalid config: `jetstream` imports need `consumer`: a durable consumer name unique to this host"
+        )) && lines[1].ends_with("(in [plugin.config])"),
+        "{text}"
+    );
+    assert!(
+        lines[2].starts_with(&format!(
+            "typo: error: {}: invalid config: unknown field `panic_evry`",
+            plugin_path("chaos").display()
+        )),
+        "{text}"
+    );
+    // A C plugin reads its config only in its init, which check never runs.
+    assert!(
+        lines[3].starts_with("echo: ok: echo_c 0.1.0 (c, ")
+            && lines[3].ends_with("(config not checked: this plugin reads it only when it starts)"),
+        "{text}"
+    );
+    assert!(
+        stderr(&out).contains("error: 2 of 4 plugin(s) cannot be loaded or refuse their config"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Write `text` to `path` unless it already holds exactly that, so cargo's
+/// mtime-based fingerprints see an unchanged fixture as unchanged.
+fn write_if_changed(path: &std::path::Path, text: &[u8]) {
+    if std::fs::read(path).ok().as_deref() != Some(text) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+}
+
+/// Build, at test time, a plugin against a copy of this workspace's
+/// `plugin-api/` whose package version is `api_version`, and return its
+/// library. The fixture is a workspace of its own in `CARGO_TARGET_TMPDIR`,
+/// built offline with the workspace's lockfile into the test binary's target
+/// directory, so abi_stable and the rest come from cargo's cache.
+fn plugin_built_against_api(api_version: &str) -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let fixture = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("fixture-plughost-api-{api_version}"));
+    let read_toml = |path: std::path::PathBuf| -> toml::Table {
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+            .parse()
+            .unwrap_or_else(|e| panic!("parse {}: {e}", path.display()))
+    };
+
+    // The workspace: the root's shared package fields, dependencies, lints
+    // and profiles (equal profiles let cargo reuse the cached dependencies).
+    let main = read_toml(root.join("Cargo.toml"));
+    let mut workspace = main["workspace"].as_table().unwrap().clone();
+    workspace.remove("default-members");
+    workspace.insert(
+        "members".into(),
+        toml::Value::Array(vec!["plugin-api".into(), "plugin".into()]),
+    );
+    let dependencies = workspace["dependencies"].as_table_mut().unwrap();
+    dependencies.remove("plughost-ffi");
+    dependencies.insert(
+        "plughost-api".into(),
+        toml::Value::Table(toml::toml! { path = "plugin-api" }),
+    );
+    let mut manifest = toml::Table::new();
+    manifest.insert("workspace".into(), toml::Value::Table(workspace));
+    if let Some(profile) = main.get("profile") {
+        manifest.insert("profile".into(), profile.clone());
+    }
+    write_if_changed(&fixture.join("Cargo.toml"), manifest.to_string().as_bytes());
+    // The same versions as the workspace, which cargo then trims to this
+    // fixture's needs (a lockfile change alone rebuilds nothing).
+    let lock = std::fs::read(root.join("Cargo.lock")).expect("the workspace's Cargo.lock");
+    write_if_changed(&fixture.join("Cargo.lock"), &lock);
+
+    // plugin-api/ as it is now, under another version number.
+    let mut api = read_toml(root.join("plugin-api/Cargo.toml"));
+    let package = api["package"].as_table_mut().unwrap();
+    package.insert("version".into(), api_version.into());
+    api.remove("dev-dependencies");
+    write_if_changed(
+        &fixture.join("plugin-api/Cargo.toml"),
+        api.to_string().as_bytes(),
+    );
+    write_if_changed(
+        &fixture.join("plugin-api/README.md"),
+        &std::fs::read(root.join("plugin-api/README.md")).unwrap(),
+    );
+    for entry in std::fs::read_dir(root.join("plugin-api/src")).unwrap() {
+        let entry = entry.unwrap();
+        write_if_changed(
+            &fixture.join("plugin-api/src").join(entry.file_name()),
+            &std::fs::read(entry.path()).unwrap(),
+        );
+    }
+
+    // The smallest plugin there is, under a name of its own per version:
+    // fixtures build into one target directory, side by side.
+    let package = format!("plughost-fixture-api-{}", api_version.replace('.', "-"));
+    write_if_changed(
+        &fixture.join("plugin/Cargo.toml"),
+        format!(
+            r#"[package]
+name = "{package}"
+version = "0.1.0"
+edition.workspace = true
+publish = false
+
+[lib]
+crate-type = ["cdylib"]
+
+[dependencies]
+plughost-api.workspace = true
+"#
+        )
+        .as_bytes(),
+    );
+    write_if_changed(
+        &fixture.join("plugin/src/lib.rs"),
+        br#"use plughost_api::{Context, Event, NoConfig, Plugin, Result, export_plugin};
+
+struct Newer;
+
+impl Plugin for Newer {
+    type Config = NoConfig;
+    fn init(_: NoConfig, _: &Context) -> Result<Self> {
+        Ok(Newer)
+    }
+    fn on_event(&mut self, _: &Event<'_>, _: &Context) -> Result<()> {
+        Ok(())
+    }
+}
+
+export_plugin!(Newer);
+"#,
+    );
+
+    let profile = profile_dir();
+    let started = std::time::Instant::now();
+    let mut cargo =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cargo
+        .current_dir(&fixture)
+        .args(["build", "--quiet", "--offline", "-p", &package])
+        .arg("--target-dir")
+        .arg(profile.parent().expect("profile dir has a parent"));
+    if profile.file_name().is_some_and(|name| name == "release") {
+        cargo.arg("--release");
+    }
+    let output = cargo.output().expect("run cargo");
+    assert!(
+        output.status.success(),
+        "building the fixture in {} failed:\n{}",
+        fixture.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    eprintln!("fixture plugin built in {:?}", started.elapsed());
+    profile.join(format!("lib{}.so", package.replace('-', "_")))
+}
+
+/// The host's plughost-api version, as (major, minor): plughost and
+/// plughost-api share the workspace version.
+fn host_api_version() -> (u64, u64) {
+    let mut parts = env!("CARGO_PKG_VERSION")
+        .split('.')
+        .map(|n| n.parse::<u64>().unwrap());
+    (parts.next().unwrap(), parts.next().unwrap())
+}
+
+/// One test body for a plugin built against an older and a newer
+/// plughost-api: `check`, `run` and `discover` all refuse it with one line
+/// naming the file and both versions.
+fn a_plugin_built_against_plughost_api_is_refused(other: &str) {
+    let host = env!("CARGO_PKG_VERSION");
+    let library = plugin_built_against_api(other);
+    let s = Scratch::new(&format!("api-{other}"));
+    let reason = format!(
+        "built against plughost-api {other}, but this host speaks {host}: rebuild the plugin against plughost-api {host}"
+    );
+
+    let config = s.config(&plugin_at(&library, ""));
+    let out = run(&["check", config.to_str().unwrap()], "");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        format!("x: error: {}: {reason}\n", library.display())
+    );
+    let line = assert_one_line_error(&run(&["run", config.to_str().unwrap()], ""));
+    assert_eq!(
+        line,
+        format!("error: plugin `x`: {}: {reason}", library.display())
+    );
+    std::fs::copy(&library, s.path("libother.so")).unwrap();
+    let out = run(&["discover", s.dir.to_str().unwrap()], "");
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "{}: not usable: {reason}\n",
+            s.path("libother.so").display()
+        )
+    );
+}
+
+#[test]
+fn a_plugin_built_against_an_older_plughost_api_is_refused_naming_both_versions() {
+    // abi_stable's version check: an older 0.x minor (or major from 1.0) is
+    // incompatible, since the host may read fields the plugin lacks.
+    let older = match host_api_version() {
+        (0, 0) => panic!("no older 0.x minor than 0.0; pick another fixture version"),
+        (0, minor) => format!("0.{}.0", minor - 1),
+        (major, _) => format!("{}.0.0", major - 1),
+    };
+    a_plugin_built_against_plughost_api_is_refused(&older);
+}
+
+#[test]
+fn a_plugin_built_against_a_newer_plughost_api_is_refused_naming_both_versions() {
+    // A newer 0.x minor passes abi_stable's version check but fails its
+    // layout check (the types' package versions are not compatible).
+    let newer = match host_api_version() {
+        (0, minor) => format!("0.{}.0", minor + 1),
+        (major, _) => format!("{}.0.0", major + 1),
+    };
+    a_plugin_built_against_plughost_api_is_refused(&newer);
+}
+
+/// How often the host handed a plugin library to the dynamic loader, from
+/// glibc's `LD_DEBUG=files` trace of a `plughost run` of `config`: the host
+/// loads every library through a descriptor of its own, and glibc prints one
+/// `file=/proc/self/fd/N [0];  dynamically loaded by` line per such dlopen
+/// that it has not seen under that name, before it even looks at the file.
+fn dlopens_of_plugin_libraries(config: &std::path::Path) -> usize {
+    let out = run_with_env(
+        &["run", config.to_str().unwrap(), "--events", "-"],
+        "",
+        &[("LD_DEBUG", "files")],
+    );
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    err.lines()
+        .filter(|l| l.contains("file=/proc/self/fd/") && l.contains("dynamically loaded by"))
+        .count()
+}
+
+#[test]
+fn a_library_listed_twice_is_opened_once() {
+    let s = Scratch::new("opened-once");
+    let counter = plugin_path("counter");
+    let link = s.path("libcounter-link.so");
+    std::os::unix::fs::symlink(&counter, &link).unwrap();
+    // Two instances by bare name and a third through a symbolic link: one file.
+    let config = s.config(&format!(
+        "[[plugin]]\nname = \"one\"\nlibrary = \"counter\"\n\
+         [[plugin]]\nname = \"two\"\nlibrary = \"counter\"\n\
+         [[plugin]]\nname = \"three\"\nlibrary = {:?}\n",
+        link.display().to_string()
+    ));
+    assert_eq!(dlopens_of_plugin_libraries(&config), 1);
+
+    // The observation sees every library the host loads: another library
+    // beside the two instances is a second dlopen.
+    let config = s.config(
+        "[[plugin]]\nname = \"one\"\nlibrary = \"counter\"\n\
+         [[plugin]]\nname = \"two\"\nlibrary = \"counter\"\n\
+         [[plugin]]\nname = \"other\"\nlibrary = \"chaos\"\n",
+    );
+    assert_eq!(dlopens_of_plugin_libraries(&config), 2);
+}
+
+#[test]
+fn check_and_discover_show_the_plughost_api_version_the_plugin_was_built_against() {
+    // A later patch release of plughost-api is compatible: the plugin loads,
+    // and the version shown is the one it declares, not the host's own.
+    let (major, minor) = host_api_version();
+    let patched = format!("{major}.{minor}.99");
+    let library = plugin_built_against_api(&patched);
+    let s = Scratch::new("api-patch");
+    let config = s.config(&plugin_at(&library, ""));
+    let out = run(&["check", config.to_str().unwrap()], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "x: ok: plughost-fixture-api-{} 0.1.0 (rust, plughost-api {patched}) from {}\n",
+            patched.replace('.', "-"),
+            library.display()
+        )
+    );
+    std::fs::copy(&library, s.path("libpatched.so")).unwrap();
+    let out = run(&["discover", s.dir.to_str().unwrap()], "");
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "{}: plughost-fixture-api-{} 0.1.0 (rust, plughost-api {patched}): compatible\n",
+            s.path("libpatched.so").display(),
+            patched.replace('.', "-")
+        )
+    );
 }

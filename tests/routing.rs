@@ -114,7 +114,13 @@ fn a_malformed_input_line_is_reported_with_its_number_and_skipped() {
     let out = run(&["run", config.to_str().unwrap(), "--events", "-"], &events);
     assert!(out.status.success(), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("stdin:2: skipped: "), "{err}");
+    // What is wrong, and what a line should look like.
+    assert!(
+        err.contains(
+            r#"stdin:2: skipped: expected ident at line 1 column 2; write each event as one JSON object on its own line, such as {"topic": "orders.created", "payload": {"id": 1}}"#
+        ),
+        "{err}"
+    );
     assert!(
         err.contains("stdin:4: skipped: invalid topic `bad topic`"),
         "{err}"
@@ -203,4 +209,83 @@ forward_limit = 3000
         assert_accounted(&row);
         assert!(row.processed >= 1000, "{name}: {row:?}");
     }
+}
+
+/// Events sent into a two-slot mailbox while its plugin is busy, for the drop
+/// policies. A slow `chaos` takes `work.item 0` off its mailbox (the test
+/// waits for its log line) and sleeps; meanwhile `work.item 1..=10` arrive at
+/// once, so exactly two fit and eight meet a full mailbox. `chaos` forwards
+/// what it handles to a logger, so what survived is visible, in order.
+/// Returns the slow instance's summary row and the payloads it handled.
+fn burst_into_a_busy_two_slot_mailbox(overflow: &str) -> (Row, Vec<serde_json::Value>) {
+    let s = Scratch::new(&format!("overflow-{overflow}"));
+    let config = s.config(&format!(
+        r#"
+[[plugin]]
+name = "slow"
+library = "chaos"
+subscribe = ["work.>"]
+queue_capacity = 2
+overflow = "{overflow}"
+[plugin.config]
+sleep_ms = 800
+log_events = true
+forward_to = "handled"
+
+{}"#,
+        logger("handled", r#"["handled"]"#, &s.path("handled.jsonl"))
+    ));
+    let mut host = Running::start(&config);
+    host.send(&event("work.item", json!(0)));
+    // Its mailbox is empty again and it sleeps for 800 ms: time enough for
+    // the burst to arrive while it is busy.
+    host.wait_for_stderr("took work.item 0");
+    host.send(
+        &(1..=10)
+            .map(|i| event("work.item", json!(i)))
+            .collect::<String>(),
+    );
+    drop(host.stdin.take());
+    let (out, err) = host.wait(Duration::from_secs(60));
+    assert!(out.status.success(), "{}", err.join("\n"));
+    let handled = s
+        .log_lines("handled.jsonl")
+        .into_iter()
+        .map(|l| l["payload"].clone())
+        .collect();
+    (summary_row(&out, "slow"), handled)
+}
+
+#[test]
+fn drop_newest_keeps_what_was_queued_first_and_counts_the_rest() {
+    let (row, handled) = burst_into_a_busy_two_slot_mailbox("drop_newest");
+    // The mailbox kept 1 and 2; 3..=10 found it full and were dropped.
+    assert_eq!(handled, [json!(0), json!(1), json!(2)]);
+    assert_eq!(
+        row,
+        Row {
+            state: "stopped".into(),
+            received: 11,
+            processed: 3,
+            dropped: 11 - 3,
+            failed: 0
+        }
+    );
+}
+
+#[test]
+fn drop_oldest_keeps_the_latest_events_and_counts_the_rest() {
+    let (row, handled) = burst_into_a_busy_two_slot_mailbox("drop_oldest");
+    // Each arrival pushed out the oldest waiting event: 9 and 10 remained.
+    assert_eq!(handled, [json!(0), json!(9), json!(10)]);
+    assert_eq!(
+        row,
+        Row {
+            state: "stopped".into(),
+            received: 11,
+            processed: 3,
+            dropped: 11 - 3,
+            failed: 0
+        }
+    );
 }

@@ -25,9 +25,76 @@ library = "chaos"
 subscribe = ["work.>"]
 [plugin.config]
 sleep_ms = {sleep_ms}
+log_events = true
 "#,
         s.path("log.jsonl").display().to_string()
     ))
+}
+
+#[test]
+fn each_start_and_stop_is_published_naming_the_instance_and_its_library() {
+    // Instances stop in reverse start order, so the logger, started first,
+    // still receives the others' `stopped` events.
+    let s = Scratch::new("lifecycle");
+    let config = s.config(&format!(
+        r#"
+[[plugin]]
+name = "log"
+library = "logger"
+subscribe = ["plughost.plugin.*"]
+[plugin.config]
+path = {:?}
+
+[[plugin]]
+name = "count"
+library = "counter"
+
+[[plugin]]
+name = "echo"
+library = "echo_c"
+"#,
+        s.path("log.jsonl").display().to_string()
+    ));
+    let out = run(&["run", config.to_str().unwrap(), "--events", "-"], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let library = |name: &str| plugin_path(name).display().to_string();
+    let seen: Vec<_> = s
+        .log_lines("log.jsonl")
+        .into_iter()
+        .map(|l| {
+            (
+                l["topic"].as_str().unwrap().to_owned(),
+                l["payload"].clone(),
+            )
+        })
+        .collect();
+    let started = "plughost.plugin.started".to_owned();
+    let stopped = "plughost.plugin.stopped".to_owned();
+    assert_eq!(
+        seen,
+        [
+            (
+                started.clone(),
+                json!({"name": "log", "library": library("logger")})
+            ),
+            (
+                started.clone(),
+                json!({"name": "count", "library": library("counter")})
+            ),
+            (
+                started,
+                json!({"name": "echo", "library": library("echo_c")})
+            ),
+            (
+                stopped.clone(),
+                json!({"name": "echo", "library": library("echo_c")})
+            ),
+            (
+                stopped,
+                json!({"name": "count", "library": library("counter")})
+            ),
+        ]
+    );
 }
 
 fn events(n: usize) -> String {
@@ -57,6 +124,27 @@ fn sigterm_mid_stream_drains_every_queue_and_exits_0() {
         (slow.processed, slow.dropped),
         (slow.received, 0),
         "drained: {slow:?}"
+    );
+    // The drain had work to do: the slow plugin (2 ms an event) took events
+    // off its mailbox after the host logged the signal, so they were still
+    // queued when it arrived (intake closes at the signal). It logs `took`
+    // for each event as it takes it.
+    let signal = err
+        .iter()
+        .position(|l| l.contains("SIGTERM: draining queues"))
+        .unwrap();
+    let took = |lines: &[String]| {
+        lines
+            .iter()
+            .filter(|l| l.contains("took work.item"))
+            .count()
+    };
+    assert_eq!(took(&err) as u64, slow.received, "one `took` per event");
+    let after = took(&err[signal..]);
+    assert!(
+        after > 0,
+        "no event was left in the queue when SIGTERM arrived ({} handled before it)",
+        took(&err[..signal])
     );
     assert_eq!(
         (log.processed, log.dropped),

@@ -35,15 +35,23 @@ pub struct InputSummary {
     pub interrupted: bool,
 }
 
+/// What a line must look like, appended to every parse error so the reader
+/// knows how to fix the line, not only what is wrong with it.
+const EXPECTED: &str = r#"write each event as one JSON object on its own line, such as {"topic": "orders.created", "payload": {"id": 1}} or {"topic": "raw.bytes", "payload_base64": "AAEC"}"#;
+
 /// Parse one input line into (topic, payload bytes).
 pub fn parse_line(text: &str) -> Result<(String, Vec<u8>), String> {
-    let line: Line<'_> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let line: Line<'_> = serde_json::from_str(text).map_err(|e| format!("{e}; {EXPECTED}"))?;
     let payload = match (line.payload, line.payload_base64) {
-        (Some(_), Some(_)) => return Err("give `payload` or `payload_base64`, not both".to_owned()),
+        (Some(_), Some(_)) => {
+            return Err(format!(
+                "give `payload` or `payload_base64`, not both; {EXPECTED}"
+            ));
+        }
         (Some(json), None) => compact_json(json.get()),
         (None, Some(b64)) => base64::engine::general_purpose::STANDARD
             .decode(b64.trim())
-            .map_err(|e| format!("invalid payload_base64: {e}"))?,
+            .map_err(|e| format!("invalid payload_base64: {e}; give the payload's bytes in standard base64 (A-Z, a-z, 0-9, +, /, = padding)"))?,
         (None, None) => Vec::new(),
     };
     Ok((line.topic, payload))
@@ -132,8 +140,13 @@ mod tests {
     }
 
     #[test]
-    fn bad_lines_say_why() {
-        assert!(parse_line("{").is_err());
+    fn bad_lines_say_why_and_what_a_line_should_look_like() {
+        let error = parse_line("oops").unwrap_err();
+        assert_eq!(
+            error,
+            format!("expected value at line 1 column 1; {EXPECTED}")
+        );
+        assert!(parse_line("{").unwrap_err().ends_with(EXPECTED));
         assert!(
             parse_line(r#"{"payload": 1}"#)
                 .unwrap_err()

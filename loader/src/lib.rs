@@ -59,6 +59,35 @@ pub fn inspect(path: &Path, trust: &Trust) -> Result<LibraryInfo, LoadError> {
     })
 }
 
+/// What a library says about an instance's `[plugin.config]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigCheck {
+    /// The plugin accepts it.
+    Valid,
+    /// The plugin refuses it, with its reason.
+    Invalid(String),
+    /// The library cannot check a config without running the plugin (C
+    /// plugins, and Rust plugins built before plugins could).
+    Unchecked,
+}
+
+/// Open the library at `path` like [`inspect`] and have the plugin check
+/// `config` (an instance's `[plugin.config]` as JSON) the way it would read
+/// it at start, without creating an instance.
+pub fn check_config(
+    path: &Path,
+    trust: &Trust,
+    config: &serde_json::Value,
+) -> Result<ConfigCheck, LoadError> {
+    let library = library::open(path, trust)?;
+    Ok(match library.validate_config(&config.to_string()) {
+        Some(Ok(())) => ConfigCheck::Valid,
+        Some(Err(reason)) => ConfigCheck::Invalid(reason),
+        None => ConfigCheck::Unchecked,
+    })
+}
+
 /// Route a plugin's log line into `tracing`, tagged with its instance name.
 pub(crate) fn plugin_log(name: &str, level: LogLevel, message: &str) {
     const TARGET: &str = "plughost::plugin";

@@ -144,7 +144,10 @@ fn main() -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            // One line per problem (a config can have several).
+            for line in format!("{error:#}").lines() {
+                eprintln!("error: {line}");
+            }
             ExitCode::FAILURE
         }
     }
@@ -488,16 +491,32 @@ fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
             continue;
         }
         let inspected = plughost::resolve(&plugin.library, &config.host.plugin_dirs, &base)
-            .and_then(|path| plughost::inspect(&path, &plugin.trust()));
+            .and_then(|path| {
+                let info = plughost::inspect(&path, &plugin.trust())?;
+                let checked = plughost::check_config(&path, &plugin.trust(), &plugin.config)?;
+                Ok((info, checked))
+            });
         match inspected {
-            Ok(info) => println!(
-                "{}: ok: {} {} ({}, {}) from {}",
+            Ok((info, plughost::ConfigCheck::Invalid(reason))) => {
+                problems += 1;
+                println!(
+                    "{}: error: {}: {reason} (in [plugin.config])",
+                    plugin.name,
+                    info.path.display()
+                );
+            }
+            Ok((info, checked)) => println!(
+                "{}: ok: {} {} ({}, {}) from {}{}",
                 plugin.name,
                 info.name,
                 info.version,
                 info.language,
                 info.abi,
-                info.path.display()
+                info.path.display(),
+                match checked {
+                    plughost::ConfigCheck::Valid => "",
+                    _ => " (config not checked: this plugin reads it only when it starts)",
+                }
             ),
             Err(error) => {
                 problems += 1;
@@ -507,7 +526,7 @@ fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
     }
     if problems > 0 {
         eprintln!(
-            "error: {problems} of {} plugin(s) cannot be loaded",
+            "error: {problems} of {} plugin(s) cannot be loaded or refuse their config",
             config.plugins.len()
         );
         return Ok(ExitCode::FAILURE);

@@ -236,6 +236,12 @@ pub struct PluginModule {
         config_json: RStr<'_>,
         host: HostApi_TO<'static, RArc<()>>,
     ) -> RResult<PluginObject_TO<'static, RBox<()>>, CallError>,
+    /// Check a config (the JSON text of `[plugin.config]`) as `create` would
+    /// read it, without creating an instance: what `plughost check` runs.
+    /// Appended after `create`: plugins built before it lack it, and the
+    /// accessor answers `None` for them.
+    #[sabi(missing_field(option))]
+    pub validate_config: extern "C" fn(config_json: RStr<'_>) -> RResult<(), CallError>,
 }
 
 impl RootModule for PluginModuleRef {

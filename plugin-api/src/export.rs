@@ -235,12 +235,22 @@ extern "C" fn create<P: Plugin>(
     })
 }
 
+extern "C" fn validate_config<P: Plugin>(config_json: RStr<'_>) -> RResult<(), CallError> {
+    install_panic_hook();
+    guard(|| {
+        serde_json::from_str::<P::Config>(config_json.as_str())
+            .map(drop)
+            .map_err(|e| format!("invalid config: {e}").into())
+    })
+}
+
 /// The root module for plugin type `P`. Called once per library by abi_stable.
 pub fn root_module<P: Plugin>(name: &'static str, version: &'static str) -> PluginModuleRef {
     PluginModule {
         name: RStr::from_str(name),
         version: RStr::from_str(version),
         create: create::<P>,
+        validate_config: validate_config::<P>,
     }
     .leak_into_prefix()
 }

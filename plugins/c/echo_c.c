@@ -1,5 +1,6 @@
 /* echo_c: for every event it receives, publishes the same payload on
- * "echo.<topic>" (or "<prefix><topic>" with config {"prefix": "..."}). */
+ * "echo.<topic>" (or "<prefix><topic>" with config {"prefix": "..."}).
+ * Any other config key is refused. */
 #include "plughost.h"
 #include "plughost_util.h"
 
@@ -13,13 +14,24 @@ typedef struct {
 
 static int32_t echo_create(const plughost_host *host, const char *config, size_t config_len,
                            void **instance_out, char *error, size_t error_capacity) {
+    /* Like logger_c and chaos_c: a misspelt key must not silently fall back
+     * to the default prefix. */
+    static const char *const known[] = {"prefix", NULL};
+    if (ph_config_check_keys(config, config_len, known, error, error_capacity) != PLUGHOST_OK) {
+        return PLUGHOST_ERROR;
+    }
     echo *self = calloc(1, sizeof *self);
     if (self == NULL) {
         return ph_fail(error, error_capacity, "out of memory");
     }
     self->host = host;
-    if (ph_config_string(config, config_len, "prefix", self->prefix, sizeof self->prefix) < 0) {
+    if (ph_config_find(config, config_len, "prefix") == NULL) {
         strcpy(self->prefix, "echo.");
+    } else if (ph_config_string(config, config_len, "prefix", self->prefix, sizeof self->prefix) < 0) {
+        free(self);
+        return ph_fail(error, error_capacity,
+                       "invalid config: `prefix` must be a string of at most %zu bytes, such as \"echo.\"",
+                       sizeof self->prefix - 1);
     }
     *instance_out = self;
     return PLUGHOST_OK;

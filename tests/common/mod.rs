@@ -29,13 +29,14 @@ fn workspace_root() -> PathBuf {
 }
 
 /// The packages that build plugin libraries (Rust cdylibs, and the C plugins).
-const PLUGIN_PACKAGES: [&str; 7] = [
+const PLUGIN_PACKAGES: [&str; 8] = [
     "logger",
     "counter",
     "chaos",
     "statsd",
     "teapot",
     "webhook",
+    "nats-bridge",
     "c-plugins",
 ];
 
@@ -120,11 +121,25 @@ impl Scratch {
     }
 }
 
+/// The working directory of every `plughost` a test starts: plugins given a
+/// relative path write there, never into the source tree (cargo runs tests
+/// from `loader/`).
+pub fn scratch_root() -> &'static Path {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+}
+
 /// `plughost ARGS...` with `stdin` piped in; waits for it to exit.
 pub fn run(args: &[&str], stdin: &str) -> Output {
+    run_with_env(args, stdin, &[])
+}
+
+/// [`run`] with extra environment variables.
+pub fn run_with_env(args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
     let mut child = Command::new(plughost_bin())
         .args(args)
+        .current_dir(scratch_root())
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -263,15 +278,38 @@ pub struct Running {
 
 impl Running {
     pub fn start(config: &Path) -> Running {
+        Running::start_with(config, |_| {})
+    }
+
+    /// Like [`Running::start`], in a process group of its own (its pid is the
+    /// group id), as a shell starts a job: a signal to the group reaches the
+    /// host and its plugin processes, as Ctrl-C in a terminal does.
+    pub fn start_in_own_group(config: &Path) -> Running {
+        use std::os::unix::process::CommandExt;
+        Running::start_with(config, |command| {
+            command.process_group(0);
+        })
+    }
+
+    fn start_with(config: &Path, adjust: impl FnOnce(&mut Command)) -> Running {
         use std::io::BufRead;
-        let mut child = Command::new(plughost_bin())
+        let mut command = Command::new(plughost_bin());
+        // In the config's own (scratch) directory, so a relative plugin path
+        // lands beside the config rather than in the source tree.
+        command
             .args(["run", config.to_str().unwrap(), "--events", "-"])
+            .current_dir(
+                config
+                    .parent()
+                    .filter(|_| config.is_absolute())
+                    .unwrap_or(scratch_root()),
+            )
             .env("RUST_LOG", "info")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start plughost");
+            .stderr(Stdio::piped());
+        adjust(&mut command);
+        let mut child = command.spawn().expect("start plughost");
         let stdin = child.stdin.take();
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = std::sync::mpsc::channel();
@@ -337,6 +375,14 @@ impl Running {
             .write_all(text.as_bytes())
             .expect("write events");
         self.stdin.as_mut().unwrap().flush().unwrap();
+    }
+
+    /// Send `signal` to the host's whole process group (see
+    /// [`Running::start_in_own_group`]).
+    pub fn signal_group(&self, signal: i32) {
+        // SAFETY: kill(2) with plain integers, on the group our child leads.
+        let rc = unsafe { libc::kill(-(self.child.id() as i32), signal) };
+        assert_eq!(rc, 0, "kill of the process group failed");
     }
 
     pub fn signal(&self, signal: i32) {

@@ -1,10 +1,13 @@
 //! Finding, checking and opening plugin libraries.
 //!
-//! A library is opened once per process and never closed: plugin threads,
+//! A library is opened once per content and never closed: plugin threads,
 //! thread-local destructors and abi_stable's own statics may outlive any
 //! instance, so unloading could crash the host. The file is opened first
-//! (without following links), checked on that descriptor, and handed to the
-//! dynamic loader as `/proc/self/fd/N`, so what was checked is what is loaded.
+//! (without following links), checked and hashed on that descriptor, and
+//! copied into a sealed private memory file that the dynamic loader gets as
+//! `/proc/self/fd/N`: what was checked is what is loaded, a file changed later
+//! (even overwritten in place) never touches the running code, and a changed
+//! file is a new library, not the loader's cached copy of the old one.
 //! The descriptor stays open for the life of the process: glibc recognises an
 //! already-loaded library by its path string, and a reused descriptor number
 //! would otherwise alias a different file.
@@ -83,6 +86,8 @@ pub(crate) struct Library {
     pub version: String,
     pub abi: String,
     pub language: Language,
+    /// SHA-256 of the file's content, lowercase hex: what a reload compares.
+    pub sha256: String,
     kind: Kind,
 }
 
@@ -102,6 +107,15 @@ impl Library {
         match &self.kind {
             Kind::Rust(library) => library.create(config_json, host),
             Kind::C(library) => library.create(config_json, host),
+        }
+    }
+
+    /// Check an instance's config without creating it; `None` when the
+    /// library cannot (C plugins, Rust plugins built before the check).
+    pub(crate) fn validate_config(&self, config_json: &str) -> Option<Result<(), String>> {
+        match &self.kind {
+            Kind::Rust(library) => library.validate_config(config_json),
+            Kind::C(_) => None,
         }
     }
 }
@@ -238,8 +252,30 @@ pub fn resolve(spec: &str, dirs: &[PathBuf], base: &Path) -> Result<PathBuf, Loa
         })
 }
 
-/// Libraries opened by this process, by (device, inode): opened once, kept forever.
-type Registry = Mutex<HashMap<(u64, u64), Arc<Library>>>;
+/// Libraries opened by this process: opened once per content, kept forever.
+#[derive(Default)]
+struct Loaded {
+    /// By the file's identity and change times: a file not touched since is
+    /// not hashed again.
+    by_file: HashMap<FileKey, Arc<Library>>,
+    /// By SHA-256: the same bytes are the same library, wherever they sit.
+    by_content: HashMap<String, Arc<Library>>,
+}
+
+/// (device, inode, size, mtime, ctime): any write to the file changes it.
+type FileKey = (u64, u64, u64, (i64, i64), (i64, i64));
+
+fn file_key(meta: &std::fs::Metadata) -> FileKey {
+    (
+        meta.dev(),
+        meta.ino(),
+        meta.size(),
+        (meta.mtime(), meta.mtime_nsec()),
+        (meta.ctime(), meta.ctime_nsec()),
+    )
+}
+
+type Registry = Mutex<Loaded>;
 
 fn registry() -> &'static Registry {
     static REGISTRY: OnceLock<Registry> = OnceLock::new();
@@ -256,9 +292,9 @@ pub struct Trust {
     pub allow_insecure_permissions: bool,
 }
 
-/// Open the library at `path`, or return the copy this process already
-/// opened. The checks of `trust` run on the open descriptor, before the
-/// dynamic loader sees the file.
+/// Open the library at `path`, or return the one this process already
+/// opened with the same content. The checks of `trust` run on the open
+/// descriptor, before the dynamic loader sees the file.
 pub(crate) fn open(path: &Path, trust: &Trust) -> Result<Arc<Library>, LoadError> {
     let file = open_checked(path)?;
     let meta = file
@@ -267,26 +303,77 @@ pub(crate) fn open(path: &Path, trust: &Trust) -> Result<Arc<Library>, LoadError
     if !trust.allow_insecure_permissions {
         check_permissions(path, &meta)?;
     }
-    if let Some(expected) = &trust.sha256 {
-        let found =
-            sha256_of(&file).map_err(|e| LoadError::unusable(path, format!("cannot read: {e}")))?;
-        if &found != expected {
-            return Err(LoadError::unusable(
-                path,
-                format!(
-                    "sha256 mismatch: plugins.toml pins {expected}, the file is {found}; refusing to load it"
-                ),
-            ));
-        }
-    }
-    let key = (meta.dev(), meta.ino());
+    let pinned = |found: &str| match &trust.sha256 {
+        Some(expected) if expected != found => Err(LoadError::unusable(
+            path,
+            format!(
+                "sha256 mismatch: plugins.toml pins {expected}, the file is {found}; refusing to load it"
+            ),
+        )),
+        _ => Ok(()),
+    };
+    let key = file_key(&meta);
     let mut registry = registry().lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(library) = registry.get(&key) {
+    if let Some(library) = registry.by_file.get(&key) {
+        pinned(&library.sha256)?;
         return Ok(library.clone());
     }
-    let library = Arc::new(load(path, file)?);
-    registry.insert(key, library.clone());
+    let sha256 =
+        sha256_of(&file).map_err(|e| LoadError::unusable(path, format!("cannot read: {e}")))?;
+    pinned(&sha256)?;
+    if let Some(library) = registry.by_content.get(&sha256).cloned() {
+        registry.by_file.insert(key, library.clone());
+        return Ok(library);
+    }
+    let copy = private_copy(path, &file, &sha256)?;
+    let library = Arc::new(load(path, copy, sha256.clone())?);
+    registry.by_file.insert(key, library.clone());
+    registry.by_content.insert(sha256, library.clone());
     Ok(library)
+}
+
+/// Copy the checked file into a sealed memory file (`memfd`) of this process
+/// and check the copy has the same SHA-256. The loader maps the copy: nobody
+/// can change it (the seals forbid writes, even ours), it is a new file for
+/// the loader (never its cached copy of an older version), and it needs no
+/// writable, executable directory.
+fn private_copy(path: &Path, file: &File, sha256: &str) -> Result<File, LoadError> {
+    use std::io::Seek;
+    use std::os::unix::io::FromRawFd;
+    let fail = |what: &str, e: std::io::Error| {
+        LoadError::unusable(
+            path,
+            format!("cannot make a private copy to load ({what}: {e})"),
+        )
+    };
+    let name = c"plughost-plugin";
+    // SAFETY: memfd_create reads a NUL-terminated name and returns a new
+    // descriptor (or -1); no memory of ours is kept.
+    let fd =
+        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    if fd < 0 {
+        return Err(fail("memfd_create", std::io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` was just created and nothing else owns it.
+    let mut copy = unsafe { File::from_raw_fd(fd) };
+    let mut source = file;
+    source
+        .seek(std::io::SeekFrom::Start(0))
+        .and_then(|_| std::io::copy(&mut source, &mut copy))
+        .map_err(|e| fail("copy", e))?;
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
+    // SAFETY: fcntl(F_ADD_SEALS) on our own descriptor takes an integer argument.
+    if unsafe { libc::fcntl(copy.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
+        return Err(fail("seal", std::io::Error::last_os_error()));
+    }
+    let copied = sha256_of(&copy).map_err(|e| fail("hash", e))?;
+    if copied != sha256 {
+        return Err(LoadError::unusable(
+            path,
+            "the file changed while it was being loaded; try again once it is written",
+        ));
+    }
+    Ok(copy)
 }
 
 /// Refuse a file that others could have changed: writable by others, owned
@@ -401,7 +488,7 @@ fn open_checked(path: &Path) -> Result<File, LoadError> {
     Ok(file)
 }
 
-fn load(path: &Path, file: File) -> Result<Library, LoadError> {
+fn load(path: &Path, file: File, sha256: String) -> Result<Library, LoadError> {
     let fd_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
     // SAFETY: opening a library runs its initialisers; the operator chose to
     // trust this file by listing it. The handle is never closed (see module docs).
@@ -429,8 +516,9 @@ fn load(path: &Path, file: File) -> Result<Library, LoadError> {
             path: path.to_owned(),
             name: library.name(),
             version: library.version(),
-            abi: format!("plughost-api {}", RustLibrary::host_abi()),
+            abi: format!("plughost-api {}", library.api_version()),
             language: Language::Rust,
+            sha256,
             kind: Kind::Rust(library),
         });
     }
@@ -442,6 +530,7 @@ fn load(path: &Path, file: File) -> Result<Library, LoadError> {
             version: library.version.clone(),
             abi: format!("plughost.h {}.{}", library.abi_major, library.abi_minor),
             language: Language::C,
+            sha256,
             kind: Kind::C(library),
         });
     }

@@ -21,19 +21,29 @@ pub(super) const ROOT_SYMBOL: &[u8] = b"_1as_0lib_1header_0root_bmodule_bloader\
 
 pub(crate) struct RustLibrary {
     module: PluginModuleRef,
+    /// The plughost-api version the library was built against.
+    api_version: String,
 }
 
 impl RustLibrary {
     pub(super) fn load(path: &Path, fd_path: &Path) -> Result<RustLibrary, LoadError> {
-        let module = lib_header_from_path(fd_path)
-            .and_then(|header| header.init_root_module::<PluginModuleRef>())
-            .map_err(|e| LoadError::unusable(path, describe(&e)))?;
-        Ok(RustLibrary { module })
+        let header = lib_header_from_path(fd_path)
+            .map_err(|e| LoadError::unusable(path, describe(&e, None)))?;
+        // What the library declares in its header, which may differ from this
+        // host's version and still be compatible (a newer patch release).
+        let api_version = header.version_strings().version.to_string();
+        let module = header
+            .init_root_module::<PluginModuleRef>()
+            .map_err(|e| LoadError::unusable(path, describe(&e, Some(&api_version))))?;
+        Ok(RustLibrary {
+            module,
+            api_version,
+        })
     }
 
-    /// The plughost-api version this host was built with.
-    pub(crate) fn host_abi() -> String {
-        PluginModuleRef::VERSION_STRINGS.version.to_string()
+    /// The plughost-api version the library declares it was built against.
+    pub(crate) fn api_version(&self) -> &str {
+        &self.api_version
     }
 
     pub(crate) fn name(&self) -> String {
@@ -42,6 +52,17 @@ impl RustLibrary {
 
     pub(crate) fn version(&self) -> String {
         self.module.version().to_string()
+    }
+
+    /// Check `config_json` as `create` would read it, without creating an
+    /// instance; `None` when the plugin was built before plugins could.
+    pub(crate) fn validate_config(&self, config_json: &str) -> Option<Result<(), String>> {
+        let validate = self.module.validate_config()?;
+        Some(
+            validate(RStr::from_str(config_json))
+                .into_result()
+                .map_err(|e| e.message.into_string()),
+        )
     }
 
     pub(crate) fn create(
@@ -57,21 +78,35 @@ impl RustLibrary {
     }
 }
 
-fn describe(error: &LibraryError) -> String {
-    match error {
-        LibraryError::IncompatibleVersionNumber { expected_version, actual_version, .. } => format!(
-            "built against plughost-api {actual_version}, but this host speaks {expected_version}: rebuild the plugin against plughost-api {expected_version}"
-        ),
-        LibraryError::AbiInstability(_) => {
+/// One line for a loading error; `library_api` is the plughost-api version
+/// the library declares, once its header could be read.
+fn describe(error: &LibraryError, library_api: Option<&str>) -> String {
+    let host_api = PluginModuleRef::VERSION_STRINGS.version;
+    let other_api = |library_api: &dyn std::fmt::Display| {
+        format!(
+            "built against plughost-api {library_api}, but this host speaks {host_api}: rebuild the plugin against plughost-api {host_api}"
+        )
+    };
+    match (error, library_api) {
+        // abi_stable refuses an older 0.x minor (or another major) here ...
+        (LibraryError::IncompatibleVersionNumber { actual_version, .. }, _) => {
+            other_api(actual_version)
+        }
+        // ... and a newer 0.x minor in the layout check, as a package version
+        // mismatch: the same problem for the user, so the same line.
+        (LibraryError::AbiInstability(_), Some(library_api)) if library_api != host_api.as_str() => {
+            other_api(&library_api)
+        }
+        (LibraryError::AbiInstability(_), _) => {
             "its plugin ABI layout differs from this host's (built against another plughost-api?): rebuild the plugin against this host's plughost-api".to_owned()
         }
-        LibraryError::InvalidAbiHeader(_) | LibraryError::InvalidCAbi { .. } => {
+        (LibraryError::InvalidAbiHeader(_) | LibraryError::InvalidCAbi { .. }, _) => {
             "built with an incompatible abi_stable: rebuild the plugin against this host's plughost-api".to_owned()
         }
-        LibraryError::RootModule { err, .. } => {
+        (LibraryError::RootModule { err, .. }, _) => {
             format!("its root module failed to initialize: {}", one_line(&err.to_string()))
         }
-        other => one_line(&other.to_string()),
+        (other, _) => one_line(&other.to_string()),
     }
 }
 

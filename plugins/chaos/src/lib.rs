@@ -3,6 +3,8 @@
 //! - `panic_on`: a topic pattern; events matching it make `on_event` panic;
 //! - `panic_every`: panic on every n-th event this instance receives;
 //! - `sleep_ms`: sleep this long in every `on_event`;
+//! - `log_events`: log `took <topic> <payload>` as each event arrives, before
+//!   sleeping, so a test sees when an event has left the mailbox;
 //! - `fail_init`: `init` returns an error;
 //! - `panic_in_init`, `panic_on_stop`: panic there;
 //! - `forward_to`: republish every event's payload on this topic, at most
@@ -29,6 +31,7 @@ struct Config {
     panic_on: Option<String>,
     panic_every: u64,
     sleep_ms: u64,
+    log_events: bool,
     fail_init: bool,
     panic_in_init: bool,
     panic_on_stop: bool,
@@ -82,6 +85,13 @@ impl Plugin for Chaos {
 
     fn on_event(&mut self, event: &Event<'_>, ctx: &Context) -> Result<()> {
         self.seen += 1;
+        if self.config.log_events {
+            ctx.info(format!(
+                "took {} {}",
+                event.topic(),
+                String::from_utf8_lossy(event.payload())
+            ));
+        }
         if self.config.sleep_ms > 0 {
             std::thread::sleep(Duration::from_millis(self.config.sleep_ms));
         }
