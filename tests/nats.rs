@@ -1,0 +1,626 @@
+//! Several hosts, one event stream: real `plughost run` processes, each with
+//! a `nats-bridge`, talking through a real `nats-server` that each test
+//! starts on a free loopback port and always stops. Delivery in order and
+//! once, queue groups, no echo between bridges, a server restart mid-stream
+//! (losses counted; none with JetStream). `nats-server` must be installed
+//! (`.ci/run` installs it): without it these tests fail, they never skip.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// The `nats-server` program: on PATH, or where Debian puts it (/usr/sbin,
+/// which a user's PATH may lack). Missing, the test fails: it never skips.
+fn nats_server_program() -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin")])
+        .map(|dir| dir.join("nats-server"))
+        .find(|program| program.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "nats-server is not installed: these tests need a real NATS server \
+                 (Debian: apt-get install nats-server; .ci/run installs it)"
+            )
+        })
+}
+
+/// A `nats-server` child on 127.0.0.1, killed when dropped.
+struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    store: PathBuf,
+    log: PathBuf,
+}
+
+impl NatsServer {
+    /// Start one with JetStream (its store in `s`) on a free port.
+    fn start(s: &Scratch) -> NatsServer {
+        let store = s.path("nats-store");
+        let log = s.path("nats-server.log");
+        for _ in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("find a free port")
+                .port();
+            let mut server = NatsServer {
+                child: None,
+                port,
+                store: store.clone(),
+                log: log.clone(),
+            };
+            if server.spawn() {
+                return server;
+            }
+        }
+        panic!(
+            "nats-server did not start on any free port; see {}",
+            log.display()
+        );
+    }
+
+    /// Start the server on `self.port`; false when it exited (port taken).
+    fn spawn(&mut self) -> bool {
+        let child = Command::new(nats_server_program())
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(&self.store)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&self.log).expect("create the server log"))
+            .spawn();
+        let mut child = child.unwrap_or_else(|e| panic!("cannot start nats-server: {e}"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if child.try_wait().expect("poll nats-server").is_some() {
+                return false;
+            }
+            if self.answers() {
+                self.child = Some(child);
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "nats-server did not answer on port {} within 10s:\n{}",
+            self.port,
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+
+    /// Whether a NATS server greets a client on the port.
+    fn answers(&self) -> bool {
+        let Ok(stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).is_ok() && line.starts_with("INFO ")
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL: the server gets no chance to say goodbye.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start again on the same port, with the same store.
+    fn restart(&mut self) {
+        self.kill();
+        assert!(
+            self.spawn(),
+            "nats-server did not start again on port {}",
+            self.port
+        );
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A `plughost run` with a status server, fed events on stdin.
+struct Host {
+    running: Option<Running>,
+    address: String,
+    name: &'static str,
+}
+
+impl Host {
+    /// `plugins` are `[[plugin]]` tables; `plugins.toml` goes into `s`.
+    fn start(s: &Scratch, name: &'static str, plugins: &str) -> Host {
+        let config = s.config(&format!("[status]\naddress = \"127.0.0.1:0\"\n{plugins}"));
+        let renamed = s.path(&format!("{name}.toml"));
+        std::fs::rename(&config, &renamed).expect("name the config");
+        let mut running = Running::start(&renamed);
+        let address = running.status_address();
+        Host {
+            running: Some(running),
+            address,
+            name,
+        }
+    }
+
+    fn send(&mut self, text: &str) {
+        self.running.as_mut().expect("running").send(text);
+    }
+
+    /// The bridge's health: (status, message).
+    fn health(&self) -> (String, String) {
+        let (_, body) = get_json(&self.address, "/health?plugin=bridge");
+        let plugin = &body["plugins"][0];
+        (
+            plugin["status"].as_str().unwrap_or_default().to_owned(),
+            plugin["message"].as_str().unwrap_or_default().to_owned(),
+        )
+    }
+
+    /// One of the counts in the bridge's health message.
+    fn count(&self, key: &str) -> u64 {
+        count_in(&self.health().1, key)
+    }
+
+    fn ready(&self) -> bool {
+        get_json(&self.address, "/ready?plugin=bridge").0 == 200
+    }
+
+    /// Events the instance `name` has handled.
+    fn processed(&self, name: &str) -> u64 {
+        let (_, body) = get_json(&self.address, "/plugins");
+        body.as_array()
+            .expect("a list of instances")
+            .iter()
+            .find(|p| p["name"] == name)
+            .and_then(|p| p["processed"].as_u64())
+            .unwrap_or_else(|| panic!("no instance {name} on {}: {body}", self.name))
+    }
+
+    /// End the input, let it drain and stop; return the bridge's final counts line.
+    fn finish(mut self) -> String {
+        let mut running = self.running.take().expect("running");
+        drop(running.stdin.take());
+        let (out, err) = running.wait(Duration::from_secs(30));
+        assert!(
+            out.status.success(),
+            "host {} failed:\n{}",
+            self.name,
+            err.join("\n")
+        );
+        assert_no_raw_panic(&err.join("\n"));
+        err.iter()
+            .find(|line| line.contains("stopped: exported="))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no final counts from {}'s bridge:\n{}",
+                    self.name,
+                    err.join("\n")
+                )
+            })
+            .clone()
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if let Some(mut running) = self.running.take() {
+            let _ = running.child.kill();
+            let _ = running.child.wait();
+        }
+    }
+}
+
+/// `key=N` in a bridge's counts.
+fn count_in(text: &str, key: &str) -> u64 {
+    let needle = format!("{key}=");
+    text.split_whitespace()
+        .find_map(|word| word.strip_prefix(&needle))
+        .and_then(|n| n.trim_end_matches([',', ';', '"']).parse().ok())
+        .unwrap_or_else(|| panic!("no {key}= in {text:?}"))
+}
+
+fn logger(name: &str, subscribe: &str, path: &Path) -> String {
+    format!(
+        "[[plugin]]\nname = {name:?}\nlibrary = \"logger\"\nsubscribe = {subscribe}\n[plugin.config]\npath = {:?}\n",
+        path.display().to_string()
+    )
+}
+
+/// A bridge instance named `bridge`, ticking every 10 ms; `config` is the
+/// body of its `[plugin.config]` after `url`.
+fn bridge(server: &NatsServer, subscribe: &str, config: &str) -> String {
+    format!(
+        "[[plugin]]\nname = \"bridge\"\nlibrary = \"nats_bridge\"\nsubscribe = {subscribe}\ntick_interval = \"10ms\"\n[plugin.config]\nurl = {:?}\n{config}\n",
+        server.url()
+    )
+}
+
+/// Poll `condition` every 20 ms for up to `limit`.
+fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if condition() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out after {limit:?} waiting for {what}");
+}
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// The `n` payloads a logger wrote, with topic and source checked.
+fn payloads(s: &Scratch, file: &str, topic: &str, source: &str) -> Vec<u64> {
+    s.log_lines(file)
+        .iter()
+        .filter(|line| line["topic"] == topic)
+        .map(|line| {
+            assert_eq!(line["source"], source, "{line}");
+            line["payload"]["n"].as_u64().expect("payload n")
+        })
+        .collect()
+}
+
+#[test]
+fn events_published_on_one_host_reach_another_in_order_once_each() {
+    let s = Scratch::new("nats-pair");
+    let server = NatsServer::start(&s);
+    // Both sides under the same subject prefix: `fleet.orders.*` on NATS.
+    let mut a = Host::start(
+        &s,
+        "a",
+        &bridge(
+            &server,
+            r#"["orders.>"]"#,
+            "export = [\"orders.>\"]\nprefix = \"fleet\"",
+        ),
+    );
+    let b = Host::start(
+        &s,
+        "b",
+        &format!(
+            "{}{}",
+            logger("log", r#"["orders.>"]"#, &s.path("b.jsonl")),
+            bridge(&server, "[]", "import = [\"orders.>\"]\nprefix = \"fleet\"")
+        ),
+    );
+    wait_until("both bridges ready", LIMIT, || a.ready() && b.ready());
+
+    const N: u64 = 300;
+    let mut input = String::new();
+    for n in 0..N {
+        input.push_str(&event("orders.created", json!({"n": n})));
+    }
+    a.send(&input);
+    wait_until("B's logger to get every event", LIMIT, || {
+        b.processed("log") >= N
+    });
+
+    let a_counts = a.finish();
+    let b_counts = b.finish();
+    assert_eq!(
+        payloads(&s, "b.jsonl", "orders.created", "bridge"),
+        (0..N).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        s.log_lines("b.jsonl").len() as u64,
+        N,
+        "nothing else arrived"
+    );
+    assert_eq!(
+        (
+            count_in(&a_counts, "exported"),
+            count_in(&a_counts, "dropped")
+        ),
+        (N, 0),
+        "{a_counts}"
+    );
+    for key in ["missed", "duplicates", "rejected"] {
+        assert_eq!(count_in(&b_counts, key), 0, "{key}: {b_counts}");
+    }
+    assert_eq!(count_in(&b_counts, "imported"), N, "{b_counts}");
+}
+
+#[test]
+fn a_queue_group_splits_a_stream_between_two_hosts_without_loss_or_duplicate() {
+    let s = Scratch::new("nats-queue");
+    let server = NatsServer::start(&s);
+    let mut producer = Host::start(
+        &s,
+        "producer",
+        &bridge(&server, r#"["work.>"]"#, "export = [\"work.>\"]"),
+    );
+    let worker = |name: &'static str| {
+        Host::start(
+            &s,
+            name,
+            &format!(
+                "{}{}",
+                logger("log", r#"["work.>"]"#, &s.path(&format!("{name}.jsonl"))),
+                bridge(
+                    &server,
+                    "[]",
+                    "import = [\"work.>\"]\nqueue_group = \"workers\""
+                )
+            ),
+        )
+    };
+    let (w1, w2) = (worker("w1"), worker("w2"));
+    wait_until("the bridges ready", LIMIT, || {
+        producer.ready() && w1.ready() && w2.ready()
+    });
+
+    const N: u64 = 400;
+    let mut input = String::new();
+    for n in 0..N {
+        input.push_str(&event("work.item", json!({"n": n})));
+    }
+    producer.send(&input);
+    wait_until("the workers to share every item", LIMIT, || {
+        w1.processed("log") + w2.processed("log") >= N
+    });
+
+    let produced = producer.finish();
+    assert_eq!(count_in(&produced, "exported"), N, "{produced}");
+    let (c1, c2) = (w1.finish(), w2.finish());
+    let got1 = payloads(&s, "w1.jsonl", "work.item", "bridge");
+    let got2 = payloads(&s, "w2.jsonl", "work.item", "bridge");
+    assert_eq!(
+        count_in(&c1, "imported") + count_in(&c2, "imported"),
+        N,
+        "{c1}\n{c2}"
+    );
+    assert!(
+        !got1.is_empty() && !got2.is_empty(),
+        "both members took work: {} and {}",
+        got1.len(),
+        got2.len()
+    );
+    let mut all: Vec<u64> = got1.iter().chain(&got2).copied().collect();
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (0..N).collect::<Vec<_>>(),
+        "the union is every item, each once"
+    );
+    // Each member still sees its share in the producer's order.
+    assert!(got1.is_sorted() && got2.is_sorted());
+}
+
+#[test]
+fn two_bridges_exchanging_the_same_subjects_do_not_echo() {
+    let s = Scratch::new("nats-echo");
+    let server = NatsServer::start(&s);
+    let side = |name: &'static str| {
+        Host::start(
+            &s,
+            name,
+            &format!(
+                "{}{}",
+                logger("log", r#"["chat.>"]"#, &s.path(&format!("{name}.jsonl"))),
+                bridge(
+                    &server,
+                    r#"["chat.>"]"#,
+                    "export = [\"chat.>\"]\nimport = [\"chat.>\"]"
+                )
+            ),
+        )
+    };
+    let (mut a, mut b) = (side("a"), side("b"));
+    wait_until("both bridges ready", LIMIT, || a.ready() && b.ready());
+
+    const N: u64 = 100;
+    let lines = |topic: &str| -> String { (0..N).map(|n| event(topic, json!({"n": n}))).collect() };
+    a.send(&lines("chat.from_a"));
+    b.send(&lines("chat.from_b"));
+    // Each side's own messages come back from NATS and are skipped: once
+    // all of them did, nothing can still be on its way.
+    wait_until(
+        "every event on both sides, own messages back",
+        LIMIT,
+        || {
+            a.processed("log") >= 2 * N
+                && b.processed("log") >= 2 * N
+                && a.count("echoes") >= N
+                && b.count("echoes") >= N
+        },
+    );
+
+    let (ca, cb) = (a.finish(), b.finish());
+    for (file, counts, own, other) in [
+        ("a.jsonl", &ca, "chat.from_a", "chat.from_b"),
+        ("b.jsonl", &cb, "chat.from_b", "chat.from_a"),
+    ] {
+        let all: Vec<u64> = (0..N).collect();
+        assert_eq!(
+            payloads(&s, file, own, "host"),
+            all,
+            "{file}: its own events, once"
+        );
+        assert_eq!(
+            payloads(&s, file, other, "bridge"),
+            all,
+            "{file}: the other's, once"
+        );
+        assert_eq!(
+            s.log_lines(file).len() as u64,
+            2 * N,
+            "{file}: nothing came back"
+        );
+        // Imports were not exported again, and own messages were skipped.
+        assert_eq!(count_in(counts, "exported"), N, "{counts}");
+        assert_eq!(count_in(counts, "imported"), N, "{counts}");
+        assert_eq!(count_in(counts, "echoes"), N, "{counts}");
+        assert_eq!(count_in(counts, "duplicates"), 0, "{counts}");
+    }
+}
+
+/// Write `orders.created` events with `n` = 0, 1, 2, ... to `host`'s input,
+/// one every 2 ms, until `stop`; return how many were written.
+fn stream_into(
+    host: &mut Host,
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+) -> std::thread::JoinHandle<u64> {
+    let mut stdin = host
+        .running
+        .as_mut()
+        .expect("running")
+        .stdin
+        .take()
+        .expect("stdin");
+    std::thread::spawn(move || {
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            stdin
+                .write_all(event("orders.created", json!({"n": n})).as_bytes())
+                .expect("write an event");
+            stdin.flush().expect("flush");
+            n += 1;
+            sent.store(n, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        n
+    })
+}
+
+/// Host A streams into B; the server is killed mid-stream and started again.
+/// Returns the final count lines of A and B and how many events A sent.
+fn restart_mid_stream(
+    s: &Scratch,
+    a_config: &str,
+    b_config: &str,
+    wait_for_drops: bool,
+) -> (String, String, u64) {
+    let mut server = NatsServer::start(s);
+    let mut a = Host::start(s, "a", &bridge(&server, r#"["orders.>"]"#, a_config));
+    let b = Host::start(
+        s,
+        "b",
+        &format!(
+            "{}{}",
+            logger("log", r#"["orders.>"]"#, &s.path("b.jsonl")),
+            bridge(&server, "[]", b_config)
+        ),
+    );
+    wait_until("both bridges ready", LIMIT, || a.ready() && b.ready());
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let writer = stream_into(&mut a, stop.clone(), sent.clone());
+    wait_until("the stream to flow", LIMIT, || b.count("imported") >= 50);
+
+    server.kill();
+    wait_until("both bridges to report the server gone", LIMIT, || {
+        let (sa, ma) = a.health();
+        let (sb, mb) = b.health();
+        sa == "failing"
+            && sb == "failing"
+            && ma.contains("not connected")
+            && mb.contains("not connected")
+    });
+    // The stream goes on meanwhile: A holds what it can and counts the rest.
+    let before = sent.load(Ordering::Relaxed);
+    wait_until("more events while the server is away", LIMIT, || {
+        sent.load(Ordering::Relaxed) >= before + 100 && (!wait_for_drops || a.count("dropped") > 0)
+    });
+
+    server.restart();
+    wait_until("both bridges to reconnect", LIMIT, || {
+        a.health().0 == "ok" && b.health().0 == "ok" && a.ready() && b.ready()
+    });
+    let after = b.count("imported");
+    wait_until("the stream to flow again", LIMIT, || {
+        b.count("imported") >= after + 50
+    });
+    stop.store(true, Ordering::Relaxed);
+    let total = writer.join().expect("writer");
+    assert_eq!(total, sent.load(Ordering::Relaxed));
+    // Every event is accounted for at B: published there, or counted missed.
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let counts = b.health().1;
+        if count_in(&counts, "imported") + count_in(&counts, "missed") >= total {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B did not account for all {total} events within {LIMIT:?}: {counts}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (ca, cb) = (a.finish(), b.finish());
+    eprintln!("sent {total}\nA: {ca}\nB: {cb}");
+    (ca, cb, total)
+}
+
+#[test]
+fn core_nats_server_restart_mid_stream_reconnects_and_counts_what_was_lost() {
+    let s = Scratch::new("nats-restart");
+    let (ca, cb, sent) = restart_mid_stream(
+        &s,
+        "export = [\"orders.>\"]\nbuffer = 20",
+        "import = [\"orders.>\"]",
+        true,
+    );
+    let (imported, missed) = (count_in(&cb, "imported"), count_in(&cb, "missed"));
+    assert_eq!(
+        imported + missed,
+        sent,
+        "received + reported lost == sent: {cb}"
+    );
+    let dropped = count_in(&ca, "dropped");
+    assert!(
+        dropped > 0,
+        "A's buffer of 20 overflowed while the server was away: {ca}"
+    );
+    assert!(
+        missed >= dropped,
+        "what A dropped is missing at B: {ca}\n{cb}"
+    );
+    assert_eq!(count_in(&cb, "duplicates"), 0, "{cb}");
+    // What arrived, arrived once and in order.
+    let got = payloads(&s, "b.jsonl", "orders.created", "bridge");
+    assert_eq!(got.len() as u64, imported);
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "in order, no repeats");
+}
+
+#[test]
+fn jetstream_loses_nothing_across_a_server_restart() {
+    let s = Scratch::new("nats-jetstream");
+    let (ca, cb, sent) = restart_mid_stream(
+        &s,
+        "export = [\"orders.>\"]\njetstream = \"ORDERS\"",
+        "import = [\"orders.>\"]\njetstream = \"ORDERS\"\nconsumer = \"b\"\nack_wait_ms = 1000",
+        false,
+    );
+    assert_eq!(count_in(&ca, "exported"), sent, "{ca}");
+    assert_eq!(count_in(&ca, "dropped"), 0, "{ca}");
+    assert_eq!(count_in(&cb, "imported"), sent, "{cb}");
+    assert_eq!(count_in(&cb, "missed"), 0, "{cb}");
+    let mut got = payloads(&s, "b.jsonl", "orders.created", "bridge");
+    got.sort_unstable();
+    assert_eq!(got, (0..sent).collect::<Vec<_>>(), "every event, once");
+}
