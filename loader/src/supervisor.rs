@@ -177,6 +177,16 @@ fn factory(
 }
 
 impl Host {
+    /// A slot for `plugin`, at the end of the bus's list, not yet attached.
+    fn new_slot(&self, plugin: &PluginConfig, library: &Library) -> Arc<Slot> {
+        Arc::new(Slot::new(
+            self.inner.bus.slots().len(),
+            plugin,
+            library.path.display().to_string(),
+            language(library),
+        ))
+    }
+
     /// A new slot for `plugin`, attached to the bus, and its worker started.
     pub(crate) fn spawn(
         &self,
@@ -184,12 +194,7 @@ impl Host {
         library: Arc<Library>,
     ) -> Result<(), StartError> {
         let bus: &Arc<Bus> = &self.inner.bus;
-        let slot = Arc::new(Slot::new(
-            bus.slots().len(),
-            plugin,
-            library.path.display().to_string(),
-            language(&library),
-        ));
+        let slot = self.new_slot(plugin, &library);
         bus.attach(slot.clone());
         let (handle, outcome) = self.launch(slot, plugin, library);
         self.inner
@@ -518,12 +523,7 @@ impl Host {
     /// publisher still on the old route) are moved over and counted.
     fn swap_mailbox(&self, plugin: &PluginConfig, library: Arc<Library>) -> Result<(), String> {
         let bus: &Arc<Bus> = &self.inner.bus;
-        let slot = Arc::new(Slot::new(
-            bus.slots().len(),
-            plugin,
-            library.path.display().to_string(),
-            language(&library),
-        ));
+        let slot = self.new_slot(plugin, &library);
         // Attached but not routed to until the switch; from the switch on it
         // takes events (under its overflow policy) while nothing consumes them.
         slot.retired.store(true, Ordering::Release);
