@@ -98,6 +98,31 @@ fn a_panic_in_on_event_fails_that_plugin_only() {
 }
 
 #[test]
+fn events_published_after_a_failure_are_counted_as_dropped_for_the_failed_plugin() {
+    let s = Scratch::new("after-failure");
+    let config = config_with_chaos(&s, "panic_on = \"work.poison\"");
+    let mut host = Running::start(&config);
+    host.send(&event("work.poison", json!(0)));
+    host.wait_for_stderr("plugin failed: on_event(work.poison)");
+    for i in 0..20 {
+        host.send(&event("work.item", json!(i)));
+    }
+    drop(host.stdin.take());
+    let (out, err) = host.wait(std::time::Duration::from_secs(30));
+    assert!(out.status.success(), "{}", err.join("\n"));
+    // Nothing it missed goes uncounted: 21 routed to it, 1 failed, 20 dropped.
+    let chaos = summary_row(&out, "chaos");
+    assert_eq!(
+        (chaos.state.as_str(), chaos.received, chaos.processed),
+        ("failed", 21, 0)
+    );
+    assert_eq!((chaos.failed, chaos.dropped), (1, 20));
+    let log = summary_row(&out, "log");
+    // The 21 work events, and started (log, chaos) and failed (chaos).
+    assert_eq!((log.processed, log.dropped), (21 + 3, 0));
+}
+
+#[test]
 fn a_panic_in_stop_is_reported_as_a_failure() {
     let s = Scratch::new("panic-stop");
     let config = config_with_chaos(&s, "panic_on_stop = true");
