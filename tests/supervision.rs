@@ -584,3 +584,35 @@ fn a_really_spinning_c_handler_in_its_own_process_is_killed_by_the_watchdog_and_
     let failed = lifecycle(&s, "log.jsonl", "plughost.plugin.failed");
     assert_eq!(failed[0]["reason"], "its process was killed by SIGKILL");
 }
+
+#[test]
+fn a_restarted_child_refuses_a_library_changed_on_disk_since_the_host_loaded_it() {
+    let s = Scratch::new("child-changed-file");
+    let library = s.path("libproc.so");
+    std::fs::copy(plugin_path("chaos"), &library).unwrap();
+    let config = s.config(&format!(
+        "{}[[plugin]]\nname = \"proc\"\nlibrary = {:?}\nisolation = \"process\"\nsubscribe = [\"work.>\"]\nmax_restarts = 1\n",
+        logger(&s.path("log.jsonl"), r#"["plughost.plugin.*"]"#),
+        library.display().to_string()
+    ));
+    let mut host = Running::start(&config);
+    let parent = host.child.id();
+    let first = children_of(parent);
+    assert_eq!(first.len(), 1, "one child process");
+    // Other code at the same path, then a crash: the restarted child must not
+    // run bytes the host never checked.
+    std::fs::copy(plugin_path("counter"), &library).unwrap();
+    // SAFETY: kill(2) with plain integers on our test's grandchild.
+    assert_eq!(unsafe { libc::kill(first[0], libc::SIGKILL) }, 0);
+    let line = host.wait_for_stderr("the file changed on disk since the host loaded it");
+    assert!(
+        line.contains("`plughost ctl reload` loads the new one"),
+        "{line}"
+    );
+    host.wait_for_stderr("flapping");
+    drop(host.stdin.take());
+    let (out, _) = host.wait(Duration::from_secs(30));
+    assert!(out.status.success());
+    assert_eq!(summary_row(&out, "proc").state, "flapping");
+    assert!(children_of(parent).is_empty(), "no child outlives the host");
+}

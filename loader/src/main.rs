@@ -103,6 +103,8 @@ enum Command {
         #[arg(long)]
         sha256: Option<String>,
         #[arg(long)]
+        host_sha256: Option<String>,
+        #[arg(long)]
         allow_insecure_permissions: bool,
     },
     /// List the plugin libraries found in directories.
@@ -120,6 +122,7 @@ fn main() -> ExitCode {
         name,
         parent,
         sha256,
+        host_sha256,
         allow_insecure_permissions,
     } = &cli.command
     {
@@ -127,7 +130,9 @@ fn main() -> ExitCode {
             sha256: sha256.clone(),
             allow_insecure_permissions: *allow_insecure_permissions,
         };
-        return ExitCode::from(plughost::process::child_main(library, name, *parent, &trust) as u8);
+        let code =
+            plughost::process::child_main(library, name, *parent, &trust, host_sha256.as_deref());
+        return ExitCode::from(code as u8);
     }
     init_logging(cli.log_format);
     let outcome = match cli.command {

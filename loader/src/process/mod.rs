@@ -145,6 +145,7 @@ pub(crate) fn spawn(
         .arg(&*slot.name)
         .arg(std::process::id().to_string())
         .args(trust.sha256.iter().flat_map(|pin| ["--sha256", pin]))
+        .args(["--host-sha256", &library.sha256])
         .args(
             trust
                 .allow_insecure_permissions
@@ -696,8 +697,16 @@ fn outcome_of(result: &Result<(), CallFailure>) -> Outcome<'_> {
 
 /// The body of `plughost __child LIBRARY NAME PARENT_PID`: serve one instance
 /// over the socket on descriptor 3 until told to stop or the host is gone.
+/// `host_sha256` is the content the host loaded: a file changed on disk since
+/// then is refused, so a child never runs code the host did not check.
 #[doc(hidden)]
-pub fn child_main(library_path: &Path, name: &str, parent: u32, trust: &library::Trust) -> i32 {
+pub fn child_main(
+    library_path: &Path,
+    name: &str,
+    parent: u32,
+    trust: &library::Trust,
+    host_sha256: Option<&str>,
+) -> i32 {
     ignore_stop_signals();
     // SAFETY: prctl(PR_SET_PDEATHSIG) only records a signal number for this process.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
@@ -719,7 +728,16 @@ pub fn child_main(library_path: &Path, name: &str, parent: u32, trust: &library:
     });
     let mut input = Vec::new();
     // The host checked the file too; the child checks what it loads itself.
-    let loaded = library::open(library_path, trust).map_err(|e| e.to_string());
+    let loaded = library::open(library_path, trust)
+        .map_err(|e| e.to_string())
+        .and_then(|library| match host_sha256 {
+            Some(expected) if expected != library.sha256 => Err(format!(
+                "{}: the file changed on disk since the host loaded it (sha256 {expected}, now {}); `plughost ctl reload` loads the new one",
+                library_path.display(),
+                library.sha256
+            )),
+            _ => Ok(library),
+        });
     let mut instance: Option<Box<dyn Instance>> = None;
     loop {
         let read = read_frame(
