@@ -590,8 +590,10 @@ fn a_restarted_child_refuses_a_library_changed_on_disk_since_the_host_loaded_it(
     let s = Scratch::new("child-changed-file");
     let library = s.path("libproc.so");
     std::fs::copy(plugin_path("chaos"), &library).unwrap();
+    let socket = s.path("ctl.sock");
     let config = s.config(&format!(
-        "{}[[plugin]]\nname = \"proc\"\nlibrary = {:?}\nisolation = \"process\"\nsubscribe = [\"work.>\"]\nmax_restarts = 1\n",
+        "control_socket = {:?}\n{}[[plugin]]\nname = \"proc\"\nlibrary = {:?}\nisolation = \"process\"\nsubscribe = [\"work.>\"]\nmax_restarts = 1\n",
+        socket.display().to_string(),
         logger(&s.path("log.jsonl"), r#"["plughost.plugin.*"]"#),
         library.display().to_string()
     ));
@@ -610,9 +612,19 @@ fn a_restarted_child_refuses_a_library_changed_on_disk_since_the_host_loaded_it(
         "{line}"
     );
     host.wait_for_stderr("flapping");
+    // A reload loads the new file, and the instance runs it.
+    let (code, text, err) = ctl(&socket, &["reload"]);
+    assert_eq!(code, 0, "{text}{err}");
+    assert!(text.contains("restarted: proc"), "{text}");
+    host.send(&work(5));
     drop(host.stdin.take());
-    let (out, _) = host.wait(Duration::from_secs(30));
+    let (out, err) = host.wait(Duration::from_secs(30));
     assert!(out.status.success());
-    assert_eq!(summary_row(&out, "proc").state, "flapping");
+    let row = summary_row(&out, "proc");
+    assert_eq!((row.state.as_str(), row.processed), ("stopped", 5));
+    let counted = err
+        .iter()
+        .any(|line| line.contains("5 event(s) on 1 topic(s)"));
+    assert!(counted, "the counter now runs as proc: {err:?}");
     assert!(children_of(parent).is_empty(), "no child outlives the host");
 }
