@@ -613,7 +613,7 @@ fn jetstream_loses_nothing_across_a_server_restart() {
     let (ca, cb, sent) = restart_mid_stream(
         &s,
         "export = [\"orders.>\"]\njetstream = \"ORDERS\"",
-        "import = [\"orders.>\"]\njetstream = \"ORDERS\"\nconsumer = \"b\"\nack_wait_ms = 1000",
+        "import = [\"orders.>\"]\njetstream = \"ORDERS\"\nconsumer = \"b\"\nack_wait = \"1s\"",
         false,
     );
     assert_eq!(count_in(&ca, "exported"), sent, "{ca}");

@@ -3,7 +3,7 @@
 //! Relative paths (`plugin_dirs`, library paths) are relative to the file.
 
 use plughost_api::topic::Pattern;
-use serde::{Deserialize, Deserializer, de::Error as _};
+use serde::Deserialize;
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
@@ -498,41 +498,9 @@ fn toml_to_json(value: toml::Value) -> serde_json::Value {
     }
 }
 
-/// A duration written as `"250ms"`, `"5s"`, `"1m"` or `"2h"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HumanDuration(pub Duration);
-
-impl HumanDuration {
-    /// Parse `"250ms"`, `"5s"`, `"1m"`, `"2h"`.
-    pub fn parse(text: &str) -> Result<Duration, String> {
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
-        let (number, unit) = text.split_at(split);
-        let bad = || {
-            format!(
-                "invalid duration `{text}`: write a whole number and a unit, such as \"250ms\", \"5s\", \"1m\" or \"2h\""
-            )
-        };
-        let n: u64 = number.parse().map_err(|_| bad())?;
-        match unit {
-            "ms" => Ok(Duration::from_millis(n)),
-            "s" => Ok(Duration::from_secs(n)),
-            "m" => Ok(Duration::from_secs(n * 60)),
-            "h" => Ok(Duration::from_secs(n * 3600)),
-            _ => Err(bad()),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        HumanDuration::parse(&text)
-            .map(HumanDuration)
-            .map_err(D::Error::custom)
-    }
-}
+/// A duration written as `"250ms"`, `"5s"`, `"1m"` or `"2h"`: the grammar
+/// plugins' configs share (`plughost_api::HumanDuration`).
+pub use plughost_api::HumanDuration;
 
 // The file as written. Every table refuses unknown keys.
 
@@ -739,20 +707,6 @@ enabled = false
             err,
             "/etc/plughost/plugins.toml:6:8: duplicate plugin name `a` (first defined on line 2)"
         );
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(
-            HumanDuration::parse("250ms"),
-            Ok(Duration::from_millis(250))
-        );
-        assert_eq!(HumanDuration::parse("5s"), Ok(Duration::from_secs(5)));
-        assert_eq!(HumanDuration::parse("1m"), Ok(Duration::from_secs(60)));
-        assert_eq!(HumanDuration::parse("2h"), Ok(Duration::from_secs(7200)));
-        for bad in ["", "5", "s", "1.5s", "-1s", "5 s", "5sec"] {
-            assert!(HumanDuration::parse(bad).is_err(), "{bad:?}");
-        }
     }
 }
 

@@ -4,6 +4,7 @@
 #[doc(hidden)]
 pub mod abi;
 mod context;
+mod duration;
 mod event;
 mod export;
 mod http;
@@ -13,6 +14,7 @@ pub mod topic;
 
 pub use abi::LogLevel;
 pub use context::Context;
+pub use duration::HumanDuration;
 pub use event::Event;
 pub use http::{HttpRequest, HttpResponse};
 pub use plugin::{NoConfig, Plugin};

@@ -1,6 +1,7 @@
 //! The `[plugin.config]` table. Every rule is checked while deserializing,
 //! so `plughost check` (which only deserializes) refuses what `init` would.
 
+use plughost_api::HumanDuration;
 use plughost_api::topic::{Pattern, validate_topic};
 use serde::Deserialize;
 use std::time::Duration;
@@ -21,10 +22,10 @@ struct RawConfig {
     buffer: usize,
     #[serde(default = "default_import_buffer")]
     import_buffer: usize,
-    #[serde(default = "default_flush_timeout_ms")]
-    flush_timeout_ms: u64,
-    #[serde(default = "default_ack_wait_ms")]
-    ack_wait_ms: u64,
+    #[serde(default = "default_flush_timeout")]
+    flush_timeout: HumanDuration,
+    #[serde(default = "default_ack_wait")]
+    ack_wait: HumanDuration,
 }
 
 fn default_buffer() -> usize {
@@ -36,12 +37,12 @@ fn default_import_buffer() -> usize {
 }
 
 /// Below the host's default `shutdown_timeout` (5 s).
-fn default_flush_timeout_ms() -> u64 {
-    2_000
+fn default_flush_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(2))
 }
 
-fn default_ack_wait_ms() -> u64 {
-    10_000
+fn default_ack_wait() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
 }
 
 /// A checked config.
@@ -153,8 +154,8 @@ impl TryFrom<RawConfig> for Config {
         if raw.buffer == 0 || raw.import_buffer == 0 {
             return Err("`buffer` and `import_buffer` must be at least 1".to_owned());
         }
-        if raw.ack_wait_ms == 0 {
-            return Err("`ack_wait_ms` must be at least 1".to_owned());
+        if raw.ack_wait.0 < Duration::from_millis(1) {
+            return Err("`ack_wait` must be at least 1ms".to_owned());
         }
         Ok(Config {
             url: raw.url,
@@ -166,8 +167,8 @@ impl TryFrom<RawConfig> for Config {
             consumer,
             buffer: raw.buffer,
             import_buffer: raw.import_buffer,
-            flush_timeout: Duration::from_millis(raw.flush_timeout_ms),
-            ack_wait: Duration::from_millis(raw.ack_wait_ms),
+            flush_timeout: raw.flush_timeout.0,
+            ack_wait: raw.ack_wait.0,
         })
     }
 }

@@ -358,7 +358,7 @@ impl Plugin for Bridge {
                 .saturating_sub(shared.dropped.load(Relaxed));
             shared.dropped.fetch_add(left, Relaxed);
             ctx.warn(format!(
-                "{left} export(s) not delivered within {:?} (flush_timeout_ms): dropped",
+                "{left} export(s) not delivered within {:?} (flush_timeout): dropped",
                 self.config.flush_timeout
             ));
         }

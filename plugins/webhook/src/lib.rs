@@ -40,49 +40,24 @@
 //! ```
 
 use base64::Engine as _;
-use plughost_api::{Context, Event, Health, JobReport, Plugin, Result, export_plugin};
-use serde::{Deserialize, Deserializer};
+use plughost_api::{
+    Context, Event, Health, HumanDuration, JobReport, Plugin, Result, export_plugin,
+};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
-
-/// A duration written as `"250ms"`, `"5s"`, `"1m"` or `"2h"`, as in `plugins.toml`.
-#[derive(Clone, Copy)]
-struct Interval(Duration);
-
-impl<'de> Deserialize<'de> for Interval {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
-        let (number, unit) = text.split_at(split);
-        let n: Option<u64> = number.parse().ok();
-        let duration = match (n, unit) {
-            (Some(n), "ms") => Some(Duration::from_millis(n)),
-            (Some(n), "s") => Some(Duration::from_secs(n)),
-            (Some(n), "m") => Some(Duration::from_secs(n * 60)),
-            (Some(n), "h") => Some(Duration::from_secs(n * 3600)),
-            _ => None,
-        };
-        duration.map(Interval).ok_or_else(|| {
-            serde::de::Error::custom(format!(
-                "invalid duration `{text}`: write a whole number and a unit, such as \"250ms\", \"5s\" or \"1m\""
-            ))
-        })
-    }
-}
 
 #[derive(Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct Config {
     url: String,
     batch_size: usize,
-    flush_interval: Interval,
+    flush_interval: HumanDuration,
     retries: u32,
-    retry_backoff: Interval,
-    max_backoff: Interval,
-    timeout: Interval,
+    retry_backoff: HumanDuration,
+    max_backoff: HumanDuration,
+    timeout: HumanDuration,
     max_pending_batches: usize,
 }
 
@@ -91,11 +66,11 @@ impl Default for Config {
         Config {
             url: String::new(),
             batch_size: 100,
-            flush_interval: Interval(Duration::from_secs(1)),
+            flush_interval: HumanDuration(Duration::from_secs(1)),
             retries: 3,
-            retry_backoff: Interval(Duration::from_millis(100)),
-            max_backoff: Interval(Duration::from_secs(5)),
-            timeout: Interval(Duration::from_secs(5)),
+            retry_backoff: HumanDuration(Duration::from_millis(100)),
+            max_backoff: HumanDuration(Duration::from_secs(5)),
+            timeout: HumanDuration(Duration::from_secs(5)),
             max_pending_batches: 100,
         }
     }
