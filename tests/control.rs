@@ -119,16 +119,17 @@ fn ctl_says_clearly_when_no_host_listens() {
     );
 }
 
-/// Publish `work.item` events with increasing payloads from a thread until told to stop.
-fn publisher(
-    mut host: Running,
-) -> (
-    Running,
-    std::sync::mpsc::Sender<()>,
-    std::thread::JoinHandle<u64>,
-) {
+/// A thread publishing `work.item` events with increasing payloads into a
+/// running host, until told to stop.
+struct Publisher {
+    host: Running,
+    stop: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+fn publisher(mut host: Running) -> Publisher {
     let mut stdin = host.stdin.take().unwrap();
-    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let (stop, stop_rx) = std::sync::mpsc::channel::<()>();
     let thread = std::thread::spawn(move || {
         let mut n = 0u64;
         while stop_rx.try_recv().is_err() {
@@ -142,7 +143,28 @@ fn publisher(
         }
         n
     });
-    (host, stop_tx, thread)
+    Publisher { host, stop, thread }
+}
+
+impl Publisher {
+    /// Stop, end the input and wait for the host to exit 0: (events sent,
+    /// its output, its log lines).
+    fn finish(self) -> (u64, std::process::Output, Vec<String>) {
+        self.stop.send(()).unwrap();
+        let sent = self.thread.join().unwrap();
+        let (out, err) = self.host.wait(Duration::from_secs(60));
+        assert!(out.status.success(), "{}", err.join("\n"));
+        (sent, out, err)
+    }
+}
+
+/// The logger's file `name` holds the `sent` events, once each, in order.
+fn assert_every_event_once_in_order(s: &Scratch, name: &str, sent: u64) {
+    let lines = s.log_lines(name);
+    assert_eq!(lines.len() as u64, sent);
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line["payload"], json!(i));
+    }
 }
 
 fn reload_config(
@@ -167,13 +189,13 @@ fn reload_keeps_unchanged_instances_flowing(via_signal: bool) {
         "[[plugin]]\nname = \"removed\"\nlibrary = \"counter\"\nsubscribe = [\"work.>\"]\n";
     let config = reload_config(&s, &socket, r#"["work.>"]"#, "sleep_ms = 0", removed);
     let host = Running::start(&config);
-    let (mut host, stop, thread) = publisher(host);
+    let mut publishing = publisher(host);
     std::thread::sleep(Duration::from_millis(200));
     let added = "[[plugin]]\nname = \"added\"\nlibrary = \"counter\"\nsubscribe = [\"work.>\"]\n";
     reload_config(&s, &socket, r#"["work.>"]"#, "sleep_ms = 1", added);
     if via_signal {
-        host.signal(libc::SIGHUP);
-        host.wait_for_stderr("reload 1: added [\"added\"], removed [\"removed\"], restarted [\"changed\"], unchanged [\"keep\", \"events\"]");
+        publishing.host.signal(libc::SIGHUP);
+        publishing.host.wait_for_stderr("reload 1: added [\"added\"], removed [\"removed\"], restarted [\"changed\"], unchanged [\"keep\", \"events\"]");
     } else {
         let (code, text, err) = ctl(&socket, &["reload"]);
         assert_eq!(code, 0, "{err}");
@@ -183,16 +205,9 @@ fn reload_keeps_unchanged_instances_flowing(via_signal: bool) {
         );
     }
     std::thread::sleep(Duration::from_millis(200));
-    stop.send(()).unwrap();
-    let sent = thread.join().unwrap();
-    let (out, err) = host.wait(Duration::from_secs(60));
-    assert!(out.status.success(), "{}", err.join("\n"));
+    let (sent, out, _) = publishing.finish();
     // The unchanged logger saw every event, once, in order, across the reload.
-    let lines = s.log_lines("keep.jsonl");
-    assert_eq!(lines.len() as u64, sent);
-    for (i, line) in lines.iter().enumerate() {
-        assert_eq!(line["payload"], json!(i));
-    }
+    assert_every_event_once_in_order(&s, "keep.jsonl", sent);
     // The changed one kept its queue: nothing dropped.
     let changed = summary_row(&out, "changed");
     assert_eq!(
@@ -594,7 +609,7 @@ fn reload_changing_queue_capacity_loses_nothing_under_steady_publishing() {
     };
     let config = write(16);
     let host = Running::start(&config);
-    let (host, stop, thread) = publisher(host);
+    let publishing = publisher(host);
     std::thread::sleep(Duration::from_millis(300));
     write(4096);
     let (code, text, err) = ctl(&socket, &["reload"]);
@@ -604,21 +619,14 @@ fn reload_changing_queue_capacity_loses_nothing_under_steady_publishing() {
         "added: -\nremoved: -\nrestarted: changed\nunchanged: -\n"
     );
     std::thread::sleep(Duration::from_millis(300));
-    stop.send(()).unwrap();
-    let sent = thread.join().unwrap();
-    let (out, err) = host.wait(Duration::from_secs(60));
-    assert!(out.status.success(), "{}", err.join("\n"));
+    let (sent, out, err) = publishing.finish();
     assert!(
         !err.iter().any(|l| l.contains("dropped event")),
         "{}",
         err.join("\n")
     );
     // Every event reached the old or the new instance, once, in order.
-    let lines = s.log_lines("log.jsonl");
-    assert_eq!(lines.len() as u64, sent);
-    for (i, line) in lines.iter().enumerate() {
-        assert_eq!(line["payload"], json!(i));
-    }
+    assert_every_event_once_in_order(&s, "log.jsonl", sent);
     // The new mailbox took what came after the switch; none lost there.
     let row = summary_row(&out, "changed");
     assert!(row.received > 0 && row.received < sent, "{row:?} of {sent}");
