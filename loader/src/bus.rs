@@ -162,7 +162,7 @@ impl Bus {
         topic: &str,
         payload: Box<[u8]>,
     ) -> Result<u64, TopicError> {
-        let source = from.map_or_else(|| self.host_source.clone(), |slot| slot.source.clone());
+        let source = from.map_or_else(|| self.host_source.clone(), |slot| slot.name.clone());
         self.publish_as(from, source, topic, payload)
     }
 

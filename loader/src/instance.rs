@@ -268,9 +268,8 @@ pub struct Counts {
 /// The shared, thread-safe part of an instance: what publishers and operators see.
 pub(crate) struct Slot {
     pub index: usize,
-    pub name: Arc<str>,
-    /// The name its events carry as their source.
-    pub source: Name,
+    /// Its instance name, also what its events carry as their source.
+    pub name: Name,
     pub capacity: usize,
     pub tx: Sender<Event>,
     pub rx: Receiver<Event>,
@@ -318,8 +317,7 @@ impl Slot {
         let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity.get());
         let slot = Slot {
             index,
-            name: Arc::from(config.name.as_str()),
-            source: Name::intern(&config.name),
+            name: Name::intern(&config.name),
             capacity: config.queue_capacity.get(),
             tx,
             rx,
