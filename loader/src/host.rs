@@ -209,6 +209,8 @@ pub(crate) struct Inner {
     pub(crate) reloads: std::sync::atomic::AtomicU64,
     /// Whether the watchdog thread runs.
     pub(crate) watchdog: AtomicBool,
+    /// Set by the first [`Host::shutdown`] (intake may close before it).
+    pub(crate) shutdown_begun: AtomicBool,
 }
 
 impl Host {
@@ -239,6 +241,7 @@ impl Host {
                 changes: Mutex::new(()),
                 reloads: std::sync::atomic::AtomicU64::new(0),
                 watchdog: AtomicBool::new(false),
+                shutdown_begun: AtomicBool::new(false),
                 bus: Arc::new(Bus::new(metrics_process)),
                 workers: Mutex::new(Vec::new()),
                 intake_open: AtomicBool::new(true),
@@ -562,7 +565,7 @@ impl Host {
     /// queued when it runs out are dropped and counted. Returns the final report.
     /// Calling it again returns the report without doing anything.
     pub fn shutdown(&self) -> Vec<InstanceReport> {
-        let first = !self.is_shutting_down();
+        let first = !self.inner.shutdown_begun.swap(true, Ordering::AcqRel);
         self.close_intake();
         // The watchdog keeps watching while queues drain: a handler stuck
         // now must still be reported (and a process plugin killed).

@@ -172,7 +172,8 @@ fn init_logging(format: LogFormat) {
 
 enum End {
     Input(std::io::Result<input::InputSummary>),
-    Signal,
+    /// SIGTERM or SIGINT, by name.
+    Signal(&'static str),
 }
 
 fn run(config_path: &Path, events: Option<&str>) -> anyhow::Result<ExitCode> {
@@ -260,7 +261,14 @@ fn run(config_path: &Path, events: Option<&str>) -> anyhow::Result<ExitCode> {
         Ok(End::Input(Err(error))) => {
             tracing::error!("reading events failed: {error}; shutting down")
         }
-        Ok(End::Signal) | Err(_) => {}
+        Ok(End::Signal(signal)) => {
+            // Unavailable (status 503, no intake) before anyone is told so.
+            host.close_intake();
+            tracing::info!(
+                "{signal}: draining queues and stopping plugins (send it again to exit at once)"
+            );
+        }
+        Err(_) => {}
     }
     let report = host.shutdown();
     if let Some(path) = &host.config().host.control_socket {
@@ -446,10 +454,7 @@ fn watch_signals(
             }
         };
         let first = next().await;
-        tracing::info!(
-            "{first}: draining queues and stopping plugins (send it again to exit at once)"
-        );
-        let _ = end.send(End::Signal);
+        let _ = end.send(End::Signal(first));
         let second = next().await;
         eprintln!("error: second {second}: exiting at once without draining");
         std::process::exit(1);
