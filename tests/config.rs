@@ -52,7 +52,15 @@ fn semantic_errors_point_at_the_value() {
         ),
         (
             "[host]\nqueue_capacity = 0\n",
-            "2:18: invalid value: integer `0`, expected a nonzero usize",
+            "2:18: `queue_capacity` must be between 1 and 1048576 (it is 0)",
+        ),
+        (
+            "[host]\nqueue_capacity = 1000000000000\n",
+            "2:18: `queue_capacity` must be between 1 and 1048576 (it is 1000000000000)",
+        ),
+        (
+            "[[plugin]]\nname = \"a\"\nlibrary = \"x\"\ntick_interval = \"9223372036854775808s\"\n",
+            "4:17: `tick_interval` must be at most 24h (it is 9223372036854775808s)",
         ),
         (
             "[[plugin]]\nname = \"a\"\nlibrary = \"x\"\nsubscribe = [\"a.>.b\"]\n",

@@ -99,6 +99,14 @@ pub struct StatusConfig {
     pub ingest_max_bytes: usize,
     /// How long a plugin route may take before the server answers 504.
     pub route_timeout: Duration,
+    /// How long a client may take to send a request's headers.
+    pub header_timeout: Duration,
+    /// How long a kept-alive connection may sit idle between requests.
+    pub idle_timeout: Duration,
+    /// Connections served at once; more are refused at once.
+    pub max_connections: usize,
+    /// Route calls waiting for one instance at once; more answer 503 at once.
+    pub route_max_pending: usize,
 }
 
 /// The `[state]` section: `internal.state.worker_*` events.
@@ -134,6 +142,10 @@ pub struct HostConfig {
     pub shutdown_timeout: Duration,
     /// Where the control socket listens (made absolute); none when absent.
     pub control_socket: Option<PathBuf>,
+    /// The largest single event (payload bytes) accepted from anywhere.
+    pub max_event_bytes: usize,
+    /// The longest command line the control socket reads.
+    pub control_max_line_bytes: usize,
 }
 
 /// One `[[plugin]]` table.
@@ -169,6 +181,8 @@ pub struct PluginConfig {
     pub allow_insecure_permissions: bool,
     /// How often the plugin's `tick` runs (never when `None`).
     pub tick_interval: Option<Duration>,
+    /// How long `init` may take before the instance counts as failed.
+    pub start_timeout: Duration,
 }
 
 /// Where an instance runs.
@@ -249,34 +263,63 @@ impl Config {
             at(offset, message.join("; "))
         })?;
 
-        // Every invalid value found: (offset in the text, message).
-        let mut problems: Vec<(usize, String)> = Vec::new();
-        let mut duration = |value: Option<Spanned<String>>, default: Duration| match value {
-            None => default,
-            Some(value) => HumanDuration::parse(value.get_ref()).unwrap_or_else(|message| {
-                problems.push((value.span().start, message));
-                default
-            }),
-        };
-        let shutdown_timeout = duration(file.host.shutdown_timeout, Duration::from_secs(5));
+        let mut checks = Checks::default();
+        let shutdown_timeout = checks.duration(
+            "shutdown_timeout",
+            &file.host.shutdown_timeout,
+            Duration::from_secs(5),
+            Zero::Allowed,
+        );
         let durations: Vec<_> = file
             .plugin
             .iter()
             .map(|p| {
                 (
-                    duration(p.restart_window.clone(), Duration::from_secs(60)),
-                    duration(p.handler_timeout.clone(), Duration::ZERO),
-                    duration(p.tick_interval.clone(), Duration::ZERO),
+                    checks.duration(
+                        "restart_window",
+                        &p.restart_window,
+                        Duration::from_secs(60),
+                        Zero::Refused,
+                    ),
+                    checks.duration(
+                        "handler_timeout",
+                        &p.handler_timeout,
+                        Duration::ZERO,
+                        Zero::Off,
+                    ),
+                    checks.duration("tick_interval", &p.tick_interval, Duration::ZERO, Zero::Off),
+                    checks.duration(
+                        "start_timeout",
+                        &p.start_timeout,
+                        Duration::from_secs(30),
+                        Zero::Refused,
+                    ),
                 )
             })
             .collect();
         let status_durations = file.status.as_ref().map(|section| {
+            let mut timeout = |key, value, default| {
+                checks.duration(key, value, Duration::from_secs(default), Zero::Refused)
+            };
             (
-                duration(section.check_timeout.clone(), Duration::from_secs(1)),
-                duration(section.route_timeout.clone(), Duration::from_secs(5)),
+                timeout("check_timeout", &section.check_timeout, 1),
+                timeout("route_timeout", &section.route_timeout, 5),
+                timeout("header_timeout", &section.header_timeout, 10),
+                timeout("idle_timeout", &section.idle_timeout, 60),
             )
         });
-        let ping_interval = duration(file.state.ping_interval.clone(), Duration::from_secs(60));
+        let ping_interval = checks.duration(
+            "ping_interval",
+            &file.state.ping_interval,
+            Duration::from_secs(60),
+            Zero::Refused,
+        );
+        let queue_capacity = checks.size(&limits::QUEUE_CAPACITY, &file.host.queue_capacity);
+        let max_event_bytes = checks.size(&limits::MAX_EVENT_BYTES, &file.host.max_event_bytes);
+        let control_max_line_bytes = checks.size(
+            &limits::CONTROL_MAX_LINE_BYTES,
+            &file.host.control_max_line_bytes,
+        );
 
         let base = path
             .parent()
@@ -288,10 +331,7 @@ impl Config {
                 Some(dirs) => dirs.iter().map(|d| clean(&base.join(d))).collect(),
                 None => vec![base.clone()],
             },
-            queue_capacity: file
-                .host
-                .queue_capacity
-                .unwrap_or(NonZeroUsize::new(1024).unwrap()),
+            queue_capacity: nonzero(queue_capacity),
             overflow: file.host.overflow.unwrap_or(Overflow::Block),
             shutdown_timeout,
             control_socket: file
@@ -299,40 +339,47 @@ impl Config {
                 .control_socket
                 .as_deref()
                 .map(|p| clean(&base.join(p))),
+            max_event_bytes,
+            control_max_line_bytes,
         };
 
         let mut seen: HashMap<String, usize> = HashMap::new();
         let mut plugins = Vec::with_capacity(file.plugin.len());
-        for (p, (restart_window, handler_timeout, tick_interval)) in
+        for (p, (restart_window, handler_timeout, tick_interval, start_timeout)) in
             file.plugin.into_iter().zip(durations)
         {
+            let queue_capacity = match &p.queue_capacity {
+                Some(_) => nonzero(checks.size(&limits::QUEUE_CAPACITY, &p.queue_capacity)),
+                None => host.queue_capacity,
+            };
+            let max_restarts = checks.size(&limits::MAX_RESTARTS, &p.max_restarts) as u32;
             let span = p.name.span();
             let name = p.name.into_inner();
             if let Err(reason) = check_instance_name(&name) {
-                problems.push((
+                checks.problem(
                     span.start,
                     format!("invalid plugin name `{name}`: {reason}"),
-                ));
+                );
             } else if let Some(first) = seen.get(&name) {
                 let (line, _) = line_column(text, *first);
-                problems.push((
+                checks.problem(
                     span.start,
                     format!("duplicate plugin name `{name}` (first defined on line {line})"),
-                ));
+                );
             } else {
                 seen.insert(name.clone(), span.start);
             }
             if p.library.get_ref().trim().is_empty() {
-                problems.push((
+                checks.problem(
                     p.library.span().start,
                     "`library` must not be empty".to_owned(),
-                ));
+                );
             }
             let mut subscribe = Vec::with_capacity(p.subscribe.len());
             for pattern in &p.subscribe {
                 match Pattern::parse(pattern.get_ref()) {
                     Ok(parsed) => subscribe.push(parsed),
-                    Err(e) => problems.push((pattern.span().start, e.to_string())),
+                    Err(e) => checks.problem(pattern.span().start, e.to_string()),
                 }
             }
             let sha256 = match p.sha256 {
@@ -340,10 +387,10 @@ impl Config {
                 Some(pin) => {
                     let hex = pin.get_ref().to_ascii_lowercase();
                     if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-                        problems.push((
+                        checks.problem(
                             pin.span().start,
                             "`sha256` must be 64 hexadecimal digits".to_owned(),
-                        ));
+                        );
                     }
                     Some(hex)
                 }
@@ -353,43 +400,44 @@ impl Config {
                 library: p.library.into_inner(),
                 subscribe,
                 enabled: p.enabled,
-                queue_capacity: p.queue_capacity.unwrap_or(host.queue_capacity),
+                queue_capacity,
                 overflow: p.overflow.unwrap_or(host.overflow),
                 config: p
                     .config
                     .map_or(serde_json::Value::Object(Default::default()), toml_to_json),
                 isolation: p.isolation.unwrap_or(Isolation::Thread),
                 restart: p.restart.unwrap_or(Restart::OnFailure),
-                max_restarts: p.max_restarts.unwrap_or(5),
+                max_restarts,
                 restart_window,
                 handler_timeout: Some(handler_timeout).filter(|d| !d.is_zero()),
                 sha256,
                 allow_insecure_permissions: p.allow_insecure_permissions,
                 tick_interval: Some(tick_interval).filter(|d| !d.is_zero()),
+                start_timeout,
             });
         }
         let status = match (file.status, status_durations) {
-            (Some(section), Some((check_timeout, route_timeout))) => {
+            (Some(section), Some((check_timeout, route_timeout, header_timeout, idle_timeout))) => {
                 let code = section
                     .unavailable_status_code
                     .unwrap_or_else(|| Spanned::new(0..0, 503));
                 if !(100..=599).contains(code.get_ref()) {
-                    problems.push((
+                    checks.problem(
                         code.span().start,
                         format!("invalid HTTP status code {}", code.get_ref()),
-                    ));
+                    );
                 }
                 let address = section
                     .address
                     .unwrap_or_else(|| Spanned::new(0..0, "127.0.0.1:2114".to_owned()));
                 let parsed = address.get_ref().parse().unwrap_or_else(|_| {
-                    problems.push((
+                    checks.problem(
                         address.span().start,
                         format!(
                             "invalid address `{}`: write IP:PORT, such as \"127.0.0.1:2114\"",
                             address.get_ref()
                         ),
-                    ));
+                    );
                     std::net::SocketAddr::from(([127, 0, 0, 1], 2114))
                 });
                 Some(StatusConfig {
@@ -397,8 +445,15 @@ impl Config {
                     check_timeout,
                     unavailable_status_code: *code.get_ref(),
                     ingest: section.ingest,
-                    ingest_max_bytes: section.ingest_max_bytes.unwrap_or(1 << 20),
+                    ingest_max_bytes: checks
+                        .size(&limits::INGEST_MAX_BYTES, &section.ingest_max_bytes),
                     route_timeout,
+                    header_timeout,
+                    idle_timeout,
+                    max_connections: checks
+                        .size(&limits::MAX_CONNECTIONS, &section.max_connections),
+                    route_max_pending: checks
+                        .size(&limits::ROUTE_MAX_PENDING, &section.route_max_pending),
                 })
             }
             _ => None,
@@ -412,9 +467,7 @@ impl Config {
                 .process_name
                 .unwrap_or_else(|| format!("plughost-{}", std::process::id())),
         };
-        if state.ping_interval.is_zero() {
-            problems.push((0, "[state] ping_interval must be more than zero".to_owned()));
-        }
+        let mut problems = checks.problems;
         if !problems.is_empty() {
             problems.sort_by_key(|(offset, _)| *offset);
             let mut errors: Vec<ConfigError> = problems
@@ -472,6 +525,148 @@ fn check_instance_name(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// The bounds of every size and count key: a value outside them is refused
+/// by `check`, by `run` and by a reload, with the value's line and column,
+/// rather than failing (or aborting the process) when it is used.
+pub mod limits {
+    /// A key's name, default and accepted range.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Limit {
+        /// The key as written in `plugins.toml`.
+        pub key: &'static str,
+        /// Its value when absent.
+        pub default: u64,
+        /// The smallest value accepted.
+        pub min: u64,
+        /// The largest value accepted.
+        pub max: u64,
+    }
+
+    /// `queue_capacity` (`[host]` and `[[plugin]]`): a mailbox is allocated
+    /// whole when its instance starts, about 100 bytes per slot.
+    pub const QUEUE_CAPACITY: Limit = Limit {
+        key: "queue_capacity",
+        default: 1024,
+        min: 1,
+        max: 1 << 20,
+    };
+    /// `[host] max_event_bytes`: the largest payload accepted from any entry point.
+    pub const MAX_EVENT_BYTES: Limit = Limit {
+        key: "max_event_bytes",
+        default: 64 << 20,
+        min: 1,
+        max: 1 << 30,
+    };
+    /// `[host] control_max_line_bytes`: the longest control command line.
+    pub const CONTROL_MAX_LINE_BYTES: Limit = Limit {
+        key: "control_max_line_bytes",
+        default: 64 << 20,
+        min: 1024,
+        max: 1 << 30,
+    };
+    /// `[status] ingest_max_bytes`: the largest `POST /events/TOPIC` body.
+    pub const INGEST_MAX_BYTES: Limit = Limit {
+        key: "ingest_max_bytes",
+        default: 1 << 20,
+        min: 1,
+        max: 1 << 30,
+    };
+    /// `[status] max_connections`: connections served at once.
+    pub const MAX_CONNECTIONS: Limit = Limit {
+        key: "max_connections",
+        default: 1024,
+        min: 1,
+        max: 65536,
+    };
+    /// `[status] route_max_pending`: route calls waiting on one instance.
+    pub const ROUTE_MAX_PENDING: Limit = Limit {
+        key: "route_max_pending",
+        default: 64,
+        min: 1,
+        max: 4096,
+    };
+    /// `[[plugin]] max_restarts`.
+    pub const MAX_RESTARTS: Limit = Limit {
+        key: "max_restarts",
+        default: 5,
+        min: 0,
+        max: 10_000,
+    };
+    /// Every duration key: at most a day, so no deadline computed from one
+    /// can overflow.
+    pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+}
+
+/// What a zero duration means for a key.
+#[derive(Clone, Copy)]
+enum Zero {
+    /// A real value (`shutdown_timeout = "0s"`: do not wait).
+    Allowed,
+    /// The feature is off (`handler_timeout`, `tick_interval`).
+    Off,
+    /// Meaningless: refused.
+    Refused,
+}
+
+/// Reads values against their bounds, collecting every problem found as
+/// (offset in the text, message) rather than stopping at the first.
+#[derive(Default)]
+struct Checks {
+    problems: Vec<(usize, String)>,
+}
+
+impl Checks {
+    fn problem(&mut self, offset: usize, message: String) {
+        self.problems.push((offset, message));
+    }
+
+    fn duration(
+        &mut self,
+        key: &str,
+        value: &Option<Spanned<String>>,
+        default: Duration,
+        zero: Zero,
+    ) -> Duration {
+        let Some(value) = value else { return default };
+        let at = value.span().start;
+        match HumanDuration::parse(value.get_ref()) {
+            Err(message) => self.problem(at, message),
+            Ok(d) if d > limits::MAX_DURATION => self.problem(
+                at,
+                format!("`{key}` must be at most 24h (it is {})", value.get_ref()),
+            ),
+            Ok(d) if d.is_zero() && matches!(zero, Zero::Refused) => {
+                self.problem(at, format!("`{key}` must be more than zero"))
+            }
+            Ok(d) => return d,
+        }
+        default
+    }
+
+    fn size(&mut self, limit: &limits::Limit, value: &Option<Spanned<u64>>) -> usize {
+        let Some(value) = value else {
+            return limit.default as usize;
+        };
+        let n = *value.get_ref();
+        if (limit.min..=limit.max).contains(&n) {
+            return n as usize;
+        }
+        self.problem(
+            value.span().start,
+            format!(
+                "`{}` must be between {} and {} (it is {n})",
+                limit.key, limit.min, limit.max
+            ),
+        );
+        limit.default as usize
+    }
+}
+
+/// A checked capacity (at least [`limits::QUEUE_CAPACITY`]'s minimum, 1).
+fn nonzero(n: usize) -> NonZeroUsize {
+    NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN)
+}
+
 /// 1-based line and column (in characters) of byte `offset` in `text`.
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
@@ -526,8 +721,12 @@ struct StatusSection {
     unavailable_status_code: Option<Spanned<u16>>,
     #[serde(default)]
     ingest: bool,
-    ingest_max_bytes: Option<usize>,
+    ingest_max_bytes: Option<Spanned<u64>>,
     route_timeout: Option<Spanned<String>>,
+    header_timeout: Option<Spanned<String>>,
+    idle_timeout: Option<Spanned<String>>,
+    max_connections: Option<Spanned<u64>>,
+    route_max_pending: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -560,10 +759,12 @@ struct MetricsSection {
 #[serde(deny_unknown_fields)]
 struct HostSection {
     plugin_dirs: Option<Vec<PathBuf>>,
-    queue_capacity: Option<NonZeroUsize>,
+    queue_capacity: Option<Spanned<u64>>,
     overflow: Option<Overflow>,
     shutdown_timeout: Option<Spanned<String>>,
     control_socket: Option<PathBuf>,
+    max_event_bytes: Option<Spanned<u64>>,
+    control_max_line_bytes: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -575,18 +776,19 @@ struct PluginSection {
     subscribe: Vec<Spanned<String>>,
     #[serde(default = "yes")]
     enabled: bool,
-    queue_capacity: Option<NonZeroUsize>,
+    queue_capacity: Option<Spanned<u64>>,
     overflow: Option<Overflow>,
     config: Option<toml::Value>,
     isolation: Option<Isolation>,
     restart: Option<Restart>,
-    max_restarts: Option<u32>,
+    max_restarts: Option<Spanned<u64>>,
     restart_window: Option<Spanned<String>>,
     handler_timeout: Option<Spanned<String>>,
     sha256: Option<Spanned<String>>,
     #[serde(default)]
     allow_insecure_permissions: bool,
     tick_interval: Option<Spanned<String>>,
+    start_timeout: Option<Spanned<String>>,
 }
 
 fn yes() -> bool {
@@ -680,11 +882,10 @@ enabled = false
             "{err}"
         );
         let err = parse("[host]\nqueue_capacity = 0\n").unwrap_err();
-        assert!(
-            err.starts_with("/etc/plughost/plugins.toml:2:18: "),
-            "{err}"
+        assert_eq!(
+            err,
+            "/etc/plughost/plugins.toml:2:18: `queue_capacity` must be between 1 and 1048576 (it is 0)"
         );
-        assert!(err.contains("nonzero"), "{err}");
         let err =
             parse("[[plugin]]\nname = \"a\"\nlibrary = \"x\"\nsubscribe = [\"ok\", \"a.>.b\"]\n")
                 .unwrap_err();
@@ -697,6 +898,137 @@ enabled = false
             err.starts_with("/etc/plughost/plugins.toml:2:12: unknown variant `spill`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn every_size_and_count_is_bounded_and_named_at_its_value() {
+        let cases = [
+            (
+                "[host]\nqueue_capacity = 1000000000000\n",
+                "2:18: `queue_capacity` must be between 1 and 1048576 (it is 1000000000000)",
+            ),
+            (
+                "[host]\nmax_event_bytes = 0\n",
+                "2:19: `max_event_bytes` must be between 1 and 1073741824 (it is 0)",
+            ),
+            (
+                "[host]\nmax_event_bytes = 1073741825\n",
+                "2:19: `max_event_bytes` must be between 1 and 1073741824 (it is 1073741825)",
+            ),
+            (
+                "[host]\ncontrol_max_line_bytes = 10\n",
+                "2:26: `control_max_line_bytes` must be between 1024 and 1073741824 (it is 10)",
+            ),
+            (
+                "[status]\ningest_max_bytes = 9223372036854775807\n",
+                "2:20: `ingest_max_bytes` must be between 1 and 1073741824 (it is 9223372036854775807)",
+            ),
+            (
+                "[status]\nmax_connections = 0\n",
+                "2:19: `max_connections` must be between 1 and 65536 (it is 0)",
+            ),
+            (
+                "[status]\nroute_max_pending = 5000\n",
+                "2:21: `route_max_pending` must be between 1 and 4096 (it is 5000)",
+            ),
+            (
+                "[[plugin]]\nname = \"a\"\nlibrary = \"x\"\nqueue_capacity = 2000000\n",
+                "4:18: `queue_capacity` must be between 1 and 1048576 (it is 2000000)",
+            ),
+            (
+                "[[plugin]]\nname = \"a\"\nlibrary = \"x\"\nmax_restarts = 4294967296\n",
+                "4:16: `max_restarts` must be between 0 and 10000 (it is 4294967296)",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = parse(text).unwrap_err();
+            assert_eq!(
+                err,
+                format!("/etc/plughost/plugins.toml:{expected}"),
+                "{text}"
+            );
+        }
+        // A negative number is not a size at all: the parser says so.
+        let err = parse("[host]\nqueue_capacity = -1\n").unwrap_err();
+        assert!(
+            err.starts_with("/etc/plughost/plugins.toml:2:18: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn every_duration_is_bounded_and_named_at_its_value() {
+        let huge = format!("{}s", 1u64 << 63);
+        let cases = [
+            format!("[host]\nshutdown_timeout = \"{huge}\"\n"),
+            "[status]\ncheck_timeout = \"25h\"\n".to_owned(),
+            "[status]\nroute_timeout = \"86401s\"\n".to_owned(),
+            "[status]\nheader_timeout = \"1441m\"\n".to_owned(),
+            "[status]\nidle_timeout = \"90000s\"\n".to_owned(),
+            "[state]\nping_interval = \"100h\"\n".to_owned(),
+            format!("[[plugin]]\nname = \"a\"\nlibrary = \"x\"\ntick_interval = \"{huge}\"\n"),
+            "[[plugin]]\nname = \"a\"\nlibrary = \"x\"\nhandler_timeout = \"48h\"\n".to_owned(),
+            "[[plugin]]\nname = \"a\"\nlibrary = \"x\"\nrestart_window = \"86400001ms\"\n"
+                .to_owned(),
+            "[[plugin]]\nname = \"a\"\nlibrary = \"x\"\nstart_timeout = \"2000m\"\n".to_owned(),
+        ];
+        for text in &cases {
+            let err = parse(text).unwrap_err();
+            let key = text.lines().last().unwrap().split(' ').next().unwrap();
+            assert!(
+                err.contains(&format!(": `{key}` must be at most 24h (it is ")),
+                "{text}: {err}"
+            );
+        }
+        // The bound itself is accepted.
+        let config = parse("[host]\nshutdown_timeout = \"24h\"\n").unwrap();
+        assert_eq!(config.host.shutdown_timeout, limits::MAX_DURATION);
+    }
+
+    #[test]
+    fn zero_means_off_now_or_is_refused_key_by_key() {
+        let config = parse(
+            "[host]\nshutdown_timeout = \"0s\"\n[[plugin]]\nname = \"a\"\nlibrary = \"x\"\nhandler_timeout = \"0s\"\ntick_interval = \"0ms\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.host.shutdown_timeout, Duration::ZERO);
+        assert_eq!(config.plugins[0].handler_timeout, None);
+        assert_eq!(config.plugins[0].tick_interval, None);
+        for (text, key) in [
+            ("[status]\ncheck_timeout = \"0s\"\n", "check_timeout"),
+            ("[status]\nidle_timeout = \"0ms\"\n", "idle_timeout"),
+            ("[state]\nping_interval = \"0s\"\n", "ping_interval"),
+            (
+                "[[plugin]]\nname = \"a\"\nlibrary = \"x\"\nrestart_window = \"0s\"\n",
+                "restart_window",
+            ),
+            (
+                "[[plugin]]\nname = \"a\"\nlibrary = \"x\"\nstart_timeout = \"0s\"\n",
+                "start_timeout",
+            ),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(
+                err.ends_with(&format!(": `{key}` must be more than zero")),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn new_limits_have_their_documented_defaults() {
+        let config = parse("[status]\n[[plugin]]\nname = \"a\"\nlibrary = \"x\"\n").unwrap();
+        assert_eq!(config.host.max_event_bytes, 64 << 20);
+        assert_eq!(config.host.control_max_line_bytes, 64 << 20);
+        let status = config.status.unwrap();
+        assert_eq!(status.header_timeout, Duration::from_secs(10));
+        assert_eq!(status.idle_timeout, Duration::from_secs(60));
+        assert_eq!(status.max_connections, 1024);
+        assert_eq!(status.route_max_pending, 64);
+        assert_eq!(status.ingest_max_bytes, 1 << 20);
+        assert_eq!(config.plugins[0].start_timeout, Duration::from_secs(30));
+        assert_eq!(config.plugins[0].max_restarts, 5);
+        assert_eq!(config.plugins[0].queue_capacity.get(), 1024);
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod library;
 pub mod process;
 pub mod status;
 mod supervisor;
+mod text;
 
 pub use config::{Config, ConfigError};
 pub use event::Event;
@@ -91,6 +92,8 @@ pub fn check_config(
 /// Route a plugin's log line into `tracing`, tagged with its instance name.
 pub(crate) fn plugin_log(name: &str, level: LogLevel, message: &str) {
     const TARGET: &str = "plughost::plugin";
+    // A newline in a plugin's message must not forge a line of the host's.
+    let message = text::Escaped(message);
     match level {
         LogLevel::Error => tracing::error!(target: TARGET, plugin = name, "{message}"),
         LogLevel::Warn => tracing::warn!(target: TARGET, plugin = name, "{message}"),
