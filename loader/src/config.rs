@@ -211,9 +211,12 @@ impl Isolation {
 pub enum Restart {
     /// Never: a failed instance stays failed.
     Never,
-    /// After a panic or a crash (the default).
+    /// After any failure: a panic, a crash, a process-isolated plugin's
+    /// process ending without being told to (the default).
     OnFailure,
-    /// Also after a process-isolated plugin exits by itself.
+    /// The same as `on-failure`, accepted for configs that say it: an
+    /// instance never ends by itself without failing, so there is nothing
+    /// more to restart.
     Always,
 }
 
@@ -510,9 +513,16 @@ pub(crate) fn clean(path: &Path) -> PathBuf {
         .collect()
 }
 
+/// The longest instance name: it is the source of every event the instance
+/// publishes, and appears in topics, URLs and metric labels.
+pub const MAX_INSTANCE_NAME_BYTES: usize = 256;
+
 fn check_instance_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() {
         return Err("it must not be empty");
+    }
+    if name.len() > MAX_INSTANCE_NAME_BYTES {
+        return Err("it must be at most 256 bytes long");
     }
     if !name
         .chars()
@@ -892,6 +902,19 @@ enabled = false
         assert!(
             err.starts_with("/etc/plughost/plugins.toml:4:20: invalid pattern `a.>.b`"),
             "{err}"
+        );
+        let long = "n".repeat(MAX_INSTANCE_NAME_BYTES + 1);
+        let err = parse(&format!("[[plugin]]\nname = \"{long}\"\nlibrary = \"x\"\n")).unwrap_err();
+        assert!(
+            err.ends_with(": it must be at most 256 bytes long"),
+            "{err}"
+        );
+        let longest = "n".repeat(MAX_INSTANCE_NAME_BYTES);
+        assert!(
+            parse(&format!(
+                "[[plugin]]\nname = \"{longest}\"\nlibrary = \"x\"\n"
+            ))
+            .is_ok()
         );
         let err = parse("[host]\noverflow = \"spill\"\n").unwrap_err();
         assert!(

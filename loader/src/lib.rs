@@ -89,11 +89,13 @@ pub fn check_config(
     })
 }
 
-/// Route a plugin's log line into `tracing`, tagged with its instance name.
+/// Route a plugin's log line into `tracing`, tagged with its instance name,
+/// cut to [`text::MAX_MESSAGE_BYTES`] (with a marker) in either isolation mode.
 pub(crate) fn plugin_log(name: &str, level: LogLevel, message: &str) {
     const TARGET: &str = "plughost::plugin";
+    let message = text::cut(message);
     // A newline in a plugin's message must not forge a line of the host's.
-    let message = text::Escaped(message);
+    let message = text::Escaped(&message);
     match level {
         LogLevel::Error => tracing::error!(target: TARGET, plugin = name, "{message}"),
         LogLevel::Warn => tracing::warn!(target: TARGET, plugin = name, "{message}"),

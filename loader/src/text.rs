@@ -6,7 +6,27 @@
 //! Unicode controls that reorder text) written as a visible escape, so one
 //! foreign string is always one run of printable characters.
 
+use std::borrow::Cow;
 use std::fmt;
+
+/// The longest message a plugin logs (or reports as an error), in bytes, in
+/// either isolation mode: a longer one is cut (see [`cut`]).
+pub(crate) const MAX_MESSAGE_BYTES: usize = 64 << 10;
+
+/// `message`, at most [`MAX_MESSAGE_BYTES`] long: a longer one keeps its
+/// beginning (cut on a character boundary) and ends with a marker saying how
+/// many bytes were cut.
+pub(crate) fn cut(message: &str) -> Cow<'_, str> {
+    if message.len() <= MAX_MESSAGE_BYTES {
+        return Cow::Borrowed(message);
+    }
+    let kept = message.floor_char_boundary(MAX_MESSAGE_BYTES - 64);
+    Cow::Owned(format!(
+        "{} [... {} more bytes cut]",
+        &message[..kept],
+        message.len() - kept
+    ))
+}
 
 /// `text`, printed with its control characters escaped (`\n`, `\u{1b}`, ...).
 /// Printable text, including non-ASCII, is printed as it is.
@@ -49,6 +69,19 @@ impl fmt::Debug for Escaped<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_message_is_cut_with_a_marker_saying_how_much() {
+        assert_eq!(cut("short"), "short");
+        let exact = "x".repeat(MAX_MESSAGE_BYTES);
+        assert_eq!(cut(&exact), exact);
+        let long = "é".repeat(MAX_MESSAGE_BYTES);
+        let cut = cut(&long);
+        assert!(cut.len() <= MAX_MESSAGE_BYTES, "{}", cut.len());
+        let kept = cut.find(" [... ").unwrap();
+        assert!(long.starts_with(&cut[..kept]));
+        assert!(cut.ends_with(&format!(" [... {} more bytes cut]", long.len() - kept)));
+    }
 
     fn escaped(text: &str) -> String {
         Escaped(text).to_string()

@@ -4,30 +4,76 @@
 
 use std::fmt;
 
+/// The longest topic (and subscription pattern), in bytes, anywhere: on
+/// every entry point and in both isolation modes.
+///
+/// Far above any real topic (Kafka caps topic names at 249 bytes, NATS
+/// advises short subjects), yet small enough that the per-topic costs stay
+/// small: every distinct topic is interned and cached by each publishing
+/// thread, every event carries its topic, and a process plugin's events carry
+/// it in a 16-bit length field.
+pub const MAX_TOPIC_BYTES: usize = 4096;
+
+/// How much of a refused topic an error message quotes.
+const QUOTED_BYTES: usize = 100;
+
 /// Why a topic or a pattern is not valid.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicError {
     what: &'static str,
+    /// The text, or its beginning when it is long.
     text: String,
+    /// The whole text's length, when `text` holds only its beginning.
+    len: Option<usize>,
     reason: &'static str,
+}
+
+impl TopicError {
+    fn new(what: &'static str, text: &str, reason: &'static str) -> TopicError {
+        let (text, len) = match text.len() > QUOTED_BYTES {
+            true => (
+                text[..text.floor_char_boundary(QUOTED_BYTES)].to_owned(),
+                Some(text.len()),
+            ),
+            false => (text.to_owned(), None),
+        };
+        TopicError {
+            what,
+            text,
+            len,
+            reason,
+        }
+    }
 }
 
 impl fmt::Display for TopicError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid {} `{}`: {}", self.what, self.text, self.reason)
+        match self.len {
+            None => write!(f, "invalid {} `{}`: {}", self.what, self.text, self.reason),
+            Some(len) => write!(
+                f,
+                "invalid {} `{}...` ({len} bytes): {}",
+                self.what, self.text, self.reason
+            ),
+        }
+    }
+}
+
+fn check_length(what: &'static str, text: &str) -> Result<(), TopicError> {
+    match text.len() > MAX_TOPIC_BYTES {
+        true => Err(TopicError::new(
+            what,
+            text,
+            "longer than 4096 bytes (MAX_TOPIC_BYTES)",
+        )),
+        false => Ok(()),
     }
 }
 
 impl std::error::Error for TopicError {}
 
 fn check_token(what: &'static str, text: &str, token: &str) -> Result<(), TopicError> {
-    let error = |reason| {
-        Err(TopicError {
-            what,
-            text: text.to_owned(),
-            reason,
-        })
-    };
+    let error = |reason| Err(TopicError::new(what, text, reason));
     if token.is_empty() {
         return error("empty token (topics are dot-separated words, such as `orders.created`)");
     }
@@ -38,15 +84,17 @@ fn check_token(what: &'static str, text: &str, token: &str) -> Result<(), TopicE
 }
 
 /// Check that `topic` is a concrete topic one can publish on (no wildcards).
+/// A topic is at most [`MAX_TOPIC_BYTES`] long.
 pub fn validate_topic(topic: &str) -> Result<(), TopicError> {
+    check_length("topic", topic)?;
     for token in topic.split('.') {
         check_token("topic", topic, token)?;
         if token.contains(['*', '>']) {
-            return Err(TopicError {
-                what: "topic",
-                text: topic.to_owned(),
-                reason: "wildcards `*` and `>` belong in subscriptions, not in published topics",
-            });
+            return Err(TopicError::new(
+                "topic",
+                topic,
+                "wildcards `*` and `>` belong in subscriptions, not in published topics",
+            ));
         }
     }
     Ok(())
@@ -69,8 +117,10 @@ pub struct Pattern {
 }
 
 impl Pattern {
-    /// Parse a pattern such as `orders.>` or `plughost.plugin.*`.
+    /// Parse a pattern such as `orders.>` or `plughost.plugin.*`, at most
+    /// [`MAX_TOPIC_BYTES`] long.
     pub fn parse(text: &str) -> Result<Pattern, TopicError> {
+        check_length("pattern", text)?;
         let mut tokens = Vec::new();
         let parts: Vec<&str> = text.split('.').collect();
         for (i, part) in parts.iter().enumerate() {
@@ -79,18 +129,18 @@ impl Pattern {
                 "*" => Token::One,
                 ">" if i + 1 == parts.len() => Token::Rest,
                 ">" => {
-                    return Err(TopicError {
-                        what: "pattern",
-                        text: text.to_owned(),
-                        reason: "`>` may only be the last token",
-                    });
+                    return Err(TopicError::new(
+                        "pattern",
+                        text,
+                        "`>` may only be the last token",
+                    ));
                 }
                 p if p.contains(['*', '>']) => {
-                    return Err(TopicError {
-                        what: "pattern",
-                        text: text.to_owned(),
-                        reason: "`*` and `>` must stand alone as a whole token",
-                    });
+                    return Err(TopicError::new(
+                        "pattern",
+                        text,
+                        "`*` and `>` must stand alone as a whole token",
+                    ));
                 }
                 p => Token::Literal(p.into()),
             };
@@ -190,6 +240,29 @@ mod tests {
         assert!(validate_topic("orders.>").is_err());
         assert!(validate_topic("").is_err());
         assert!(validate_topic("a..b").is_err());
+    }
+
+    #[test]
+    fn topics_and_patterns_are_at_most_max_topic_bytes_long() {
+        let longest = "a".repeat(MAX_TOPIC_BYTES);
+        assert!(validate_topic(&longest).is_ok());
+        assert!(Pattern::parse(&longest).is_ok());
+        let over = format!("{longest}b");
+        let err = validate_topic(&over).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "invalid topic `{}...` (4097 bytes): longer than 4096 bytes (MAX_TOPIC_BYTES)",
+                "a".repeat(100)
+            )
+        );
+        assert!(Pattern::parse(&over).is_err());
+        // A long text is quoted by its beginning, cut on a character boundary.
+        let err = validate_topic(&"é".repeat(3000)).unwrap_err().to_string();
+        assert!(err.starts_with(&format!(
+            "invalid topic `{}...` (6000 bytes)",
+            "é".repeat(50)
+        )));
     }
 }
 
