@@ -1,6 +1,12 @@
 /* logger_c: the C twin of the Rust `logger`, writing the same bytes for the same
  * events. Appends one JSON line per event to `path`: id, topic, source, timestamp,
- * and the payload verbatim when it is JSON, else payload_base64. Syncs on stop. */
+ * and the payload verbatim when it is JSON, else payload_base64.
+ *
+ * An event counts as processed only once its line is in the file: each line
+ * goes out with one write() on a file opened with O_APPEND, before on_event
+ * returns, whole or not at all. A crash of this process (or of the host) loses
+ * no line it counted and never leaves half a line. With `fsync = true` each
+ * line is also on disk (fdatasync) before on_event returns. Syncs on stop. */
 #define _POSIX_C_SOURCE 200809L
 #include "plughost.h"
 #include "plughost_util.h"
@@ -21,18 +27,15 @@ typedef struct {
     int failed;
 } bytes;
 
-/* Not stdio: glibc empties a FILE's buffer when a write fails, silently losing
- * lines already accepted and leaving half a line to be written later. Here
- * only whole lines enter `pending`, and what a failed write leaves stays there
- * for the next attempt, so the file holds whole lines in order. */
+/* Not stdio: a FILE buffers lines the plugin would have counted as written. */
 typedef struct {
     int fd;
-    bytes pending; /* whole lines not yet written */
-    bytes line;    /* the line being formatted */
+    int fsync; /* fdatasync after every line */
+    bytes line; /* the line being formatted */
     char path[4096];
 } logger;
 
-/* The same capacity as the Rust logger's BufWriter. */
+/* What one huge event may leave allocated for the next ones. */
 #define LOGGER_BUFFER (64 * 1024)
 
 /* ---- JSON validation (RFC 8259, as serde_json accepts it) ---- */
@@ -376,34 +379,37 @@ static void put_base64(bytes *b, const uint8_t *data, size_t len) {
     put_text(b, "\"");
 }
 
-/* Write out all of `pending`. On failure keep what was not written and return
- * the errno; the next call picks up where this one stopped. */
-static int flush_pending(logger *self) {
+/* Append `data` with one write() (O_APPEND: the kernel puts it at the end,
+ * never inside another writer's line). A short write (a full disk, a file size
+ * limit) is finished by more; when that fails, the part already written is cut
+ * off again, so the file never keeps half a line (this assumes the file is this
+ * instance's). Returns 0 or the errno. */
+static int append(int fd, const uint8_t *data, size_t len) {
     size_t done = 0;
-    int status = 0;
-    while (done < self->pending.len) {
-        ssize_t n = write(self->fd, self->pending.data + done, self->pending.len - done);
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
+    while (done < len) {
+        ssize_t n = write(fd, data + done, len - done);
+        if (n > 0) {
+            done += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        int status = n < 0 ? errno : EIO;
+        if (done > 0) {
+            off_t end = lseek(fd, 0, SEEK_END);
+            if (end >= (off_t)done) {
+                (void)!ftruncate(fd, end - (off_t)done);
             }
-            status = errno;
-            break;
         }
-        if (n == 0) {
-            status = EIO;
-            break;
-        }
-        done += (size_t)n;
+        return status;
     }
-    memmove(self->pending.data, self->pending.data + done, self->pending.len - done);
-    self->pending.len -= done;
-    return status;
+    return 0;
 }
 
 /* Give back what one huge event made a buffer grow to. */
 static void trim(bytes *b) {
-    if (b->cap > 4 * LOGGER_BUFFER && b->len <= LOGGER_BUFFER) {
+    if (b->cap > LOGGER_BUFFER && b->len <= LOGGER_BUFFER) {
         uint8_t *smaller = realloc(b->data, LOGGER_BUFFER);
         if (smaller != NULL) {
             b->data = smaller;
@@ -413,7 +419,6 @@ static void trim(bytes *b) {
 }
 
 static void logger_free(logger *self) {
-    free(self->pending.data);
     free(self->line.data);
     free(self);
 }
@@ -423,7 +428,7 @@ static int32_t logger_create(const plughost_host *host, const char *config, size
     (void)host;
     /* The Rust logger's Config has deny_unknown_fields: a misspelt key must not
      * silently log to nowhere. */
-    static const char *const known[] = {"path", NULL};
+    static const char *const known[] = {"path", "fsync", NULL};
     if (ph_config_check_keys(config, config_len, known, error, error_capacity) != PLUGHOST_OK) {
         return PLUGHOST_ERROR;
     }
@@ -434,13 +439,21 @@ static int32_t logger_create(const plughost_host *host, const char *config, size
     if (*value != '"') {
         return ph_fail(error, error_capacity, "invalid config: `path` must be a string");
     }
-    logger *self = calloc(1, sizeof *self);
-    if (self == NULL || !reserve(&self->pending, LOGGER_BUFFER)) {
-        if (self != NULL) {
-            logger_free(self);
+    const char *fsync = ph_config_find(config, config_len, "fsync");
+    int fsync_on = 0;
+    if (fsync != NULL) {
+        size_t left = config_len - (size_t)(fsync - config);
+        if (left >= 4 && memcmp(fsync, "true", 4) == 0) {
+            fsync_on = 1;
+        } else if (!(left >= 5 && memcmp(fsync, "false", 5) == 0)) {
+            return ph_fail(error, error_capacity, "invalid config: `fsync` must be true or false");
         }
+    }
+    logger *self = calloc(1, sizeof *self);
+    if (self == NULL) {
         return ph_fail(error, error_capacity, "out of memory");
     }
+    self->fsync = fsync_on;
     if (ph_config_string(config, config_len, "path", self->path, sizeof self->path) < 0) {
         logger_free(self);
         return ph_fail(error, error_capacity, "invalid config: `path` is longer than %zu bytes", sizeof self->path - 1);
@@ -483,36 +496,20 @@ static int32_t logger_on_event(void *instance, const plughost_event *event, char
         line->failed = 0;
         return ph_fail(error, error_capacity, "out of memory formatting event %llu", (unsigned long long)event->id);
     }
-    if (self->pending.len + line->len > LOGGER_BUFFER) {
-        int status = flush_pending(self);
-        if (status != 0) {
-            /* This line is refused whole; earlier ones wait in `pending`. */
-            return ph_fail(error, error_capacity, "cannot write to %s: %s", self->path, strerror(status));
-        }
-    }
-    put(&self->pending, line->data, line->len);
-    if (self->pending.failed) {
-        self->pending.failed = 0;
-        return ph_fail(error, error_capacity, "out of memory buffering event %llu", (unsigned long long)event->id);
-    }
-    if (self->pending.len >= LOGGER_BUFFER) {
-        /* A full buffer, or one line bigger than it, goes out at once, as with
-         * BufWriter. The line is accepted either way: if this write fails, it
-         * waits in `pending` and the next event (or stop) reports the error. */
-        (void)flush_pending(self);
-        trim(&self->pending);
-    }
+    int status = append(self->fd, line->data, line->len);
     line->len = 0;
     trim(line);
+    if (status != 0) {
+        return ph_fail(error, error_capacity, "cannot write to %s: %s", self->path, strerror(status));
+    }
+    if (self->fsync && fdatasync(self->fd) != 0) {
+        return ph_fail(error, error_capacity, "cannot sync %s: %s", self->path, strerror(errno));
+    }
     return PLUGHOST_OK;
 }
 
 static int32_t logger_stop(void *instance, char *error, size_t error_capacity) {
     logger *self = instance;
-    int status = flush_pending(self);
-    if (status != 0) {
-        return ph_fail(error, error_capacity, "cannot write to %s: %s", self->path, strerror(status));
-    }
     if (fdatasync(self->fd) != 0) {
         return ph_fail(error, error_capacity, "cannot sync %s: %s", self->path, strerror(errno));
     }
@@ -521,8 +518,6 @@ static int32_t logger_stop(void *instance, char *error, size_t error_capacity) {
 
 static void logger_destroy(void *instance) {
     logger *self = instance;
-    /* A last try, as dropping Rust's BufWriter does; nobody is left to tell. */
-    (void)flush_pending(self);
     close(self->fd);
     logger_free(self);
 }
