@@ -522,34 +522,160 @@ fn a_child_exiting_with_an_error_status_is_restarted_on_failure() {
     );
 }
 
+/// A process that ends without being told to has failed, whatever its
+/// status: `on-failure` restarts it, and `always` does the same.
 #[test]
-fn a_child_exiting_with_status_0_stays_stopped_on_failure_and_is_restarted_always() {
-    let (out, err, s) = exiting("on-failure", 0);
+fn a_child_exiting_with_status_0_is_a_failure_and_is_restarted() {
+    for restart in ["on-failure", "always"] {
+        let (out, err, s) = exiting(restart, 0);
+        let row = summary_row(&out, "quitter");
+        assert_accounted(&row);
+        assert_eq!(
+            (row.state.as_str(), row.received, row.processed, row.dropped),
+            ("stopped", 11, 10, 1),
+            "{restart}: the exit event is lost and counted; the restarted process handles what follows: {row:?}"
+        );
+        let failed = lifecycle(&s, "log.jsonl", "plughost.plugin.failed");
+        assert_eq!(failed.len(), 1, "{restart}");
+        assert_eq!(
+            failed[0]["reason"], "its process exited by itself (status 0)",
+            "{restart}"
+        );
+        assert_eq!(
+            lifecycle(&s, "log.jsonl", "plughost.plugin.restarted").len(),
+            1,
+            "{restart}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_child_exiting_with_status_0_stays_failed_with_restart_never() {
+    let (out, _, s) = exiting("never", 0);
     let row = summary_row(&out, "quitter");
-    assert_accounted(&row);
-    // Stopped: what is published after it is not routed to it.
+    assert_eq!(row.state, "failed", "{row:?}");
+    assert_eq!(row.processed, 5, "{row:?}");
+    let failed = lifecycle(&s, "log.jsonl", "plughost.plugin.failed");
     assert_eq!(
-        (row.state.as_str(), row.received, row.processed, row.dropped),
-        ("stopped", 6, 5, 1),
-        "{row:?}"
+        failed[0]["reason"],
+        "its process exited by itself (status 0)"
     );
     assert!(lifecycle(&s, "log.jsonl", "plughost.plugin.restarted").is_empty());
-    assert!(
-        err.contains("its process exited by itself (status 0)"),
-        "{err}"
-    );
+}
 
-    let (out, _, s) = exiting("always", 0);
-    let row = summary_row(&out, "quitter");
-    assert_accounted(&row);
-    assert_eq!(
-        (row.state.as_str(), row.received, row.processed, row.dropped),
-        ("stopped", 11, 10, 1),
-        "{row:?}"
+/// Whether process `pid` has ended (gone, or a zombie nobody reaped yet).
+fn gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => {
+            stat.rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().next())
+                == Some("Z")
+        }
+    }
+}
+
+/// A host running `tests/fixtures/descendant.c` in its own process as
+/// `kin`, with `shutdown_timeout`.
+fn descendant_host(s: &Scratch, shutdown_timeout: &str) -> Running {
+    let library = cc_fixture(s, "descendant", "descendant", &[]);
+    let config = s.config(&format!(
+        "shutdown_timeout = {shutdown_timeout:?}\n{}[[plugin]]\nname = \"kin\"\nlibrary = {:?}\nisolation = \"process\"\nsubscribe = [\"work.>\"]\n",
+        logger(&s.path("log.jsonl"), r#"["plughost.plugin.*"]"#),
+        library.display().to_string()
+    ));
+    Running::start(&config)
+}
+
+/// Make the plugin leave a descendant (`work.spawn` or `work.fork`); its pid.
+fn leave_descendant(host: &mut Running, s: &Scratch, topic: &str) -> i32 {
+    let pidfile = s.path(&format!("{topic}.pid"));
+    host.send(&event(topic, json!(pidfile.display().to_string())));
+    let mut pid = None;
+    eventually("the descendant to write its pid", || {
+        pid = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|text| text.trim().parse::<i32>().ok());
+        pid.is_some()
+    });
+    let pid = pid.unwrap();
+    assert!(!gone(pid), "the descendant {pid} runs");
+    pid
+}
+
+/// The plugin leaves a descendant holding (or not) its end of the socket,
+/// then segfaults: the host sees the crash at once, and the descendant goes
+/// with the plugin's process.
+fn a_crash_is_seen_at_once_and_the_descendant_goes_with_it(topic: &str) {
+    let s = Scratch::new(&format!("descendant-{topic}"));
+    let mut host = descendant_host(&s, "30s");
+    let descendant = leave_descendant(&mut host, &s, topic);
+    host.send(&event("work.crash", json!(1)));
+    host.wait_for_stderr("its process was killed by SIGSEGV");
+    host.wait_for_stderr("restarted (restart 1)");
+    eventually(
+        "the descendant to be killed with the plugin's process",
+        || gone(descendant),
     );
+    host.send(&work(3));
+    drop(host.stdin.take());
+    let (out, err) = host.wait(Duration::from_secs(30));
+    assert!(out.status.success(), "{}", err.join("\n"));
+    let row = summary_row(&out, "kin");
     assert_eq!(
-        lifecycle(&s, "log.jsonl", "plughost.plugin.restarted").len(),
-        1
+        (
+            row.state.as_str(),
+            row.received,
+            row.processed,
+            row.dropped,
+            row.failed
+        ),
+        ("stopped", 5, 4, 1, 0),
+        "the crash event is lost and counted, the new process takes the rest"
+    );
+    let failed = lifecycle(&s, "log.jsonl", "plughost.plugin.failed");
+    assert_eq!(failed[0]["reason"], "its process was killed by SIGSEGV");
+}
+
+#[test]
+fn a_crash_is_seen_at_once_though_a_program_the_plugin_ran_lives_on() {
+    a_crash_is_seen_at_once_and_the_descendant_goes_with_it("work.spawn");
+}
+
+#[test]
+fn a_crash_is_seen_at_once_though_a_forked_copy_of_the_plugin_holds_its_socket() {
+    a_crash_is_seen_at_once_and_the_descendant_goes_with_it("work.fork");
+}
+
+#[test]
+fn a_plugin_s_descendants_do_not_outlive_the_host() {
+    let s = Scratch::new("descendant-shutdown");
+    let mut host = descendant_host(&s, "30s");
+    let spawned = leave_descendant(&mut host, &s, "work.spawn");
+    let forked = leave_descendant(&mut host, &s, "work.fork");
+    drop(host.stdin.take());
+    let (out, err) = host.wait(Duration::from_secs(30));
+    assert!(out.status.success(), "{}", err.join("\n"));
+    assert_eq!(summary_row(&out, "kin").state, "stopped");
+    eventually("the descendants to end with the host", || {
+        gone(spawned) && gone(forked)
+    });
+}
+
+#[test]
+fn a_stuck_plugin_s_descendants_do_not_outlive_the_host_that_gave_up_on_it() {
+    let s = Scratch::new("descendant-stuck");
+    let mut host = descendant_host(&s, "1s");
+    let spawned = leave_descendant(&mut host, &s, "work.spawn");
+    let child = children_of(host.child.id());
+    host.send(&event("work.spin", json!(1)));
+    drop(host.stdin.take());
+    let (out, err) = host.wait(Duration::from_secs(30));
+    assert!(out.status.success(), "{}", err.join("\n"));
+    eventually(
+        "the stuck plugin's process and its descendant to end",
+        || gone(spawned) && child.iter().all(|&pid| gone(pid)),
     );
 }
 

@@ -32,18 +32,15 @@ const SPIN: std::time::Duration = std::time::Duration::from_micros(50);
 pub(crate) enum CallFailure {
     /// The plugin returned an error.
     Error(String),
-    /// The plugin panicked (caught inside the plugin) or crashed.
+    /// The plugin panicked (caught inside the plugin) or crashed, or its
+    /// process ended without being told to (whatever its exit status).
     Panic(String),
-    /// A process-isolated plugin's process ended by itself, with status 0.
-    Exited(String),
 }
 
 impl std::fmt::Display for CallFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CallFailure::Error(message)
-            | CallFailure::Panic(message)
-            | CallFailure::Exited(message) => f.write_str(message),
+            CallFailure::Error(message) | CallFailure::Panic(message) => f.write_str(message),
         }
     }
 }
@@ -543,12 +540,11 @@ impl Supervision {
         }
     }
 
-    fn wants_restart(&self, failure: &CallFailure) -> bool {
-        use crate::config::Restart;
-        !matches!(
-            (self.restart, failure),
-            (Restart::Never, _) | (Restart::OnFailure, CallFailure::Exited(_))
-        )
+    /// Every failure that reaches the policy ends the instance: `on-failure`
+    /// and `always` restart it, `never` does not. (An instance never ends
+    /// by itself without failing, so `always` has nothing more to restart.)
+    fn wants_restart(&self, _failure: &CallFailure) -> bool {
+        self.restart != crate::config::Restart::Never
     }
 
     /// The delay before the next restart (exponential, from 50 ms to 5 s), or
@@ -827,13 +823,7 @@ impl Worker {
         } else {
             State::Failed
         };
-        match &failure {
-            CallFailure::Exited(reason) => {
-                tracing::warn!(plugin = %self.slot.name, "{reason}");
-                self.slot.set_state(next);
-            }
-            _ => self.slot.fail_to(&self.bus, failure.to_string(), next),
-        }
+        self.slot.fail_to(&self.bus, failure.to_string(), next);
         self.pending_failure = Some(failure);
     }
 
@@ -842,9 +832,6 @@ impl Worker {
     fn supervise(&mut self, failure: CallFailure) -> Next {
         let slot = self.slot.clone();
         if !self.supervision.wants_restart(&failure) {
-            if matches!(failure, CallFailure::Exited(_)) {
-                slot.set_state(State::Stopped);
-            }
             return Next::Go;
         }
         let lifecycle = |extra: serde_json::Value| {

@@ -106,6 +106,8 @@ enum Command {
         host_sha256: Option<String>,
         #[arg(long)]
         allow_insecure_permissions: bool,
+        #[arg(long, default_value_t = plughost::config::limits::MAX_EVENT_BYTES.default as usize)]
+        max_event_bytes: usize,
     },
     /// List the plugin libraries found in directories.
     Discover {
@@ -124,14 +126,21 @@ fn main() -> ExitCode {
         sha256,
         host_sha256,
         allow_insecure_permissions,
+        max_event_bytes,
     } = &cli.command
     {
         let trust = plughost::Trust {
             sha256: sha256.clone(),
             allow_insecure_permissions: *allow_insecure_permissions,
         };
-        let code =
-            plughost::process::child_main(library, name, *parent, &trust, host_sha256.as_deref());
+        let code = plughost::process::child_main(
+            library,
+            name,
+            *parent,
+            &trust,
+            host_sha256.as_deref(),
+            *max_event_bytes,
+        );
         return ExitCode::from(code as u8);
     }
     init_logging(cli.log_format);

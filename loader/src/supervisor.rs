@@ -155,6 +155,9 @@ fn factory(
     );
     let (isolation, trust, config_json) =
         (plugin.isolation, plugin.trust(), plugin.config.to_string());
+    let limits = process::frame::Limits {
+        max_event_bytes: host.config().host.max_event_bytes,
+    };
     Box::new(move || match isolation {
         Isolation::Thread => {
             let link = HostLink {
@@ -168,10 +171,13 @@ fn factory(
             &library,
             &trust,
             &config_json,
-            slot.clone(),
-            bus.clone(),
-            weak.clone(),
+            HostLink {
+                slot: slot.clone(),
+                bus: bus.clone(),
+                host: weak.clone(),
+            },
             control.clone(),
+            limits,
         ),
     })
 }

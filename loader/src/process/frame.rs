@@ -1,12 +1,48 @@
 //! The wire format between the host and a plugin's own process: a stream of
 //! frames, each `u32` length (little-endian, of what follows) + `u8` kind +
-//! body. Strings are length-prefixed UTF-8; events travel in batches. The
-//! decoder borrows from the buffer and never panics on any input.
+//! body. Strings are length-prefixed UTF-8; events travel in batches packed
+//! by size ([`encode_batch`]). Both ends bound every frame by the same
+//! [`Limits`], derived from `[host] max_event_bytes`: a frame is never read
+//! into memory before its length is checked, and the decoder borrows from
+//! the buffer and never panics on any input.
 
 use crate::event::EventView;
+use plughost_api::topic::MAX_TOPIC_BYTES;
 
-/// Frames larger than this are refused (a corrupt length, not a real batch).
-pub(crate) const MAX_FRAME: usize = 64 << 20;
+/// A batch frame holds events up to about this many bytes; one larger
+/// event travels in a frame of its own. Small events keep their batches of
+/// up to 256 (an instance's run); big ones never make a frame of several.
+pub(crate) const BATCH_BYTES: usize = 1 << 20;
+
+/// What a frame may hold besides one event's payload: its topic, its source
+/// (an instance name, a 16-bit length) and the fixed fields, with room to spare.
+const EVENT_OVERHEAD: usize = MAX_TOPIC_BYTES + u16::MAX as usize + 1024;
+
+/// The smallest content limit a frame has, whatever `max_event_bytes` says:
+/// room for the frames that carry no event (a config, the per-event error
+/// messages of a batch, at most 256 x [`crate::text::MAX_MESSAGE_BYTES`]).
+const CONTENT_FLOOR: usize = 32 << 20;
+
+/// The limits both ends of a plugin's socket agree on. The host hands
+/// `max_event_bytes` to the child on its command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// `[host] max_event_bytes`: the largest payload of an event, a publish,
+    /// an HTTP answer or a host command.
+    pub max_event_bytes: usize,
+}
+
+impl Limits {
+    /// The largest frame either end writes or reads (length prefix excluded).
+    pub(crate) fn max_frame(&self) -> usize {
+        self.max_event_bytes.max(CONTENT_FLOOR) + EVENT_OVERHEAD
+    }
+}
+
+/// Bytes `event` takes in a batch frame.
+pub(crate) fn event_bytes(event: &EventView<'_>) -> usize {
+    8 + 8 + 2 + event.topic.len() + 2 + event.source.len() + 4 + event.payload.len()
+}
 
 /// One frame, borrowing its strings and payloads from the read buffer.
 #[derive(Debug, PartialEq)]
@@ -194,8 +230,15 @@ impl<'b> Encoder<'b> {
         this
     }
 
-    /// A short string with a u16 length (topics, names), cut at 64 KiB.
+    /// A short string with a u16 length: a topic (at most
+    /// [`MAX_TOPIC_BYTES`], checked where topics enter) or an instance name
+    /// (at most 256 bytes, checked by the config).
     fn short(self, v: &str) -> Self {
+        debug_assert!(
+            v.len() <= u16::MAX as usize,
+            "a short string of {} bytes",
+            v.len()
+        );
         let v = &v.as_bytes()[..v.len().min(u16::MAX as usize)];
         let this = self.u16(v.len() as u16);
         this.out.extend_from_slice(v);
@@ -219,7 +262,7 @@ fn outcome<'a>(e: Encoder<'a>, processed: u32, errors: &[(u32, &str)]) -> Encode
 fn headers<'a>(e: Encoder<'a>, headers: &[(&str, &str)]) -> Encoder<'a> {
     let mut e = e.u32(headers.len() as u32);
     for (name, value) in headers {
-        e = e.short(name).bytes(value.as_bytes());
+        e = e.bytes(name.as_bytes()).bytes(value.as_bytes());
     }
     e
 }
@@ -245,13 +288,15 @@ pub(crate) fn encode(out: &mut Vec<u8>, frame: &Frame<'_>) {
         Frame::Init { config_json } => Encoder::begin(out, INIT)
             .bytes(config_json.as_bytes())
             .end(),
-        Frame::Batch { events } => encode_batch(out, events.iter().copied()),
+        Frame::Batch { events } => {
+            encode_batch(out, events.iter().copied(), usize::MAX);
+        }
         Frame::Stop => Encoder::begin(out, STOP).end(),
         Frame::Probe { kind } => Encoder::begin(out, PROBE).u8(*kind).end(),
         Frame::Tick => Encoder::begin(out, TICK).end(),
         Frame::Http { request } => headers(
             Encoder::begin(out, HTTP)
-                .short(request.method)
+                .bytes(request.method.as_bytes())
                 .bytes(request.path.as_bytes())
                 .bytes(request.query.as_bytes()),
             &request.headers,
@@ -312,13 +357,24 @@ pub(crate) fn encode(out: &mut Vec<u8>, frame: &Frame<'_>) {
     }
 }
 
-/// Append a batch frame of `events` to `out` (the hot path: no intermediate Vec).
+/// Append a batch frame to `out` with the first of `events` and as many of
+/// the next as keep the frame's events within `budget` bytes (see
+/// [`event_bytes`]); returns how many it took (at least one, unless there
+/// are none). The hot path: one pass, no intermediate Vec.
 pub(crate) fn encode_batch<'e>(
     out: &mut Vec<u8>,
-    events: impl ExactSizeIterator<Item = EventView<'e>>,
-) {
-    let mut e = Encoder::begin(out, BATCH).u32(events.len() as u32);
+    events: impl Iterator<Item = EventView<'e>>,
+    budget: usize,
+) -> usize {
+    let mut e = Encoder::begin(out, BATCH).u32(0);
+    let count_at = e.start + 5;
+    let (mut taken, mut bytes) = (0usize, 0usize);
     for event in events {
+        bytes = bytes.saturating_add(event_bytes(&event));
+        if taken > 0 && bytes > budget {
+            break;
+        }
+        taken += 1;
         e = e
             .u64(event.id)
             .u64(event.timestamp_ms)
@@ -326,7 +382,9 @@ pub(crate) fn encode_batch<'e>(
             .short(event.source)
             .bytes(event.payload);
     }
+    e.out[count_at..count_at + 4].copy_from_slice(&(taken as u32).to_le_bytes());
     e.end();
+    taken
 }
 
 /// Per-event errors of a batch: (index in the batch, message).
@@ -401,11 +459,11 @@ impl<'a> Decoder<'a> {
 
     fn headers(&mut self) -> Result<Vec<(&'a str, &'a str)>, FrameError> {
         let n = self.u32()? as usize;
-        // Each header takes at least 6 bytes: a bound before allocating.
-        if n > self.rest.len() / 6 {
+        // Each header takes at least 8 bytes: a bound before allocating.
+        if n > self.rest.len() / 8 {
             return Err(FrameError("header count larger than the frame"));
         }
-        (0..n).map(|_| Ok((self.short()?, self.text()?))).collect()
+        (0..n).map(|_| Ok((self.text()?, self.text()?))).collect()
     }
 
     fn callback_outcome(&mut self) -> Result<Outcome<'a>, FrameError> {
@@ -465,7 +523,7 @@ pub(crate) fn decode(body: &[u8]) -> Result<Frame<'_>, FrameError> {
         TICK => Frame::Tick,
         HTTP => Frame::Http {
             request: HttpRequestView {
-                method: d.short()?,
+                method: d.text()?,
                 path: d.text()?,
                 query: d.text()?,
                 headers: d.headers()?,
@@ -540,28 +598,60 @@ pub(crate) fn decode(body: &[u8]) -> Result<Frame<'_>, FrameError> {
     Ok(frame)
 }
 
-/// Read one frame's body into `buffer` (replacing its contents). `Ok(false)` at a clean end of stream.
+/// Why no frame could be read.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    /// The stream failed or ended inside a frame.
+    Io(std::io::Error),
+    /// The length prefix announced a frame over the limit: refused before
+    /// anything is allocated for it.
+    TooLarge { len: usize, limit: usize },
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Io(e) => write!(f, "{e}"),
+            ReadError::TooLarge { len, limit } => {
+                write!(f, "a frame of {len} bytes, over the limit of {limit} bytes")
+            }
+        }
+    }
+}
+
+/// Read one frame's body into `buffer` (replacing its contents), refusing a
+/// frame longer than `limit` before reading it. `Ok(false)` at a clean end
+/// of stream. A buffer a big frame made grow is given back afterwards.
 pub(crate) fn read_frame(
     reader: &mut impl std::io::Read,
     buffer: &mut Vec<u8>,
-) -> std::io::Result<bool> {
+    limit: usize,
+) -> Result<bool, ReadError> {
     let mut len = [0u8; 4];
     match reader.read_exact(&mut len) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
-        Err(e) => return Err(e),
+        Err(e) => return Err(ReadError::Io(e)),
     }
     let len = u32::from_le_bytes(len) as usize;
-    if len > MAX_FRAME {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "frame too large",
-        ));
+    if len > limit {
+        return Err(ReadError::TooLarge { len, limit });
     }
+    shrink(buffer, len);
     buffer.clear();
     buffer.resize(len, 0);
-    reader.read_exact(buffer)?;
+    reader.read_exact(buffer).map_err(ReadError::Io)?;
     Ok(true)
+}
+
+/// Give back the memory of a buffer grown for a big frame once it holds
+/// (or is about to hold) a small one: a process plugin's RSS after one big
+/// event is not its RSS for good.
+pub(crate) fn shrink(buffer: &mut Vec<u8>, needed: usize) {
+    if buffer.capacity() > 4 * BATCH_BYTES && needed <= BATCH_BYTES {
+        buffer.clear();
+        buffer.shrink_to(BATCH_BYTES);
+    }
 }
 
 #[cfg(test)]
@@ -655,6 +745,96 @@ mod tests {
         });
     }
 
+    fn event_of(payload: &[u8]) -> EventView<'_> {
+        EventView {
+            id: 1,
+            timestamp_ms: 2,
+            topic: "work.item",
+            source: "host",
+            payload,
+        }
+    }
+
+    /// Encode `payloads` as a process instance does: returns the events per frame.
+    fn frames_of(payloads: &[Vec<u8>]) -> Vec<usize> {
+        let views: Vec<EventView<'_>> = payloads.iter().map(|p| event_of(p)).collect();
+        let (mut start, mut frames) = (0, Vec::new());
+        while start < views.len() {
+            let mut out = Vec::new();
+            let taken = encode_batch(&mut out, views[start..].iter().copied(), BATCH_BYTES);
+            frames.push(taken);
+            start += taken;
+        }
+        frames
+    }
+
+    #[test]
+    fn small_events_share_a_frame_and_big_ones_travel_alone() {
+        assert_eq!(frames_of(&vec![vec![0u8; 64]; 256]), [256]);
+        // One small, three of 30 MiB, five small: the repro.
+        let mut payloads = vec![vec![1u8; 10]];
+        payloads.extend(std::iter::repeat_n(vec![2u8; 30 << 20], 3));
+        payloads.extend(std::iter::repeat_n(vec![3u8; 10], 5));
+        assert_eq!(frames_of(&payloads), [1, 1, 1, 1, 5]);
+        assert_eq!(frames_of(&vec![vec![0u8; 400 << 10]; 5]), [2, 2, 1]);
+    }
+
+    #[test]
+    fn the_frame_limit_holds_the_largest_event_the_host_accepts() {
+        let limits = |max_event_bytes| Limits { max_event_bytes };
+        for max_event_bytes in [1, 1000, 64 << 20] {
+            let payload = vec![0u8; max_event_bytes];
+            let topic = "t".repeat(MAX_TOPIC_BYTES);
+            let source = "s".repeat(256);
+            let event = EventView {
+                topic: &topic,
+                source: &source,
+                ..event_of(&payload)
+            };
+            let mut out = Vec::new();
+            encode_batch(&mut out, std::iter::once(event), BATCH_BYTES);
+            assert!(out.len() - 4 <= limits(max_event_bytes).max_frame());
+        }
+        // The largest `max_event_bytes` (1 GiB) still has a u32 length.
+        assert!(limits(1 << 30).max_frame() < u32::MAX as usize);
+    }
+
+    #[test]
+    fn a_frame_over_the_limit_is_refused_before_it_is_read() {
+        // The length says 1 GiB; nothing follows: refused without waiting or allocating.
+        let stream = (1u32 << 30).to_le_bytes();
+        let mut buffer = Vec::new();
+        let err = read_frame(&mut stream.as_slice(), &mut buffer, 1 << 20).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "a frame of 1073741824 bytes, over the limit of 1048576 bytes"
+        );
+        assert_eq!(buffer.capacity(), 0);
+        // A clean end between frames is the end of the stream, not an error.
+        assert!(!read_frame(&mut [].as_slice(), &mut buffer, 10).unwrap());
+        // Inside a frame it is an error.
+        let cut = [5u8, 0, 0, 0, STOP];
+        assert!(matches!(
+            read_frame(&mut cut.as_slice(), &mut buffer, 10),
+            Err(ReadError::Io(_))
+        ));
+    }
+
+    #[test]
+    fn a_buffer_grown_for_a_big_frame_is_given_back() {
+        let mut big = (8u32 << 20).to_le_bytes().to_vec();
+        big.resize(4 + (8 << 20), 0);
+        big.extend(1u32.to_le_bytes());
+        big.push(STOP);
+        let mut reader = big.as_slice();
+        let mut buffer = Vec::new();
+        assert!(read_frame(&mut reader, &mut buffer, 16 << 20).unwrap());
+        assert!(buffer.capacity() >= 8 << 20);
+        assert!(read_frame(&mut reader, &mut buffer, 16 << 20).unwrap());
+        assert_eq!(decode(&buffer), Ok(Frame::Stop));
+        assert!(buffer.capacity() <= BATCH_BYTES, "{}", buffer.capacity());
+    }
+
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         assert!(decode(&[]).is_err());
@@ -704,15 +884,60 @@ mod properties {
                 .map(|(id, ts, topic, source, payload)| EventView { id: *id, timestamp_ms: *ts, topic, source, payload })
                 .collect();
             let mut out = Vec::new();
-            encode_batch(&mut out, views.iter().copied());
+            prop_assert_eq!(encode_batch(&mut out, views.iter().copied(), usize::MAX), views.len());
             prop_assert_eq!(decode(&out[4..]).unwrap(), Frame::Batch { events: views });
+        }
+
+        /// Packing a run of events into frames by size, as a process
+        /// instance does: every event once, in order; no frame over the
+        /// budget unless it holds a single event.
+        #[test]
+        fn batches_split_by_size_cover_every_event_once_in_order(
+            sizes in proptest::collection::vec(0usize..3000, 1..60),
+            budget in 1usize..8000,
+        ) {
+            let payloads: Vec<Vec<u8>> = sizes.iter().map(|&n| vec![7u8; n]).collect();
+            let views: Vec<EventView<'_>> = payloads
+                .iter()
+                .enumerate()
+                .map(|(i, p)| EventView { id: i as u64, timestamp_ms: 0, topic: "a.b", source: "host", payload: p })
+                .collect();
+            let (mut start, mut out) = (0, Vec::new());
+            while start < views.len() {
+                out.clear();
+                let taken = encode_batch(&mut out, views[start..].iter().copied(), budget);
+                prop_assert!(taken >= 1);
+                let run = &views[start..start + taken];
+                let bytes: usize = run.iter().map(event_bytes).sum();
+                prop_assert!(taken == 1 || bytes <= budget, "{} events, {} bytes", taken, bytes);
+                if let Some(next) = views.get(start + taken) {
+                    prop_assert!(bytes + event_bytes(next) > budget, "a frame left room for the next event");
+                }
+                prop_assert_eq!(decode(&out[4..]).unwrap(), Frame::Batch { events: run.to_vec() });
+                start += taken;
+            }
+        }
+
+        #[test]
+        fn a_frame_is_read_whole_or_refused_by_its_length(len in 0usize..5000, limit in 0usize..5000) {
+            let mut stream = (len as u32).to_le_bytes().to_vec();
+            stream.extend(std::iter::repeat_n(1u8, len));
+            let mut buffer = Vec::new();
+            match read_frame(&mut stream.as_slice(), &mut buffer, limit) {
+                Ok(true) => prop_assert!(len <= limit && buffer.len() == len),
+                Err(ReadError::TooLarge { len: seen, limit: l }) => {
+                    prop_assert!(len > limit && seen == len && l == limit);
+                    prop_assert!(buffer.capacity() < len.max(1), "nothing allocated for a refused frame");
+                }
+                other => prop_assert!(false, "{:?}", other),
+            }
         }
 
         #[test]
         fn a_truncated_batch_is_an_error(events in 1usize..5, cut in 1usize..40) {
             let views = vec![EventView { id: 1, timestamp_ms: 2, topic: "a.b", source: "host", payload: b"0123456789" }; events];
             let mut out = Vec::new();
-            encode_batch(&mut out, views.iter().copied());
+            encode_batch(&mut out, views.iter().copied(), usize::MAX);
             let end = out.len().saturating_sub(cut).max(4);
             prop_assert!(decode(&out[4..end]).is_err());
         }

@@ -7,10 +7,17 @@
 //! answered on the socket while the host waits on the child's callback.
 //!
 //! A monitor thread per child reaps it and tells the instance's thread at
-//! once when it dies, busy or idle. Events of a batch the child did not
-//! acknowledge are counted as lost (dropped). Children die with the host:
-//! they ask the kernel for SIGKILL when their parent exits, and leave when
-//! the socket closes.
+//! once when it dies, busy or idle: it shuts the host's end of the socket
+//! down, so a read waiting on the child returns even when a descendant of
+//! the child still holds the other end. Events of a frame the child did not
+//! acknowledge are counted as lost (dropped). Each child leads its own
+//! process group, killed whole when the child ends: nothing a plugin forks
+//! outlives it. Children die with the host: they ask the kernel for SIGKILL
+//! when their parent exits, and leave when the socket closes.
+//!
+//! Limits ([`frame::Limits`], from `[host] max_event_bytes`) hold on both
+//! sides: what a plugin may not send is refused at its call, with the reason
+//! in its error and in the host's log, never by a frame the other end drops.
 
 pub(crate) mod frame;
 
@@ -19,19 +26,21 @@ use crate::event::{Event, EventView};
 use crate::instance::{BatchOutcome, CallFailure, Control, Instance, Slot};
 use crate::library::{self, HostLink, HostSide, Library};
 use frame::{
-    Frame, HttpRequestView, HttpResponseView, Outcome, decode, encode, encode_batch, read_frame,
+    BATCH_BYTES, Frame, HttpRequestView, HttpResponseView, Limits, Outcome, ReadError, decode,
+    encode, encode_batch, event_bytes, read_frame,
 };
 use plughost_api::{
     Health, HealthStatus, HttpRequest, HttpResponse, JobReport, LogLevel, Readiness,
 };
 use std::io::{BufReader, Write};
+use std::net::Shutdown;
 use std::os::unix::io::{AsRawFd, FromRawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 /// The descriptor the child finds its socket on.
@@ -55,11 +64,13 @@ impl Reaped {
     }
 }
 
-/// How a child's end reads to an operator, and what it counts as.
+/// How a child's end reads to an operator. A child ends by itself only when
+/// something went wrong (one told to stop answers first): whatever its
+/// status, that is a failure for the restart policy.
 fn death(status: Option<ExitStatus>) -> CallFailure {
     match status {
         Some(status) if status.code() == Some(0) => {
-            CallFailure::Exited("its process exited by itself (status 0)".to_owned())
+            CallFailure::Panic("its process exited by itself (status 0)".to_owned())
         }
         Some(status) => match (status.code(), status.signal()) {
             (Some(code), _) => CallFailure::Panic(format!("its process exited with status {code}")),
@@ -122,19 +133,76 @@ fn child_executable() -> Result<PathBuf, String> {
     }
 }
 
+/// The process groups of the children alive, killed when the host exits
+/// (see [`kill_children_at_exit`]).
+static GROUPS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+/// Kill the process group of every child still alive: registered with
+/// `atexit`, so a host that exits without stopping a child (a stuck one it
+/// gave up on at shutdown) leaves nothing of it behind. Children themselves
+/// die with the host anyway (PDEATHSIG); this is for their descendants.
+extern "C" fn kill_children_at_exit() {
+    // A lock held by a thread frozen at exit is not waited for.
+    if let Ok(groups) = GROUPS.try_lock() {
+        for &group in groups.iter() {
+            // SAFETY: kill(2) takes plain integers; `group` is a live child's pid,
+            // not yet reaped (its monitor removes it first), so not reused.
+            unsafe { libc::kill(-group, libc::SIGKILL) };
+        }
+    }
+}
+
+fn register_group(pid: i32) {
+    static AT_EXIT: std::sync::Once = std::sync::Once::new();
+    AT_EXIT.call_once(|| {
+        // SAFETY: registers a function that takes no arguments and never
+        // unwinds (it panics nowhere); atexit only records it.
+        unsafe { libc::atexit(kill_children_at_exit) };
+    });
+    GROUPS.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+}
+
+fn unregister_group(pid: i32) {
+    GROUPS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|&group| group != pid);
+}
+
+/// Wait until child `pid` has ended, without reaping it: while it is a
+/// zombie its pid, and so its process group's id, cannot be reused.
+fn wait_ended(pid: i32) {
+    loop {
+        // SAFETY: waitid(2) writes only into `info`, a local we own.
+        let rc = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return;
+        }
+    }
+}
+
 /// Start `library` in a child process and create the instance there.
+/// `link` is what the child's `call` and `cast` run through.
 pub(crate) fn spawn(
     library: &Library,
     trust: &library::Trust,
     config_json: &str,
-    slot: Arc<Slot>,
-    bus: Arc<Bus>,
-    host: Weak<crate::host::Inner>,
+    link: HostLink,
     control: crossbeam_channel::Sender<Control>,
+    limits: Limits,
 ) -> Result<Box<dyn Instance>, CallFailure> {
     let fail = |what: &str, e: &dyn std::fmt::Display| {
         CallFailure::Error(format!("cannot start its process: {what}: {e}"))
     };
+    let slot = link.slot.clone();
     let exe = child_executable().map_err(CallFailure::Error)?;
     let (host_end, child_end) = UnixStream::pair().map_err(|e| fail("socketpair", &e))?;
     let child_fd = child_end.as_raw_fd();
@@ -146,13 +214,17 @@ pub(crate) fn spawn(
         .arg(std::process::id().to_string())
         .args(trust.sha256.iter().flat_map(|pin| ["--sha256", pin]))
         .args(["--host-sha256", &library.sha256])
+        .args(["--max-event-bytes", &limits.max_event_bytes.to_string()])
         .args(
             trust
                 .allow_insecure_permissions
                 .then_some("--allow-insecure-permissions"),
         )
         .stdin(Stdio::null())
-        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_default());
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_default())
+        // Its own process group: whatever the plugin forks can be killed
+        // with it (see the monitor below).
+        .process_group(0);
     // SAFETY: runs in the forked child before exec; dup2 and signal are
     // async-signal-safe and touch no memory of the parent.
     unsafe {
@@ -170,6 +242,10 @@ pub(crate) fn spawn(
     drop(child_end);
     let pid = child.id() as i32;
     slot.child_pid.store(pid, Ordering::Release);
+    register_group(pid);
+    // The monitor's handle on the socket: shutting it down ends a read or a
+    // write of the instance's thread at once.
+    let socket = host_end.try_clone();
 
     let reaped = Arc::new(Reaped::default());
     {
@@ -178,12 +254,23 @@ pub(crate) fn spawn(
         std::thread::Builder::new()
             .name(format!("plughost:{}:wait", slot.name))
             .spawn(move || {
-                let status = child.wait().ok();
+                wait_ended(pid);
+                // The child is a zombie: its group id is still its own.
+                // SAFETY: kill(2) takes plain integers; the group is our child's.
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
+                unregister_group(pid);
                 let _ =
                     slot.child_pid
                         .compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Acquire);
+                let status = child.wait().ok();
                 *reaped.status.lock().unwrap_or_else(|e| e.into_inner()) = status;
                 reaped.done.notify_all();
+                // What the child wrote before it ended can still be read;
+                // after that a read ends at once, whoever else holds the
+                // child's end (a descendant that escaped the group kill).
+                if let Ok(socket) = &socket {
+                    let _ = socket.shutdown(Shutdown::Both);
+                }
                 if control
                     .send(Control::Died {
                         pid,
@@ -194,25 +281,27 @@ pub(crate) fn spawn(
                     slot.control_pending.store(true, Ordering::Release);
                 }
             })
-            .map_err(|e| fail("monitor thread", &e))?;
+            .map_err(|e| {
+                // No one would reap it or its group: end both now.
+                // SAFETY: kill(2) takes plain integers; the group is our child's.
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
+                unregister_group(pid);
+                fail("monitor thread", &e)
+            })?;
     }
     let reader = host_end.try_clone().map_err(|e| fail("socket", &e))?;
-    let link = HostLink {
-        slot: slot.clone(),
-        bus: bus.clone(),
-        host,
-    };
     let mut instance = ProcessInstance {
         pid,
         writer: host_end,
         reader: BufReader::with_capacity(64 * 1024, reader),
+        bus: link.bus.clone(),
         slot,
-        bus,
         link,
         routes: Vec::new(),
         reaped,
         out: Vec::with_capacity(64 * 1024),
         input: Vec::new(),
+        limits,
     };
     instance.send(&Frame::Init { config_json })?;
     match instance.reply()? {
@@ -271,12 +360,23 @@ struct ProcessInstance {
     reaped: Arc<Reaped>,
     out: Vec<u8>,
     input: Vec<u8>,
+    limits: Limits,
 }
 
 impl ProcessInstance {
+    /// Send `frame`, unless it is over the frame limit: then nothing is
+    /// written, and the call fails with the reason (the instance goes on).
     fn send(&mut self, frame: &Frame<'_>) -> Result<(), CallFailure> {
+        frame::shrink(&mut self.out, 0);
         self.out.clear();
         encode(&mut self.out, frame);
+        let (len, limit) = (self.out.len() - 4, self.limits.max_frame());
+        if len > limit {
+            self.out.clear();
+            return Err(CallFailure::Error(format!(
+                "too large to send to its process ({len} bytes, over the limit of {limit} bytes)"
+            )));
+        }
         self.flush()
     }
 
@@ -318,9 +418,12 @@ impl ProcessInstance {
     /// on the way, from this (the instance's) thread.
     fn reply(&mut self) -> Result<Reply, CallFailure> {
         loop {
-            match read_frame(&mut self.reader, &mut self.input) {
+            match read_frame(&mut self.reader, &mut self.input, self.limits.max_frame()) {
                 Ok(true) => {}
-                Ok(false) | Err(_) => return Err(self.died()),
+                Ok(false) | Err(ReadError::Io(_)) => return Err(self.died()),
+                Err(e @ ReadError::TooLarge { .. }) => {
+                    return Err(self.protocol_error(&e.to_string()));
+                }
             }
             let frame = match decode(&self.input) {
                 Ok(frame) => frame,
@@ -331,7 +434,17 @@ impl ProcessInstance {
             };
             return Ok(match frame {
                 Frame::Publish { topic, payload } => {
-                    if let Err(e) = self.bus.publish(Some(&self.slot), topic, payload.into()) {
+                    // The child refuses these itself; a child that does not
+                    // is refused here, with the same words.
+                    let published = match payload.len() > self.limits.max_event_bytes {
+                        true => Err(too_large("payload", payload.len(), self.limits)),
+                        false => self
+                            .bus
+                            .publish(Some(&self.slot), topic, payload.into())
+                            .map(|_| ())
+                            .map_err(|e| e.to_string()),
+                    };
+                    if let Err(e) = published {
                         crate::plugin_log(
                             &self.slot.name,
                             LogLevel::Warn,
@@ -362,6 +475,9 @@ impl ProcessInstance {
                     // The child waits for this answer inside its callback;
                     // a command about itself is accepted without waiting.
                     let (ok, text) = match self.link.call(request) {
+                        Ok(answer) if answer.len() > self.limits.max_event_bytes => {
+                            (false, too_large("answer", answer.len(), self.limits))
+                        }
                         Ok(answer) => (true, answer),
                         Err(error) => (false, error),
                     };
@@ -418,6 +534,14 @@ impl ProcessInstance {
     }
 }
 
+/// Why a payload (or an answer) of `len` bytes is refused.
+fn too_large(what: &str, len: usize, limits: Limits) -> String {
+    format!(
+        "{what} of {len} bytes is over max_event_bytes ({} bytes)",
+        limits.max_event_bytes
+    )
+}
+
 fn level_from(level: u8) -> LogLevel {
     match level {
         1 => LogLevel::Error,
@@ -441,46 +565,74 @@ impl Instance for ProcessInstance {
         unreachable!("a process instance takes batches")
     }
 
+    /// Send `events` in frames of up to [`BATCH_BYTES`] (a bigger event
+    /// alone), one answer awaited per frame. When the child dies, the
+    /// frame in flight is lost; the frames after it were never sent.
     fn on_batch(&mut self, events: &[Event]) -> BatchOutcome {
-        let n = events.len() as u64;
-        let lost = |failure| BatchOutcome {
-            fatal: Some(failure),
-            lost: n,
-            ..BatchOutcome::default()
-        };
-        self.out.clear();
-        encode_batch(&mut self.out, events.iter().map(Event::view));
-        if let Err(failure) = self.flush() {
-            return lost(failure);
-        }
-        let (processed, errors, panic) = match self.reply() {
-            Ok(Reply::Batch {
-                processed,
-                errors,
-                panic,
-            }) => (processed, errors, panic),
-            Ok(_) => return lost(self.protocol_error("expected a batch answer")),
-            Err(failure) => return lost(failure),
-        };
-        let mut outcome = BatchOutcome {
-            processed: u64::from(processed),
-            errors: errors
-                .into_iter()
-                .filter(|(i, _)| (*i as usize) < events.len())
-                .map(|(i, m)| (i as usize, m))
-                .collect(),
-            ..BatchOutcome::default()
-        };
-        if let Some(message) = panic {
-            let handled = outcome.processed + outcome.errors.len() as u64;
-            // The event it panicked on failed; the ones after it never ran.
-            outcome.fatal = Some(CallFailure::Panic(message));
-            outcome.unhandled = n.saturating_sub(handled + 1) as usize;
-            if handled < n {
-                outcome
-                    .errors
-                    .push((handled as usize, "the plugin panicked here".to_owned()));
+        let mut outcome = BatchOutcome::default();
+        let mut start = 0;
+        while start < events.len() {
+            let first = events[start].view();
+            if event_bytes(&first) > self.limits.max_frame() {
+                // Only an event over `max_event_bytes` is: the host's entry
+                // points refuse those, but an embedder's publish may not.
+                let message = too_large("event", first.payload.len(), self.limits);
+                outcome.errors.push((start, message));
+                start += 1;
+                continue;
             }
+            frame::shrink(&mut self.out, event_bytes(&first));
+            self.out.clear();
+            let taken = encode_batch(
+                &mut self.out,
+                events[start..].iter().map(Event::view),
+                BATCH_BYTES,
+            );
+            let end = start + taken;
+            let answer = match self.flush() {
+                Ok(()) => self.reply(),
+                Err(failure) => Err(failure),
+            };
+            let answer = match answer {
+                Ok(Reply::Batch {
+                    processed,
+                    errors,
+                    panic,
+                }) => Ok((processed, errors, panic)),
+                Ok(_) => Err(self.protocol_error("expected a batch answer")),
+                Err(failure) => Err(failure),
+            };
+            let (processed, errors, panic) = match answer {
+                Ok(answer) => answer,
+                Err(failure) => {
+                    outcome.fatal = Some(failure);
+                    outcome.lost = taken as u64;
+                    outcome.unhandled = events.len() - end;
+                    return outcome;
+                }
+            };
+            let processed = (processed as usize).min(taken);
+            let handled = processed + errors.len();
+            outcome.processed += processed as u64;
+            outcome.errors.extend(
+                errors
+                    .into_iter()
+                    .filter(|(i, _)| (*i as usize) < taken)
+                    .map(|(i, m)| (start + i as usize, m)),
+            );
+            if let Some(message) = panic {
+                // The event it panicked on failed; the ones after it never ran.
+                outcome.fatal = Some(CallFailure::Panic(message));
+                let at = start + handled;
+                if at < end {
+                    outcome
+                        .errors
+                        .push((at, "the plugin panicked here".to_owned()));
+                }
+                outcome.unhandled = events.len().saturating_sub(at + 1);
+                return outcome;
+            }
+            start = end;
         }
         outcome
     }
@@ -595,12 +747,21 @@ fn job_from_json(job: &serde_json::Value) -> JobReport {
 // ---- The child's side ----
 
 /// SIGINT, SIGTERM and SIGHUP are meant for the host, not for its children:
-/// Ctrl-C in a terminal (or `kill -INT -PGID`) reaches the whole process
-/// group, and a child that died of it would lose the events the host is
-/// still draining into it. A child ends when the host tells it to, when its
-/// socket closes, or with the host (PDEATHSIG).
+/// a service manager signals every process of a unit (systemd's
+/// `KillMode=control-group`), and a child that died of it would lose the
+/// events the host is still draining into it. (Ctrl-C in a terminal reaches
+/// only the host's process group, not the children's own.) A child ends when
+/// the host tells it to, when its socket closes, or with the host
+/// (PDEATHSIG). SIGTTOU and SIGTTIN: a child is in a background process
+/// group of the terminal, and writing to it must not stop the child.
 fn ignore_stop_signals() {
-    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+    for signal in [
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGHUP,
+        libc::SIGTTOU,
+        libc::SIGTTIN,
+    ] {
         // SAFETY: setting a signal's disposition to SIG_IGN installs no
         // handler and touches no memory; it is async-signal-safe.
         unsafe { libc::signal(signal, libc::SIG_IGN) };
@@ -618,16 +779,39 @@ struct ChildLink {
     /// only then does the host read a `call` and answer it.
     serving: AtomicBool,
     main: std::thread::ThreadId,
+    limits: Limits,
 }
 
 impl ChildLink {
+    /// Send `frame`, unless it is over the frame limit (the callers refuse
+    /// what a plugin may not send before this; this is the last guard): then
+    /// the host is told why in a log line, and nothing else is written.
     fn send(&self, frame: &Frame<'_>) -> std::io::Result<()> {
         let mut out = Vec::new();
         encode(&mut out, frame);
+        let (len, limit) = (out.len() - 4, self.limits.max_frame());
+        if len > limit {
+            let message = format!(
+                "cannot send a frame of {len} bytes to the host, over the limit of {limit} bytes"
+            );
+            self.log(LogLevel::Error, &message);
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                message,
+            ));
+        }
         self.writer
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .write_all(&out)
+    }
+
+    /// Refuse a call the host would not take: the error for the plugin,
+    /// which the host's log gets too (a plugin may drop it on the floor).
+    fn refuse(&self, what: &str, reason: String) -> String {
+        let message = format!("{what} refused: {reason}");
+        self.log(LogLevel::Warn, &message);
+        message
     }
 }
 
@@ -637,7 +821,13 @@ impl HostSide for ChildLink {
     }
 
     fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), String> {
-        plughost_api::topic::validate_topic(topic).map_err(|e| e.to_string())?;
+        if let Err(e) = plughost_api::topic::validate_topic(topic) {
+            return Err(self.refuse("publish", e.to_string()));
+        }
+        if payload.len() > self.limits.max_event_bytes {
+            let reason = too_large("payload", payload.len(), self.limits);
+            return Err(self.refuse("publish", reason));
+        }
         self.send(&Frame::Publish { topic, payload })
             .map_err(|e| format!("the host is gone: {e}"))
     }
@@ -645,13 +835,17 @@ impl HostSide for ChildLink {
     fn log(&self, level: LogLevel, message: &str) {
         let _ = self.send(&Frame::Log {
             level: level as u8,
-            message,
+            message: &crate::text::cut(message),
         });
     }
 
     fn call(&self, request: &str) -> Result<String, String> {
         if std::thread::current().id() != self.main || !self.serving.load(Ordering::Acquire) {
             return Err("a process-isolated plugin can call the host only from inside a callback (on_event, tick, http), not from a thread of its own; use cast there".to_owned());
+        }
+        if request.len() > self.limits.max_event_bytes {
+            let reason = too_large("command", request.len(), self.limits);
+            return Err(self.refuse("call", reason));
         }
         self.send(&Frame::Call {
             cast: false,
@@ -660,9 +854,10 @@ impl HostSide for ChildLink {
         .map_err(|e| format!("the host is gone: {e}"))?;
         let mut reader = self.reader.lock().unwrap_or_else(|e| e.into_inner());
         let mut input = Vec::new();
-        match read_frame(&mut *reader, &mut input) {
+        match read_frame(&mut *reader, &mut input, self.limits.max_frame()) {
             Ok(true) => {}
-            Ok(false) | Err(_) => return Err("the host is gone".to_owned()),
+            Ok(false) | Err(ReadError::Io(_)) => return Err("the host is gone".to_owned()),
+            Err(e @ ReadError::TooLarge { .. }) => return Err(format!("the host answered {e}")),
         }
         match decode(&input) {
             Ok(Frame::CallAnswer { ok: true, text }) => Ok(text.to_owned()),
@@ -672,6 +867,10 @@ impl HostSide for ChildLink {
     }
 
     fn cast(&self, request: &str) {
+        if request.len() > self.limits.max_event_bytes {
+            self.refuse("cast", too_large("command", request.len(), self.limits));
+            return;
+        }
         let _ = self.send(&Frame::Call {
             cast: true,
             request,
@@ -691,14 +890,38 @@ fn outcome_of(result: &Result<(), CallFailure>) -> Outcome<'_> {
     match result {
         Ok(()) => Outcome::Ok,
         Err(CallFailure::Error(message)) => Outcome::Error(message),
-        Err(CallFailure::Panic(message) | CallFailure::Exited(message)) => Outcome::Panic(message),
+        Err(CallFailure::Panic(message)) => Outcome::Panic(message),
     }
+}
+
+/// A plugin's message (an error, a panic) cut to fit a frame, owned.
+fn cut(message: &str) -> String {
+    crate::text::cut(message).into_owned()
+}
+
+/// A callback's failure with its message cut to fit a frame.
+fn cut_failure(failure: CallFailure) -> CallFailure {
+    match failure {
+        CallFailure::Error(message) => CallFailure::Error(cut(&message)),
+        CallFailure::Panic(message) => CallFailure::Panic(cut(&message)),
+    }
+}
+
+/// Bytes an HTTP answer takes: its body and its headers.
+fn answer_bytes(response: &HttpResponse) -> usize {
+    response
+        .headers
+        .iter()
+        .map(|(name, value)| name.len() + value.len())
+        .sum::<usize>()
+        + response.body.len()
 }
 
 /// The body of `plughost __child LIBRARY NAME PARENT_PID`: serve one instance
 /// over the socket on descriptor 3 until told to stop or the host is gone.
 /// `host_sha256` is the content the host loaded: a file changed on disk since
 /// then is refused, so a child never runs code the host did not check.
+/// `max_event_bytes` is the host's, and gives both ends the same limits.
 #[doc(hidden)]
 pub fn child_main(
     library_path: &Path,
@@ -706,6 +929,7 @@ pub fn child_main(
     parent: u32,
     trust: &library::Trust,
     host_sha256: Option<&str>,
+    max_event_bytes: usize,
 ) -> i32 {
     ignore_stop_signals();
     // SAFETY: prctl(PR_SET_PDEATHSIG) only records a signal number for this process.
@@ -713,18 +937,26 @@ pub fn child_main(
     if std::os::unix::process::parent_id() != parent {
         return 1; // the host died before we could ask to follow it
     }
+    // Whatever the plugin runs (`system`, `exec`) must not inherit the
+    // socket: a descendant holding it would hide this process's death.
+    // SAFETY: fcntl(2) on a descriptor number changes only its flags.
+    if unsafe { libc::fcntl(CHILD_FD, libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
+        return 1;
+    }
     // SAFETY: the host put our end of the socket on descriptor 3 (dup2 before
     // exec), and nothing else in this process owns it.
     let stream = unsafe { UnixStream::from_raw_fd(CHILD_FD) };
     let Ok(writer) = stream.try_clone() else {
         return 1;
     };
+    let limits = Limits { max_event_bytes };
     let link = Arc::new(ChildLink {
         name: name.to_owned(),
         writer: Mutex::new(writer),
         reader: Mutex::new(BufReader::with_capacity(64 * 1024, stream)),
         serving: AtomicBool::new(false),
         main: std::thread::current().id(),
+        limits,
     });
     let mut input = Vec::new();
     // The host checked the file too; the child checks what it loads itself.
@@ -743,10 +975,15 @@ pub fn child_main(
         let read = read_frame(
             &mut *link.reader.lock().unwrap_or_else(|e| e.into_inner()),
             &mut input,
+            limits.max_frame(),
         );
         match read {
             Ok(true) => {}
-            Ok(false) | Err(_) => return 0,
+            Ok(false) | Err(ReadError::Io(_)) => return 0,
+            Err(e @ ReadError::TooLarge { .. }) => {
+                link.log(LogLevel::Error, &format!("the host sent {e}"));
+                return 2;
+            }
         }
         let Ok(frame) = decode(&input) else { return 2 };
         let sent = match (frame, instance.as_mut()) {
@@ -759,7 +996,7 @@ pub fn child_main(
                     }),
                     Err(e) => Err(e.clone()),
                 };
-                let error = created.as_ref().err().cloned();
+                let error = created.as_ref().err().map(|e| cut(e));
                 instance = created.ok();
                 let routes = instance.as_ref().map(|i| i.routes()).unwrap_or_default();
                 let routes = Frame::Routes {
@@ -777,9 +1014,11 @@ pub fn child_main(
                 for (index, event) in events.iter().enumerate() {
                     match serving(&link, || plugin.on_event(event)) {
                         Ok(()) => processed += 1,
-                        Err(CallFailure::Error(message)) => errors.push((index as u32, message)),
+                        Err(CallFailure::Error(message)) => {
+                            errors.push((index as u32, cut(&message)))
+                        }
                         Err(failure) => {
-                            panic = Some(format!("on_event({}) {failure}", event.topic));
+                            panic = Some(cut(&format!("on_event({}) {failure}", event.topic)));
                             break;
                         }
                     }
@@ -802,12 +1041,12 @@ pub fn child_main(
                 let answer = match kind {
                     0 => plugin.health().map(|h| {
                         h.map(
-                            |h| serde_json::json!({"status": h.status as u8, "message": h.message}),
+                            |h| serde_json::json!({"status": h.status as u8, "message": cut(&h.message)}),
                         )
                         .unwrap_or_default()
                     }),
                     1 => plugin.ready().map(|r| {
-                        r.map(|r| serde_json::json!({"ready": r.ready, "message": r.message}))
+                        r.map(|r| serde_json::json!({"ready": r.ready, "message": cut(&r.message)}))
                             .unwrap_or_default()
                     }),
                     _ => plugin.jobs().map(|j| {
@@ -815,15 +1054,19 @@ pub fn child_main(
                             .unwrap_or_default()
                     }),
                 };
-                let answer = answer.unwrap_or_default().to_string();
+                let mut answer = answer.unwrap_or_default().to_string();
+                if answer.len() > max_event_bytes {
+                    link.refuse("check answer", too_large("answer", answer.len(), limits));
+                    answer = "null".to_owned();
+                }
                 link.send(&Frame::ProbeAnswer { json: &answer })
             }
             (Frame::Tick, Some(plugin)) => {
-                let result = serving(&link, || plugin.tick());
+                let result = serving(&link, || plugin.tick()).map_err(cut_failure);
                 let sent = link.send(&Frame::TickDone {
                     outcome: outcome_of(&result),
                 });
-                if let Err(CallFailure::Panic(_) | CallFailure::Exited(_)) = result {
+                if let Err(CallFailure::Panic(_)) = result {
                     return 101;
                 }
                 sent
@@ -836,7 +1079,13 @@ pub fn child_main(
                     headers: owned_headers(&request.headers),
                     body: request.body.to_vec(),
                 };
-                let result = serving(&link, || plugin.http(request));
+                let result = match serving(&link, || plugin.http(request)) {
+                    Ok(Some(r)) if answer_bytes(&r) > max_event_bytes => {
+                        let reason = too_large("answer", answer_bytes(&r), limits);
+                        Err(CallFailure::Error(link.refuse("HTTP answer", reason)))
+                    }
+                    other => other.map_err(cut_failure),
+                };
                 let response = match &result {
                     Ok(Some(r)) => Ok(Some(HttpResponseView {
                         status: r.status,
@@ -845,12 +1094,10 @@ pub fn child_main(
                     })),
                     Ok(None) => Ok(None),
                     Err(CallFailure::Error(message)) => Err(Outcome::Error(message)),
-                    Err(CallFailure::Panic(message) | CallFailure::Exited(message)) => {
-                        Err(Outcome::Panic(message))
-                    }
+                    Err(CallFailure::Panic(message)) => Err(Outcome::Panic(message)),
                 };
                 let sent = link.send(&Frame::HttpDone { response });
-                if let Err(CallFailure::Panic(_) | CallFailure::Exited(_)) = result {
+                if let Err(CallFailure::Panic(_)) = result {
                     return 101;
                 }
                 sent
@@ -858,7 +1105,7 @@ pub fn child_main(
             (Frame::Stop, Some(plugin)) => {
                 let error = serving(&link, || plugin.stop())
                     .err()
-                    .map(|e| e.to_string());
+                    .map(|e| cut(&e.to_string()));
                 drop(instance.take());
                 let _ = link.send(&Frame::StopDone {
                     error: error.as_deref(),
@@ -868,7 +1115,7 @@ pub fn child_main(
             _ => return 2,
         };
         if sent.is_err() {
-            return 0;
+            return 1;
         }
     }
 }

@@ -2,9 +2,19 @@
 //!
 //! - `panic_on`: a topic pattern; events matching it make `on_event` panic;
 //! - `panic_every`: panic on every n-th event this instance receives;
-//! - `sleep_ms`: sleep this long in every `on_event`;
+//! - `sleep_ms`: sleep this long in every `on_event` (with `sleep_on`, a
+//!   topic pattern: only on the events matching it);
+//! - `wait_for`: a path; on the events matching `sleep_on` (every event
+//!   without it), wait until that file exists (at most a minute), so a test
+//!   can hold the instance while it fills its mailbox;
 //! - `log_events`: log `took <topic> <payload>` as each event arrives, before
 //!   sleeping, so a test sees when an event has left the mailbox;
+//!   `log_sizes`: log `took <topic> <n> bytes` instead;
+//! - `log_bytes`: log a line of this many bytes (`x`) on every event;
+//! - `publish_topic` + `publish_bytes`: publish that many bytes on that topic
+//!   on every event; a refused publish fails the event with its error;
+//! - `http_body_bytes`: the routes answer with a body of this many bytes
+//!   instead of the echo;
 //! - `fail_init`: `init` returns an error;
 //! - `panic_in_init`, `panic_on_stop`: panic there;
 //! - `forward_to`: republish every event's payload on this topic, at most
@@ -31,7 +41,14 @@ struct Config {
     panic_on: Option<String>,
     panic_every: u64,
     sleep_ms: u64,
+    sleep_on: Option<String>,
+    wait_for: Option<std::path::PathBuf>,
     log_events: bool,
+    log_sizes: bool,
+    log_bytes: usize,
+    publish_topic: Option<String>,
+    publish_bytes: usize,
+    http_body_bytes: Option<usize>,
     fail_init: bool,
     panic_in_init: bool,
     panic_on_stop: bool,
@@ -56,6 +73,7 @@ enum HealthConfig {
 
 struct Chaos {
     config: Config,
+    sleep_on: Option<Pattern>,
     panic_on: Option<Pattern>,
     call_on: Option<Pattern>,
     cast_on: Option<Pattern>,
@@ -74,6 +92,7 @@ impl Plugin for Chaos {
             return Err("fail_init is set".into());
         }
         Ok(Chaos {
+            sleep_on: config.sleep_on.as_deref().map(Pattern::parse).transpose()?,
             panic_on: config.panic_on.as_deref().map(Pattern::parse).transpose()?,
             call_on: config.call_on.as_deref().map(Pattern::parse).transpose()?,
             cast_on: config.cast_on.as_deref().map(Pattern::parse).transpose()?,
@@ -92,8 +111,31 @@ impl Plugin for Chaos {
                 String::from_utf8_lossy(event.payload())
             ));
         }
-        if self.config.sleep_ms > 0 {
+        if self.config.log_sizes {
+            ctx.info(format!(
+                "took {} {} bytes",
+                event.topic(),
+                event.payload().len()
+            ));
+        }
+        if self.config.log_bytes > 0 {
+            ctx.info("x".repeat(self.config.log_bytes));
+        }
+        let sleeps = self
+            .sleep_on
+            .as_ref()
+            .is_none_or(|p| p.matches(event.topic()));
+        if self.config.sleep_ms > 0 && sleeps {
             std::thread::sleep(Duration::from_millis(self.config.sleep_ms));
+        }
+        if let Some(path) = self.config.wait_for.as_ref().filter(|_| sleeps) {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while !path.exists() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        if let Some(topic) = &self.config.publish_topic {
+            ctx.publish(topic, vec![0u8; self.config.publish_bytes])?;
         }
         if self.config.panic_every > 0 && self.seen.is_multiple_of(self.config.panic_every) {
             panic!(
@@ -168,6 +210,13 @@ impl Plugin for Chaos {
     }
 
     fn http(&mut self, request: &HttpRequest, _ctx: &Context) -> Option<HttpResponse> {
+        if let Some(n) = self.config.http_body_bytes {
+            return Some(HttpResponse {
+                status: 200,
+                headers: Vec::new(),
+                body: vec![b'x'; n],
+            });
+        }
         let echo = serde_json::json!({
             "method": request.method,
             "path": request.path,
