@@ -14,6 +14,7 @@
 
 mod c;
 mod elf;
+mod fatal;
 mod rust;
 
 use crate::bus::Bus;
@@ -104,9 +105,11 @@ impl Library {
         config_json: &str,
         host: SharedHost,
     ) -> Result<Box<dyn Instance>, CallFailure> {
+        // Named on stderr if the plugin crashes the process during a call.
+        let culprit = fatal::Culprit::new(host.instance_name(), &self.path);
         match &self.kind {
-            Kind::Rust(library) => library.create(config_json, host),
-            Kind::C(library) => library.create(config_json, host),
+            Kind::Rust(library) => library.create(config_json, host, culprit),
+            Kind::C(library) => library.create(config_json, host, culprit),
         }
     }
 
