@@ -527,10 +527,11 @@ fn a_child_exiting_with_status_0_stays_stopped_on_failure_and_is_restarted_alway
     let (out, err, s) = exiting("on-failure", 0);
     let row = summary_row(&out, "quitter");
     assert_accounted(&row);
-    // Stopped: what is published after it is not routed to it.
+    // Stopped but still subscribed: what is published after it counts as
+    // received, and dropped.
     assert_eq!(
         (row.state.as_str(), row.received, row.processed, row.dropped),
-        ("stopped", 6, 5, 1),
+        ("stopped", 11, 5, 6),
         "{row:?}"
     );
     assert!(lifecycle(&s, "log.jsonl", "plughost.plugin.restarted").is_empty());
