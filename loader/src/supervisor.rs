@@ -364,10 +364,12 @@ impl Host {
     fn start_locked(&self, name: &str) -> Result<(), String> {
         let (slot, plugin, library, waiter) = self.with_worker(name, |handle| {
             let state = handle.slot.state();
-            if handle.is_alive() && state != State::Failed && state != State::Flapping {
+            let down = matches!(state, State::Failed | State::Flapping | State::Stopped);
+            if handle.is_alive() && !down {
                 return Err(format!("`{name}` is already running"));
             }
-            // A failed or flapping instance's thread only discards events: end it.
+            // A failed, flapping or stopped instance's thread waits for
+            // orders only: end it.
             let waiter = handle.stop_order(false);
             Ok((
                 handle.slot.clone(),
