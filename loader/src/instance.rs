@@ -313,6 +313,8 @@ pub(crate) struct Slot {
     /// Set when an order waits on the control lane: the thread looks there
     /// before its next event rather than after its batch.
     pub control_pending: AtomicBool,
+    /// Set when a stop was ordered: an `init` being waited for is given up.
+    pub stop_asked: AtomicBool,
     state: AtomicU8,
     last_error: Mutex<Option<String>>,
 }
@@ -363,6 +365,7 @@ impl Slot {
             routes: Mutex::new(Vec::new()),
             waiting_on: AtomicUsize::new(0),
             control_pending: AtomicBool::new(false),
+            stop_asked: AtomicBool::new(false),
             state: AtomicU8::new(State::Starting as u8),
             last_error: Mutex::new(None),
         };
@@ -636,7 +639,7 @@ pub(crate) enum Init {
     Failed(CallFailure),
     /// The OS refused a thread.
     NoThread(std::io::Error),
-    /// The host's startup was cancelled while `init` ran.
+    /// The host's startup was cancelled, or a stop ordered, while `init` ran.
     Cancelled,
 }
 
@@ -645,7 +648,7 @@ const CANCEL_CHECK: Duration = Duration::from_millis(5);
 
 /// Make an instance from `factory` on a new thread, which becomes the
 /// instance's own thread once it is handed its [`Worker`], and wait for its
-/// `init`: up to `limit`, or until `cancelled` is set.
+/// `init`: up to `limit`, or until `cancelled` is set or a stop is ordered.
 ///
 /// An `init` given up on is ended as far as the host can end it: a process
 /// instance's child is killed (its thread then ends by itself); a thread
@@ -689,11 +692,6 @@ pub(crate) fn incarnate(
         Err(cause) => return Init::NoThread(cause),
     };
     let deadline = Instant::now() + limit;
-    let check = if cancelled.is_some() {
-        CANCEL_CHECK
-    } else {
-        limit
-    };
     let made = |made: Made, thread: std::thread::JoinHandle<()>| match made {
         Ok(worker) => Init::Ready { worker, thread },
         Err(failure) => {
@@ -704,7 +702,7 @@ pub(crate) fn incarnate(
     };
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        match init_rx.recv_timeout(left.min(check)) {
+        match init_rx.recv_timeout(left.min(CANCEL_CHECK)) {
             Ok(outcome) => return made(outcome, thread),
             Err(RecvTimeoutError::Disconnected) => {
                 let _ = thread.join();
@@ -713,7 +711,8 @@ pub(crate) fn incarnate(
             }
             Err(RecvTimeoutError::Timeout) => {}
         }
-        let cancel = cancelled.is_some_and(|flag| flag.load(Ordering::Acquire));
+        let cancel = cancelled.is_some_and(|flag| flag.load(Ordering::Acquire))
+            || slot.stop_asked.load(Ordering::Acquire);
         if cancel || Instant::now() >= deadline {
             // Unless it made it just now, give up on it.
             if let Ok(outcome) = init_rx.try_recv() {
@@ -722,7 +721,7 @@ pub(crate) fn incarnate(
             drop(init_rx);
             let fate = give_up(slot, thread);
             if cancel {
-                tracing::warn!(plugin = %slot.name, "startup cancelled during its init; {fate}");
+                tracing::warn!(plugin = %slot.name, "stopped during its init; {fate}");
                 return Init::Cancelled;
             }
             let reason = format!("did not return within {limit:?} (start_timeout); {fate}");
@@ -1224,7 +1223,8 @@ impl Worker {
                 }
                 Init::Failed(failure) => format!("init {failure}"),
                 Init::NoThread(cause) => format!("cannot start its thread: {cause}"),
-                Init::Cancelled => "init cancelled".to_owned(),
+                // A stop was ordered: the control lane has it.
+                Init::Cancelled => return Next::Go,
             };
             slot.fail_to(&self.bus, failure, State::Restarting);
         }
@@ -1247,7 +1247,7 @@ impl Worker {
                 if let Some(mut old) = self.instance.take()
                     && let Err(failure) = old.stop()
                 {
-                    tracing::warn!(plugin = %self.slot.name, "stop before restart failed: {failure}");
+                    tracing::warn!(plugin = %self.slot.name, "stop before restart failed: {}", Escaped(&failure.to_string()));
                 }
                 self.factory = factory;
                 self.supervision = supervision;
@@ -1263,7 +1263,11 @@ impl Worker {
                     Init::NoThread(cause) => {
                         CallFailure::Error(format!("cannot start its thread: {cause}"))
                     }
-                    Init::Cancelled => CallFailure::Error("cancelled".to_owned()),
+                    Init::Cancelled => {
+                        // A stop was ordered: the control lane has it.
+                        let _ = reply.send(Err("stopped during its init".to_owned()));
+                        return Next::Go;
+                    }
                 };
                 let _ = reply.send(Err(format!("init {failure}")));
                 self.fail_init(failure);

@@ -45,6 +45,9 @@ impl WorkerHandle {
     /// Put `order` on the control lane and have the thread look there before
     /// its next event (send first: the thread clears the flag, then reads).
     pub(crate) fn order(&self, order: Control) {
+        if let Control::Stop { .. } = order {
+            self.slot.stop_asked.store(true, Ordering::Release);
+        }
         if self.control.send(order).is_ok() {
             self.slot.control_pending.store(true, Ordering::Release);
         }
@@ -237,6 +240,7 @@ impl Host {
         let (control_tx, control_rx) = crossbeam_channel::unbounded();
         let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
         let make = factory(self, plugin, library.clone(), &slot, &control_tx);
+        slot.stop_asked.store(false, Ordering::Release);
         // A mailbox already taking events for it (see `swap_mailbox`) keeps
         // taking them while the instance starts.
         if slot.state() != State::Restarting {
