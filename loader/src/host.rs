@@ -650,7 +650,7 @@ impl Host {
         // what the stop publishes is drained before the next one stops.
         let mut workers =
             std::mem::take(&mut *self.inner.workers.lock().unwrap_or_else(|e| e.into_inner()));
-        // (instance, dropped before its stop, dropped after it)
+        // (instance, events its stop dropped unhandled, dropped count after its stop)
         let mut stopped: Vec<(Arc<Slot>, u64, u64)> = Vec::new();
         for worker in workers.iter_mut().rev() {
             if !worker.is_alive() {
@@ -658,8 +658,14 @@ impl Host {
             }
             let slot = worker.slot.clone();
             let before = slot.counts().dropped;
-            self.stop_worker(worker, deadline);
-            stopped.push((slot.clone(), before, slot.counts().dropped));
+            let drained = self.stop_worker(worker, deadline);
+            let after = slot.counts().dropped;
+            let unhandled = if drained {
+                0
+            } else {
+                after.saturating_sub(before)
+            };
+            stopped.push((slot, unhandled, after));
             self.wait_idle(deadline);
         }
         // Tear down: threads end, blocked publishers give up.
@@ -673,8 +679,7 @@ impl Host {
         }
         watchdog.into_iter().for_each(Background::stop);
         bus.close();
-        for (slot, before, after) in stopped {
-            let queued = after.saturating_sub(before);
+        for (slot, queued, after) in stopped {
             if queued > 0 {
                 tracing::warn!(plugin = %slot.name, "{queued} event(s) still queued at the shutdown deadline were dropped (counted)");
             }
@@ -688,7 +693,8 @@ impl Host {
 
     /// Have `worker`'s instance handle its queue (if `deadline` is not past)
     /// and run its `stop`; give up on it past the deadline plus a grace.
-    fn stop_worker(&self, worker: &mut WorkerHandle, deadline: Instant) {
+    /// Returns whether its queue was to be handled (else it was dropped).
+    fn stop_worker(&self, worker: &mut WorkerHandle, deadline: Instant) -> bool {
         let drain = Instant::now() < deadline;
         worker.order(Control::Stop { drain });
         let patience = deadline.saturating_duration_since(Instant::now()) + STOP_GRACE;
@@ -721,6 +727,7 @@ impl Host {
                 slot.sweep();
             }
         }
+        drain
     }
 
     /// Wait until no event is queued or in a handler anywhere, or `deadline`.
