@@ -765,6 +765,35 @@ struct ErrorLog {
     unlogged: u64,
 }
 
+/// What to log about one more handler error.
+#[derive(Debug, PartialEq, Eq)]
+enum ErrorNote {
+    /// Log it.
+    Log,
+    /// Log it, and that the log thins out from now on.
+    LogAndThin,
+    /// Log it, and how many were not logged since the last one.
+    LogAfter(u64),
+    /// Do not log it (it is counted).
+    Skip,
+}
+
+impl ErrorLog {
+    fn record(&mut self) -> ErrorNote {
+        self.seen += 1;
+        if self.seen < ERRORS_LOGGED_FIRST {
+            ErrorNote::Log
+        } else if self.seen == ERRORS_LOGGED_FIRST {
+            ErrorNote::LogAndThin
+        } else if self.seen.is_multiple_of(ERRORS_LOGGED_EVERY) {
+            ErrorNote::LogAfter(std::mem::take(&mut self.unlogged))
+        } else {
+            self.unlogged += 1;
+            ErrorNote::Skip
+        }
+    }
+}
+
 /// The body of an instance's thread, from its first event to its last. It
 /// moves to a new thread at every restart ([`incarnate`]).
 pub(crate) struct Worker {
@@ -1080,25 +1109,22 @@ impl Worker {
     fn log_error(&mut self, event: &Event, message: &str) {
         // Every error is counted; the log says the first ones, then one in
         // a thousand, and says how many it left out.
-        let log = &mut self.errors;
-        log.seen += 1;
+        let note = self.errors.record();
         let (name, topic, message) = (&self.slot.name, Escaped(event.topic()), Escaped(message));
         let id = event.id();
-        if log.seen < ERRORS_LOGGED_FIRST {
-            tracing::warn!(plugin = %name, "event {id} on {topic} failed: {message}");
-        } else if log.seen == ERRORS_LOGGED_FIRST {
-            tracing::warn!(
+        match note {
+            ErrorNote::Log => {
+                tracing::warn!(plugin = %name, "event {id} on {topic} failed: {message}")
+            }
+            ErrorNote::LogAndThin => tracing::warn!(
                 plugin = %name,
                 "event {id} on {topic} failed: {message} ({ERRORS_LOGGED_FIRST} handler errors logged; from now on only one in {ERRORS_LOGGED_EVERY} is, and {ERRORS_COUNTED})"
-            );
-        } else if log.seen.is_multiple_of(ERRORS_LOGGED_EVERY) {
-            let unlogged = std::mem::take(&mut log.unlogged);
-            tracing::warn!(
+            ),
+            ErrorNote::LogAfter(unlogged) => tracing::warn!(
                 plugin = %name,
                 "event {id} on {topic} failed: {message} ({unlogged} handler error(s) since the last one logged were not logged; {ERRORS_COUNTED})"
-            );
-        } else {
-            log.unlogged += 1;
+            ),
+            ErrorNote::Skip => {}
         }
     }
 
@@ -1380,4 +1406,174 @@ fn watched<T>(busy: &AtomicU64, call: impl FnOnce() -> T) -> T {
 /// Single-writer add (see [`bump`]).
 fn add(counter: &AtomicU64, n: u64) {
     counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Release);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn plugin(extra: &str) -> PluginConfig {
+        let text = format!("[[plugin]]\nname = \"t\"\nlibrary = \"x\"\n{extra}");
+        let config = Config::parse(std::path::Path::new("/p.toml"), &text).unwrap();
+        config.plugins[0].clone()
+    }
+
+    fn slot(extra: &str) -> Arc<Slot> {
+        let plugin = plugin(&format!("queue_capacity = 8\n{extra}"));
+        Arc::new(Slot::new(0, &plugin, "x".into(), "rust", None))
+    }
+
+    fn event(id: u64) -> Event {
+        Event::new(
+            id,
+            0,
+            Name::intern("t.e"),
+            Name::intern("host"),
+            Box::new([]),
+        )
+    }
+
+    struct Quiet;
+
+    impl Instance for Quiet {
+        fn on_event(&mut self, _: &EventView<'_>) -> Result<(), CallFailure> {
+            Ok(())
+        }
+        fn stop(&mut self) -> Result<(), CallFailure> {
+            Ok(())
+        }
+        fn health(&mut self) -> Result<Option<Health>, CallFailure> {
+            Ok(None)
+        }
+        fn ready(&mut self) -> Result<Option<Readiness>, CallFailure> {
+            Ok(None)
+        }
+        fn jobs(&mut self) -> Result<Option<Vec<JobReport>>, CallFailure> {
+            Ok(None)
+        }
+    }
+
+    #[test]
+    fn the_error_log_names_ten_then_one_in_a_thousand_and_how_many_it_left_out() {
+        let mut log = ErrorLog::default();
+        let notes: Vec<ErrorNote> = (0..2500).map(|_| log.record()).collect();
+        assert!(notes[..9].iter().all(|n| *n == ErrorNote::Log));
+        assert_eq!(notes[9], ErrorNote::LogAndThin);
+        assert_eq!(notes[999], ErrorNote::LogAfter(989));
+        assert_eq!(notes[1999], ErrorNote::LogAfter(999));
+        let logged = notes.iter().filter(|n| **n != ErrorNote::Skip).count();
+        assert_eq!(logged, 12);
+        assert_eq!(log.unlogged, 500, "said when the instance stops");
+    }
+
+    #[test]
+    fn an_instance_that_takes_no_events_has_what_sits_in_its_mailbox_counted_as_dropped() {
+        for (state, swept) in [
+            (State::Starting, false),
+            (State::Running, false),
+            (State::Stopping, false),
+            (State::Restarting, false),
+            (State::Failed, true),
+            (State::Flapping, true),
+            (State::Stopped, true),
+        ] {
+            let slot = slot("");
+            slot.set_state(state);
+            for id in 0..3 {
+                slot.stats.producer.offered.fetch_add(1, Ordering::Relaxed);
+                slot.tx.try_send(event(id)).unwrap();
+            }
+            let counts = slot.counts();
+            assert_eq!(counts.received, 3);
+            assert_eq!(slot.accepts_events(), !swept, "{state:?}");
+            assert_eq!(counts.dropped, if swept { 3 } else { 0 }, "{state:?}");
+            assert_eq!(slot.rx.len(), if swept { 0 } else { 3 }, "{state:?}");
+        }
+        // A retired slot's mailbox is moved, not swept.
+        let slot = slot("");
+        slot.set_state(State::Stopped);
+        slot.retired.store(true, Ordering::Release);
+        slot.tx.try_send(event(1)).unwrap();
+        slot.sweep();
+        assert_eq!(slot.rx.len(), 1);
+    }
+
+    #[test]
+    fn a_slot_carries_on_its_predecessors_totals() {
+        let old = slot("");
+        old.stats.producer.offered.fetch_add(5, Ordering::Relaxed);
+        add(&old.stats.consumer.processed, 5);
+        old.restarts.fetch_add(2, Ordering::Relaxed);
+        let new = Slot::new(
+            1,
+            &plugin("queue_capacity = 64\n"),
+            "x".into(),
+            "rust",
+            Some(&old),
+        );
+        new.stats.producer.offered.fetch_add(1, Ordering::Relaxed);
+        assert_eq!(new.counts().received, 6);
+        assert_eq!(new.counts().processed, 5);
+        assert_eq!(new.restarts.load(Ordering::Acquire), 2);
+        assert_eq!(new.capacity, 64);
+    }
+
+    fn factory(
+        make: impl Fn() -> Result<Box<dyn Instance>, CallFailure> + Send + Sync + 'static,
+    ) -> Factory {
+        Arc::new(make)
+    }
+
+    #[test]
+    fn an_init_is_waited_for_up_to_its_limit_then_given_up() {
+        let slot = slot("");
+        let quick = factory(|| Ok(Box::new(Quiet)));
+        let limit = Duration::from_secs(30);
+        assert!(matches!(
+            incarnate(&slot, &quick, limit, None),
+            Init::Ready { .. }
+        ));
+        let failing = factory(|| Err(CallFailure::Error("no".into())));
+        match incarnate(&slot, &failing, limit, None) {
+            Init::Failed(CallFailure::Error(message)) => assert_eq!(message, "no"),
+            _ => panic!("a failing init fails"),
+        }
+        let hanging = factory(|| {
+            loop {
+                std::thread::park();
+            }
+        });
+        let limit = Duration::from_millis(50);
+        match incarnate(&slot, &hanging, limit, None) {
+            Init::Failed(CallFailure::Panic(message)) => assert_eq!(
+                message,
+                "did not return within 50ms (start_timeout); its thread is abandoned, blocked in the plugin, and its library stays loaded (1 such thread(s) for this instance)"
+            ),
+            _ => panic!("a hanging init fails at its limit"),
+        }
+        assert_eq!(slot.abandoned_threads.load(Ordering::Acquire), 1);
+    }
+
+    #[test]
+    fn an_init_is_given_up_when_cancelled_or_stopped() {
+        let slot = slot("");
+        let hanging = factory(|| {
+            loop {
+                std::thread::park();
+            }
+        });
+        let limit = Duration::from_secs(3600);
+        let cancelled = AtomicBool::new(true);
+        assert!(matches!(
+            incarnate(&slot, &hanging, limit, Some(&cancelled)),
+            Init::Cancelled
+        ));
+        slot.stop_asked.store(true, Ordering::Release);
+        assert!(matches!(
+            incarnate(&slot, &hanging, limit, None),
+            Init::Cancelled
+        ));
+        assert_eq!(slot.abandoned_threads.load(Ordering::Acquire), 2);
+    }
 }
