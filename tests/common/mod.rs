@@ -291,6 +291,31 @@ impl Running {
         })
     }
 
+    /// Like [`Running::start`], with at most `limit` open descriptors (as
+    /// `ulimit -n` sets it), so a test can exhaust them.
+    pub fn start_with_fd_limit(config: &Path, limit: u64) -> Running {
+        use std::os::unix::process::CommandExt;
+        Running::start_with(config, |command| {
+            let apply = move || {
+                let rlimit = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: limit,
+                };
+                // SAFETY: setrlimit(2) reads the struct we pass and changes
+                // only the child's own limit.
+                if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit) } != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            };
+            // SAFETY: the hook only calls setrlimit(2), which is
+            // async-signal-safe, between fork and exec.
+            unsafe {
+                command.pre_exec(apply);
+            }
+        })
+    }
+
     fn start_with(config: &Path, adjust: impl FnOnce(&mut Command)) -> Running {
         use std::io::BufRead;
         let mut command = Command::new(plughost_bin());
