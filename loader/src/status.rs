@@ -316,14 +316,14 @@ async fn plugin_route(
         return not_found();
     }
     let max = state.config.route_max_pending;
-    let Some(_pending) = Pending::admit(state.lanes.of(&name), max) else {
+    let Some(pending) = Pending::admit(state.lanes.of(&name), max) else {
         return json_response(
             StatusCode::SERVICE_UNAVAILABLE,
             json!({"error": format!("{max} requests already wait for this plugin (route_max_pending)")}),
         );
     };
-    let turn = _pending.0.turn.clone();
-    let Ok(Ok(turn)) = tokio::time::timeout_at(deadline, turn.acquire_owned()).await else {
+    let turn = pending.0.turn.clone().acquire_owned();
+    let Ok(Ok(turn)) = tokio::time::timeout_at(deadline, turn).await else {
         return timed_out();
     };
     let (reply_tx, reply_rx) = tokio::sync::oneshot::channel::<RouteAnswer>();
@@ -335,7 +335,7 @@ async fn plugin_route(
     if !state.host.route(&name, request, reply) {
         return not_found();
     }
-    match tokio::time::timeout_at(deadline, reply_rx).await {
+    let answer = match tokio::time::timeout_at(deadline, reply_rx).await {
         Ok(Ok(Ok(Some(response)))) => plugin_response(&state, &name, response),
         Ok(Ok(Ok(None))) => not_found(),
         Ok(Ok(Err(error))) => json_response(StatusCode::BAD_GATEWAY, json!({"error": error})),
@@ -345,7 +345,9 @@ async fn plugin_route(
             json!({"error": "the plugin stopped before it answered"}),
         ),
         Err(_) => timed_out(),
-    }
+    };
+    drop(pending);
+    answer
 }
 
 /// Whether `name` is a header only the host may set: framing, and the
