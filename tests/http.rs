@@ -360,10 +360,36 @@ fn complete_answer(bytes: &[u8]) -> Option<u16> {
     (body.len() >= length).then(|| head.split(' ').nth(1)?.parse().ok())?
 }
 
+/// Raise this process's descriptor limit (and so the host's it starts) to
+/// at least `wanted`, as far as the hard limit allows.
+fn allow_descriptors(wanted: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit(2) writes the struct we own.
+    let read = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    assert_eq!(read, 0, "getrlimit");
+    if limit.rlim_cur >= wanted {
+        return;
+    }
+    assert!(
+        limit.rlim_max >= wanted,
+        "this test needs {wanted} descriptors; the hard limit is {}",
+        limit.rlim_max
+    );
+    limit.rlim_cur = wanted;
+    // SAFETY: setrlimit(2) reads the struct we own.
+    let set = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+    assert_eq!(set, 0, "setrlimit");
+}
+
 #[test]
 fn a_flood_of_route_calls_to_a_busy_plugin_neither_starves_health_nor_grows_threads() {
     const FLOOD: usize = 3000;
     const PENDING: usize = 64;
+    // The test's ends of the flood, and the host's (which inherits the limit).
+    allow_descriptors(2 * FLOOD as u64 + 1024);
     let s = Scratch::new("http-route-flood");
     let config = s.config(&format!(
         "shutdown_timeout = \"1s\"\n{}{}{}",
