@@ -374,23 +374,31 @@ impl Running {
 
     /// Wait (up to 30 s) for a stderr line containing `needle`; return it.
     pub fn wait_for_stderr(&mut self, needle: &str) -> String {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        self.stderr_within(needle, std::time::Duration::from_secs(30))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no stderr line with {needle:?}; saw:\n{}",
+                    self.stderr_seen.join("\n")
+                )
+            })
+    }
+
+    /// A new stderr line containing `needle`, if one comes within `limit`.
+    pub fn stderr_within(&mut self, needle: &str, limit: std::time::Duration) -> Option<String> {
+        let deadline = std::time::Instant::now() + limit;
         while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
             match self.stderr_lines.recv_timeout(left) {
                 Ok(line) => {
                     let found = line.contains(needle);
                     self.stderr_seen.push(line.clone());
                     if found {
-                        return line;
+                        return Some(line);
                     }
                 }
                 Err(_) => break,
             }
         }
-        panic!(
-            "no stderr line with {needle:?}; saw:\n{}",
-            self.stderr_seen.join("\n")
-        );
+        None
     }
 
     pub fn send(&mut self, text: &str) {
