@@ -14,6 +14,7 @@ pub mod host;
 pub mod input;
 mod instance;
 mod library;
+pub mod listen;
 #[doc(hidden)]
 pub mod process;
 pub mod status;
