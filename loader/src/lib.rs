@@ -15,6 +15,7 @@ pub mod input;
 mod inspect;
 mod instance;
 mod library;
+pub mod listen;
 #[doc(hidden)]
 pub mod process;
 pub mod status;
