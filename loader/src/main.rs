@@ -2,11 +2,33 @@
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use plughost::{Config, Host, InstanceReport, input};
+use plughost::{Config, Escaped, Host, InstanceReport, input};
 use std::io::{BufReader, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 use tracing_subscriber::EnvFilter;
+
+/// Print one line of a command's output (`println!`'s arguments). A reader
+/// that went away (`plughost discover DIR | head -1`) asked for no more: the
+/// command ends at once, quietly, with status 0, as ripgrep does.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        print_line(format_args!($($arg)*))
+    };
+}
+
+fn print_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write the output: {error}");
+        std::process::exit(1);
+    }
+}
 
 #[derive(Parser)]
 #[command(
@@ -77,11 +99,17 @@ enum Command {
         #[arg(long, value_name = "FILE|-")]
         events: Option<String>,
     },
-    /// Validate the config and open every library; run no plugin.
+    /// Validate the config and inspect every library; run no plugin.
+    ///
+    /// Each library is loaded in a process of its own, never in this one.
+    /// Exits 1 when any plugin cannot be loaded or refuses its config.
     Check {
         /// The config file.
         #[arg(default_value = "plugins.toml")]
         config: PathBuf,
+        /// How long one library may take to load before it counts as hanging.
+        #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = inspect_timeout)]
+        inspect_timeout: Duration,
     },
     /// Talk to a running host over its control socket.
     Ctl {
@@ -110,10 +138,31 @@ enum Command {
         max_event_bytes: usize,
     },
     /// List the plugin libraries found in directories.
+    ///
+    /// Each library is loaded in a process of its own, never in this one; a
+    /// file that is not a plugin is not loaded at all. Exits 1 when any file
+    /// listed cannot be used (0 when every one is a compatible plugin).
     Discover {
         /// Directories to look in.
         #[arg(required = true)]
         dirs: Vec<PathBuf>,
+        /// How long one library may take to load before it counts as hanging.
+        #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = inspect_timeout)]
+        inspect_timeout: Duration,
+    },
+    /// (internal) Load one library and describe it on standard output.
+    #[command(name = "__inspect", hide = true)]
+    Inspect {
+        library: PathBuf,
+        parent: u32,
+        #[arg(long)]
+        sha256: Option<String>,
+        #[arg(long)]
+        allow_insecure_permissions: bool,
+        #[arg(long)]
+        thread_isolation: bool,
+        #[arg(long)]
+        check_config: bool,
     },
 }
 
@@ -132,6 +181,7 @@ fn main() -> ExitCode {
         let trust = plughost::Trust {
             sha256: sha256.clone(),
             allow_insecure_permissions: *allow_insecure_permissions,
+            thread_isolation: false,
         };
         let code = plughost::process::child_main(
             library,
@@ -143,17 +193,40 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(code as u8);
     }
+    if let Command::Inspect {
+        library,
+        parent,
+        sha256,
+        allow_insecure_permissions,
+        thread_isolation,
+        check_config,
+    } = &cli.command
+    {
+        let trust = plughost::Trust {
+            sha256: sha256.clone(),
+            allow_insecure_permissions: *allow_insecure_permissions,
+            thread_isolation: *thread_isolation,
+        };
+        let code = plughost::inspect_child_main(library, *parent, &trust, *check_config);
+        return ExitCode::from(code as u8);
+    }
     init_logging(cli.log_format);
     let outcome = match cli.command {
         Command::Run { config, events } => run(&config, events.as_deref()),
-        Command::Check { config } => check(&config),
-        Command::Discover { dirs } => discover(&dirs),
+        Command::Check {
+            config,
+            inspect_timeout,
+        } => check(&config, inspect_timeout),
+        Command::Discover {
+            dirs,
+            inspect_timeout,
+        } => discover(&dirs, inspect_timeout),
         Command::Ctl {
             socket,
             json,
             command,
         } => ctl(&socket, json, command),
-        Command::Child { .. } => unreachable!("handled above"),
+        Command::Child { .. } | Command::Inspect { .. } => unreachable!("handled above"),
     };
     match outcome {
         Ok(code) => code,
@@ -179,6 +252,9 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// The async runtime's threads for blocking work, at most.
+const BLOCKING_THREADS: usize = 64;
+
 enum End {
     Input(std::io::Result<input::InputSummary>),
     /// SIGTERM or SIGINT, by name.
@@ -201,6 +277,9 @@ fn run(config_path: &Path, events: Option<&str>) -> anyhow::Result<ExitCode> {
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
+        // Blocking work (control commands, ingest, reload) gets this many
+        // threads at most, whatever the load; more waits its turn.
+        .max_blocking_threads(BLOCKING_THREADS)
         .thread_name("plughost-rt")
         .enable_all()
         .build()
@@ -231,11 +310,7 @@ fn run(config_path: &Path, events: Option<&str>) -> anyhow::Result<ExitCode> {
     if let Some((path, listener)) = control {
         tracing::info!("control socket listening on {}", path.display());
         let host = host.clone();
-        runtime.spawn(async move {
-            if let Err(e) = serve_control(host, listener).await {
-                tracing::error!("control socket stopped: {e}");
-            }
-        });
+        runtime.spawn(serve_control(host, listener));
     }
     if let Some((config, listener)) = status {
         let address = listener
@@ -243,11 +318,7 @@ fn run(config_path: &Path, events: Option<&str>) -> anyhow::Result<ExitCode> {
             .map_or_else(|_| config.address.to_string(), |a| a.to_string());
         tracing::info!("status server listening on http://{address}");
         let host = host.clone();
-        runtime.spawn(async move {
-            if let Err(e) = plughost::status::serve(host, config, listener).await {
-                tracing::error!("status server stopped: {e}");
-            }
-        });
+        runtime.spawn(plughost::status::serve(host, config, listener));
     }
     tracing::info!("{} plugin instance(s) running", host.report().len());
     if let Some((reader, name)) = reader {
@@ -306,10 +377,18 @@ fn watch_reload(runtime: &tokio::runtime::Runtime, host: &Host) -> anyhow::Resul
     Ok(())
 }
 
-async fn serve_control(host: Host, listener: tokio::net::UnixListener) -> std::io::Result<()> {
+/// Accept control connections while the host runs: a failed accept (no
+/// descriptor left, ...) is retried, never the end of the socket.
+async fn serve_control(host: Host, listener: tokio::net::UnixListener) {
+    let mut retry = plughost::listen::Retry::new("control socket");
     loop {
-        let (stream, _) = listener.accept().await?;
-        tokio::spawn(plughost::control::serve_connection(host.clone(), stream));
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                retry.accepted();
+                tokio::spawn(plughost::control::serve_connection(host.clone(), stream));
+            }
+            Err(error) => retry.failed(&error).await,
+        }
     }
 }
 
@@ -329,7 +408,7 @@ fn ctl(socket: &Path, json: bool, command: CtlCommand) -> anyhow::Result<ExitCod
     };
     let answer = plughost::control::request(socket, &request).map_err(anyhow::Error::msg)?;
     if json {
-        println!("{answer}");
+        out!("{answer}");
     }
     if answer["ok"] != true {
         let error = answer["error"]
@@ -352,7 +431,7 @@ fn ctl(socket: &Path, json: bool, command: CtlCommand) -> anyhow::Result<ExitCod
         }
         CtlCommand::Status { .. } => {
             for plugin in result["plugins"].as_array().into_iter().flatten() {
-                println!("{}", plugin["name"].as_str().unwrap_or("?"));
+                out!("{}", Escaped(plugin["name"].as_str().unwrap_or("?")));
                 for key in [
                     "state",
                     "library",
@@ -368,11 +447,11 @@ fn ctl(socket: &Path, json: bool, command: CtlCommand) -> anyhow::Result<ExitCod
                     "last_error",
                 ] {
                     if !plugin[key].is_null() {
-                        println!("  {key:<15} {}", plain(&plugin[key]));
+                        out!("  {key:<15} {}", plain(&plugin[key]));
                     }
                 }
                 if let Some(health) = plugin["health"].as_object() {
-                    println!(
+                    out!(
                         "  {:<15} {} {}",
                         "health",
                         plain(&health["status"]),
@@ -380,10 +459,10 @@ fn ctl(socket: &Path, json: bool, command: CtlCommand) -> anyhow::Result<ExitCod
                     );
                 }
             }
-            println!("reloads: {}", result["reloads"]);
+            out!("reloads: {}", result["reloads"]);
         }
         CtlCommand::Ready => {
-            println!(
+            out!(
                 "{}",
                 if result["ready"] == true {
                     "ready"
@@ -397,7 +476,7 @@ fn ctl(socket: &Path, json: bool, command: CtlCommand) -> anyhow::Result<ExitCod
                 } else {
                     "not ready"
                 };
-                println!(
+                out!(
                     "  {}: {ready} {}",
                     plain(&plugin["name"]),
                     plain(&plugin["message"])
@@ -407,14 +486,14 @@ fn ctl(socket: &Path, json: bool, command: CtlCommand) -> anyhow::Result<ExitCod
                 return Ok(ExitCode::FAILURE);
             }
         }
-        CtlCommand::Publish { .. } => println!(
+        CtlCommand::Publish { .. } => out!(
             "published event {} on {}",
             result["id"],
             plain(&result["topic"])
         ),
-        CtlCommand::Start { name } => println!("started {name}"),
-        CtlCommand::Stop { name } => println!("stopped {name}"),
-        CtlCommand::Restart { name } => println!("restarted {name}"),
+        CtlCommand::Start { name } => out!("started {name}"),
+        CtlCommand::Stop { name } => out!("stopped {name}"),
+        CtlCommand::Restart { name } => out!("restarted {name}"),
         CtlCommand::Reload => {
             for key in ["added", "removed", "restarted", "unchanged"] {
                 let names: Vec<String> = result[key]
@@ -423,7 +502,7 @@ fn ctl(socket: &Path, json: bool, command: CtlCommand) -> anyhow::Result<ExitCod
                     .flatten()
                     .map(plain)
                     .collect();
-                println!(
+                out!(
                     "{key}: {}",
                     if names.is_empty() {
                         "-".to_owned()
@@ -437,10 +516,11 @@ fn ctl(socket: &Path, json: bool, command: CtlCommand) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-/// A JSON value as text, strings without quotes.
+/// A JSON value as text, strings without quotes and with their control
+/// characters escaped (names and messages come from plugins).
 fn plain(value: &serde_json::Value) -> String {
     match value {
-        serde_json::Value::String(text) => text.clone(),
+        serde_json::Value::String(text) => Escaped(text).to_string(),
         serde_json::Value::Null => String::new(),
         other => other.to_string(),
     }
@@ -478,12 +558,17 @@ fn print_summary(report: &[InstanceReport]) {
         .max()
         .unwrap_or(0)
         .max("instance".len());
-    println!(
+    out!(
         "{:width$}  {:8}  {:>10}  {:>10}  {:>10}  {:>10}",
-        "instance", "state", "received", "processed", "dropped", "failed"
+        "instance",
+        "state",
+        "received",
+        "processed",
+        "dropped",
+        "failed"
     );
     for r in report {
-        println!(
+        out!(
             "{:width$}  {:8}  {:>10}  {:>10}  {:>10}  {:>10}",
             r.name,
             r.state,
@@ -495,43 +580,50 @@ fn print_summary(report: &[InstanceReport]) {
     }
     for r in report {
         if let Some(error) = &r.last_error {
-            println!("{}: {error}", r.name);
+            out!("{}: {}", Escaped(&r.name), Escaped(error));
         }
     }
 }
 
-fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
+/// `--inspect-timeout`: a duration such as "10s", more than 0, at most 1h.
+fn inspect_timeout(text: &str) -> Result<Duration, String> {
+    let limit = plughost_api::HumanDuration::parse(text)?;
+    if limit.is_zero() || limit > Duration::from_secs(3600) {
+        return Err(format!("`{text}` is out of range: more than 0, at most 1h"));
+    }
+    Ok(limit)
+}
+
+fn check(config_path: &Path, time_limit: Duration) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path)?;
     let base = config.base_dir();
     let mut problems = 0;
     for plugin in &config.plugins {
         if !plugin.enabled {
-            println!("{}: disabled (not checked)", plugin.name);
+            out!("{}: disabled (not checked)", Escaped(&plugin.name));
             continue;
         }
         let inspected = plughost::resolve(&plugin.library, &config.host.plugin_dirs, &base)
             .and_then(|path| {
-                let info = plughost::inspect(&path, &plugin.trust())?;
-                let checked = plughost::check_config(&path, &plugin.trust(), &plugin.config)?;
-                Ok((info, checked))
+                plughost::check_config(&path, &plugin.trust(), &plugin.config, time_limit)
             });
+        let name = Escaped(&plugin.name);
         match inspected {
             Ok((info, plughost::ConfigCheck::Invalid(reason))) => {
                 problems += 1;
-                println!(
-                    "{}: error: {}: {reason} (in [plugin.config])",
-                    plugin.name,
-                    info.path.display()
+                out!(
+                    "{name}: error: {}: {} (in [plugin.config])",
+                    Escaped(&info.path.display().to_string()),
+                    Escaped(&reason)
                 );
             }
-            Ok((info, checked)) => println!(
-                "{}: ok: {} {} ({}, {}) from {}{}",
-                plugin.name,
-                info.name,
-                info.version,
+            Ok((info, checked)) => out!(
+                "{name}: ok: {} {} ({}, {}) from {}{}",
+                Escaped(&info.name),
+                Escaped(&info.version),
                 info.language,
-                info.abi,
-                info.path.display(),
+                Escaped(&info.abi),
+                Escaped(&info.path.display().to_string()),
                 match checked {
                     plughost::ConfigCheck::Valid => "",
                     _ => " (config not checked: this plugin reads it only when it starts)",
@@ -539,7 +631,7 @@ fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
             ),
             Err(error) => {
                 problems += 1;
-                println!("{}: error: {error}", plugin.name);
+                out!("{name}: error: {}", Escaped(&error.to_string()));
             }
         }
     }
@@ -553,7 +645,8 @@ fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn discover(dirs: &[PathBuf]) -> anyhow::Result<ExitCode> {
+fn discover(dirs: &[PathBuf], time_limit: Duration) -> anyhow::Result<ExitCode> {
+    let mut unusable = 0;
     for dir in dirs {
         let entries =
             std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
@@ -566,21 +659,30 @@ fn discover(dirs: &[PathBuf]) -> anyhow::Result<ExitCode> {
             .collect();
         paths.sort();
         for path in paths {
-            match plughost::inspect(&path, &plughost::Trust::default()) {
-                Ok(info) => println!(
-                    "{}: {} {} ({}, {}): compatible",
-                    path.display(),
-                    info.name,
-                    info.version,
+            let shown = path.display().to_string();
+            let shown = Escaped(&shown);
+            match plughost::inspect(&path, &plughost::Trust::default(), time_limit) {
+                Ok(info) => out!(
+                    "{shown}: {} {} ({}, {}): compatible",
+                    Escaped(&info.name),
+                    Escaped(&info.version),
                     info.language,
-                    info.abi
+                    Escaped(&info.abi)
                 ),
                 Err(plughost::LoadError::Unusable { reason, .. }) => {
-                    println!("{}: not usable: {reason}", path.display())
+                    unusable += 1;
+                    out!("{shown}: not usable: {}", Escaped(&reason));
                 }
-                Err(error) => println!("{}: not usable: {error}", path.display()),
+                Err(error) => {
+                    unusable += 1;
+                    out!("{shown}: not usable: {}", Escaped(&error.to_string()));
+                }
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if unusable > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

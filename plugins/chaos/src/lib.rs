@@ -15,7 +15,11 @@
 //!   on every event; a refused publish fails the event with its error;
 //! - `http_body_bytes`: the routes answer with a body of this many bytes
 //!   instead of the echo;
+//! - `error_on`: a topic pattern; events matching it make `on_event` return
+//!   an error (the event counts as failed, the instance goes on);
 //! - `fail_init`: `init` returns an error;
+//! - `sleep_in_init_ms`: `init` sleeps this long first; `hang_in_init`:
+//!   `init` never returns;
 //! - `panic_in_init`, `panic_on_stop`: panic there;
 //! - `forward_to`: republish every event's payload on this topic, at most
 //!   `forward_limit` times in all (default: no limit);
@@ -49,7 +53,10 @@ struct Config {
     publish_topic: Option<String>,
     publish_bytes: usize,
     http_body_bytes: Option<usize>,
+    error_on: Option<String>,
     fail_init: bool,
+    sleep_in_init_ms: u64,
+    hang_in_init: bool,
     panic_in_init: bool,
     panic_on_stop: bool,
     forward_to: Option<String>,
@@ -75,6 +82,7 @@ struct Chaos {
     config: Config,
     sleep_on: Option<Pattern>,
     panic_on: Option<Pattern>,
+    error_on: Option<Pattern>,
     call_on: Option<Pattern>,
     cast_on: Option<Pattern>,
     forwards_left: u64,
@@ -85,6 +93,12 @@ impl Plugin for Chaos {
     type Config = Config;
 
     fn init(config: Config, _ctx: &Context) -> Result<Self> {
+        std::thread::sleep(Duration::from_millis(config.sleep_in_init_ms));
+        if config.hang_in_init {
+            loop {
+                std::thread::park();
+            }
+        }
         if config.panic_in_init {
             panic!("chaos: told to panic in init");
         }
@@ -94,6 +108,7 @@ impl Plugin for Chaos {
         Ok(Chaos {
             sleep_on: config.sleep_on.as_deref().map(Pattern::parse).transpose()?,
             panic_on: config.panic_on.as_deref().map(Pattern::parse).transpose()?,
+            error_on: config.error_on.as_deref().map(Pattern::parse).transpose()?,
             call_on: config.call_on.as_deref().map(Pattern::parse).transpose()?,
             cast_on: config.cast_on.as_deref().map(Pattern::parse).transpose()?,
             forwards_left: config.forward_limit.unwrap_or(u64::MAX),
@@ -149,6 +164,13 @@ impl Plugin for Chaos {
             .is_some_and(|p| p.matches(event.topic()))
         {
             panic!("chaos: told to panic on {}", event.topic());
+        }
+        if self
+            .error_on
+            .as_ref()
+            .is_some_and(|p| p.matches(event.topic()))
+        {
+            return Err(format!("chaos: told to fail on {}", event.topic()).into());
         }
         if self
             .call_on
