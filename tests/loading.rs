@@ -291,7 +291,7 @@ fn a_plugin_config_the_plugin_refuses_is_an_init_error() {
     assert_eq!(
         line,
         format!(
-            "error: plugin `log` ({}) failed to initialize: invalid config: unknown field `pth`, expected `path` at line 1 column 6",
+            "error: plugin `log` ({}) failed to initialize: invalid config: unknown field `pth`, expected `path` or `fsync` at line 1 column 6",
             plugin_path("logger").display()
         )
     );
