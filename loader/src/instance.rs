@@ -471,7 +471,7 @@ impl Slot {
     /// Record a failure, move to `next` (`Failed`, or `Restarting` when the
     /// policy restarts it: its mailbox then keeps taking events), tell everyone.
     pub(crate) fn fail_to(&self, bus: &Bus, reason: String, next: State) {
-        tracing::error!(plugin = %self.name, "plugin failed: {reason}");
+        tracing::error!(plugin = %self.name, "plugin failed: {}", crate::text::Escaped(&reason));
         self.set_last_error(reason.clone());
         self.set_state(next);
         bus.publish_host_on(
@@ -613,7 +613,7 @@ impl Worker {
         match watched(&self.slot.stats.consumer.busy_since, || instance.tick()) {
             Ok(()) => {}
             Err(CallFailure::Error(message)) => {
-                tracing::warn!(plugin = %self.slot.name, "tick failed: {message}")
+                tracing::warn!(plugin = %self.slot.name, "tick failed: {}", crate::text::Escaped(&message))
             }
             Err(failure) => self.fail(CallFailure::Panic(format!("tick {failure}"))),
         }
@@ -814,7 +814,7 @@ impl Worker {
         self.errors_logged += 1;
         // Every error is counted; the log says the first ones, then one in a thousand.
         if self.errors_logged <= 10 || self.errors_logged.is_multiple_of(1000) {
-            tracing::warn!(plugin = %self.slot.name, "event {} on {} failed: {message}", event.id(), event.topic());
+            tracing::warn!(plugin = %self.slot.name, "event {} on {} failed: {}", event.id(), crate::text::Escaped(event.topic()), crate::text::Escaped(message));
         }
     }
 
@@ -829,7 +829,7 @@ impl Worker {
         };
         match &failure {
             CallFailure::Exited(reason) => {
-                tracing::warn!(plugin = %self.slot.name, "{reason}");
+                tracing::warn!(plugin = %self.slot.name, "{}", crate::text::Escaped(reason));
                 self.slot.set_state(next);
             }
             _ => self.slot.fail_to(&self.bus, failure.to_string(), next),
@@ -920,7 +920,7 @@ impl Worker {
                 if let Some(mut old) = self.instance.take()
                     && let Err(failure) = old.stop()
                 {
-                    tracing::warn!(plugin = %self.slot.name, "stop before restart failed: {failure}");
+                    tracing::warn!(plugin = %self.slot.name, "stop before restart failed: {}", crate::text::Escaped(&failure.to_string()));
                 }
                 self.factory = factory;
                 self.supervision = supervision;

@@ -13,6 +13,7 @@ mod event;
 pub mod host;
 pub mod input;
 mod instance;
+mod intake;
 mod library;
 #[doc(hidden)]
 pub mod process;
@@ -20,12 +21,15 @@ pub mod status;
 mod supervisor;
 mod text;
 
+/// Foreign text (names, versions, messages from plugins) made safe to print.
+#[doc(hidden)]
+pub use text::Escaped;
+
 pub use config::{Config, ConfigError};
 pub use event::Event;
-pub use host::{
-    Host, InstanceReport, PluginHealth, PluginJob, PluginReadiness, PublishError, StartError,
-};
+pub use host::{Host, InstanceReport, PluginHealth, PluginJob, PluginReadiness, StartError};
 pub use instance::{Counts, State};
+pub use intake::{Entry, PublishError, Refused};
 pub use library::{Language, LoadError, Trust, platform_file_name, resolve};
 pub use supervisor::ReloadReport;
 

@@ -11,7 +11,7 @@ use std::fmt;
 /// `text`, printed with its control characters escaped (`\n`, `\u{1b}`, ...).
 /// Printable text, including non-ASCII, is printed as it is.
 #[derive(Clone, Copy)]
-pub(crate) struct Escaped<'a>(pub &'a str);
+pub struct Escaped<'a>(pub &'a str);
 
 /// Whether `c` must not reach a log line or a terminal as it is.
 fn needs_escape(c: char) -> bool {

@@ -331,7 +331,7 @@ impl ProcessInstance {
             };
             return Ok(match frame {
                 Frame::Publish { topic, payload } => {
-                    if let Err(e) = self.bus.publish(Some(&self.slot), topic, payload.into()) {
+                    if let Err(e) = self.bus.publish(&self.slot, topic, payload.into()) {
                         crate::plugin_log(
                             &self.slot.name,
                             LogLevel::Warn,
@@ -638,6 +638,17 @@ impl HostSide for ChildLink {
 
     fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), String> {
         plughost_api::topic::validate_topic(topic).map_err(|e| e.to_string())?;
+        if plughost_api::topic::is_reserved(topic) {
+            // Refused here, so the plugin sees it at its call as a thread
+            // plugin would; the host still hears of the attempt (without
+            // the payload), and refuses, counts and logs it there.
+            let _ = self.send(&Frame::Publish {
+                topic,
+                payload: &[],
+            });
+            let topic = topic.to_owned();
+            return Err(crate::intake::PublishError::Reserved { topic }.to_string());
+        }
         self.send(&Frame::Publish { topic, payload })
             .map_err(|e| format!("the host is gone: {e}"))
     }
