@@ -353,8 +353,11 @@ impl HostSignals {
                     // SAFETY: sigwait reads the set we own and writes the
                     // signal's number into `signal`; every signal in the set
                     // is blocked in every thread.
-                    if unsafe { libc::sigwait(&self.set, &mut signal) } != 0 {
-                        continue;
+                    let error = unsafe { libc::sigwait(&self.set, &mut signal) };
+                    if error != 0 {
+                        let error = std::io::Error::from_raw_os_error(error);
+                        tracing::error!("cannot wait for signals any more: {error}");
+                        return;
                     }
                     let name = match signal {
                         libc::SIGINT => "SIGINT",
@@ -384,6 +387,10 @@ fn reload_on_hangup(host: Option<&Host>) {
         tracing::warn!("SIGHUP during startup: ignored (nothing to reload yet)");
         return;
     };
+    if host.is_shutting_down() {
+        tracing::warn!("SIGHUP while shutting down: ignored");
+        return;
+    }
     tracing::info!("SIGHUP: reloading the config");
     let spawned = std::thread::Builder::new()
         .name("plughost:reload".into())
