@@ -518,6 +518,10 @@ fn ctl(socket: &Path, json: bool, command: CtlCommand) -> anyhow::Result<ExitCod
                     .flatten()
                     .map(plain)
                     .collect();
+                // Said only when there is something to say: keys to restart for.
+                if key == "restart_needed" && names.is_empty() {
+                    continue;
+                }
                 println!(
                     "{key}: {}",
                     if names.is_empty() {
