@@ -9,7 +9,7 @@
 use crate::bus::Bus;
 use crate::config::Config;
 use crate::config::Isolation;
-use crate::instance::{Control, Counts, Probe, ProbeAnswer, Slot, State};
+use crate::instance::{Control, Counts, Probe, ProbeAnswer, Reply, Slot, State};
 use crate::library::{self, LoadError};
 use crate::process;
 use crate::supervisor::WorkerHandle;
@@ -360,16 +360,16 @@ impl Host {
         })
     }
 
-    /// Ask every running instance (or only `only`) `probe`, on its own
-    /// thread, and wait at most `timeout`. A failed instance answers with its
-    /// failure; one that does not answer in time, with `timeout`.
-    pub(crate) fn probe(
+    /// Order `probe` from every running instance (or only `only`), each
+    /// answering on its own thread through a reply made by `reply`. Returns
+    /// every instance concerned, with its answer when it is known without
+    /// asking (failed, stuck), `None` when it was asked.
+    fn ask(
         &self,
         probe: Probe,
-        timeout: Duration,
         only: Option<&str>,
-    ) -> Vec<(Arc<Slot>, ProbeAnswer)> {
-        let (reply_tx, reply_rx) = crossbeam_channel::unbounded();
+        reply: impl Fn() -> Reply<(usize, ProbeAnswer)>,
+    ) -> Vec<(Arc<Slot>, Option<ProbeAnswer>)> {
         let mut answers: Vec<(Arc<Slot>, Option<ProbeAnswer>)> = Vec::new();
         for worker in self
             .inner
@@ -388,7 +388,7 @@ impl Host {
                     answers.push((slot.clone(), Some(ProbeAnswer::Failed(reason))));
                 }
                 State::Running => {
-                    worker.order(Control::Probe(probe, reply_tx.clone()));
+                    worker.order(Control::Probe(probe, reply()));
                     answers.push((slot.clone(), None));
                 }
                 State::Failed | State::Restarting | State::Flapping => {
@@ -401,95 +401,95 @@ impl Host {
                 State::Starting | State::Stopping | State::Stopped => {}
             }
         }
+        answers
+    }
+
+    /// Ask every running instance (or only `only`) `probe`, on its own
+    /// thread, and wait at most `timeout`. A failed instance answers with its
+    /// failure; one that does not answer in time, with `timeout`.
+    pub(crate) fn probe(
+        &self,
+        probe: Probe,
+        timeout: Duration,
+        only: Option<&str>,
+    ) -> Vec<(Arc<Slot>, ProbeAnswer)> {
+        let (reply_tx, reply_rx) = crossbeam_channel::unbounded();
+        let mut answers = self.ask(probe, only, || {
+            let reply_tx = reply_tx.clone();
+            Box::new(move |answer| {
+                let _ = reply_tx.send(answer);
+            })
+        });
         drop(reply_tx);
         let deadline = Instant::now() + timeout;
         while answers.iter().any(|(_, answer)| answer.is_none()) {
-            let Ok((index, answer)) = reply_rx.recv_deadline(deadline) else {
+            let Ok(answer) = reply_rx.recv_deadline(deadline) else {
                 break;
             };
-            if let Some(entry) = answers.iter_mut().find(|(slot, _)| slot.index == index) {
-                entry.1 = Some(answer);
-            }
+            record(&mut answers, answer);
         }
-        answers
-            .into_iter()
-            .map(|(slot, answer)| {
-                (
-                    slot,
-                    answer.unwrap_or_else(|| ProbeAnswer::Failed("timeout".to_owned())),
-                )
+        settle(answers)
+    }
+
+    /// [`Host::probe`] for async callers: the wait holds no thread, so any
+    /// number of checks can wait at once.
+    pub(crate) async fn probe_async(
+        &self,
+        probe: Probe,
+        timeout: Duration,
+        only: Option<&str>,
+    ) -> Vec<(Arc<Slot>, ProbeAnswer)> {
+        let (reply_tx, mut reply_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut answers = self.ask(probe, only, || {
+            let reply_tx = reply_tx.clone();
+            Box::new(move |answer| {
+                let _ = reply_tx.send(answer);
             })
-            .collect()
+        });
+        drop(reply_tx);
+        let deadline = tokio::time::Instant::now() + timeout;
+        while answers.iter().any(|(_, answer)| answer.is_none()) {
+            let Ok(Some(answer)) = tokio::time::timeout_at(deadline, reply_rx.recv()).await else {
+                break;
+            };
+            record(&mut answers, answer);
+        }
+        settle(answers)
     }
 
     /// Health of every instance that reports it (and of failed ones), each
     /// asked on its own thread within `timeout`.
     pub fn health(&self, timeout: Duration, only: Option<&str>) -> Vec<PluginHealth> {
-        let failing = |slot: &Slot, message: String| PluginHealth {
-            name: slot.name.to_string(),
-            status: "failing",
-            message,
-        };
-        self.probe(Probe::Health, timeout, only)
-            .into_iter()
-            .filter_map(|(slot, answer)| match answer {
-                ProbeAnswer::Health(Some(h)) => Some(PluginHealth {
-                    name: slot.name.to_string(),
-                    status: h.status.as_str(),
-                    message: h.message,
-                }),
-                ProbeAnswer::Failed(reason) => Some(failing(&slot, reason)),
-                _ => None,
-            })
-            .collect()
+        health_of(self.probe(Probe::Health, timeout, only))
+    }
+
+    /// [`Host::health`], waited for without holding a thread.
+    pub async fn health_async(&self, timeout: Duration, only: Option<&str>) -> Vec<PluginHealth> {
+        health_of(self.probe_async(Probe::Health, timeout, only).await)
     }
 
     /// Readiness of every instance that reports it (failed ones are not ready).
     pub fn readiness(&self, timeout: Duration, only: Option<&str>) -> Vec<PluginReadiness> {
-        self.probe(Probe::Ready, timeout, only)
-            .into_iter()
-            .filter_map(|(slot, answer)| {
-                let name = slot.name.to_string();
-                match answer {
-                    ProbeAnswer::Ready(Some(r)) => Some(PluginReadiness {
-                        name,
-                        ready: r.ready,
-                        message: r.message,
-                    }),
-                    ProbeAnswer::Failed(reason) => Some(PluginReadiness {
-                        name,
-                        ready: false,
-                        message: reason,
-                    }),
-                    _ => None,
-                }
-            })
-            .collect()
+        readiness_of(self.probe(Probe::Ready, timeout, only))
+    }
+
+    /// [`Host::readiness`], waited for without holding a thread.
+    pub async fn readiness_async(
+        &self,
+        timeout: Duration,
+        only: Option<&str>,
+    ) -> Vec<PluginReadiness> {
+        readiness_of(self.probe_async(Probe::Ready, timeout, only).await)
     }
 
     /// Job reports of every instance that reports them.
     pub fn jobs(&self, timeout: Duration) -> Vec<PluginJob> {
-        let mut jobs = Vec::new();
-        for (slot, answer) in self.probe(Probe::Jobs, timeout, None) {
-            match answer {
-                ProbeAnswer::Jobs(Some(reports)) => {
-                    jobs.extend(
-                        reports
-                            .into_iter()
-                            .map(|job| PluginJob::new(&slot.name, job)),
-                    );
-                }
-                ProbeAnswer::Failed(reason) if slot.state() == State::Running => {
-                    let job = JobReport {
-                        error_message: reason,
-                        ..JobReport::default()
-                    };
-                    jobs.push(PluginJob::new(&slot.name, job));
-                }
-                _ => {}
-            }
-        }
-        jobs
+        jobs_of(self.probe(Probe::Jobs, timeout, None))
+    }
+
+    /// [`Host::jobs`], waited for without holding a thread.
+    pub async fn jobs_async(&self, timeout: Duration) -> Vec<PluginJob> {
+        jobs_of(self.probe_async(Probe::Jobs, timeout, None).await)
     }
 
     /// True once shutdown has begun.
@@ -688,6 +688,92 @@ impl Host {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
+}
+
+/// Put an instance's answer beside its slot.
+fn record(answers: &mut [(Arc<Slot>, Option<ProbeAnswer>)], (index, answer): (usize, ProbeAnswer)) {
+    if let Some(entry) = answers.iter_mut().find(|(slot, _)| slot.index == index) {
+        entry.1 = Some(answer);
+    }
+}
+
+/// The answers, `timeout` for an instance that gave none in time.
+fn settle(answers: Vec<(Arc<Slot>, Option<ProbeAnswer>)>) -> Vec<(Arc<Slot>, ProbeAnswer)> {
+    answers
+        .into_iter()
+        .map(|(slot, answer)| {
+            (
+                slot,
+                answer.unwrap_or_else(|| ProbeAnswer::Failed("timeout".to_owned())),
+            )
+        })
+        .collect()
+}
+
+fn health_of(answers: Vec<(Arc<Slot>, ProbeAnswer)>) -> Vec<PluginHealth> {
+    let failing = |slot: &Slot, message: String| PluginHealth {
+        name: slot.name.to_string(),
+        status: "failing",
+        message,
+    };
+    answers
+        .into_iter()
+        .filter_map(|(slot, answer)| match answer {
+            ProbeAnswer::Health(Some(h)) => Some(PluginHealth {
+                name: slot.name.to_string(),
+                status: h.status.as_str(),
+                message: h.message,
+            }),
+            ProbeAnswer::Failed(reason) => Some(failing(&slot, reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn readiness_of(answers: Vec<(Arc<Slot>, ProbeAnswer)>) -> Vec<PluginReadiness> {
+    answers
+        .into_iter()
+        .filter_map(|(slot, answer)| {
+            let name = slot.name.to_string();
+            match answer {
+                ProbeAnswer::Ready(Some(r)) => Some(PluginReadiness {
+                    name,
+                    ready: r.ready,
+                    message: r.message,
+                }),
+                ProbeAnswer::Failed(reason) => Some(PluginReadiness {
+                    name,
+                    ready: false,
+                    message: reason,
+                }),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+fn jobs_of(answers: Vec<(Arc<Slot>, ProbeAnswer)>) -> Vec<PluginJob> {
+    let mut jobs = Vec::new();
+    for (slot, answer) in answers {
+        match answer {
+            ProbeAnswer::Jobs(Some(reports)) => {
+                jobs.extend(
+                    reports
+                        .into_iter()
+                        .map(|job| PluginJob::new(&slot.name, job)),
+                );
+            }
+            ProbeAnswer::Failed(reason) if slot.state() == State::Running => {
+                let job = JobReport {
+                    error_message: reason,
+                    ..JobReport::default()
+                };
+                jobs.push(PluginJob::new(&slot.name, job));
+            }
+            _ => {}
+        }
+    }
+    jobs
 }
 
 fn report(slot: &Slot) -> InstanceReport {

@@ -486,10 +486,10 @@ impl Slot {
 pub(crate) enum Control {
     /// Stop: first handle (`drain`) or drop what is queued, then call `stop`.
     Stop { drain: bool },
-    /// Ask the plugin something between events; answer on the channel.
-    Probe(Probe, Sender<(usize, ProbeAnswer)>),
+    /// Ask the plugin something between events; answer through the reply.
+    Probe(Probe, Reply<(usize, ProbeAnswer)>),
     /// Answer an HTTP request to one of its routes (`None`: 404).
-    Http(HttpRequest, Sender<Result<Option<HttpResponse>, String>>),
+    Http(HttpRequest, Reply<Result<Option<HttpResponse>, String>>),
     /// The instance's process (`pid`) ended: `failure` says how.
     Died { pid: i32, failure: CallFailure },
     /// Stop the plugin (its `stop` runs) and start a fresh one from
@@ -500,6 +500,11 @@ pub(crate) enum Control {
         reply: Sender<Result<(), String>>,
     },
 }
+
+/// Where an order's answer goes: called once, on the instance's thread, or
+/// dropped unanswered with the order. The asker chooses how it waits (a
+/// blocked thread, an async task) without the worker knowing which.
+pub(crate) type Reply<T> = Box<dyn FnOnce(T) + Send>;
 
 /// What a probe asks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -909,7 +914,7 @@ impl Worker {
         match order {
             Control::Stop { drain } => Some(drain),
             Control::Probe(probe, reply) => {
-                let _ = reply.send((self.slot.index, self.probe(probe)));
+                reply((self.slot.index, self.probe(probe)));
                 None
             }
             Control::Replace {
@@ -960,7 +965,7 @@ impl Worker {
                         }
                     },
                 };
-                let _ = reply.send(answer);
+                reply(answer);
                 None
             }
             Control::Died { pid, failure } => {

@@ -15,6 +15,7 @@ pub mod input;
 mod instance;
 mod intake;
 mod library;
+pub mod listen;
 #[doc(hidden)]
 pub mod process;
 pub mod status;

@@ -138,6 +138,9 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// The async runtime's threads for blocking work, at most.
+const BLOCKING_THREADS: usize = 64;
+
 enum End {
     Input(std::io::Result<input::InputSummary>),
     /// SIGTERM or SIGINT, by name.
@@ -177,6 +180,9 @@ fn run(
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
+        // Blocking work (control commands, ingest, reload) gets this many
+        // threads at most, whatever the load; more waits its turn.
+        .max_blocking_threads(BLOCKING_THREADS)
         .thread_name("plughost-rt")
         .enable_all()
         .build()
@@ -208,11 +214,7 @@ fn run(
             Escaped(&path.display().to_string())
         );
         let host = host.clone();
-        runtime.spawn(async move {
-            if let Err(e) = serve_control(host, listener).await {
-                tracing::error!("control socket stopped: {e}");
-            }
-        });
+        runtime.spawn(serve_control(host, listener));
     }
     if let Some((config, listener)) = status {
         let address = listener
@@ -220,11 +222,7 @@ fn run(
             .map_or_else(|_| config.address.to_string(), |a| a.to_string());
         tracing::info!("status server listening on http://{address}");
         let host = host.clone();
-        runtime.spawn(async move {
-            if let Err(e) = plughost::status::serve(host, config, listener).await {
-                tracing::error!("status server stopped: {e}");
-            }
-        });
+        runtime.spawn(plughost::status::serve(host, config, listener));
     }
     tracing::info!("{} plugin instance(s) running", host.report().len());
     if let Some((reader, entry, name)) = reader {
@@ -407,10 +405,18 @@ fn reload_on_hangup(host: Option<&Host>) {
     }
 }
 
-async fn serve_control(host: Host, listener: tokio::net::UnixListener) -> std::io::Result<()> {
+/// Accept control connections while the host runs: a failed accept (no
+/// descriptor left, ...) is retried, never the end of the socket.
+async fn serve_control(host: Host, listener: tokio::net::UnixListener) {
+    let mut retry = plughost::listen::Retry::new("control socket");
     loop {
-        let (stream, _) = listener.accept().await?;
-        tokio::spawn(plughost::control::serve_connection(host.clone(), stream));
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                retry.accepted();
+                tokio::spawn(plughost::control::serve_connection(host.clone(), stream));
+            }
+            Err(error) => retry.failed(&error).await,
+        }
     }
 }
 

@@ -1,18 +1,21 @@
 //! The `[status]` HTTP server (RoadRunner's status plugin, extended):
 //! `/health`, `/ready` (both with `?plugin=NAME`), `/jobs`, `/plugins`,
-//! `/metrics`. Checks run on each plugin's own thread through its control
-//! lane; the handlers wait for them off the async runtime. While the host
-//! shuts down, `/health` and `/ready` answer `unavailable_status_code`.
+//! `/metrics`, plugin routes and `POST /events`. Checks and route calls run
+//! on each plugin's own thread through its control lane; the handlers wait
+//! for them without holding a thread, so no request load grows the host's
+//! threads. While the host shuts down, `/health` and `/ready` answer
+//! `unavailable_status_code`. Connections and their limits: [`crate::listen`].
 
 use crate::config::StatusConfig;
 use crate::host::Host;
 use crate::instance::{HANDLER_BUCKETS, State};
-use crate::supervisor::RouteOutcome;
+use crate::supervisor::RouteAnswer;
+use crate::text::Escaped;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path as UrlPath};
 use axum::extract::{Query, State as Shared};
-use axum::http::{HeaderMap, Method, Uri};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
@@ -23,13 +26,90 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use serde_json::json;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Semaphore;
+
+/// Publishes from `POST /events` running at once: under the `block` policy
+/// one waits for room in a full mailbox, on a thread; more wait their turn.
+const INGEST_AT_ONCE: usize = 16;
+
+/// Distinct things (plugin and header, plugin and status) logged about
+/// plugins' answers; past it, new ones are not logged.
+const WARNED_MAX: usize = 4096;
 
 struct StatusState {
     host: Host,
     config: StatusConfig,
     registry: Registry,
+    lanes: Lanes,
+    ingest: Semaphore,
+    /// What was already logged about plugins' answers (each thing once).
+    warned: Mutex<HashSet<(String, String)>>,
+}
+
+impl StatusState {
+    /// Log `message` about `plugin`'s answers, the first time for `what`.
+    fn warn_once(&self, plugin: &str, what: &str, message: impl FnOnce() -> String) {
+        let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+        if warned.len() >= WARNED_MAX || !warned.insert((plugin.to_owned(), what.to_owned())) {
+            return;
+        }
+        drop(warned);
+        tracing::warn!(plugin = %Escaped(plugin), "{}", message());
+    }
+}
+
+/// The route calls of each instance. One at a time is on its control lane
+/// (a probe waits behind at most that one); the rest wait here, without a
+/// thread, up to `route_max_pending` an instance.
+#[derive(Default)]
+struct Lanes(Mutex<HashMap<String, Arc<Lane>>>);
+
+struct Lane {
+    /// Requests for this instance not yet answered (the one on its lane too).
+    pending: AtomicUsize,
+    /// One permit: the route call on the instance's lane holds it until the
+    /// instance answers, even when its request gave up waiting.
+    turn: Arc<Semaphore>,
+}
+
+impl Lanes {
+    /// The lane of instance `name` (an instance the host knows).
+    fn of(&self, name: &str) -> Arc<Lane> {
+        let mut lanes = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        lanes
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Lane {
+                    pending: AtomicUsize::new(0),
+                    turn: Arc::new(Semaphore::new(1)),
+                })
+            })
+            .clone()
+    }
+}
+
+/// A request counted in its lane's `pending` until it is answered.
+struct Pending(Arc<Lane>);
+
+impl Pending {
+    fn admit(lane: Arc<Lane>, max: usize) -> Option<Pending> {
+        let admitted = lane
+            .pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok();
+        admitted.then(|| Pending(lane))
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 #[derive(Deserialize)]
@@ -43,18 +123,22 @@ pub async fn bind(config: &StatusConfig) -> std::io::Result<tokio::net::TcpListe
 }
 
 /// Serve the status endpoints for `host` on `listener` until the process ends.
-pub async fn serve(
-    host: Host,
-    config: StatusConfig,
-    listener: tokio::net::TcpListener,
-) -> std::io::Result<()> {
+pub async fn serve(host: Host, config: StatusConfig, listener: tokio::net::TcpListener) {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Collector { host: host.clone() }));
     let ingest_limit = config.ingest_max_bytes;
+    let limits = crate::listen::Limits {
+        header_timeout: config.header_timeout,
+        idle_timeout: config.idle_timeout,
+        max_connections: config.max_connections,
+    };
     let state = Arc::new(StatusState {
         host,
         config,
         registry,
+        lanes: Lanes::default(),
+        ingest: Semaphore::new(INGEST_AT_ONCE),
+        warned: Mutex::default(),
     });
     let app = Router::new()
         .route("/health", get(health))
@@ -69,7 +153,7 @@ pub async fn serve(
             post(ingest).layer(DefaultBodyLimit::max(ingest_limit)),
         )
         .with_state(state);
-    axum::serve(listener, app).await
+    crate::listen::serve_http(listener, app, limits).await
 }
 
 fn json_response(status: StatusCode, body: serde_json::Value) -> Response {
@@ -106,11 +190,10 @@ async fn health(Shared(state): Shared<Arc<StatusState>>, Query(filter): Query<Fi
         return response;
     }
     let timeout = state.config.check_timeout;
-    let host = state.host.clone();
-    let reports =
-        tokio::task::spawn_blocking(move || host.health(timeout, filter.plugin.as_deref()))
-            .await
-            .unwrap_or_default();
+    let reports = state
+        .host
+        .health_async(timeout, filter.plugin.as_deref())
+        .await;
     // Degraded keeps 200: the plugin still serves, and taking the whole host
     // out of a load balancer for it would turn a partial fault into an
     // outage. The body says so, for whoever looks.
@@ -130,11 +213,10 @@ async fn ready(Shared(state): Shared<Arc<StatusState>>, Query(filter): Query<Fil
         return response;
     }
     let timeout = state.config.check_timeout;
-    let host = state.host.clone();
-    let reports =
-        tokio::task::spawn_blocking(move || host.readiness(timeout, filter.plugin.as_deref()))
-            .await
-            .unwrap_or_default();
+    let reports = state
+        .host
+        .readiness_async(timeout, filter.plugin.as_deref())
+        .await;
     let ready = reports.iter().all(|r| r.ready);
     let code = if ready {
         StatusCode::OK
@@ -145,11 +227,7 @@ async fn ready(Shared(state): Shared<Arc<StatusState>>, Query(filter): Query<Fil
 }
 
 async fn jobs(Shared(state): Shared<Arc<StatusState>>) -> Response {
-    let timeout = state.config.check_timeout;
-    let host = state.host.clone();
-    let jobs = tokio::task::spawn_blocking(move || host.jobs(timeout))
-        .await
-        .unwrap_or_default();
+    let jobs = state.host.jobs_async(state.config.check_timeout).await;
     json_response(StatusCode::OK, json!(jobs))
 }
 
@@ -177,7 +255,8 @@ async fn metrics(Shared(state): Shared<Arc<StatusState>>) -> Response {
 type CountOf = fn(&crate::instance::Counts) -> u64;
 
 /// `ANY /plugins/NAME/...`: forwarded to that plugin's thread; 404 when it
-/// serves no such route, 504 when it does not answer within `route_timeout`.
+/// serves no such route, 503 at once when `route_max_pending` requests
+/// already wait for it, 504 when it does not answer within `route_timeout`.
 async fn plugin_route(
     Shared(state): Shared<Arc<StatusState>>,
     UrlPath(params): UrlPath<Vec<(String, String)>>,
@@ -186,6 +265,7 @@ async fn plugin_route(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let deadline = tokio::time::Instant::now() + state.config.route_timeout;
     let name = params
         .iter()
         .find(|(k, _)| k == "name")
@@ -211,32 +291,140 @@ async fn plugin_route(
             .collect(),
         body: body.to_vec(),
     };
-    let timeout = state.config.route_timeout;
-    let host = state.host.clone();
-    let outcome = tokio::task::spawn_blocking(move || host.route(&name, request, timeout)).await;
-    match outcome {
-        Ok(RouteOutcome::Answer(response)) => {
-            let mut builder = Response::builder()
-                .status(StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK));
-            for (k, v) in &response.headers {
-                builder = builder.header(k, v);
-            }
-            builder
-                .body(axum::body::Body::from(response.body))
-                .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
-        }
-        Ok(RouteOutcome::NotFound) => json_response(
+    let not_found = || {
+        json_response(
             StatusCode::NOT_FOUND,
             json!({"error": "no such plugin route"}),
-        ),
-        Ok(RouteOutcome::Failed(error)) => {
-            json_response(StatusCode::BAD_GATEWAY, json!({"error": error}))
-        }
-        Ok(RouteOutcome::Timeout) | Err(_) => json_response(
+        )
+    };
+    let timed_out = || {
+        json_response(
             StatusCode::GATEWAY_TIMEOUT,
             json!({"error": "the plugin did not answer in time"}),
-        ),
+        )
+    };
+    // A tunnel is no plugin's business (hyper would frame a 2xx answer to
+    // it as raw bytes).
+    if method == Method::CONNECT {
+        return json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            json!({"error": "CONNECT is not forwarded to plugins"}),
+        );
     }
+    // Checked before a lane is made: a lane exists only for a real instance.
+    if !state.host.serves(&name, &request.path) {
+        return not_found();
+    }
+    let max = state.config.route_max_pending;
+    let Some(pending) = Pending::admit(state.lanes.of(&name), max) else {
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": format!("{max} requests already wait for this plugin (route_max_pending)")}),
+        );
+    };
+    let turn = pending.0.turn.clone().acquire_owned();
+    let Ok(Ok(turn)) = tokio::time::timeout_at(deadline, turn).await else {
+        return timed_out();
+    };
+    let (reply_tx, reply_rx) = tokio::sync::oneshot::channel::<RouteAnswer>();
+    let reply = Box::new(move |answer| {
+        // The next call takes the lane once this one is answered.
+        drop(turn);
+        let _ = reply_tx.send(answer);
+    });
+    if !state.host.route(&name, request, reply) {
+        return not_found();
+    }
+    let answer = match tokio::time::timeout_at(deadline, reply_rx).await {
+        Ok(Ok(Ok(Some(response)))) => plugin_response(&state, &name, response),
+        Ok(Ok(Ok(None))) => not_found(),
+        Ok(Ok(Err(error))) => json_response(StatusCode::BAD_GATEWAY, json!({"error": error})),
+        // The order was dropped unanswered: the instance stopped meanwhile.
+        Ok(Err(_)) => json_response(
+            StatusCode::BAD_GATEWAY,
+            json!({"error": "the plugin stopped before it answered"}),
+        ),
+        Err(_) => timed_out(),
+    };
+    drop(pending);
+    answer
+}
+
+/// Whether `name` is a header only the host may set: framing, and the
+/// hop-by-hop headers of RFC 9110 section 7.6.1 (and their old forms).
+fn host_only(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    matches!(
+        name,
+        "content-length"
+            | "transfer-encoding"
+            | "connection"
+            | "keep-alive"
+            | "upgrade"
+            | "te"
+            | "trailer"
+            | "trailers"
+    ) || name.starts_with("proxy-")
+}
+
+/// The HTTP answer made of a plugin's response. The host alone frames it:
+/// a plugin's framing and hop-by-hop headers are dropped, as are invalid
+/// headers, each logged once per plugin and header; a status no final
+/// answer can have (outside 200 to 599) becomes 502, logged once per
+/// plugin and status.
+fn plugin_response(
+    state: &StatusState,
+    plugin: &str,
+    response: plughost_api::HttpResponse,
+) -> Response {
+    let status = match StatusCode::from_u16(response.status) {
+        Ok(status) if (200..=599).contains(&response.status) => status,
+        _ => {
+            let code = response.status;
+            state.warn_once(plugin, &format!("status {code}"), || {
+                format!("route answered status {code}, which is not a final HTTP status: sent 502 instead")
+            });
+            return json_response(
+                StatusCode::BAD_GATEWAY,
+                json!({"error": format!("the plugin answered an invalid status ({code})")}),
+            );
+        }
+    };
+    let mut headers = HeaderMap::new();
+    for (name, value) in response.headers {
+        let parsed_name = HeaderName::from_bytes(name.as_bytes());
+        let parsed_value = HeaderValue::from_bytes(value.as_bytes());
+        match (parsed_name, parsed_value) {
+            (Ok(name), _) if host_only(&name) => {
+                state.warn_once(plugin, name.as_str(), || {
+                    format!("route set the header `{name}`, which only the host sets: dropped")
+                });
+            }
+            (Ok(name), Ok(value)) => {
+                headers.append(name, value);
+            }
+            (Ok(name), Err(_)) => {
+                state.warn_once(plugin, name.as_str(), || {
+                    format!(
+                        "route set the header `{name}` to an invalid value `{}`: dropped",
+                        Escaped(&value)
+                    )
+                });
+            }
+            (Err(_), _) => {
+                state.warn_once(plugin, &name, || {
+                    format!(
+                        "route set a header with an invalid name `{}`: dropped",
+                        Escaped(&name)
+                    )
+                });
+            }
+        }
+    }
+    let mut answer = Response::new(axum::body::Body::from(response.body));
+    *answer.status_mut() = status;
+    *answer.headers_mut() = headers;
+    answer
 }
 
 /// `POST /events/TOPIC` (with `[status] ingest = true`): publish the body.
@@ -257,6 +445,11 @@ async fn ingest(
             json!({"error": "shutting down"}),
         );
     }
+    // Under the `block` policy a publish waits for room on a thread: only
+    // so many at once, the rest wait here without one.
+    let Ok(_turn) = state.ingest.acquire().await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
     let host = state.host.clone();
     let published = tokio::task::spawn_blocking(move || {
         host.publish_from(crate::intake::Entry::Http, &topic, body.to_vec())

@@ -12,7 +12,7 @@
 use crate::bus::Bus;
 use crate::config::{Config, Isolation, PluginConfig};
 use crate::host::{Host, StartError};
-use crate::instance::{CallFailure, Control, Factory, Slot, State, Supervision, Worker};
+use crate::instance::{CallFailure, Control, Factory, Reply, Slot, State, Supervision, Worker};
 use crate::library::{self, HostLink, Library};
 use crate::process;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -111,13 +111,9 @@ impl Waiter {
     }
 }
 
-/// How a forwarded HTTP request went.
-pub(crate) enum RouteOutcome {
-    Answer(HttpResponse),
-    NotFound,
-    Failed(String),
-    Timeout,
-}
+/// An instance's answer to a forwarded HTTP request: its response, `None`
+/// when it serves no such route after all, or why the call failed.
+pub(crate) type RouteAnswer = Result<Option<HttpResponse>, String>;
 
 /// What a reload changed.
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -586,31 +582,29 @@ impl Host {
         outcome.map_err(|e| e.to_string())
     }
 
-    /// Forward an HTTP request to instance `name`'s route, answered on its
-    /// thread within `timeout`.
+    /// Whether instance `name` (not retired) serves `path`.
+    pub(crate) fn serves(&self, name: &str, path: &str) -> bool {
+        self.with_worker(name, |handle| Ok(handle.slot.serves(path)))
+            .unwrap_or(false)
+    }
+
+    /// Forward an HTTP request to instance `name`'s route: it is answered on
+    /// the instance's thread, through `reply`. False (and `reply` dropped)
+    /// when no such instance serves the request's path.
     pub(crate) fn route(
         &self,
         name: &str,
         request: HttpRequest,
-        timeout: Duration,
-    ) -> RouteOutcome {
-        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
-        let ordered = self.with_worker(name, |handle| {
+        reply: Reply<RouteAnswer>,
+    ) -> bool {
+        self.with_worker(name, |handle| {
             if !handle.slot.serves(&request.path) {
                 return Ok(false);
             }
-            handle.order(Control::Http(request, reply_tx));
+            handle.order(Control::Http(request, reply));
             Ok(true)
-        });
-        match ordered {
-            Err(_) | Ok(false) => RouteOutcome::NotFound,
-            Ok(true) => match reply_rx.recv_timeout(timeout) {
-                Ok(Ok(Some(response))) => RouteOutcome::Answer(response),
-                Ok(Ok(None)) => RouteOutcome::NotFound,
-                Ok(Err(error)) => RouteOutcome::Failed(error),
-                Err(_) => RouteOutcome::Timeout,
-            },
-        }
+        })
+        .unwrap_or(false)
     }
 
     /// Reloads applied so far.

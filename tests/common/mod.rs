@@ -291,6 +291,31 @@ impl Running {
         })
     }
 
+    /// Like [`Running::start`], with at most `limit` open descriptors (as
+    /// `ulimit -n` sets it), so a test can exhaust them.
+    pub fn start_with_fd_limit(config: &Path, limit: u64) -> Running {
+        use std::os::unix::process::CommandExt;
+        Running::start_with(config, |command| {
+            let apply = move || {
+                let rlimit = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: limit,
+                };
+                // SAFETY: setrlimit(2) reads the struct we pass and changes
+                // only the child's own limit.
+                if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit) } != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            };
+            // SAFETY: the hook only calls setrlimit(2), which is
+            // async-signal-safe, between fork and exec.
+            unsafe {
+                command.pre_exec(apply);
+            }
+        })
+    }
+
     fn start_with(config: &Path, adjust: impl FnOnce(&mut Command)) -> Running {
         use std::io::BufRead;
         let mut command = Command::new(plughost_bin());
@@ -349,23 +374,31 @@ impl Running {
 
     /// Wait (up to 30 s) for a stderr line containing `needle`; return it.
     pub fn wait_for_stderr(&mut self, needle: &str) -> String {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        self.stderr_within(needle, std::time::Duration::from_secs(30))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no stderr line with {needle:?}; saw:\n{}",
+                    self.stderr_seen.join("\n")
+                )
+            })
+    }
+
+    /// A new stderr line containing `needle`, if one comes within `limit`.
+    pub fn stderr_within(&mut self, needle: &str, limit: std::time::Duration) -> Option<String> {
+        let deadline = std::time::Instant::now() + limit;
         while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
             match self.stderr_lines.recv_timeout(left) {
                 Ok(line) => {
                     let found = line.contains(needle);
                     self.stderr_seen.push(line.clone());
                     if found {
-                        return line;
+                        return Some(line);
                     }
                 }
                 Err(_) => break,
             }
         }
-        panic!(
-            "no stderr line with {needle:?}; saw:\n{}",
-            self.stderr_seen.join("\n")
-        );
+        None
     }
 
     pub fn send(&mut self, text: &str) {
