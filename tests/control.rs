@@ -627,12 +627,12 @@ fn reload_changing_queue_capacity_loses_nothing_under_steady_publishing() {
     );
     // Every event reached the old or the new instance, once, in order.
     assert_every_event_once_in_order(&s, "log.jsonl", sent);
-    // The new mailbox took what came after the switch; none lost there.
+    // Its totals are the name's, across both mailboxes: nothing reset.
     let row = summary_row(&out, "changed");
-    assert!(row.received > 0 && row.received < sent, "{row:?} of {sent}");
     assert_eq!(
-        (row.processed, row.dropped, row.failed),
-        (row.received, 0, 0)
+        (row.received, row.processed, row.dropped, row.failed),
+        (sent, sent, 0, 0),
+        "{row:?} of {sent}"
     );
 }
 
@@ -774,4 +774,131 @@ fn ingest_answers_503_while_the_host_shuts_down() {
         (2, 2, 0),
         "the refused event was never published: {slow:?}"
     );
+}
+
+/// `ctl --json list`, as JSON objects by instance name.
+fn listed(socket: &std::path::Path, name: &str) -> serde_json::Value {
+    let (code, text, err) = ctl(socket, &["--json", "list"]);
+    assert_eq!(code, 0, "{err}");
+    let list: serde_json::Value = serde_json::from_str(&text).unwrap();
+    list["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not listed: {list}"))
+        .clone()
+}
+
+#[test]
+fn an_instance_stopped_by_an_operator_still_counts_what_it_misses() {
+    let s = Scratch::new("stopped-counts");
+    let socket = s.path("host.sock");
+    let config = s.config(&format!(
+        "control_socket = {:?}\n{}[[plugin]]\nname = \"count\"\nlibrary = \"counter\"\nsubscribe = [\"work.>\"]\n",
+        socket.display().to_string(),
+        logger("log", r#"["work.>"]"#, &s.path("log.jsonl"))
+    ));
+    let mut host = Running::start(&config);
+    for i in 0..3 {
+        host.send(&event("work.item", json!(i)));
+    }
+    eventually("3 events routed to count", || {
+        listed(&socket, "count")["received"] == 3
+    });
+    assert_eq!(ctl(&socket, &["stop", "count"]).0, 0);
+    for i in 3..8 {
+        host.send(&event("work.item", json!(i)));
+    }
+    eventually("the 5 later events counted for count", || {
+        listed(&socket, "count")["received"] == 8
+    });
+    let out = finish(host);
+    // Still listed and subscribed: it misses 5 events, counted as dropped.
+    let count = summary_row(&out, "count");
+    assert_eq!(
+        (
+            count.state.as_str(),
+            count.received,
+            count.processed,
+            count.dropped
+        ),
+        ("stopped", 8, 3, 5)
+    );
+    assert_eq!(summary_row(&out, "log").processed, 8);
+}
+
+#[test]
+fn an_instance_keeps_its_totals_restarts_and_handler_times_across_a_reload_that_changes_its_capacity()
+ {
+    let s = Scratch::new("reload-totals");
+    let socket = s.path("host.sock");
+    let write = |capacity: usize| {
+        s.config(&format!(
+            "control_socket = {:?}\n[status]\naddress = \"127.0.0.1:0\"\n{}[[plugin]]\nname = \"changed\"\nlibrary = \"logger\"\nsubscribe = [\"work.>\"]\nqueue_capacity = {capacity}\n[plugin.config]\npath = {:?}\n",
+            socket.display().to_string(),
+            logger("events", r#"["plughost.plugin.*"]"#, &s.path("events.jsonl")),
+            s.path("log.jsonl").display().to_string()
+        ))
+    };
+    let config = write(16);
+    let mut host = Running::start(&config);
+    let address = host.status_address();
+    let send = |host: &mut Running, range: std::ops::Range<u64>| {
+        for i in range {
+            host.send(&event("work.item", json!(i)));
+        }
+    };
+    send(&mut host, 0..100);
+    eventually("100 processed", || {
+        listed(&socket, "changed")["processed"] == 100
+    });
+    assert_eq!(ctl(&socket, &["restart", "changed"]).0, 0);
+    write(64);
+    let (code, text, err) = ctl(&socket, &["reload"]);
+    assert_eq!(
+        (code, text.as_str()),
+        (
+            0,
+            "added: -\nremoved: -\nrestarted: changed\nunchanged: events\n"
+        ),
+        "{err}"
+    );
+    send(&mut host, 100..200);
+    eventually("200 processed", || {
+        listed(&socket, "changed")["processed"] == 200
+    });
+    let row = listed(&socket, "changed");
+    assert_eq!(
+        (
+            &row["received"],
+            &row["processed"],
+            &row["dropped"],
+            &row["restarts"],
+            &row["queue_capacity"]
+        ),
+        (&json!(200), &json!(200), &json!(0), &json!(2), &json!(64)),
+        "{row}"
+    );
+    let (status, metrics) = http(&address, "GET", "/metrics", "");
+    assert_eq!(status, 200);
+    for line in [
+        "plughost_events_received_total{plugin=\"changed\"} 200",
+        "plughost_plugin_restarts_total{plugin=\"changed\"} 2",
+        "plughost_handler_seconds_count{plugin=\"changed\"} 200",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
+    let out = finish(host);
+    let row = summary_row(&out, "changed");
+    assert_eq!((row.received, row.processed, row.dropped), (200, 200, 0));
+    assert_every_event_once_in_order(&s, "log.jsonl", 200);
+    // Both restarts were announced, counting on.
+    let restarts: Vec<_> = s
+        .log_lines("events.jsonl")
+        .into_iter()
+        .filter(|l| l["topic"] == "plughost.plugin.restarted")
+        .map(|l| l["payload"]["restarts"].clone())
+        .collect();
+    assert_eq!(restarts, [json!(1), json!(2)]);
 }

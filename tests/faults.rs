@@ -160,3 +160,159 @@ fn a_panic_in_init_refuses_to_start_with_one_line() {
     assert!(line.starts_with(&expected), "{line}\nwanted: {expected}");
     assert!(line.ends_with("chaos: told to panic in init"), "{line}");
 }
+
+/// CPU time (user + system, in clock ticks) used so far by the thread of
+/// process `pid` named `name`.
+fn thread_cpu_ticks(pid: u32, name: &str) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("list the host's threads");
+    for task in tasks.map_while(Result::ok) {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).expect("thread stat");
+        // Fields after the command's closing parenthesis: state is the 1st,
+        // utime the 12th and stime the 13th.
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        return fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    }
+    panic!("no thread named {name} in process {pid}");
+}
+
+#[test]
+fn a_plugin_failed_for_good_drops_its_backlog_at_once_costs_no_cpu_and_does_not_hold_up_shutdown() {
+    let s = Scratch::new("failed-idle");
+    let socket = s.path("host.sock");
+    let config = s.config(&format!(
+        r#"shutdown_timeout = "30s"
+control_socket = {:?}
+queue_capacity = 100000
+
+[[plugin]]
+name = "chaos"
+library = "chaos"
+subscribe = ["work.>"]
+restart = "never"
+[plugin.config]
+panic_on = "work.poison"
+sleep_ms = 300
+"#,
+        socket.display().to_string()
+    ));
+    let mut host = Running::start(&config);
+    // The poison takes 300 ms to panic: the 5000 events behind it are queued by then.
+    let mut events = event("work.poison", json!(0));
+    for i in 0..5000 {
+        events += &event("work.item", json!(i));
+    }
+    host.send(&events);
+    host.wait_for_stderr("plugin failed: on_event(work.poison)");
+    let chaos = || {
+        let (code, text, err) = ctl(&socket, &["--json", "list"]);
+        assert_eq!(code, 0, "{err}");
+        let list: serde_json::Value = serde_json::from_str(&text).unwrap();
+        list["result"][0].clone()
+    };
+    // Its backlog is counted as dropped now, not when someone restarts it.
+    eventually("the failed instance's backlog to be counted", || {
+        chaos()["queue_depth"] == 0
+    });
+    let row = chaos();
+    assert_eq!(
+        (
+            &row["state"],
+            &row["received"],
+            &row["failed"],
+            &row["dropped"]
+        ),
+        (&json!("failed"), &json!(5001), &json!(1), &json!(5000)),
+        "{row}"
+    );
+    // Idle, it costs nothing: its thread waits for an order, it does not spin.
+    let pid = host.child.id();
+    let before = thread_cpu_ticks(pid, "plughost:chaos");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let used = thread_cpu_ticks(pid, "plughost:chaos") - before;
+    assert!(
+        used <= 2,
+        "the failed instance's thread used {used} tick(s) of CPU in 1 s"
+    );
+    // What comes for it now is counted at delivery.
+    for i in 0..10 {
+        host.send(&event("work.late", json!(i)));
+    }
+    drop(host.stdin.take());
+    let asked = std::time::Instant::now();
+    let (out, err) = host.wait(std::time::Duration::from_secs(60));
+    assert!(out.status.success(), "{}", err.join("\n"));
+    // Shutdown does not wait for it (shutdown_timeout is 30 s).
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(10),
+        "shutdown took {:?}",
+        asked.elapsed()
+    );
+    assert!(
+        !err.iter().any(|l| l.contains("shutdown_timeout reached")),
+        "{}",
+        err.join("\n")
+    );
+    let chaos = summary_row(&out, "chaos");
+    assert_eq!(
+        (
+            chaos.state.as_str(),
+            chaos.received,
+            chaos.failed,
+            chaos.dropped
+        ),
+        ("failed", 5011, 1, 5010)
+    );
+    assert_accounted(&chaos);
+}
+
+#[test]
+fn handler_errors_past_the_first_ten_are_thinned_out_and_the_log_says_how_many_it_left_out() {
+    let s = Scratch::new("error-log");
+    let config = config_with_chaos(&s, "error_on = \"work.bad\"");
+    let events: String = (0..2500).map(|i| event("work.bad", json!(i))).collect();
+    let out = run(&["run", config.to_str().unwrap(), "--events", "-"], &events);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    let logged: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("failed: chaos: told to fail on work.bad"))
+        .collect();
+    // The first ten, then the 1000th and the 2000th.
+    assert_eq!(logged.len(), 12, "{err}");
+    assert!(
+        logged[9].contains(
+            "(10 handler errors logged; from now on only one in 1000 is, and every one is counted as `failed` in /plugins, /metrics and the shutdown summary)"
+        ),
+        "{}",
+        logged[9]
+    );
+    assert!(
+        logged[10].contains("(989 handler error(s) since the last one logged were not logged; every one is counted as `failed`"),
+        "{}",
+        logged[10]
+    );
+    assert!(
+        logged[11].contains("(999 handler error(s) since"),
+        "{}",
+        logged[11]
+    );
+    // The rest is said when the instance stops.
+    assert!(
+        err.contains("500 handler error(s) since the last one logged were not logged; every one is counted as `failed` in /plugins, /metrics and the shutdown summary"),
+        "{err}"
+    );
+    let chaos = summary_row(&out, "chaos");
+    assert_eq!(
+        (chaos.state.as_str(), chaos.failed, chaos.processed),
+        ("stopped", 2500, 0)
+    );
+}

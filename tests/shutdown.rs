@@ -204,3 +204,48 @@ fn a_second_signal_exits_at_once() {
         err.join("\n")
     );
 }
+
+#[test]
+fn what_a_stop_publishes_reaches_every_instance_still_running_and_is_counted_for_those_already_stopped()
+ {
+    // Instances stop last started first: `before` (listed before the counter)
+    // is still running when the counter's stop publishes its summary;
+    // `after` (listed after it) has already stopped, and counts it as dropped.
+    let s = Scratch::new("stop-publishes");
+    let logger = |name: &str| {
+        format!(
+            "[[plugin]]\nname = \"{name}\"\nlibrary = \"logger\"\nsubscribe = [\"counter.summary\"]\n[plugin.config]\npath = {:?}\n",
+            s.path(&format!("{name}.jsonl")).display().to_string()
+        )
+    };
+    let config = s.config(&format!(
+        "{}[[plugin]]\nname = \"count\"\nlibrary = \"counter\"\nsubscribe = [\"work.>\"]\n{}",
+        logger("before"),
+        logger("after")
+    ));
+    let out = run(
+        &["run", config.to_str().unwrap(), "--events", "-"],
+        &events(4),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let summary = json!({"counts": {"work.item": 4}, "total": 4});
+    let before = s.log_lines("before.jsonl");
+    assert_eq!(before.len(), 1);
+    assert_eq!(before[0]["payload"], summary);
+    let row = summary_row(&out, "before");
+    assert_eq!((row.received, row.processed, row.dropped), (1, 1, 0));
+    // Not lost silently: counted for the instance it could not reach, and logged.
+    let row = summary_row(&out, "after");
+    assert_eq!(
+        (row.state.as_str(), row.received, row.processed, row.dropped),
+        ("stopped", 1, 0, 1)
+    );
+    assert!(s.read("after.jsonl").is_empty());
+    let err = stderr(&out);
+    assert!(
+        err.lines().any(|l| l.contains(
+            "1 event(s) published after it stopped (by another instance's stop, or the host) could not reach it and are counted as dropped"
+        ) && l.contains("plugin=after")),
+        "{err}"
+    );
+}

@@ -159,3 +159,67 @@ fn the_host_blocks_its_signals_but_the_children_it_forks_start_without_that_mask
     let (out, err) = host.wait(Duration::from_secs(30));
     assert!(out.status.success(), "{}", err.join("\n"));
 }
+
+#[test]
+fn sigterm_during_a_startup_that_hangs_stops_at_once_and_exits_0() {
+    use std::io::BufRead;
+    let s = Scratch::new("startup-signal");
+    let config = s.config(&format!(
+        "control_socket = {:?}\n\
+         [[plugin]]\nname = \"log\"\nlibrary = \"logger\"\nsubscribe = [\"work.>\"]\n[plugin.config]\npath = {:?}\n\
+         [[plugin]]\nname = \"stuck\"\nlibrary = \"chaos\"\nsubscribe = [\"work.>\"]\nstart_timeout = \"1h\"\n[plugin.config]\nhang_in_init = true\n",
+        s.path("host.sock").display().to_string(),
+        s.path("log.jsonl").display().to_string(),
+    ));
+    let mut child = std::process::Command::new(plughost_bin())
+        .args(["run", config.to_str().unwrap()])
+        .current_dir(&s.dir)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let mut wait_for = |needle: &str| loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no {needle:?} in:\n{}", seen.join("\n")));
+        seen.push(line.clone());
+        if line.contains(needle) {
+            return;
+        }
+    };
+    // `log` started; `stuck` is in its init, which never returns.
+    wait_for("started plugin=log");
+    std::thread::sleep(Duration::from_millis(200));
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    wait_for("SIGTERM during startup: the instances started so far were stopped");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running:\n{}",
+            seen.join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0), "{}", seen.join("\n"));
+    assert!(
+        !s.path("host.sock").exists(),
+        "the control socket is removed"
+    );
+}

@@ -527,10 +527,11 @@ fn a_child_exiting_with_status_0_stays_stopped_on_failure_and_is_restarted_alway
     let (out, err, s) = exiting("on-failure", 0);
     let row = summary_row(&out, "quitter");
     assert_accounted(&row);
-    // Stopped: what is published after it is not routed to it.
+    // Stopped but still subscribed: what is published after it counts as
+    // received, and dropped.
     assert_eq!(
         (row.state.as_str(), row.received, row.processed, row.dropped),
-        ("stopped", 6, 5, 1),
+        ("stopped", 11, 5, 6),
         "{row:?}"
     );
     assert!(lifecycle(&s, "log.jsonl", "plughost.plugin.restarted").is_empty());
@@ -627,4 +628,70 @@ fn a_restarted_child_refuses_a_library_changed_on_disk_since_the_host_loaded_it(
         .any(|line| line.contains("5 event(s) on 1 topic(s)"));
     assert!(counted, "the counter now runs as proc: {err:?}");
     assert!(children_of(parent).is_empty(), "no child outlives the host");
+}
+
+/// The README's table of lifecycle topics: topic -> the fields it documents
+/// beyond `name` and `library`.
+fn documented_lifecycle_topics() -> std::collections::BTreeMap<String, Vec<String>> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("read README.md");
+    let backticked = |cell: &str| -> Vec<String> {
+        cell.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect()
+    };
+    readme
+        .lines()
+        .map(str::trim)
+        .filter(|line| line.starts_with("| `plughost.plugin."))
+        .map(|line| {
+            let cells: Vec<&str> = line.trim_matches('|').split(" | ").collect();
+            (backticked(cells[0])[0].clone(), backticked(cells[2]))
+        })
+        .collect()
+}
+
+#[test]
+fn every_lifecycle_topic_is_documented_in_the_readme_with_the_fields_it_carries() {
+    let s = Scratch::new("lifecycle-docs");
+    let config = s.config(&format!(
+        "{}[[plugin]]\nname = \"flaky\"\nlibrary = \"chaos\"\nsubscribe = [\"work.flaky\"]\nmax_restarts = 1\n[plugin.config]\npanic_every = 1\n\
+         [[plugin]]\nname = \"slow\"\nlibrary = \"chaos\"\nsubscribe = [\"work.slow\"]\nhandler_timeout = \"100ms\"\n[plugin.config]\nsleep_ms = 400\n",
+        logger(&s.path("log.jsonl"), r#"["plughost.plugin.*"]"#)
+    ));
+    let events = event("work.slow", json!(1)) + &event("work.flaky", json!(1));
+    let mut host = Running::start(&config);
+    host.send(&events);
+    host.wait_for_stderr("restarted (restart 1)");
+    host.send(&event("work.flaky", json!(2)));
+    host.wait_for_stderr("flapping: 1 restarts");
+    drop(host.stdin.take());
+    let (out, err) = host.wait(Duration::from_secs(30));
+    assert!(out.status.success(), "{}", err.join("\n"));
+    let documented = documented_lifecycle_topics();
+    let mut seen = std::collections::BTreeMap::new();
+    for line in s.log_lines("log.jsonl") {
+        let mut fields: Vec<String> = line["payload"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| *k != "name" && *k != "library")
+            .cloned()
+            .collect();
+        fields.sort();
+        let topic = line["topic"].as_str().unwrap().to_owned();
+        assert_eq!(
+            line["payload"]["library"].as_str().map(|l| l.is_empty()),
+            Some(false)
+        );
+        seen.insert(topic, fields);
+    }
+    let mut expected = documented.clone();
+    expected.values_mut().for_each(|fields| fields.sort());
+    assert_eq!(
+        seen, expected,
+        "published (left) vs documented in the README (right)"
+    );
 }

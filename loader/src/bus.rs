@@ -330,6 +330,37 @@ impl Bus {
         }
     }
 
+    /// Publish a lifecycle event about `subject` as the host, to every
+    /// subscriber but `subject` itself: an instance is not sent the news of
+    /// its own stop, which it could never take.
+    pub(crate) fn publish_host_except(
+        &self,
+        subject: &Slot,
+        topic: &str,
+        payload: serde_json::Value,
+    ) {
+        let bytes = serde_json::to_vec(&payload)
+            .unwrap_or_default()
+            .into_boxed_slice();
+        let routed = self.with_route(topic, |route| {
+            let id = self.next_event_id.fetch_add(1, Ordering::Relaxed);
+            let source = self.host_source.clone();
+            let event = Event::new(id, now_ms(), route.topic.clone(), source, bytes).into_shared();
+            let targets: Vec<Arc<Slot>> = route
+                .targets
+                .iter()
+                .filter(|target| !std::ptr::eq(&***target, subject))
+                .cloned()
+                .collect();
+            self.share(None, &targets, std::slice::from_ref(&event));
+            event
+        });
+        match routed {
+            Ok(event) => self.metrics_event("event_fired", None, None, &event, None),
+            Err(e) => tracing::error!("cannot publish {topic}: {e}"),
+        }
+    }
+
     /// Whether `[metrics]` events are on (the workers then time each event).
     pub(crate) fn metrics_enabled(&self) -> bool {
         self.metrics.is_some()
@@ -413,17 +444,14 @@ impl Bus {
         events: impl Iterator<Item = Event>,
     ) {
         let stats = &target.stats.producer;
+        stats.offered.fetch_add(count as u64, Ordering::Relaxed);
         if !target.accepts_events() {
-            // An instance that failed for good still counts what it misses
-            // (received and dropped); one not started yet, or stopped on
-            // purpose, is simply not there to receive.
-            if target.is_down() {
-                stats.offered.fetch_add(count as u64, Ordering::Relaxed);
-                stats.rejected.fetch_add(count as u64, Ordering::Relaxed);
-            }
+            // Listed and subscribed, but not taking events (failed, flapping,
+            // stopped): it misses them, counted as received and dropped here,
+            // without waking its thread.
+            stats.rejected.fetch_add(count as u64, Ordering::Relaxed);
             return;
         }
-        stats.offered.fetch_add(count as u64, Ordering::Relaxed);
         for event in events {
             match target.tx.try_send(event) {
                 Ok(()) => {}
@@ -518,11 +546,18 @@ impl Bus {
     /// Sum of events offered to mailboxes and events finished (handled or
     /// dropped), over every slot. Equal and unchanged across two reads means
     /// no event is queued or being handled anywhere.
+    ///
+    /// Each instance name counts once: a slot retired by a reload shares its
+    /// counters with its successor, or has finished (a removed instance).
     pub(crate) fn balance(&self) -> (u64, u64) {
         let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
-        slots.iter().fold((0, 0), |(offered, finished), slot| {
-            let (o, f) = slot.stats.balance();
-            (offered + o, finished + f)
-        })
+        slots
+            .iter()
+            .filter(|slot| !slot.retired.load(Ordering::Acquire))
+            .fold((0, 0), |(offered, finished), slot| {
+                slot.sweep();
+                let (o, f) = slot.stats.balance();
+                (offered + o, finished + f)
+            })
     }
 }

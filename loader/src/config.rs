@@ -183,6 +183,10 @@ pub struct PluginConfig {
     pub tick_interval: Option<Duration>,
     /// How long `init` may take before the instance counts as failed.
     pub start_timeout: Duration,
+    /// Whether `plughost run` needs this instance: when it cannot start at
+    /// the host's start, the host does not start. When not required, it
+    /// fails under its restart policy and the others start.
+    pub required: bool,
 }
 
 /// Where an instance runs.
@@ -414,6 +418,7 @@ impl Config {
                 allow_insecure_permissions: p.allow_insecure_permissions,
                 tick_interval: Some(tick_interval).filter(|d| !d.is_zero()),
                 start_timeout,
+                required: p.required,
             });
         }
         let status = match (file.status, status_durations) {
@@ -913,6 +918,8 @@ struct PluginSection {
     allow_insecure_permissions: bool,
     tick_interval: Option<Spanned<String>>,
     start_timeout: Option<Spanned<String>>,
+    #[serde(default = "yes")]
+    required: bool,
 }
 
 fn yes() -> bool {
@@ -1177,6 +1184,22 @@ enabled = false
         assert_eq!(config.plugins[0].start_timeout, Duration::from_secs(30));
         assert_eq!(config.plugins[0].max_restarts, 5);
         assert_eq!(config.plugins[0].queue_capacity.get(), 1024);
+    }
+
+    #[test]
+    fn required_defaults_to_true_and_reads_false() {
+        let config = parse(
+            "[[plugin]]\nname = \"a\"\nlibrary = \"x\"\n[[plugin]]\nname = \"b\"\nlibrary = \"x\"\nrequired = false\n",
+        )
+        .unwrap();
+        assert!(config.plugins[0].required);
+        assert!(!config.plugins[1].required);
+        let err =
+            parse("[[plugin]]\nname = \"a\"\nlibrary = \"x\"\nrequired = \"no\"\n").unwrap_err();
+        assert!(
+            err.starts_with("/etc/plughost/plugins.toml:4:12: "),
+            "{err}"
+        );
     }
 
     #[test]

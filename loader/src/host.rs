@@ -1,10 +1,13 @@
 //! The host: loads the configured libraries, runs each instance on its own
 //! thread, routes events, and shuts down in order.
 //!
-//! Shutdown drains before it stops: intake closes, every queue empties (the
-//! bus balance settles), then instances stop in reverse start order, and the
-//! bus settles again after each, so what a plugin publishes from `stop` still
-//! reaches the instances started before it.
+//! Shutdown runs in phases: intake closes; every queue drains (the bus
+//! balance settles); every instance's `stop` runs, one at a time, last
+//! started first, each after its queue, and what it publishes is routed to
+//! every instance (counted) and drained before the next one stops, so it
+//! reaches every instance not stopped yet; one that already stopped counts it
+//! as dropped, and the log says so; then threads end. All of it within
+//! `shutdown_timeout` (plus a grace for each `stop`), with the watchdog on.
 
 use crate::bus::Bus;
 use crate::config::Config;
@@ -12,7 +15,7 @@ use crate::config::Isolation;
 use crate::instance::{Control, Counts, Probe, ProbeAnswer, Reply, Slot, State};
 use crate::library::{self, LoadError};
 use crate::process;
-use crate::supervisor::WorkerHandle;
+use crate::supervisor::{Start, WorkerHandle, announce_stopped};
 use crossbeam_channel::{RecvTimeoutError, Sender};
 use plughost_api::JobReport;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,6 +59,10 @@ pub enum StartError {
         /// What the OS said.
         cause: std::io::Error,
     },
+    /// [`Host::start_cancellable`] was cancelled; what had started was
+    /// drained and stopped.
+    #[error("startup cancelled; the plugin instances started so far were stopped")]
+    Cancelled,
 }
 
 pub use crate::intake::{Entry, PublishError, Refused};
@@ -204,12 +211,32 @@ pub(crate) struct Inner {
 
 impl Host {
     /// Load every enabled plugin's library, then start the instances in
-    /// config order, each one's `init` on its own thread. If any fails, the
-    /// ones already started are stopped and the error is returned.
+    /// config order, each one's `init` on its own thread, within its
+    /// `start_timeout`. If a required instance (`required = true`, the
+    /// default) cannot start, the ones already started are stopped and the
+    /// error is returned; one that is not required fails under its restart
+    /// policy, and the start goes on.
     pub fn start(config: Config) -> Result<Host, StartError> {
+        Host::start_cancellable(config, Arc::new(AtomicBool::new(false)))
+    }
+
+    /// [`Host::start`], which gives up when `cancelled` is set (a signal
+    /// during a long start): it looks at the flag between instances and
+    /// every few milliseconds while an `init` runs, then drains and stops
+    /// what it started, as a shutdown does, and returns
+    /// [`StartError::Cancelled`]. The `init` it was waiting for is given up
+    /// on as at its `start_timeout`.
+    pub fn start_cancellable(
+        config: Config,
+        cancelled: Arc<AtomicBool>,
+    ) -> Result<Host, StartError> {
+        let is_cancelled = || cancelled.load(Ordering::Acquire);
         let base = config.base_dir();
         let mut libraries = Vec::new();
         for plugin in config.plugins.iter().filter(|p| p.enabled) {
+            if is_cancelled() {
+                return Err(StartError::Cancelled);
+            }
             let load = || {
                 let path = library::resolve(&plugin.library, &config.host.plugin_dirs, &base)?;
                 library::open(&path, &plugin.trust())
@@ -239,10 +266,32 @@ impl Host {
             }),
         };
         for (plugin, library) in libraries {
-            if let Err(error) = host.spawn(&plugin, library) {
+            if is_cancelled() {
                 host.shutdown();
-                return Err(error);
+                return Err(StartError::Cancelled);
             }
+            let start = Start::Initial {
+                cancelled: &cancelled,
+            };
+            match host.spawn(&plugin, library, start) {
+                Ok(()) => {}
+                Err(error @ StartError::Cancelled) => {
+                    host.shutdown();
+                    return Err(error);
+                }
+                Err(error) if plugin.required => {
+                    host.shutdown();
+                    return Err(error);
+                }
+                Err(error) => {
+                    let error = crate::text::Escaped(&error.to_string()).to_string();
+                    tracing::warn!(plugin = %plugin.name, "{error}; not required (`required = false`): the start goes on");
+                }
+            }
+        }
+        if is_cancelled() {
+            host.shutdown();
+            return Err(StartError::Cancelled);
         }
         host.start_state_events();
         host.start_watchdog();
@@ -615,70 +664,105 @@ impl Host {
         }
         let deadline = Instant::now() + self.config().host.shutdown_timeout;
         let bus = &self.inner.bus;
+        // Drain: every queue empties while every instance runs.
         if !self.wait_idle(deadline) {
             tracing::warn!(
                 "shutdown_timeout reached with events still queued; they are dropped and counted"
             );
         }
-        let workers =
+        // Stop: each instance's `stop`, last started first, after its queue;
+        // what the stop publishes is drained before the next one stops.
+        let mut workers =
             std::mem::take(&mut *self.inner.workers.lock().unwrap_or_else(|e| e.into_inner()));
-        for mut worker in workers.into_iter().rev() {
+        // (instance, events its stop dropped unhandled, dropped count after its stop)
+        let mut stopped: Vec<(Arc<Slot>, u64, u64)> = Vec::new();
+        for worker in workers.iter_mut().rev() {
             if !worker.is_alive() {
                 continue; // stopped by an operator, or retired by a reload
             }
-            let drain = Instant::now() < deadline;
-            worker.order(Control::Stop { drain });
-            let patience = deadline.saturating_duration_since(Instant::now()) + STOP_GRACE;
-            match worker.done.recv_timeout(patience) {
-                Err(RecvTimeoutError::Timeout) => {
-                    let slot = &worker.slot;
-                    let (offered, finished) = slot.stats.balance();
-                    let lost = offered.saturating_sub(finished);
-                    let reason = format!(
-                        "did not stop within {patience:?}; its thread is abandoned with {lost} event(s) unfinished, counted as dropped"
-                    );
-                    tracing::error!(plugin = %slot.name, "{reason}");
-                    // The thread is stuck in the plugin and will not count
-                    // them: they are lost, and the summary must say so.
-                    slot.stats
-                        .consumer
-                        .discarded
-                        .fetch_add(lost, Ordering::AcqRel);
-                    slot.set_last_error(reason);
-                    slot.set_state(State::Failed);
-                    continue;
-                }
-                Ok(()) | Err(RecvTimeoutError::Disconnected) => {}
+            let slot = worker.slot.clone();
+            let before = slot.counts().dropped;
+            let drained = self.stop_worker(worker, deadline);
+            let after = slot.counts().dropped;
+            let unhandled = if drained {
+                0
+            } else {
+                after.saturating_sub(before)
+            };
+            stopped.push((slot, unhandled, after));
+            self.wait_idle(deadline);
+        }
+        // Tear down: threads end, blocked publishers give up.
+        for worker in &mut workers {
+            if worker.is_alive() {
+                continue; // abandoned, stuck in the plugin
             }
             if let Some(thread) = worker.thread.take() {
                 let _ = thread.join();
             }
-            let slot = &worker.slot;
-            if slot.state() == State::Stopped {
-                tracing::info!(plugin = %slot.name, "stopped");
-                bus.publish_host(
-                    "plughost.plugin.stopped",
-                    serde_json::json!({"name": &*slot.name, "library": slot.library()}),
-                );
-            }
-            // Events that slipped in after the thread's last look: count them.
-            while slot.rx.try_recv().is_ok() {
-                let discarded = &slot.stats.consumer.discarded;
-                discarded.store(discarded.load(Ordering::Relaxed) + 1, Ordering::Release);
-            }
-            self.wait_idle(deadline);
         }
         watchdog.into_iter().for_each(Background::stop);
         bus.close();
+        for (slot, queued, after) in stopped {
+            if queued > 0 {
+                tracing::warn!(plugin = %slot.name, "{queued} event(s) still queued at the shutdown deadline were dropped (counted)");
+            }
+            let late = slot.counts().dropped.saturating_sub(after);
+            if late > 0 {
+                tracing::warn!(plugin = %slot.name, "{late} event(s) published after it stopped (by another instance's stop, or the host) could not reach it and are counted as dropped");
+            }
+        }
         self.report()
     }
 
+    /// Have `worker`'s instance handle its queue (if `deadline` is not past)
+    /// and run its `stop`; give up on it past the deadline plus a grace.
+    /// Returns whether its queue was to be handled (else it was dropped).
+    fn stop_worker(&self, worker: &mut WorkerHandle, deadline: Instant) -> bool {
+        let drain = Instant::now() < deadline;
+        worker.order(Control::Stop { drain });
+        let patience = deadline.saturating_duration_since(Instant::now()) + STOP_GRACE;
+        let slot = worker.slot.clone();
+        match worker.done.recv_timeout(patience) {
+            Err(RecvTimeoutError::Timeout) => {
+                // The thread is stuck in the plugin and will not count what
+                // it holds: what is queued is dropped, and what it holds (the
+                // event in its handler, a batch) is lost, both counted.
+                let queued = slot.drop_queued();
+                let (offered, finished) = slot.stats.balance();
+                let held = offered.saturating_sub(finished);
+                slot.stats
+                    .consumer
+                    .discarded
+                    .fetch_add(held, Ordering::AcqRel);
+                let reason = format!(
+                    "did not stop within {patience:?}; its thread is abandoned with {} event(s) unfinished, counted as dropped",
+                    queued + held
+                );
+                tracing::error!(plugin = %slot.name, "{reason}");
+                slot.set_last_error(reason);
+                slot.set_state(State::Failed);
+            }
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => {
+                if slot.state() == State::Stopped {
+                    announce_stopped(&self.inner.bus, &slot);
+                }
+                // An event that raced its stop is counted (see `Slot::sweep`).
+                slot.sweep();
+            }
+        }
+        drain
+    }
+
     /// Wait until no event is queued or in a handler anywhere, or `deadline`.
+    /// An instance waiting to restart counts as busy: it comes back, takes
+    /// what waits for it, and stops like the others.
     fn wait_idle(&self, deadline: Instant) -> bool {
         let mut previous = None;
         loop {
             let balance = self.inner.bus.balance();
-            if balance.0 == balance.1 && previous == Some(balance) {
+            let restarting = self.slots().iter().any(|s| s.state() == State::Restarting);
+            if balance.0 == balance.1 && previous == Some(balance) && !restarting {
                 return true;
             }
             previous = Some(balance);

@@ -2,20 +2,25 @@
 //! thread that feeds it events. Everything here works on the language-neutral
 //! [`Instance`] interface; the adapters in `library/` implement it.
 //!
-//! Invariants: only the instance's own thread calls into the plugin; events
+//! Invariants: only the instance's own thread calls into the plugin (each
+//! incarnation of an instance, at start and at every restart, gets a fresh
+//! thread that runs its `init` and then its events; see [`incarnate`]); events
 //! are taken in mailbox order; a failed instance never sees another event, and
-//! its queued events are counted as dropped.
+//! its queued events are counted as dropped the moment it fails for good. An
+//! instance's counters belong to its name: a reload that gives it a new
+//! mailbox carries them over.
 
 use crate::bus::Bus;
 use crate::config::{Overflow, PluginConfig};
 use crate::event::{Event, EventView, Name, coarse_nanos};
-use crossbeam_channel::{Receiver, Sender, select};
+use crate::text::Escaped;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, select};
 use crossbeam_utils::CachePadded;
 use plughost_api::topic::Pattern;
 use plughost_api::{Health, HttpRequest, HttpResponse, JobReport, Readiness};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// How many events the thread takes from its mailbox between looks at its
 /// control lane.
@@ -36,6 +41,17 @@ pub(crate) enum CallFailure {
     Panic(String),
     /// A process-isolated plugin's process ended by itself, with status 0.
     Exited(String),
+}
+
+impl CallFailure {
+    /// The same failure, its message prefixed with what was being done.
+    pub(crate) fn context(self, what: &str) -> CallFailure {
+        match self {
+            CallFailure::Error(m) => CallFailure::Error(format!("{what} {m}")),
+            CallFailure::Panic(m) => CallFailure::Panic(format!("{what} {m}")),
+            CallFailure::Exited(m) => CallFailure::Exited(format!("{what} {m}")),
+        }
+    }
 }
 
 impl std::fmt::Display for CallFailure {
@@ -273,13 +289,17 @@ pub(crate) struct Slot {
     pub capacity: usize,
     pub tx: Sender<Event>,
     pub rx: Receiver<Event>,
-    pub stats: Stats,
+    /// Its totals, shared with the slots that had its name before (a reload
+    /// that changed its capacity): cumulative for the life of the host.
+    pub stats: Arc<Stats>,
     /// What a reload may change without replacing the mailbox.
     settings: std::sync::RwLock<Settings>,
     /// The overflow policy (an `Overflow` as u8), read on the full-mailbox path.
     overflow: AtomicU8,
-    /// Restarts so far.
-    pub restarts: AtomicU64,
+    /// Restarts so far (shared like `stats`).
+    pub restarts: Arc<AtomicU64>,
+    /// Threads given up on while they were stuck in the plugin's `init`.
+    pub abandoned_threads: AtomicU64,
     /// The `busy_since` the watchdog last reported as stuck.
     pub stuck_at: AtomicU64,
     /// The pid of the instance's process, for process isolation (0: none).
@@ -293,6 +313,8 @@ pub(crate) struct Slot {
     /// Set when an order waits on the control lane: the thread looks there
     /// before its next event rather than after its batch.
     pub control_pending: AtomicBool,
+    /// Set when a stop was ordered: an `init` being waited for is given up.
+    pub stop_asked: AtomicBool,
     state: AtomicU8,
     last_error: Mutex<Option<String>>,
 }
@@ -305,14 +327,18 @@ pub(crate) struct Settings {
     pub subscribe: Vec<Pattern>,
     pub isolation: crate::config::Isolation,
     pub handler_timeout: Option<std::time::Duration>,
+    pub start_timeout: Duration,
 }
 
 impl Slot {
+    /// A slot for `config`; it carries on the totals of `predecessor` (an
+    /// earlier slot of the same name), if any.
     pub(crate) fn new(
         index: usize,
         config: &PluginConfig,
         library: String,
         language: &'static str,
+        predecessor: Option<&Slot>,
     ) -> Slot {
         let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity.get());
         let slot = Slot {
@@ -321,22 +347,25 @@ impl Slot {
             capacity: config.queue_capacity.get(),
             tx,
             rx,
-            stats: Stats::default(),
+            stats: predecessor.map_or_else(Arc::default, |p| p.stats.clone()),
             settings: std::sync::RwLock::new(Settings {
                 library,
                 language,
                 subscribe: Vec::new(),
                 isolation: config.isolation,
                 handler_timeout: None,
+                start_timeout: config.start_timeout,
             }),
             overflow: AtomicU8::new(0),
-            restarts: AtomicU64::new(0),
+            restarts: predecessor.map_or_else(Arc::default, |p| p.restarts.clone()),
+            abandoned_threads: AtomicU64::new(0),
             stuck_at: AtomicU64::new(0),
             child_pid: std::sync::atomic::AtomicI32::new(0),
             retired: AtomicBool::new(false),
             routes: Mutex::new(Vec::new()),
             waiting_on: AtomicUsize::new(0),
             control_pending: AtomicBool::new(false),
+            stop_asked: AtomicBool::new(false),
             state: AtomicU8::new(State::Starting as u8),
             last_error: Mutex::new(None),
         };
@@ -352,6 +381,7 @@ impl Slot {
             subscribe: config.subscribe.clone(),
             isolation: config.isolation,
             handler_timeout: config.handler_timeout,
+            start_timeout: config.start_timeout,
         };
         self.overflow
             .store(config.overflow as u8, Ordering::Release);
@@ -424,18 +454,41 @@ impl Slot {
         self.state.store(state as u8, Ordering::Release);
     }
 
-    /// Whether publishers should put events in this mailbox. A stopping
-    /// instance still takes them: it drains its queue before it stops.
+    /// Whether publishers should put events in this mailbox: its thread
+    /// will take them. A starting instance takes them after its `init`, a
+    /// stopping one drains its queue before it stops, a restarting one hands
+    /// them to its next incarnation. A failed, flapping or stopped one does
+    /// not: what it misses is counted at delivery (received and dropped).
     pub(crate) fn accepts_events(&self) -> bool {
         matches!(
             self.state(),
-            State::Running | State::Stopping | State::Restarting
+            State::Starting | State::Running | State::Stopping | State::Restarting
         )
     }
 
-    /// Failed and not coming back by itself (no restart, or flapping).
-    pub(crate) fn is_down(&self) -> bool {
-        matches!(self.state(), State::Failed | State::Flapping)
+    /// Take everything out of the mailbox, counting it as dropped; returns
+    /// how much there was. Safe from any thread (each event is counted by
+    /// whoever takes it out).
+    pub(crate) fn drop_queued(&self) -> u64 {
+        let mut dropped = 0;
+        while self.rx.try_recv().is_ok() {
+            dropped += 1;
+        }
+        if dropped > 0 {
+            let abandoned = &self.stats.producer.abandoned;
+            abandoned.fetch_add(dropped, Ordering::AcqRel);
+        }
+        dropped
+    }
+
+    /// Count as dropped what sits in the mailbox of a listed instance that no
+    /// longer takes events: an event that raced its failure or stop (its
+    /// publisher saw it running a moment before). Called by whoever looks at
+    /// the counts, so no such event stays uncounted.
+    pub(crate) fn sweep(&self) {
+        if !self.rx.is_empty() && !self.accepts_events() && !self.retired.load(Ordering::Acquire) {
+            self.drop_queued();
+        }
     }
 
     pub(crate) fn last_error(&self) -> Option<String> {
@@ -450,6 +503,7 @@ impl Slot {
     }
 
     pub(crate) fn counts(&self) -> Counts {
+        self.sweep();
         let p = &self.stats.producer;
         let c = &self.stats.consumer;
         Counts {
@@ -471,7 +525,7 @@ impl Slot {
     /// Record a failure, move to `next` (`Failed`, or `Restarting` when the
     /// policy restarts it: its mailbox then keeps taking events), tell everyone.
     pub(crate) fn fail_to(&self, bus: &Bus, reason: String, next: State) {
-        tracing::error!(plugin = %self.name, "plugin failed: {}", crate::text::Escaped(&reason));
+        tracing::error!(plugin = %self.name, "plugin failed: {}", Escaped(&reason));
         self.set_last_error(reason.clone());
         self.set_state(next);
         bus.publish_host_on(
@@ -524,16 +578,19 @@ pub(crate) enum ProbeAnswer {
     Failed(String),
 }
 
-/// Makes a fresh instance (on the calling thread): at start, and at each restart.
-pub(crate) type Factory = Box<dyn FnMut() -> Result<Box<dyn Instance>, CallFailure> + Send>;
+/// Makes a fresh instance on the calling thread (the thread of the
+/// incarnation it starts; see [`incarnate`]): at start, and at each restart.
+pub(crate) type Factory = Arc<dyn Fn() -> Result<Box<dyn Instance>, CallFailure> + Send + Sync>;
 
 /// Restart policy and the record the flapping rule is judged on.
 pub(crate) struct Supervision {
     /// How often the worker calls the plugin's `tick`.
-    pub tick: Option<std::time::Duration>,
+    pub tick: Option<Duration>,
     pub restart: crate::config::Restart,
     pub max_restarts: u32,
-    pub window: std::time::Duration,
+    pub window: Duration,
+    /// How long a (re)start's `init` may run.
+    pub start_timeout: Duration,
     pub recent: std::collections::VecDeque<Instant>,
 }
 
@@ -544,6 +601,7 @@ impl Supervision {
             restart: config.restart,
             max_restarts: config.max_restarts,
             window: config.restart_window,
+            start_timeout: config.start_timeout,
             recent: Default::default(),
         }
     }
@@ -558,7 +616,7 @@ impl Supervision {
 
     /// The delay before the next restart (exponential, from 50 ms to 5 s), or
     /// `None` when the restarts inside the window already reached the limit.
-    fn next_delay(&mut self, now: Instant) -> Option<std::time::Duration> {
+    fn next_delay(&mut self, now: Instant) -> Option<Duration> {
         while self
             .recent
             .front()
@@ -570,36 +628,237 @@ impl Supervision {
             return None;
         }
         let exponent = self.recent.len().min(7) as u32;
-        Some(
-            std::time::Duration::from_millis(50 * 2u64.pow(exponent))
-                .min(std::time::Duration::from_secs(5)),
-        )
+        Some(Duration::from_millis(50 * 2u64.pow(exponent)).min(Duration::from_secs(5)))
     }
 }
 
-/// The body of an instance's thread, from its first event to its last.
+/// How an incarnation's `init` went (see [`incarnate`]).
+pub(crate) enum Init {
+    /// The instance exists; its thread waits for its [`Worker`] on `worker`
+    /// and then serves its events.
+    Ready {
+        worker: Sender<Worker>,
+        thread: std::thread::JoinHandle<()>,
+    },
+    /// `init` failed, or did not return within its `start_timeout`.
+    Failed(CallFailure),
+    /// The OS refused a thread.
+    NoThread(std::io::Error),
+    /// The host's startup was cancelled, or a stop ordered, while `init` ran.
+    Cancelled,
+}
+
+/// How often a wait for an `init` looks at its cancel flag.
+const CANCEL_CHECK: Duration = Duration::from_millis(5);
+
+/// Make an instance from `factory` on a new thread, which becomes the
+/// instance's own thread once it is handed its [`Worker`], and wait for its
+/// `init`: up to `limit`, or until `cancelled` is set or a stop is ordered.
+///
+/// An `init` given up on is ended as far as the host can end it: a process
+/// instance's child is killed (its thread then ends by itself); a thread
+/// instance's thread is abandoned, blocked in the plugin. It is never
+/// joined and its library never unloaded; if its `init` ever returns, the
+/// late instance is dropped on that thread and never sees an event.
+pub(crate) fn incarnate(
+    slot: &Arc<Slot>,
+    factory: &Factory,
+    limit: Duration,
+    cancelled: Option<&AtomicBool>,
+) -> Init {
+    type Made = Result<Sender<Worker>, CallFailure>;
+    let (init_tx, init_rx) = crossbeam_channel::bounded::<Made>(1);
+    let (make, own) = (factory.clone(), slot.clone());
+    let spawned = std::thread::Builder::new()
+        .name(format!("plughost:{}", slot.name))
+        .spawn(move || {
+            let instance = match make() {
+                Ok(instance) => instance,
+                Err(failure) => {
+                    let _ = init_tx.send(Err(failure));
+                    return;
+                }
+            };
+            own.adopt(instance.as_ref());
+            let (worker_tx, worker_rx) = crossbeam_channel::bounded::<Worker>(1);
+            let sent = init_tx.send(Ok(worker_tx));
+            // When the waiter gave up, dropping the last sender discards the
+            // channel and the `worker_tx` in it: `recv` below fails.
+            drop(init_tx);
+            if sent.is_ok()
+                && let Ok(mut worker) = worker_rx.recv()
+            {
+                worker.instance = Some(instance);
+                worker.run();
+            }
+        });
+    let thread = match spawned {
+        Ok(thread) => thread,
+        Err(cause) => return Init::NoThread(cause),
+    };
+    let deadline = Instant::now() + limit;
+    let made = |made: Made, thread: std::thread::JoinHandle<()>| match made {
+        Ok(worker) => Init::Ready { worker, thread },
+        Err(failure) => {
+            // Its thread has nothing left to do.
+            let _ = thread.join();
+            Init::Failed(failure)
+        }
+    };
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match init_rx.recv_timeout(left.min(CANCEL_CHECK)) {
+            Ok(outcome) => return made(outcome, thread),
+            Err(RecvTimeoutError::Disconnected) => {
+                let _ = thread.join();
+                let ended = "its thread ended during init".to_owned();
+                return Init::Failed(CallFailure::Panic(ended));
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        let cancel = cancelled.is_some_and(|flag| flag.load(Ordering::Acquire))
+            || slot.stop_asked.load(Ordering::Acquire);
+        if cancel || Instant::now() >= deadline {
+            // Unless it made it just now, give up on it.
+            if let Ok(outcome) = init_rx.try_recv() {
+                return made(outcome, thread);
+            }
+            drop(init_rx);
+            let fate = give_up(slot, thread);
+            if cancel {
+                tracing::warn!(plugin = %slot.name, "stopped during its init; {fate}");
+                return Init::Cancelled;
+            }
+            let reason = format!("did not return within {limit:?} (start_timeout); {fate}");
+            return Init::Failed(CallFailure::Panic(reason));
+        }
+    }
+}
+
+/// End an incarnation stuck in `init` as far as the host can; says how.
+fn give_up(slot: &Slot, thread: std::thread::JoinHandle<()>) -> String {
+    // Never joined: a thread stuck in a plugin may never return.
+    drop(thread);
+    match slot.settings().isolation {
+        crate::config::Isolation::Process => {
+            // Its thread sees the child die, and ends.
+            crate::process::kill(slot);
+            "its process was killed".to_owned()
+        }
+        crate::config::Isolation::Thread => {
+            let n = slot.abandoned_threads.fetch_add(1, Ordering::AcqRel) + 1;
+            format!(
+                "its thread is abandoned, blocked in the plugin, and its library stays loaded ({n} such thread(s) for this instance)"
+            )
+        }
+    }
+}
+
+/// Handler errors logged one by one before the log thins out.
+const ERRORS_LOGGED_FIRST: u64 = 10;
+/// After the first ones, one handler error in this many is logged.
+const ERRORS_LOGGED_EVERY: u64 = 1000;
+/// Where every handler error is counted, whether logged or not.
+const ERRORS_COUNTED: &str =
+    "every one is counted as `failed` in /plugins, /metrics and the shutdown summary";
+
+/// Which handler errors were logged: all are counted, not all are logged.
+#[derive(Default)]
+struct ErrorLog {
+    seen: u64,
+    /// Errors not logged since the last one that was.
+    unlogged: u64,
+}
+
+/// What to log about one more handler error.
+#[derive(Debug, PartialEq, Eq)]
+enum ErrorNote {
+    /// Log it.
+    Log,
+    /// Log it, and that the log thins out from now on.
+    LogAndThin,
+    /// Log it, and how many were not logged since the last one.
+    LogAfter(u64),
+    /// Do not log it (it is counted).
+    Skip,
+}
+
+impl ErrorLog {
+    fn record(&mut self) -> ErrorNote {
+        self.seen += 1;
+        if self.seen < ERRORS_LOGGED_FIRST {
+            ErrorNote::Log
+        } else if self.seen == ERRORS_LOGGED_FIRST {
+            ErrorNote::LogAndThin
+        } else if self.seen.is_multiple_of(ERRORS_LOGGED_EVERY) {
+            ErrorNote::LogAfter(std::mem::take(&mut self.unlogged))
+        } else {
+            self.unlogged += 1;
+            ErrorNote::Skip
+        }
+    }
+}
+
+/// The body of an instance's thread, from its first event to its last. It
+/// moves to a new thread at every restart ([`incarnate`]).
 pub(crate) struct Worker {
-    pub slot: Arc<Slot>,
-    pub bus: Arc<Bus>,
-    pub instance: Option<Box<dyn Instance>>,
-    pub factory: Factory,
-    pub supervision: Supervision,
-    pub control: Receiver<Control>,
-    pub errors_logged: u64,
+    slot: Arc<Slot>,
+    bus: Arc<Bus>,
+    instance: Option<Box<dyn Instance>>,
+    factory: Factory,
+    supervision: Supervision,
+    control: Receiver<Control>,
+    errors: ErrorLog,
     /// A failure waiting for the restart policy's decision.
-    pub pending_failure: Option<CallFailure>,
+    pending_failure: Option<CallFailure>,
     /// Events taken from the mailbox but never handled (the instance died
     /// first): the restarted instance gets them before the mailbox.
-    pub requeue: std::collections::VecDeque<Event>,
+    requeue: std::collections::VecDeque<Event>,
+    /// Dropped with the worker, when the instance's last thread ends: the
+    /// host waits on its receiver.
+    _done: Sender<()>,
 }
 
 /// What the worker's loop does next.
 enum Next {
     Go,
+    /// Stop, after handling (`true`) or dropping what is queued.
     Stop(bool),
+    /// A new incarnation runs: hand it the worker, and end this thread.
+    Handoff(Sender<Worker>),
+}
+
+impl Next {
+    fn go(&self) -> bool {
+        matches!(self, Next::Go)
+    }
 }
 
 impl Worker {
+    /// A worker for `slot`, with no instance yet: [`incarnate`] makes one,
+    /// and is handed the worker once its `init` is done.
+    pub(crate) fn new(
+        slot: Arc<Slot>,
+        bus: Arc<Bus>,
+        factory: Factory,
+        supervision: Supervision,
+        control: Receiver<Control>,
+        done: Sender<()>,
+    ) -> Worker {
+        Worker {
+            slot,
+            bus,
+            instance: None,
+            factory,
+            supervision,
+            control,
+            errors: ErrorLog::default(),
+            pending_failure: None,
+            requeue: Default::default(),
+            _done: done,
+        }
+    }
+
     /// Call the plugin's `tick` if it is due; returns when the next one is.
     fn tick_if_due(&mut self, next: &mut Option<Instant>) {
         let Some(interval) = self.supervision.tick else {
@@ -618,22 +877,41 @@ impl Worker {
         match watched(&self.slot.stats.consumer.busy_since, || instance.tick()) {
             Ok(()) => {}
             Err(CallFailure::Error(message)) => {
-                tracing::warn!(plugin = %self.slot.name, "tick failed: {}", crate::text::Escaped(&message))
+                tracing::warn!(plugin = %self.slot.name, "tick failed: {}", Escaped(&message))
             }
             Err(failure) => self.fail(CallFailure::Panic(format!("tick {failure}"))),
         }
     }
 
+    /// Serve the instance until it stops, or until a new incarnation takes over.
     pub(crate) fn run(mut self) {
+        match self.serve() {
+            Next::Stop(drain) => self.finish(drain),
+            Next::Handoff(to) => {
+                if let Err(back) = to.send(self) {
+                    // The new incarnation's thread is gone: a failure.
+                    let mut worker = back.into_inner();
+                    let gone = "its thread ended before it took its events".to_owned();
+                    worker.fail(CallFailure::Panic(gone));
+                    worker.run();
+                }
+            }
+            Next::Go => unreachable!("serve returns only to stop or hand over"),
+        }
+    }
+
+    /// The event loop: returns only to stop or to hand over to a new incarnation.
+    fn serve(&mut self) -> Next {
         let rx = self.slot.rx.clone();
         let mut batch: Vec<Event> = Vec::new();
         let mut next_tick: Option<Instant> = None;
         loop {
             self.tick_if_due(&mut next_tick);
-            if let Some(failure) = self.pending_failure.take()
-                && let Next::Stop(drain) = self.supervise(failure)
-            {
-                return self.finish(drain);
+            if let Some(failure) = self.pending_failure.take() {
+                let next = self.supervise(failure);
+                if !next.go() {
+                    return next;
+                }
             }
             // Written only when set: the flag shares its line with what
             // publishers read on every event.
@@ -641,9 +919,26 @@ impl Worker {
                 self.slot.control_pending.store(false, Ordering::Relaxed);
             }
             while let Ok(order) = self.control.try_recv() {
-                if let Some(drain) = self.obey(order) {
-                    return self.finish(drain);
+                let next = self.obey(order);
+                if !next.go() {
+                    return next;
                 }
+            }
+            if self.instance.is_none() {
+                if self.pending_failure.is_some() {
+                    continue;
+                }
+                // Failed for good, flapping, or stopped: its backlog is
+                // counted, and what comes for it is counted at delivery. It
+                // costs nothing until an order comes.
+                let next = match self.control.recv() {
+                    Ok(order) => self.obey(order),
+                    Err(_) => Next::Stop(false),
+                };
+                if !next.go() {
+                    return next;
+                }
+                continue;
             }
             let batched = self.instance.as_ref().is_some_and(|i| i.batched());
             let handled = if batched {
@@ -662,14 +957,15 @@ impl Worker {
                 if self.spin_for_work() {
                     continue;
                 }
-                let idle = next_tick.map_or(std::time::Duration::from_secs(3600), |t| {
+                let idle = next_tick.map_or(Duration::from_secs(3600), |t| {
                     t.saturating_duration_since(Instant::now())
                 });
                 select! {
                     recv(self.control) -> order => {
                         let order = order.unwrap_or(Control::Stop { drain: false });
-                        if let Some(drain) = self.obey(order) {
-                            return self.finish(drain);
+                        let next = self.obey(order);
+                        if !next.go() {
+                            return next;
                         }
                     }
                     recv(rx) -> event => {
@@ -816,10 +1112,35 @@ impl Worker {
     }
 
     fn log_error(&mut self, event: &Event, message: &str) {
-        self.errors_logged += 1;
-        // Every error is counted; the log says the first ones, then one in a thousand.
-        if self.errors_logged <= 10 || self.errors_logged.is_multiple_of(1000) {
-            tracing::warn!(plugin = %self.slot.name, "event {} on {} failed: {}", event.id(), crate::text::Escaped(event.topic()), crate::text::Escaped(message));
+        // Every error is counted; the log says the first ones, then one in
+        // a thousand, and says how many it left out.
+        let note = self.errors.record();
+        let (name, topic, message) = (&self.slot.name, Escaped(event.topic()), Escaped(message));
+        let id = event.id();
+        match note {
+            ErrorNote::Log => {
+                tracing::warn!(plugin = %name, "event {id} on {topic} failed: {message}")
+            }
+            ErrorNote::LogAndThin => tracing::warn!(
+                plugin = %name,
+                "event {id} on {topic} failed: {message} ({ERRORS_LOGGED_FIRST} handler errors logged; from now on only one in {ERRORS_LOGGED_EVERY} is, and {ERRORS_COUNTED})"
+            ),
+            ErrorNote::LogAfter(unlogged) => tracing::warn!(
+                plugin = %name,
+                "event {id} on {topic} failed: {message} ({unlogged} handler error(s) since the last one logged were not logged; {ERRORS_COUNTED})"
+            ),
+            ErrorNote::Skip => {}
+        }
+    }
+
+    /// Say how many handler errors went unlogged since the last one logged.
+    fn flush_error_log(&mut self) {
+        let unlogged = std::mem::take(&mut self.errors.unlogged);
+        if unlogged > 0 {
+            tracing::warn!(
+                plugin = %self.slot.name,
+                "{unlogged} handler error(s) since the last one logged were not logged; {ERRORS_COUNTED}"
+            );
         }
     }
 
@@ -842,6 +1163,29 @@ impl Worker {
         self.pending_failure = Some(failure);
     }
 
+    /// An `init` after the first start failed or timed out: a failure like
+    /// any other, for the restart policy.
+    pub(crate) fn fail_init(&mut self, failure: CallFailure) {
+        self.fail(failure.context("init"));
+    }
+
+    /// The instance will not run again unless an operator (or a reload)
+    /// starts it: what waits for it is counted as dropped now, not when
+    /// someone restarts it or the host stops.
+    fn drop_backlog(&mut self) {
+        let requeued = self.requeue.len() as u64;
+        self.requeue.clear();
+        add(&self.slot.stats.consumer.discarded, requeued);
+        let dropped = requeued + self.slot.drop_queued();
+        if dropped > 0 {
+            tracing::warn!(
+                plugin = %self.slot.name,
+                "{dropped} queued event(s) counted as dropped: it is {} and takes no events until it is started again",
+                self.slot.state().as_str()
+            );
+        }
+    }
+
     /// Apply the restart policy to a failure: restart after a backoff, or
     /// declare the instance flapping, or leave it failed.
     fn supervise(&mut self, failure: CallFailure) -> Next {
@@ -850,6 +1194,7 @@ impl Worker {
             if matches!(failure, CallFailure::Exited(_)) {
                 slot.set_state(State::Stopped);
             }
+            self.drop_backlog();
             return Next::Go;
         }
         let lifecycle = |extra: serde_json::Value| {
@@ -876,75 +1221,88 @@ impl Worker {
                 );
                 self.bus
                     .publish_host_on(Some(&slot), "plughost.plugin.flapping", payload);
+                self.drop_backlog();
                 return Next::Go;
             };
             slot.set_state(State::Restarting);
             // Wait out the backoff on the control lane: a stop order still works.
-            match self.control.recv_timeout(delay) {
-                Ok(order) => {
-                    if let Some(drain) = self.obey(order) {
-                        return Next::Stop(drain);
+            let until = Instant::now() + delay;
+            loop {
+                match self.control.recv_deadline(until) {
+                    Ok(order) => {
+                        let next = self.obey(order);
+                        // A stop, a replacement, or a replacement that failed.
+                        if !next.go() || self.pending_failure.is_some() {
+                            return next;
+                        }
                     }
+                    Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => return Next::Stop(false),
                 }
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Next::Stop(false),
             }
             self.supervision.recent.push_back(Instant::now());
             let restarts = slot.restarts.fetch_add(1, Ordering::AcqRel) + 1;
-            match (self.factory)() {
-                Ok(instance) => {
-                    slot.adopt(instance.as_ref());
-                    self.instance = Some(instance);
+            let limit = self.supervision.start_timeout;
+            let failure = match incarnate(&slot, &self.factory, limit, None) {
+                Init::Ready { worker, .. } => {
                     slot.set_state(State::Running);
                     tracing::info!(plugin = %slot.name, "restarted (restart {restarts})");
                     let payload = lifecycle(serde_json::json!({"restarts": restarts}));
                     self.bus
                         .publish_host_on(Some(&slot), "plughost.plugin.restarted", payload);
-                    return Next::Go;
+                    return Next::Handoff(worker);
                 }
-                Err(failure) => {
-                    slot.fail_to(&self.bus, format!("init {failure}"), State::Restarting)
-                }
-            }
+                Init::Failed(failure) => format!("init {failure}"),
+                Init::NoThread(cause) => format!("cannot start its thread: {cause}"),
+                // A stop was ordered: the control lane has it.
+                Init::Cancelled => return Next::Go,
+            };
+            slot.fail_to(&self.bus, failure, State::Restarting);
         }
     }
 
-    /// Carry out one order; `Some(drain)` means stop.
-    fn obey(&mut self, order: Control) -> Option<bool> {
+    /// Carry out one order.
+    fn obey(&mut self, order: Control) -> Next {
         match order {
-            Control::Stop { drain } => Some(drain),
+            Control::Stop { drain } => Next::Stop(drain),
             Control::Probe(probe, reply) => {
                 reply((self.slot.index, self.probe(probe)));
-                None
+                Next::Go
             }
             Control::Replace {
                 factory,
                 supervision,
                 reply,
             } => {
+                // The old instance stops and goes on its own thread: this one.
                 if let Some(mut old) = self.instance.take()
                     && let Err(failure) = old.stop()
                 {
-                    tracing::warn!(plugin = %self.slot.name, "stop before restart failed: {}", crate::text::Escaped(&failure.to_string()));
+                    tracing::warn!(plugin = %self.slot.name, "stop before restart failed: {}", Escaped(&failure.to_string()));
                 }
                 self.factory = factory;
                 self.supervision = supervision;
                 self.pending_failure = None;
-                let outcome = match (self.factory)() {
-                    Ok(instance) => {
-                        self.slot.adopt(instance.as_ref());
-                        self.instance = Some(instance);
+                let limit = self.supervision.start_timeout;
+                let failure = match incarnate(&self.slot, &self.factory, limit, None) {
+                    Init::Ready { worker, .. } => {
                         self.slot.set_state(State::Running);
-                        Ok(())
+                        let _ = reply.send(Ok(()));
+                        return Next::Handoff(worker);
                     }
-                    Err(failure) => {
-                        let reason = format!("init {failure}");
-                        self.slot.fail(&self.bus, reason.clone());
-                        Err(reason)
+                    Init::Failed(failure) => failure,
+                    Init::NoThread(cause) => {
+                        CallFailure::Error(format!("cannot start its thread: {cause}"))
+                    }
+                    Init::Cancelled => {
+                        // A stop was ordered: the control lane has it.
+                        let _ = reply.send(Err("stopped during its init".to_owned()));
+                        return Next::Go;
                     }
                 };
-                let _ = reply.send(outcome);
-                None
+                let _ = reply.send(Err(format!("init {failure}")));
+                self.fail_init(failure);
+                Next::Go
             }
             Control::Http(request, reply) => {
                 let answer = match self.instance.as_mut() {
@@ -966,14 +1324,14 @@ impl Worker {
                     },
                 };
                 reply(answer);
-                None
+                Next::Go
             }
             Control::Died { pid, failure } => {
                 // A stale notice about a process already replaced is ignored.
                 if self.instance.as_ref().and_then(|i| i.pid()) == Some(pid) {
                     self.fail(failure);
                 }
-                None
+                Next::Go
             }
         }
     }
@@ -1028,12 +1386,14 @@ impl Worker {
                 handler.record(started.elapsed(), called);
             }
         }
+        self.flush_error_log();
         if let Some(mut instance) = self.instance.take() {
             match instance.stop() {
                 Ok(()) => self.slot.set_state(State::Stopped),
                 Err(failure) => self.slot.fail(&self.bus, format!("stop {failure}")),
             }
-        } else if self.slot.state() == State::Stopping {
+        } else if matches!(self.slot.state(), State::Stopping | State::Restarting) {
+            // It died while draining: it stops failed.
             self.slot.set_state(State::Failed);
         }
     }
@@ -1051,4 +1411,174 @@ fn watched<T>(busy: &AtomicU64, call: impl FnOnce() -> T) -> T {
 /// Single-writer add (see [`bump`]).
 fn add(counter: &AtomicU64, n: u64) {
     counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Release);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn plugin(extra: &str) -> PluginConfig {
+        let text = format!("[[plugin]]\nname = \"t\"\nlibrary = \"x\"\n{extra}");
+        let config = Config::parse(std::path::Path::new("/p.toml"), &text).unwrap();
+        config.plugins[0].clone()
+    }
+
+    fn slot(extra: &str) -> Arc<Slot> {
+        let plugin = plugin(&format!("queue_capacity = 8\n{extra}"));
+        Arc::new(Slot::new(0, &plugin, "x".into(), "rust", None))
+    }
+
+    fn event(id: u64) -> Event {
+        Event::new(
+            id,
+            0,
+            Name::intern("t.e"),
+            Name::intern("host"),
+            Box::new([]),
+        )
+    }
+
+    struct Quiet;
+
+    impl Instance for Quiet {
+        fn on_event(&mut self, _: &EventView<'_>) -> Result<(), CallFailure> {
+            Ok(())
+        }
+        fn stop(&mut self) -> Result<(), CallFailure> {
+            Ok(())
+        }
+        fn health(&mut self) -> Result<Option<Health>, CallFailure> {
+            Ok(None)
+        }
+        fn ready(&mut self) -> Result<Option<Readiness>, CallFailure> {
+            Ok(None)
+        }
+        fn jobs(&mut self) -> Result<Option<Vec<JobReport>>, CallFailure> {
+            Ok(None)
+        }
+    }
+
+    #[test]
+    fn the_error_log_names_ten_then_one_in_a_thousand_and_how_many_it_left_out() {
+        let mut log = ErrorLog::default();
+        let notes: Vec<ErrorNote> = (0..2500).map(|_| log.record()).collect();
+        assert!(notes[..9].iter().all(|n| *n == ErrorNote::Log));
+        assert_eq!(notes[9], ErrorNote::LogAndThin);
+        assert_eq!(notes[999], ErrorNote::LogAfter(989));
+        assert_eq!(notes[1999], ErrorNote::LogAfter(999));
+        let logged = notes.iter().filter(|n| **n != ErrorNote::Skip).count();
+        assert_eq!(logged, 12);
+        assert_eq!(log.unlogged, 500, "said when the instance stops");
+    }
+
+    #[test]
+    fn an_instance_that_takes_no_events_has_what_sits_in_its_mailbox_counted_as_dropped() {
+        for (state, swept) in [
+            (State::Starting, false),
+            (State::Running, false),
+            (State::Stopping, false),
+            (State::Restarting, false),
+            (State::Failed, true),
+            (State::Flapping, true),
+            (State::Stopped, true),
+        ] {
+            let slot = slot("");
+            slot.set_state(state);
+            for id in 0..3 {
+                slot.stats.producer.offered.fetch_add(1, Ordering::Relaxed);
+                slot.tx.try_send(event(id)).unwrap();
+            }
+            let counts = slot.counts();
+            assert_eq!(counts.received, 3);
+            assert_eq!(slot.accepts_events(), !swept, "{state:?}");
+            assert_eq!(counts.dropped, if swept { 3 } else { 0 }, "{state:?}");
+            assert_eq!(slot.rx.len(), if swept { 0 } else { 3 }, "{state:?}");
+        }
+        // A retired slot's mailbox is moved, not swept.
+        let slot = slot("");
+        slot.set_state(State::Stopped);
+        slot.retired.store(true, Ordering::Release);
+        slot.tx.try_send(event(1)).unwrap();
+        slot.sweep();
+        assert_eq!(slot.rx.len(), 1);
+    }
+
+    #[test]
+    fn a_slot_carries_on_its_predecessors_totals() {
+        let old = slot("");
+        old.stats.producer.offered.fetch_add(5, Ordering::Relaxed);
+        add(&old.stats.consumer.processed, 5);
+        old.restarts.fetch_add(2, Ordering::Relaxed);
+        let new = Slot::new(
+            1,
+            &plugin("queue_capacity = 64\n"),
+            "x".into(),
+            "rust",
+            Some(&old),
+        );
+        new.stats.producer.offered.fetch_add(1, Ordering::Relaxed);
+        assert_eq!(new.counts().received, 6);
+        assert_eq!(new.counts().processed, 5);
+        assert_eq!(new.restarts.load(Ordering::Acquire), 2);
+        assert_eq!(new.capacity, 64);
+    }
+
+    fn factory(
+        make: impl Fn() -> Result<Box<dyn Instance>, CallFailure> + Send + Sync + 'static,
+    ) -> Factory {
+        Arc::new(make)
+    }
+
+    #[test]
+    fn an_init_is_waited_for_up_to_its_limit_then_given_up() {
+        let slot = slot("");
+        let quick = factory(|| Ok(Box::new(Quiet)));
+        let limit = Duration::from_secs(30);
+        assert!(matches!(
+            incarnate(&slot, &quick, limit, None),
+            Init::Ready { .. }
+        ));
+        let failing = factory(|| Err(CallFailure::Error("no".into())));
+        match incarnate(&slot, &failing, limit, None) {
+            Init::Failed(CallFailure::Error(message)) => assert_eq!(message, "no"),
+            _ => panic!("a failing init fails"),
+        }
+        let hanging = factory(|| {
+            loop {
+                std::thread::park();
+            }
+        });
+        let limit = Duration::from_millis(50);
+        match incarnate(&slot, &hanging, limit, None) {
+            Init::Failed(CallFailure::Panic(message)) => assert_eq!(
+                message,
+                "did not return within 50ms (start_timeout); its thread is abandoned, blocked in the plugin, and its library stays loaded (1 such thread(s) for this instance)"
+            ),
+            _ => panic!("a hanging init fails at its limit"),
+        }
+        assert_eq!(slot.abandoned_threads.load(Ordering::Acquire), 1);
+    }
+
+    #[test]
+    fn an_init_is_given_up_when_cancelled_or_stopped() {
+        let slot = slot("");
+        let hanging = factory(|| {
+            loop {
+                std::thread::park();
+            }
+        });
+        let limit = Duration::from_secs(3600);
+        let cancelled = AtomicBool::new(true);
+        assert!(matches!(
+            incarnate(&slot, &hanging, limit, Some(&cancelled)),
+            Init::Cancelled
+        ));
+        slot.stop_asked.store(true, Ordering::Release);
+        assert!(matches!(
+            incarnate(&slot, &hanging, limit, None),
+            Init::Cancelled
+        ));
+        assert_eq!(slot.abandoned_threads.load(Ordering::Acquire), 2);
+    }
 }

@@ -206,7 +206,30 @@ fn run(
         )),
         None => None,
     };
-    let host = Host::start(config)?;
+    let control_path = config.host.control_socket.clone();
+    let forget_socket = || {
+        if let Some(path) = &control_path {
+            let _ = std::fs::remove_file(path);
+        }
+    };
+    // A SIGINT/SIGTERM from now on sets `cancel`: a start under way gives up
+    // on the init it waits for, and stops what it had started.
+    let host = match Host::start_cancellable(config, cancel) {
+        Ok(host) => host,
+        Err(plughost::StartError::Cancelled) => {
+            forget_socket();
+            let signal = match end_rx.try_recv() {
+                Ok(End::Signal(signal)) => signal,
+                _ => "a signal",
+            };
+            tracing::info!("{signal} during startup: the instances started so far were stopped");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(error) => {
+            forget_socket();
+            return Err(error.into());
+        }
+    };
     let _ = host_slot.set(host.clone());
     if let Some((path, listener)) = control {
         tracing::info!(

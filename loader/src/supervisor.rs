@@ -12,13 +12,13 @@
 use crate::bus::Bus;
 use crate::config::{Config, Isolation, PluginConfig};
 use crate::host::{Host, StartError};
-use crate::instance::{CallFailure, Control, Factory, Reply, Slot, State, Supervision, Worker};
+use crate::instance::{Control, Factory, Init, Reply, Slot, State, Supervision, Worker, incarnate};
 use crate::library::{self, HostLink, Library};
 use crate::process;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use plughost_api::{HttpRequest, HttpResponse};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -45,6 +45,9 @@ impl WorkerHandle {
     /// Put `order` on the control lane and have the thread look there before
     /// its next event (send first: the thread clears the flag, then reads).
     pub(crate) fn order(&self, order: Control) {
+        if let Control::Stop { .. } = order {
+            self.slot.stop_asked.store(true, Ordering::Release);
+        }
         if self.control.send(order).is_ok() {
             self.slot.control_pending.store(true, Ordering::Release);
         }
@@ -69,19 +72,6 @@ impl WorkerHandle {
             Err(crossbeam_channel::TryRecvError::Empty)
         )
     }
-
-    /// Wait up to `limit` for the thread to end; join it if it did.
-    pub(crate) fn wait(&mut self, limit: Duration) -> bool {
-        match self.done.recv_timeout(limit) {
-            Err(RecvTimeoutError::Timeout) => false,
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => {
-                if let Some(thread) = self.thread.take() {
-                    let _ = thread.join();
-                }
-                true
-            }
-        }
-    }
 }
 
 /// What to wait on for a worker to finish, without holding the workers' lock.
@@ -91,24 +81,45 @@ struct Waiter {
 }
 
 impl Waiter {
-    /// Wait for the thread to end; publish `stopped` if it stopped cleanly.
-    fn finish(self, bus: &Bus) -> Result<(), String> {
+    /// Wait for the thread to end.
+    fn wait(&self) -> Result<(), String> {
         // Nothing is ever sent on `done`: it disconnects when the thread ends.
-        if let Err(RecvTimeoutError::Timeout) = self.done.recv_timeout(STOP_WAIT) {
-            return Err(format!(
+        match self.done.recv_timeout(STOP_WAIT) {
+            Err(RecvTimeoutError::Timeout) => Err(format!(
                 "`{}` did not stop within {STOP_WAIT:?}",
                 self.slot.name
-            ));
+            )),
+            _ => Ok(()),
         }
+    }
+
+    /// Wait for the thread to end; publish `stopped` if it stopped cleanly.
+    fn finish(self, bus: &Bus) -> Result<(), String> {
+        self.wait()?;
         if self.slot.state() == State::Stopped {
-            tracing::info!(plugin = %self.slot.name, "stopped");
-            bus.publish_host(
-                "plughost.plugin.stopped",
-                serde_json::json!({"name": &*self.slot.name, "library": self.slot.library()}),
-            );
+            announce_stopped(bus, &self.slot);
         }
         Ok(())
     }
+}
+
+/// Log and publish that the instance in `slot` stopped cleanly.
+pub(crate) fn announce_stopped(bus: &Bus, slot: &Slot) {
+    tracing::info!(plugin = %slot.name, "stopped");
+    let payload = serde_json::json!({"name": &*slot.name, "library": slot.library()});
+    bus.publish_host_except(slot, "plughost.plugin.stopped", payload);
+}
+
+/// Which start of an instance [`Host::launch`] runs.
+#[derive(Clone, Copy)]
+pub(crate) enum Start<'a> {
+    /// At the host's start: a required instance that cannot start stops the
+    /// host's start (the caller decides); `cancelled` aborts the wait.
+    Initial { cancelled: &'a AtomicBool },
+    /// Later (`ctl start`): announced as started.
+    Later,
+    /// A reload's restart on a new mailbox: announced as restarted.
+    Reload,
 }
 
 /// An instance's answer to a forwarded HTTP request: its response, `None`
@@ -155,7 +166,7 @@ fn factory(
     );
     let (isolation, trust, config_json) =
         (plugin.isolation, plugin.trust(), plugin.config.to_string());
-    Box::new(move || match isolation {
+    Arc::new(move || match isolation {
         Isolation::Thread => {
             let link = HostLink {
                 slot: slot.clone(),
@@ -178,12 +189,17 @@ fn factory(
 
 impl Host {
     /// A slot for `plugin`, at the end of the bus's list, not yet attached.
+    /// It carries on the totals of the last slot of the same name, if a
+    /// reload replaced or removed one: counts belong to the name.
     fn new_slot(&self, plugin: &PluginConfig, library: &Library) -> Arc<Slot> {
+        let slots = self.inner.bus.slots();
+        let predecessor = slots.iter().rev().find(|slot| *slot.name == plugin.name);
         Arc::new(Slot::new(
-            self.inner.bus.slots().len(),
+            slots.len(),
             plugin,
             library.path.display().to_string(),
             language(library),
+            predecessor.map(|slot| &**slot),
         ))
     }
 
@@ -192,11 +208,12 @@ impl Host {
         &self,
         plugin: &PluginConfig,
         library: Arc<Library>,
+        start: Start<'_>,
     ) -> Result<(), StartError> {
         let bus: &Arc<Bus> = &self.inner.bus;
         let slot = self.new_slot(plugin, &library);
         bus.attach(slot.clone());
-        let (handle, outcome) = self.launch(slot, plugin, library);
+        let (handle, outcome) = self.launch(slot, plugin, library, start);
         self.inner
             .workers
             .lock()
@@ -205,56 +222,30 @@ impl Host {
         outcome
     }
 
-    /// Start a worker thread for `slot` and wait for its `init`. The handle
-    /// comes back either way (an instance that failed to init stays listed).
+    /// Start an instance in `slot` on a thread of its own and wait for its
+    /// `init`, up to the plugin's `start_timeout`. The handle comes back
+    /// either way (an instance that failed to start stays listed). An
+    /// instance that cannot start fails under its restart policy (it is
+    /// restarted in the background if the policy says so), except a
+    /// required one at the host's start, which stays failed: the caller
+    /// gives up the host's start.
     fn launch(
         &self,
         slot: Arc<Slot>,
         plugin: &PluginConfig,
         library: Arc<Library>,
+        start: Start<'_>,
     ) -> (WorkerHandle, Result<(), StartError>) {
         let bus = self.inner.bus.clone();
         let (control_tx, control_rx) = crossbeam_channel::unbounded();
-        let (init_tx, init_rx) = crossbeam_channel::bounded::<Result<(), CallFailure>>(1);
         let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
-        let mut make = factory(self, plugin, library.clone(), &slot, &control_tx);
-        let supervision = Supervision::new(plugin);
+        let make = factory(self, plugin, library.clone(), &slot, &control_tx);
+        slot.stop_asked.store(false, Ordering::Release);
         // A mailbox already taking events for it (see `swap_mailbox`) keeps
         // taking them while the instance starts.
         if slot.state() != State::Restarting {
             slot.set_state(State::Starting);
         }
-        let thread = {
-            let (slot, bus) = (slot.clone(), bus.clone());
-            std::thread::Builder::new()
-                .name(format!("plughost:{}", plugin.name))
-                .spawn(move || {
-                    let _done = done_tx;
-                    match make() {
-                        Ok(instance) => {
-                            slot.adopt(instance.as_ref());
-                            slot.set_state(State::Running);
-                            let _ = init_tx.send(Ok(()));
-                            Worker {
-                                slot,
-                                bus,
-                                instance: Some(instance),
-                                factory: make,
-                                supervision,
-                                control: control_rx,
-                                errors_logged: 0,
-                                pending_failure: None,
-                                requeue: Default::default(),
-                            }
-                            .run();
-                        }
-                        Err(failure) => {
-                            slot.set_state(State::Failed);
-                            let _ = init_tx.send(Err(failure));
-                        }
-                    }
-                })
-        };
         let mut handle = WorkerHandle {
             slot: slot.clone(),
             control: control_tx,
@@ -263,36 +254,74 @@ impl Host {
             plugin: plugin.clone(),
             library,
         };
-        match thread {
-            Ok(thread) => handle.thread = Some(thread),
-            Err(cause) => {
-                let name = plugin.name.clone();
+        let mut worker = Worker::new(
+            slot.clone(),
+            bus.clone(),
+            make.clone(),
+            Supervision::new(plugin),
+            control_rx,
+            done_tx,
+        );
+        let cancelled = match start {
+            Start::Initial { cancelled } => Some(cancelled),
+            Start::Later | Start::Reload => None,
+        };
+        let name = plugin.name.clone();
+        let failure = match incarnate(&slot, &make, plugin.start_timeout, cancelled) {
+            Init::Ready { worker: to, thread } => {
+                slot.set_state(State::Running);
+                let lifecycle = serde_json::json!({"name": plugin.name, "library": slot.library()});
+                match start {
+                    Start::Reload => announce_restarted(&bus, &slot),
+                    Start::Initial { .. } | Start::Later => {
+                        tracing::info!(plugin = %plugin.name, library = %crate::text::Escaped(&slot.library()), "started");
+                        bus.publish_host("plughost.plugin.started", lifecycle);
+                    }
+                }
+                // Its thread waits for nothing else: it cannot be gone.
+                let _ = to.send(worker);
+                handle.thread = Some(thread);
+                return (handle, Ok(()));
+            }
+            Init::Failed(failure) => failure,
+            Init::NoThread(cause) => {
+                slot.fail(&bus, format!("cannot start its thread: {cause}"));
+                slot.drop_queued();
                 return (handle, Err(StartError::Spawn { name, cause }));
             }
-        }
-        let outcome = init_rx
-            .recv()
-            .unwrap_or_else(|_| Err(CallFailure::Panic("init thread ended".into())));
-        let lifecycle = serde_json::json!({"name": plugin.name, "library": slot.library()});
-        match outcome {
-            Ok(()) => {
-                tracing::info!(plugin = %plugin.name, library = %crate::text::Escaped(&slot.library()), "started");
-                bus.publish_host("plughost.plugin.started", lifecycle);
-                (handle, Ok(()))
+            Init::Cancelled => {
+                slot.set_last_error("startup cancelled during its init".to_owned());
+                slot.set_state(State::Failed);
+                slot.drop_queued();
+                return (handle, Err(StartError::Cancelled));
             }
-            Err(failure) => {
-                let reason = failure.to_string();
-                slot.fail(&bus, format!("init {reason}"));
-                handle.wait(Duration::from_secs(5));
-                let (name, library) = (plugin.name.clone(), slot.library());
-                let error = StartError::Init {
-                    name,
-                    library,
-                    reason,
-                };
-                (handle, Err(error))
+        };
+        let reason = failure.to_string();
+        let error = StartError::Init {
+            name,
+            library: slot.library(),
+            reason: reason.clone(),
+        };
+        if cancelled.is_some() && plugin.required {
+            slot.fail(&bus, format!("init {reason}"));
+            slot.drop_queued();
+            return (handle, Err(error));
+        }
+        // Not required, or after the host's start: a failure like any
+        // other, and the restart policy decides, on a thread of its own.
+        worker.fail_init(failure);
+        let supervisor = std::thread::Builder::new()
+            .name(format!("plughost:{}", plugin.name))
+            .spawn(move || worker.run());
+        match supervisor {
+            Ok(thread) => handle.thread = Some(thread),
+            Err(cause) => {
+                tracing::error!(plugin = %plugin.name, "cannot start its thread: {cause}; it stays failed");
+                slot.set_state(State::Failed);
+                slot.drop_queued();
             }
         }
+        (handle, Err(error))
     }
 
     /// Find the (not retired) instance `name`, and run `f` on its handle.
@@ -339,10 +368,12 @@ impl Host {
     fn start_locked(&self, name: &str) -> Result<(), String> {
         let (slot, plugin, library, waiter) = self.with_worker(name, |handle| {
             let state = handle.slot.state();
-            if handle.is_alive() && state != State::Failed && state != State::Flapping {
+            let down = matches!(state, State::Failed | State::Flapping | State::Stopped);
+            if handle.is_alive() && !down {
                 return Err(format!("`{name}` is already running"));
             }
-            // A failed or flapping instance's thread only discards events: end it.
+            // A failed, flapping or stopped instance's thread waits for
+            // orders only: end it.
             let waiter = handle.stop_order(false);
             Ok((
                 handle.slot.clone(),
@@ -354,7 +385,7 @@ impl Host {
         if let Some(waiter) = waiter {
             let _ = waiter.done.recv_timeout(STOP_WAIT);
         }
-        let (new_handle, outcome) = self.launch(slot, &plugin, library);
+        let (new_handle, outcome) = self.launch(slot, &plugin, library, Start::Later);
         let outcome = outcome.map_err(|e| e.to_string());
         self.with_worker(name, |handle| {
             *handle = new_handle;
@@ -413,16 +444,14 @@ impl Host {
         &self,
         (slot, reply): (Arc<Slot>, Receiver<Result<(), String>>),
     ) -> Result<(), String> {
+        // The old instance's queue and `stop`, then the new one's `init`,
+        // which gives up by itself at its `start_timeout`.
+        let patience = STOP_WAIT + slot.settings().start_timeout;
         let outcome = reply
-            .recv_timeout(STOP_WAIT)
-            .map_err(|_| format!("`{}` did not restart in time", slot.name))?;
+            .recv_timeout(patience)
+            .map_err(|_| format!("`{}` did not restart within {patience:?}", slot.name))?;
         if outcome.is_ok() {
-            let restarts = slot.restarts.fetch_add(1, Ordering::AcqRel) + 1;
-            tracing::info!(plugin = %slot.name, "restarted (restart {restarts})");
-            self.inner.bus.publish_host(
-                "plughost.plugin.restarted",
-                serde_json::json!({"name": &*slot.name, "library": slot.library(), "restarts": restarts}),
-            );
+            announce_restarted(&self.inner.bus, &slot);
         }
         outcome
     }
@@ -479,7 +508,8 @@ impl Host {
             let outcome = match current {
                 Err(_) => {
                     report.added.push(plugin.name.clone());
-                    self.spawn(&plugin, library).map_err(|e| e.to_string())
+                    self.spawn(&plugin, library, Start::Later)
+                        .map_err(|e| e.to_string())
                 }
                 Ok((was, was_library, _))
                     if was == plugin && Arc::ptr_eq(&was_library, &library) =>
@@ -529,6 +559,7 @@ impl Host {
     /// publisher still on the old route) are moved over and counted.
     fn swap_mailbox(&self, plugin: &PluginConfig, library: Arc<Library>) -> Result<(), String> {
         let bus: &Arc<Bus> = &self.inner.bus;
+        // It carries on the old slot's totals.
         let slot = self.new_slot(plugin, &library);
         // Attached but not routed to until the switch; from the switch on it
         // takes events (under its overflow policy) while nothing consumes them.
@@ -569,10 +600,11 @@ impl Host {
             plugin: plugin.clone(),
             library: library.clone(),
         };
+        // Not announced as stopped: it restarts (announced by `launch`).
         if let Some(waiter) = handle.stop_order(true) {
-            waiter.finish(bus)?;
+            waiter.wait()?;
         }
-        let (handle, outcome) = self.launch(slot.clone(), plugin, library);
+        let (handle, outcome) = self.launch(slot.clone(), plugin, library, Start::Reload);
         self.inner
             .workers
             .lock()
@@ -613,13 +645,23 @@ impl Host {
     }
 }
 
+/// Count a restart of the instance in `slot`, log and publish it.
+fn announce_restarted(bus: &Bus, slot: &Slot) {
+    let restarts = slot.restarts.fetch_add(1, Ordering::AcqRel) + 1;
+    tracing::info!(plugin = %slot.name, "restarted (restart {restarts})");
+    bus.publish_host(
+        "plughost.plugin.restarted",
+        serde_json::json!({"name": &*slot.name, "library": slot.library(), "restarts": restarts}),
+    );
+}
+
 /// Move what waits in `from`'s mailbox (its thread has ended) into `to`'s,
-/// in order, counting each event as received by `to`.
+/// in order. Both slots count into the same totals (they have the same
+/// name), where each event was counted as received once already.
 fn move_queue(from: &Slot, to: &Slot) {
     let mut moved = 0;
     while let Ok(event) = from.rx.try_recv() {
         let producer = &to.stats.producer;
-        producer.offered.fetch_add(1, Ordering::Relaxed);
         // Its thread runs: a full mailbox frees up unless the instance failed.
         if let Err(e) = to.tx.send_timeout(event, STOP_WAIT) {
             producer.abandoned.fetch_add(1, Ordering::Relaxed);
@@ -635,17 +677,9 @@ fn move_queue(from: &Slot, to: &Slot) {
 
 /// Take a slot out of routing and listings for good.
 fn retire(bus: &Bus, slot: &Slot) {
+    // What reached its mailbox after the last look is counted, not lost silently.
+    slot.drop_queued();
     slot.retired.store(true, Ordering::Release);
     bus.refresh();
-    // What reached its mailbox after the last look is counted, not lost silently.
-    let mut dropped = 0;
-    while slot.rx.try_recv().is_ok() {
-        dropped += 1;
-    }
-    if dropped > 0 {
-        slot.stats
-            .producer
-            .abandoned
-            .fetch_add(dropped, Ordering::Relaxed);
-    }
+    slot.drop_queued();
 }

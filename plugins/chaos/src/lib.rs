@@ -5,7 +5,11 @@
 //! - `sleep_ms`: sleep this long in every `on_event`;
 //! - `log_events`: log `took <topic> <payload>` as each event arrives, before
 //!   sleeping, so a test sees when an event has left the mailbox;
+//! - `error_on`: a topic pattern; events matching it make `on_event` return
+//!   an error (the event counts as failed, the instance goes on);
 //! - `fail_init`: `init` returns an error;
+//! - `sleep_in_init_ms`: `init` sleeps this long first; `hang_in_init`:
+//!   `init` never returns;
 //! - `panic_in_init`, `panic_on_stop`: panic there;
 //! - `forward_to`: republish every event's payload on this topic, at most
 //!   `forward_limit` times in all (default: no limit);
@@ -32,7 +36,10 @@ struct Config {
     panic_every: u64,
     sleep_ms: u64,
     log_events: bool,
+    error_on: Option<String>,
     fail_init: bool,
+    sleep_in_init_ms: u64,
+    hang_in_init: bool,
     panic_in_init: bool,
     panic_on_stop: bool,
     forward_to: Option<String>,
@@ -57,6 +64,7 @@ enum HealthConfig {
 struct Chaos {
     config: Config,
     panic_on: Option<Pattern>,
+    error_on: Option<Pattern>,
     call_on: Option<Pattern>,
     cast_on: Option<Pattern>,
     forwards_left: u64,
@@ -67,6 +75,12 @@ impl Plugin for Chaos {
     type Config = Config;
 
     fn init(config: Config, _ctx: &Context) -> Result<Self> {
+        std::thread::sleep(Duration::from_millis(config.sleep_in_init_ms));
+        if config.hang_in_init {
+            loop {
+                std::thread::park();
+            }
+        }
         if config.panic_in_init {
             panic!("chaos: told to panic in init");
         }
@@ -75,6 +89,7 @@ impl Plugin for Chaos {
         }
         Ok(Chaos {
             panic_on: config.panic_on.as_deref().map(Pattern::parse).transpose()?,
+            error_on: config.error_on.as_deref().map(Pattern::parse).transpose()?,
             call_on: config.call_on.as_deref().map(Pattern::parse).transpose()?,
             cast_on: config.cast_on.as_deref().map(Pattern::parse).transpose()?,
             forwards_left: config.forward_limit.unwrap_or(u64::MAX),
@@ -107,6 +122,13 @@ impl Plugin for Chaos {
             .is_some_and(|p| p.matches(event.topic()))
         {
             panic!("chaos: told to panic on {}", event.topic());
+        }
+        if self
+            .error_on
+            .as_ref()
+            .is_some_and(|p| p.matches(event.topic()))
+        {
+            return Err(format!("chaos: told to fail on {}", event.topic()).into());
         }
         if self
             .call_on
