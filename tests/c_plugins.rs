@@ -494,3 +494,57 @@ fn echo_c_refuses_a_prefix_it_cannot_use() {
         );
     }
 }
+
+/// `plughost run` of a thread-mode `hostile` fixture built to crash on an
+/// event, fed one event on `topic`: the host dies of the crash.
+fn crash_on(topic: &str) -> (std::process::Output, std::path::PathBuf) {
+    let s = Scratch::new(&format!("crash-{topic}"));
+    let library = cc_fixture(&s, "hostile", "crashing", &["-DHOSTILE_CRASHES_ON_EVENT"]);
+    let config = s.config(&format!(
+        "[[plugin]]\nname = \"crasher\"\nlibrary = {:?}\nsubscribe = [\"crash.>\"]\n",
+        path_str(&library)
+    ));
+    let out = run(
+        &["run", config.to_str().unwrap(), "--events", "-"],
+        &event(topic, json!(1)),
+    );
+    (out, library)
+}
+
+#[test]
+fn a_thread_mode_plugin_that_crashes_the_host_is_named_on_stderr() {
+    use std::os::unix::process::ExitStatusExt;
+    let (out, library) = crash_on("crash.segv");
+    let err = stderr(&out);
+    assert_eq!(out.status.signal(), Some(libc::SIGSEGV), "{err}");
+    let line = format!(
+        "error: plugin `crasher` (library {}) crashed with SIGSEGV while handling an event on topic `crash.segv`",
+        library.display()
+    );
+    assert_eq!(
+        err.lines().filter(|l| *l == line).count(),
+        1,
+        "wanted once: {line}\nin:\n{err}"
+    );
+}
+
+#[test]
+fn a_stack_overflow_in_a_thread_mode_plugin_is_named_and_rust_still_reports_it() {
+    use std::os::unix::process::ExitStatusExt;
+    let (out, library) = crash_on("crash.overflow");
+    let err = stderr(&out);
+    // Rust's own report runs after ours, and ends the host with abort().
+    assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{err}");
+    let ours = format!(
+        "error: plugin `crasher` (library {}) crashed with SIGSEGV while handling an event on topic `crash.overflow`",
+        library.display()
+    );
+    let ours_at = err.lines().position(|l| l == ours);
+    let rusts_at = err.lines().position(|l| {
+        l.contains("thread 'plughost:crasher") && l.contains("has overflowed its stack")
+    });
+    assert!(
+        ours_at.is_some() && rusts_at.is_some() && ours_at < rusts_at,
+        "wanted our line, then Rust's stack overflow report, in:\n{err}"
+    );
+}

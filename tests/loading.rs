@@ -121,7 +121,8 @@ fn discover_lists_plugins_and_says_why_others_are_not() {
     std::fs::copy(plugin_path("counter"), s.path("libcounter.so")).unwrap();
     cc_shared(&s, "plain", "int plain_answer(void) { return 42; }\n");
     let out = run(&["discover", s.dir.to_str().unwrap()], "");
-    assert!(out.status.success(), "{}", stderr(&out));
+    // Exit 1: a file listed cannot be used (`--help` says so).
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(
         text.contains("libcounter.so: counter 0.1.0 (rust, plughost-api 0.1.0): compatible"),
@@ -130,6 +131,16 @@ fn discover_lists_plugins_and_says_why_others_are_not() {
     assert!(
         text.contains("libplain.so: not usable: not a plughost plugin"),
         "{text}"
+    );
+    // Only plugins: exit 0.
+    std::fs::remove_file(s.path("libplain.so")).unwrap();
+    let out = run(&["discover", s.dir.to_str().unwrap()], "");
+    assert!(out.status.success(), "{}", stdout(&out));
+    let help = run(&["discover", "--help"], "");
+    assert!(
+        stdout(&help).contains("Exits 1 when any file listed cannot be used"),
+        "{}",
+        stdout(&help)
     );
 }
 
@@ -520,9 +531,28 @@ fn write_if_changed(path: &std::path::Path, text: &[u8]) {
 /// built offline with the workspace's lockfile into the test binary's target
 /// directory, so abi_stable and the rest come from cargo's cache.
 fn plugin_built_against_api(api_version: &str) -> std::path::PathBuf {
+    fixture_plugin(api_version, Panic::Unwind)
+}
+
+/// The panic strategy a fixture plugin is built with.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Panic {
+    Unwind,
+    /// `-C panic=abort` for the plugin crate itself (what `panic = "abort"`
+    /// in a profile does to it; its dependencies may stay unwind-built).
+    Abort,
+}
+
+/// [`plugin_built_against_api`], with the panic strategy `panic`. The plugin
+/// panics on an event on `boom`.
+fn fixture_plugin(api_version: &str, panic: Panic) -> std::path::PathBuf {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let suffix = match panic {
+        Panic::Unwind => "",
+        Panic::Abort => "-panic-abort",
+    };
     let fixture = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("fixture-plughost-api-{api_version}"));
+        .join(format!("fixture-plughost-api-{api_version}{suffix}"));
     let read_toml = |path: std::path::PathBuf| -> toml::Table {
         std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
@@ -579,7 +609,10 @@ fn plugin_built_against_api(api_version: &str) -> std::path::PathBuf {
 
     // The smallest plugin there is, under a name of its own per version:
     // fixtures build into one target directory, side by side.
-    let package = format!("plughost-fixture-api-{}", api_version.replace('.', "-"));
+    let package = format!(
+        "plughost-fixture-api-{}{suffix}",
+        api_version.replace('.', "-")
+    );
     write_if_changed(
         &fixture.join("plugin/Cargo.toml"),
         format!(
@@ -609,7 +642,10 @@ impl Plugin for Newer {
     fn init(_: NoConfig, _: &Context) -> Result<Self> {
         Ok(Newer)
     }
-    fn on_event(&mut self, _: &Event<'_>, _: &Context) -> Result<()> {
+    fn on_event(&mut self, event: &Event<'_>, _: &Context) -> Result<()> {
+        if event.topic() == "boom" {
+            panic!("boom");
+        }
         Ok(())
     }
 }
@@ -622,13 +658,20 @@ export_plugin!(Newer);
     let started = std::time::Instant::now();
     let mut cargo =
         std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    let build = match panic {
+        Panic::Unwind => "build",
+        Panic::Abort => "rustc",
+    };
     cargo
         .current_dir(&fixture)
-        .args(["build", "--quiet", "--offline", "-p", &package])
+        .args([build, "--quiet", "--offline", "-p", &package])
         .arg("--target-dir")
         .arg(profile.parent().expect("profile dir has a parent"));
     if profile.file_name().is_some_and(|name| name == "release") {
         cargo.arg("--release");
+    }
+    if panic == Panic::Abort {
+        cargo.args(["--lib", "--", "-C", "panic=abort"]);
     }
     let output = cargo.output().expect("run cargo");
     assert!(
@@ -779,4 +822,415 @@ fn check_and_discover_show_the_plughost_api_version_the_plugin_was_built_against
             patched.replace('.', "-")
         )
     );
+}
+
+// Hostile libraries: inspecting or listing a library runs none of its code
+// in the inspecting process, and a library that crashes, exits or hangs
+// while it loads is reported as such, with the listing going on.
+
+/// A shared library that is no plugin, with a constructor that writes
+/// `marker`: proof that its code ran.
+fn library_with_a_marking_constructor(s: &Scratch, marker: &std::path::Path) -> std::path::PathBuf {
+    cc_shared(
+        s,
+        "marking",
+        &format!(
+            "#include <stdio.h>\n\
+             __attribute__((constructor)) static void mark(void) {{\n\
+                 FILE *f = fopen({:?}, \"w\");\n\
+                 if (f) {{ fputs(\"ran\", f); fclose(f); }}\n\
+             }}\n\
+             int marking_answer(void) {{ return 42; }}\n",
+            marker.display().to_string()
+        ),
+    )
+}
+
+#[test]
+fn no_code_of_a_library_that_is_not_a_plugin_ever_runs() {
+    let s = Scratch::new("marker");
+    let marker = s.path("constructor-ran");
+    let library = library_with_a_marking_constructor(&s, &marker);
+    let reason = "not a plughost plugin: it exports no plugin entry point (a Rust plugin needs `plughost_api::export_plugin!`, a C plugin `plughost_plugin_entry`)";
+
+    let out = run(&["discover", s.dir.to_str().unwrap()], "");
+    assert_eq!(
+        stdout(&out),
+        format!("{}: not usable: {reason}\n", library.display())
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!marker.exists(), "discover ran the library's constructor");
+
+    let config = s.config(&plugin_at(&library, ""));
+    let out = run(&["check", config.to_str().unwrap()], "");
+    assert_eq!(
+        stdout(&out),
+        format!("x: error: {}: {reason}\n", library.display())
+    );
+    assert!(!marker.exists(), "check ran the library's constructor");
+    let line = assert_one_line_error(&run_refused(&config));
+    assert_eq!(
+        line,
+        format!("error: plugin `x`: {}: {reason}", library.display())
+    );
+    assert!(!marker.exists(), "run ran the library's constructor");
+}
+
+/// `plughost run CONFIG --events -` with no events: ends by itself even
+/// when the host (wrongly) accepts the config.
+fn run_refused(config: &std::path::Path) -> std::process::Output {
+    run(&["run", config.to_str().unwrap(), "--events", "-"], "")
+}
+
+/// `plughost ARGS...`, failing the test (rather than hanging it) if it is
+/// not done within 60 s.
+fn run_bounded(args: &[&str]) -> std::process::Output {
+    let mut child = std::process::Command::new(plughost_bin())
+        .args(args)
+        .current_dir(scratch_root())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start plughost");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().expect("try_wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("plughost {args:?} hangs");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("collect output")
+}
+
+#[test]
+fn discover_reports_a_library_that_crashes_exits_or_hangs_while_loading_and_goes_on() {
+    let s = Scratch::new("hostile-discover");
+    let dir = s.path("plugins");
+    std::fs::create_dir(&dir).unwrap();
+    let hostile = Scratch { dir: dir.clone() };
+    cc_fixture(
+        &hostile,
+        "hostile",
+        "a_abort",
+        &["-DHOSTILE_CONSTRUCTOR_ABORT"],
+    );
+    cc_fixture(
+        &hostile,
+        "hostile",
+        "b_exit",
+        &["-DHOSTILE_CONSTRUCTOR_EXIT"],
+    );
+    cc_fixture(&hostile, "hostile", "c_blocks", &["-DHOSTILE_ENTRY_BLOCKS"]);
+    cc_fixture(
+        &hostile,
+        "hostile",
+        "d_wild",
+        &["-DHOSTILE_ENTRY_BAD_POINTER"],
+    );
+    std::fs::copy(plugin_path("counter"), dir.join("libe_counter.so")).unwrap();
+    cc_fixture(&hostile, "hostile", "f_fine", &[]);
+
+    let out = run_bounded(&["discover", "--inspect-timeout", "2s", dir.to_str().unwrap()]);
+    let text = stdout(&out);
+    let at = |name: &str| dir.join(name).display().to_string();
+    let doing_the_same = "a constructor or its entry point would do the same to the host";
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        [
+            format!(
+                "{}: not usable: crashed while it was being loaded (killed by SIGABRT): {doing_the_same}",
+                at("liba_abort.so")
+            ),
+            format!(
+                "{}: not usable: ended the process that loaded it (exit status 0) before it could be inspected: {doing_the_same}",
+                at("libb_exit.so")
+            ),
+            format!(
+                "{}: not usable: did not finish loading within 2s (a constructor or its entry point does not return), so its inspection was stopped; it would hang the host",
+                at("libc_blocks.so")
+            ),
+            format!(
+                "{}: not usable: crashed while it was being loaded (killed by SIGSEGV): {doing_the_same}",
+                at("libd_wild.so")
+            ),
+            format!(
+                "{}: counter 0.1.0 (rust, plughost-api 0.1.0): compatible",
+                at("libe_counter.so")
+            ),
+            format!(
+                "{}: hostile 0.0.1 (c, plughost.h 1.2): compatible",
+                at("libf_fine.so")
+            ),
+        ],
+        "{text}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_no_raw_panic(&stderr(&out));
+}
+
+#[test]
+fn check_inspects_each_library_in_a_child_process_with_a_time_limit() {
+    let s = Scratch::new("hostile-check");
+    let blocks = cc_fixture(&s, "hostile", "blocks", &["-DHOSTILE_ENTRY_BLOCKS"]);
+    let aborts = cc_fixture(&s, "hostile", "aborts", &["-DHOSTILE_CONSTRUCTOR_ABORT"]);
+    let config = s.config(&format!(
+        "[[plugin]]\nname = \"blocks\"\nlibrary = {:?}\n\
+         [[plugin]]\nname = \"aborts\"\nlibrary = {:?}\n\
+         [[plugin]]\nname = \"count\"\nlibrary = \"counter\"\n",
+        blocks.display().to_string(),
+        aborts.display().to_string()
+    ));
+    let out = run_bounded(&["check", "--inspect-timeout", "1s", config.to_str().unwrap()]);
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(
+        lines[0],
+        format!(
+            "blocks: error: {}: did not finish loading within 1s (a constructor or its entry point does not return), so its inspection was stopped; it would hang the host",
+            blocks.display()
+        )
+    );
+    assert!(
+        lines[1].starts_with(&format!(
+            "aborts: error: {}: crashed while it was being loaded (killed by SIGABRT)",
+            aborts.display()
+        )),
+        "{text}"
+    );
+    assert!(lines[2].starts_with("count: ok: counter 0.1.0"), "{text}");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("error: 2 of 3 plugin(s) cannot be loaded or refuse their config"),
+        "{}",
+        stderr(&out)
+    );
+
+    // The limit has a bound.
+    for bad in ["0s", "2h", "soon"] {
+        let out = run(
+            &["check", "--inspect-timeout", bad, config.to_str().unwrap()],
+            "",
+        );
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn a_descriptor_cannot_forge_lines_of_check_or_discover() {
+    let s = Scratch::new("forged-name");
+    let library = cc_fixture(&s, "hostile", "forged", &["-DHOSTILE_FORGED_NAME"]);
+    let escaped =
+        "hostile\\nx: ok: forged 6.6.6 (c, plughost.h 1.2) from /nowhere\\u{1b}[2J 1.0\\r\\n";
+    let out = run(&["discover", s.dir.to_str().unwrap()], "");
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "{}: {escaped} (c, plughost.h 1.2): compatible\n",
+            library.display()
+        )
+    );
+    let config = s.config(&plugin_at(&library, ""));
+    let out = run(&["check", config.to_str().unwrap()], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "x: ok: {escaped} (c, plughost.h 1.2) from {} (config not checked: this plugin reads it only when it starts)\n",
+            library.display()
+        )
+    );
+}
+
+#[test]
+fn a_closed_pipe_ends_discover_and_ctl_quietly() {
+    let s = Scratch::new("broken-pipe");
+    for i in 0..3 {
+        std::fs::copy(plugin_path("counter"), s.path(&format!("lib{i}.so"))).unwrap();
+    }
+    // The reader is gone before the first line is written, as with `| head`
+    // once it has read enough.
+    let closed = |args: &[&str]| {
+        let mut child = std::process::Command::new(plughost_bin())
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start plughost");
+        drop(child.stdout.take());
+        child.wait_with_output().expect("wait for plughost")
+    };
+    let out = closed(&["discover", s.dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+
+    let socket = s.path("host.sock");
+    let config = s.config(&format!(
+        "control_socket = {:?}\n[[plugin]]\nname = \"count\"\nlibrary = \"counter\"\n",
+        socket.display().to_string()
+    ));
+    let mut host = Running::start(&config);
+    for command in [&["list"][..], &["status"], &["ready"], &["--json", "list"]] {
+        let args: Vec<&str> = ["ctl", "--socket", socket.to_str().unwrap()]
+            .into_iter()
+            .chain(command.iter().copied())
+            .collect();
+        let out = closed(&args);
+        assert_eq!(out.status.code(), Some(0), "{command:?}: {}", stderr(&out));
+        assert_eq!(stderr(&out), "", "{command:?}");
+    }
+    drop(host.stdin.take());
+    let (out, _) = host.wait(std::time::Duration::from_secs(30));
+    assert!(out.status.success());
+}
+
+#[test]
+fn a_platform_file_name_given_as_library_says_where_it_looked_and_what_to_write() {
+    let s = Scratch::new("bare-file-name");
+    let config = s.config("[[plugin]]\nname = \"x\"\nlibrary = \"libcounter.so\"\n");
+    let line = assert_one_line_error(&run_refused(&config));
+    assert_eq!(
+        line,
+        format!(
+            "error: plugin `x`: {}: no such file: `libcounter.so` names a file in the config's directory {}; to look for the library in plugin_dirs ({} is there), write library = \"counter\"",
+            s.path("libcounter.so").display(),
+            s.dir.display(),
+            plugin_path("counter").display()
+        )
+    );
+    // Found nowhere: the same advice, without the pointer.
+    let config = s.config("[[plugin]]\nname = \"x\"\nlibrary = \"libnowhere.so\"\n");
+    let out = run(&["check", config.to_str().unwrap()], "");
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "x: error: {}: no such file: `libnowhere.so` names a file in the config's directory {}; to look for the library in plugin_dirs, write library = \"nowhere\"\n",
+            s.path("libnowhere.so").display(),
+            s.dir.display()
+        )
+    );
+}
+
+#[test]
+fn a_link_inside_a_directory_others_can_write_is_refused() {
+    let s = Scratch::new("unsafe-link");
+    let safe = s.path("safe");
+    std::fs::create_dir(&safe).unwrap();
+    let library = safe.join("libcounter.so");
+    std::fs::copy(plugin_path("counter"), &library).unwrap();
+    // The link sits in a directory anyone can write: anyone can point it
+    // at another library, whatever the target's own directory is like.
+    let open = s.path("open");
+    std::fs::create_dir(&open).unwrap();
+    chmod(&open, 0o777);
+    let link = open.join("libcounter.so");
+    std::os::unix::fs::symlink(&library, &link).unwrap();
+    let hint =
+        "fix it (chmod o-w / chown), or set allow_insecure_permissions = true for this plugin";
+    let config = s.config(&plugin_at(&link, ""));
+    let line = assert_one_line_error(&run_refused(&config));
+    assert_eq!(
+        line,
+        format!(
+            "error: plugin `x`: {}: directory {} on the way to it is writable by others: {hint}",
+            link.display(),
+            open.display()
+        )
+    );
+    let config = s.config(&plugin_at(&link, "allow_insecure_permissions = true"));
+    let out = run(&["check", config.to_str().unwrap()], "");
+    assert!(out.status.success(), "{}", stdout(&out));
+
+    // A directory others can write higher up the path is as bad ...
+    let deep = open.join("sub");
+    std::fs::create_dir(&deep).unwrap();
+    chmod(&deep, 0o755);
+    std::fs::copy(plugin_path("counter"), deep.join("libcounter.so")).unwrap();
+    let config = s.config(&plugin_at(&deep.join("libcounter.so"), ""));
+    let line = assert_one_line_error(&run_refused(&config));
+    assert!(
+        line.ends_with(&format!(
+            "directory {} on the way to it is writable by others: {hint}",
+            open.display()
+        )),
+        "{line}"
+    );
+    // ... and so is one a relative link leads through.
+    let via = s.path("via");
+    std::fs::create_dir(&via).unwrap();
+    std::os::unix::fs::symlink("../open/sub/libcounter.so", via.join("libcounter.so")).unwrap();
+    let config = s.config(&plugin_at(&via.join("libcounter.so"), ""));
+    let line = assert_one_line_error(&run_refused(&config));
+    assert!(
+        line.contains(&format!("directory {} on the way", open.display())),
+        "{line}"
+    );
+    // A sticky one (like /tmp) is fine: others cannot replace what is ours.
+    chmod(&open, 0o1777);
+    let config = s.config(&plugin_at(&link, ""));
+    let out = run(&["check", config.to_str().unwrap()], "");
+    assert!(out.status.success(), "{}", stdout(&out));
+}
+
+#[test]
+fn a_directory_on_the_way_owned_by_another_user_is_refused() {
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: only root can give a directory to another user");
+        return;
+    }
+    let s = Scratch::new("foreign-dir");
+    let theirs = s.path("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::fs::copy(plugin_path("counter"), theirs.join("libcounter.so")).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(4242), None).unwrap();
+    let config = s.config(&plugin_at(&theirs.join("libcounter.so"), ""));
+    let line = assert_one_line_error(&run_refused(&config));
+    assert!(
+        line.ends_with(&format!(
+            "its directory {} is owned by uid 4242, not by this user or root: fix it (chmod o-w / chown), or set allow_insecure_permissions = true for this plugin",
+            theirs.display()
+        )),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_plugin_built_with_panic_abort_is_refused_in_thread_isolation_and_runs_in_a_process() {
+    let library = fixture_plugin(env!("CARGO_PKG_VERSION"), Panic::Abort);
+    let s = Scratch::new("panic-abort");
+    let reason = "built with panic = \"abort\": its first panic would end the host, so it cannot run on a host thread; set isolation = \"process\" for this plugin, or rebuild it with panic = \"unwind\"";
+    let config = s.config(&plugin_at(&library, "subscribe = [\"t\"]"));
+    let line = assert_one_line_error(&run_refused(&config));
+    assert_eq!(
+        line,
+        format!("error: plugin `x`: {}: {reason}", library.display())
+    );
+    let out = run(&["check", config.to_str().unwrap()], "");
+    assert_eq!(
+        stdout(&out),
+        format!("x: error: {}: {reason}\n", library.display())
+    );
+    assert_eq!(out.status.code(), Some(1));
+
+    // In a process of its own, a panic ends only that process.
+    let config = s.config(&plugin_at(
+        &library,
+        "subscribe = [\"t\", \"boom\"]\nisolation = \"process\"\nrestart = \"never\"",
+    ));
+    let out = run(&["check", config.to_str().unwrap()], "");
+    assert!(out.status.success(), "{}", stdout(&out));
+    let out = run(
+        &["run", config.to_str().unwrap(), "--events", "-"],
+        &[event("t", json!(1)), event("t", json!(2))].concat(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(summary_row(&out, "x").processed, 2);
+    // The same library built to unwind is refused nowhere.
+    let unwinding = fixture_plugin(env!("CARGO_PKG_VERSION"), Panic::Unwind);
+    let config = s.config(&plugin_at(&unwinding, ""));
+    let out = run(&["check", config.to_str().unwrap()], "");
+    assert!(out.status.success(), "{}", stdout(&out));
 }

@@ -227,6 +227,7 @@ impl PluginConfig {
         crate::library::Trust {
             sha256: self.sha256.clone(),
             allow_insecure_permissions: self.allow_insecure_permissions,
+            thread_isolation: self.isolation == Isolation::Thread,
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod control;
 mod event;
 pub mod host;
 pub mod input;
+mod inspect;
 mod instance;
 mod intake;
 mod library;
@@ -52,17 +53,21 @@ pub struct LibraryInfo {
     pub abi: String,
 }
 
-/// Open the library at `path` (running its initialisers) and check that it is
-/// a plugin this host can run.
-pub fn inspect(path: &Path, trust: &Trust) -> Result<LibraryInfo, LoadError> {
-    let library = library::open(path, trust)?;
-    Ok(LibraryInfo {
-        path: path.to_owned(),
-        name: library.name.clone(),
-        version: library.version.clone(),
-        language: library.language,
-        abi: library.abi.clone(),
-    })
+/// How long `plughost check` and `plughost discover` give one library to
+/// load in its inspection process, unless told otherwise.
+pub const INSPECT_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Check that the library at `path` is a plugin this host can run, without
+/// running any of it in this process: what the file alone tells is checked
+/// here (a file that is not a plugin never runs), then the library is loaded
+/// in a child process that may take at most `time_limit`. A library whose
+/// initialisers or entry point crash, exit or hang is refused, saying so.
+pub fn inspect(
+    path: &Path,
+    trust: &Trust,
+    time_limit: std::time::Duration,
+) -> Result<LibraryInfo, LoadError> {
+    inspect::inspect(path, trust, None, time_limit).map(|(info, _)| info)
 }
 
 /// What a library says about an instance's `[plugin.config]`.
@@ -78,20 +83,23 @@ pub enum ConfigCheck {
     Unchecked,
 }
 
-/// Open the library at `path` like [`inspect`] and have the plugin check
-/// `config` (an instance's `[plugin.config]` as JSON) the way it would read
-/// it at start, without creating an instance.
+/// [`inspect`] the library at `path`, and have the plugin check `config`
+/// (an instance's `[plugin.config]` as JSON) the way it would read it at
+/// start, without creating an instance; in the same child process.
 pub fn check_config(
     path: &Path,
     trust: &Trust,
     config: &serde_json::Value,
-) -> Result<ConfigCheck, LoadError> {
-    let library = library::open(path, trust)?;
-    Ok(match library.validate_config(&config.to_string()) {
-        Some(Ok(())) => ConfigCheck::Valid,
-        Some(Err(reason)) => ConfigCheck::Invalid(reason),
-        None => ConfigCheck::Unchecked,
-    })
+    time_limit: std::time::Duration,
+) -> Result<(LibraryInfo, ConfigCheck), LoadError> {
+    let (info, checked) = inspect::inspect(path, trust, Some(config), time_limit)?;
+    Ok((info, checked.unwrap_or(ConfigCheck::Unchecked)))
+}
+
+/// The hidden `plughost __inspect` command that [`inspect`] runs.
+#[doc(hidden)]
+pub fn inspect_child_main(library: &Path, parent: u32, trust: &Trust, check_config: bool) -> i32 {
+    inspect::child_main(library, parent, trust, check_config)
 }
 
 /// Route a plugin's log line into `tracing`, tagged with its instance name.

@@ -9,7 +9,29 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 use tracing_subscriber::EnvFilter;
+
+/// Print one line of a command's output (`println!`'s arguments). A reader
+/// that went away (`plughost discover DIR | head -1`) asked for no more: the
+/// command ends at once, quietly, with status 0, as ripgrep does.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        print_line(format_args!($($arg)*))
+    };
+}
+
+fn print_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write the output: {error}");
+        std::process::exit(1);
+    }
+}
 
 #[derive(Parser)]
 #[command(
@@ -43,11 +65,17 @@ enum Command {
         #[arg(long, value_name = "FILE|-")]
         events: Option<String>,
     },
-    /// Validate the config and open every library; run no plugin.
+    /// Validate the config and inspect every library; run no plugin.
+    ///
+    /// Each library is loaded in a process of its own, never in this one.
+    /// Exits 1 when any plugin cannot be loaded or refuses its config.
     Check {
         /// The config file.
         #[arg(default_value = "plugins.toml")]
         config: PathBuf,
+        /// How long one library may take to load before it counts as hanging.
+        #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = inspect_timeout)]
+        inspect_timeout: Duration,
     },
     /// Talk to a running host over its control socket.
     Ctl {
@@ -74,10 +102,31 @@ enum Command {
         allow_insecure_permissions: bool,
     },
     /// List the plugin libraries found in directories.
+    ///
+    /// Each library is loaded in a process of its own, never in this one; a
+    /// file that is not a plugin is not loaded at all. Exits 1 when any file
+    /// listed cannot be used (0 when every one is a compatible plugin).
     Discover {
         /// Directories to look in.
         #[arg(required = true)]
         dirs: Vec<PathBuf>,
+        /// How long one library may take to load before it counts as hanging.
+        #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = inspect_timeout)]
+        inspect_timeout: Duration,
+    },
+    /// (internal) Load one library and describe it on standard output.
+    #[command(name = "__inspect", hide = true)]
+    Inspect {
+        library: PathBuf,
+        parent: u32,
+        #[arg(long)]
+        sha256: Option<String>,
+        #[arg(long)]
+        allow_insecure_permissions: bool,
+        #[arg(long)]
+        thread_isolation: bool,
+        #[arg(long)]
+        check_config: bool,
     },
 }
 
@@ -97,22 +146,46 @@ fn main() -> ExitCode {
         let trust = plughost::Trust {
             sha256: sha256.clone(),
             allow_insecure_permissions: *allow_insecure_permissions,
+            thread_isolation: false,
         };
         let code =
             plughost::process::child_main(library, name, *parent, &trust, host_sha256.as_deref());
         return ExitCode::from(code as u8);
     }
+    if let Command::Inspect {
+        library,
+        parent,
+        sha256,
+        allow_insecure_permissions,
+        thread_isolation,
+        check_config,
+    } = &cli.command
+    {
+        let trust = plughost::Trust {
+            sha256: sha256.clone(),
+            allow_insecure_permissions: *allow_insecure_permissions,
+            thread_isolation: *thread_isolation,
+        };
+        let code = plughost::inspect_child_main(library, *parent, &trust, *check_config);
+        return ExitCode::from(code as u8);
+    }
     init_logging(cli.log_format);
     let outcome = match cli.command {
         Command::Run { config, events } => run(&config, events.as_deref(), signals),
-        Command::Check { config } => check(&config),
-        Command::Discover { dirs } => discover(&dirs),
+        Command::Check {
+            config,
+            inspect_timeout,
+        } => check(&config, inspect_timeout),
+        Command::Discover {
+            dirs,
+            inspect_timeout,
+        } => discover(&dirs, inspect_timeout),
         Command::Ctl {
             socket,
             json,
             command,
         } => ctl(&socket, json, command),
-        Command::Child { .. } => unreachable!("handled above"),
+        Command::Child { .. } | Command::Inspect { .. } => unreachable!("handled above"),
     };
     match outcome {
         Ok(code) => code,
@@ -291,9 +364,11 @@ fn run(
     }
     print_summary(&report);
     for refused in host.refused() {
-        println!(
+        out!(
             "refused: {} event(s) from {} ({})",
-            refused.count, refused.entry, refused.reason
+            refused.count,
+            refused.entry,
+            refused.reason
         );
     }
     match failure {
@@ -447,7 +522,7 @@ fn ctl(socket: &Path, json: bool, command: CtlCommand) -> anyhow::Result<ExitCod
     let request = serde_json::to_value(&command).context("cannot encode the command")?;
     let answer = plughost::control::request(socket, &request).map_err(anyhow::Error::msg)?;
     if json {
-        println!("{answer}");
+        out!("{answer}");
     }
     if answer["ok"] != true {
         let error = answer["error"]
@@ -470,7 +545,7 @@ fn ctl(socket: &Path, json: bool, command: CtlCommand) -> anyhow::Result<ExitCod
         }
         CtlCommand::Status(_) => {
             for plugin in result["plugins"].as_array().into_iter().flatten() {
-                println!("{}", plugin["name"].as_str().unwrap_or("?"));
+                out!("{}", Escaped(plugin["name"].as_str().unwrap_or("?")));
                 for key in [
                     "state",
                     "library",
@@ -486,11 +561,11 @@ fn ctl(socket: &Path, json: bool, command: CtlCommand) -> anyhow::Result<ExitCod
                     "last_error",
                 ] {
                     if !plugin[key].is_null() {
-                        println!("  {key:<15} {}", plain(&plugin[key]));
+                        out!("  {key:<15} {}", plain(&plugin[key]));
                     }
                 }
                 if let Some(health) = plugin["health"].as_object() {
-                    println!(
+                    out!(
                         "  {:<15} {} {}",
                         "health",
                         plain(&health["status"]),
@@ -498,10 +573,10 @@ fn ctl(socket: &Path, json: bool, command: CtlCommand) -> anyhow::Result<ExitCod
                     );
                 }
             }
-            println!("reloads: {}", result["reloads"]);
+            out!("reloads: {}", result["reloads"]);
         }
         CtlCommand::Ready(_) => {
-            println!(
+            out!(
                 "{}",
                 if result["ready"] == true {
                     "ready"
@@ -515,7 +590,7 @@ fn ctl(socket: &Path, json: bool, command: CtlCommand) -> anyhow::Result<ExitCod
                 } else {
                     "not ready"
                 };
-                println!(
+                out!(
                     "  {}: {ready} {}",
                     plain(&plugin["name"]),
                     plain(&plugin["message"])
@@ -525,14 +600,14 @@ fn ctl(socket: &Path, json: bool, command: CtlCommand) -> anyhow::Result<ExitCod
                 return Ok(ExitCode::FAILURE);
             }
         }
-        CtlCommand::Publish(_) => println!(
+        CtlCommand::Publish(_) => out!(
             "published event {} on {}",
             result["id"],
             plain(&result["topic"])
         ),
-        CtlCommand::Start(Instance { name }) => println!("started {name}"),
-        CtlCommand::Stop(Instance { name }) => println!("stopped {name}"),
-        CtlCommand::Restart(Instance { name }) => println!("restarted {name}"),
+        CtlCommand::Start(Instance { name }) => out!("started {name}"),
+        CtlCommand::Stop(Instance { name }) => out!("stopped {name}"),
+        CtlCommand::Restart(Instance { name }) => out!("restarted {name}"),
         CtlCommand::Reload(_) => {
             for key in [
                 "added",
@@ -551,7 +626,7 @@ fn ctl(socket: &Path, json: bool, command: CtlCommand) -> anyhow::Result<ExitCod
                 if key == "restart_needed" && names.is_empty() {
                     continue;
                 }
-                println!(
+                out!(
                     "{key}: {}",
                     if names.is_empty() {
                         "-".to_owned()
@@ -582,12 +657,17 @@ fn print_summary(report: &[InstanceReport]) {
         .max()
         .unwrap_or(0)
         .max("instance".len());
-    println!(
+    out!(
         "{:width$}  {:8}  {:>10}  {:>10}  {:>10}  {:>10}",
-        "instance", "state", "received", "processed", "dropped", "failed"
+        "instance",
+        "state",
+        "received",
+        "processed",
+        "dropped",
+        "failed"
     );
     for r in report {
-        println!(
+        out!(
             "{:width$}  {:8}  {:>10}  {:>10}  {:>10}  {:>10}",
             r.name,
             r.state,
@@ -599,43 +679,50 @@ fn print_summary(report: &[InstanceReport]) {
     }
     for r in report {
         if let Some(error) = &r.last_error {
-            println!("{}: {}", Escaped(&r.name), Escaped(error));
+            out!("{}: {}", Escaped(&r.name), Escaped(error));
         }
     }
 }
 
-fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
+/// `--inspect-timeout`: a duration such as "10s", more than 0, at most 1h.
+fn inspect_timeout(text: &str) -> Result<Duration, String> {
+    let limit = plughost_api::HumanDuration::parse(text)?;
+    if limit.is_zero() || limit > Duration::from_secs(3600) {
+        return Err(format!("`{text}` is out of range: more than 0, at most 1h"));
+    }
+    Ok(limit)
+}
+
+fn check(config_path: &Path, time_limit: Duration) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path)?;
     let base = config.base_dir();
     let mut problems = 0;
     for plugin in &config.plugins {
         if !plugin.enabled {
-            println!("{}: disabled (not checked)", plugin.name);
+            out!("{}: disabled (not checked)", Escaped(&plugin.name));
             continue;
         }
         let inspected = plughost::resolve(&plugin.library, &config.host.plugin_dirs, &base)
             .and_then(|path| {
-                let info = plughost::inspect(&path, &plugin.trust())?;
-                let checked = plughost::check_config(&path, &plugin.trust(), &plugin.config)?;
-                Ok((info, checked))
+                plughost::check_config(&path, &plugin.trust(), &plugin.config, time_limit)
             });
+        let name = Escaped(&plugin.name);
         match inspected {
             Ok((info, plughost::ConfigCheck::Invalid(reason))) => {
                 problems += 1;
-                println!(
-                    "{}: error: {}: {reason} (in [plugin.config])",
-                    plugin.name,
-                    info.path.display()
+                out!(
+                    "{name}: error: {}: {} (in [plugin.config])",
+                    Escaped(&info.path.display().to_string()),
+                    Escaped(&reason)
                 );
             }
-            Ok((info, checked)) => println!(
-                "{}: ok: {} {} ({}, {}) from {}{}",
-                plugin.name,
-                info.name,
-                info.version,
+            Ok((info, checked)) => out!(
+                "{name}: ok: {} {} ({}, {}) from {}{}",
+                Escaped(&info.name),
+                Escaped(&info.version),
                 info.language,
-                info.abi,
-                info.path.display(),
+                Escaped(&info.abi),
+                Escaped(&info.path.display().to_string()),
                 match checked {
                     plughost::ConfigCheck::Valid => "",
                     _ => " (config not checked: this plugin reads it only when it starts)",
@@ -643,7 +730,7 @@ fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
             ),
             Err(error) => {
                 problems += 1;
-                println!("{}: error: {error}", plugin.name);
+                out!("{name}: error: {}", Escaped(&error.to_string()));
             }
         }
     }
@@ -657,7 +744,8 @@ fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn discover(dirs: &[PathBuf]) -> anyhow::Result<ExitCode> {
+fn discover(dirs: &[PathBuf], time_limit: Duration) -> anyhow::Result<ExitCode> {
+    let mut unusable = 0;
     for dir in dirs {
         let entries =
             std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
@@ -670,21 +758,30 @@ fn discover(dirs: &[PathBuf]) -> anyhow::Result<ExitCode> {
             .collect();
         paths.sort();
         for path in paths {
-            match plughost::inspect(&path, &plughost::Trust::default()) {
-                Ok(info) => println!(
-                    "{}: {} {} ({}, {}): compatible",
-                    path.display(),
-                    info.name,
-                    info.version,
+            let shown = path.display().to_string();
+            let shown = Escaped(&shown);
+            match plughost::inspect(&path, &plughost::Trust::default(), time_limit) {
+                Ok(info) => out!(
+                    "{shown}: {} {} ({}, {}): compatible",
+                    Escaped(&info.name),
+                    Escaped(&info.version),
                     info.language,
-                    info.abi
+                    Escaped(&info.abi)
                 ),
                 Err(plughost::LoadError::Unusable { reason, .. }) => {
-                    println!("{}: not usable: {reason}", path.display())
+                    unusable += 1;
+                    out!("{shown}: not usable: {}", Escaped(&reason));
                 }
-                Err(error) => println!("{}: not usable: {error}", path.display()),
+                Err(error) => {
+                    unusable += 1;
+                    out!("{shown}: not usable: {}", Escaped(&error.to_string()));
+                }
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if unusable > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

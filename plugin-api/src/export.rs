@@ -244,6 +244,13 @@ extern "C" fn validate_config<P: Plugin>(config_json: RStr<'_>) -> RResult<(), C
     })
 }
 
+/// The symbol [`export_plugin!`] also exports when the plugin is built with
+/// `panic = "abort"`. Such a plugin cannot have its panics caught: its first
+/// panic ends the process it runs in, so the host refuses to run it on one of
+/// its own threads. The host reads this from the library's dynamic symbols
+/// before loading it; the root module and every ABI type stay as they are.
+pub const PANIC_ABORT_SYMBOL: &str = "plughost_panic_abort";
+
 /// The root module for plugin type `P`. Called once per library by abi_stable.
 pub fn root_module<P: Plugin>(name: &'static str, version: &'static str) -> PluginModuleRef {
     PluginModule {
@@ -299,6 +306,14 @@ macro_rules! export_plugin {
                 )
             }
         };
+
+        // Evaluated in the plugin's crate: present only in a library built
+        // with `panic = "abort"` (see `PANIC_ABORT_SYMBOL`).
+        #[cfg(panic = "abort")]
+        #[doc(hidden)]
+        #[unsafe(no_mangle)]
+        #[allow(non_upper_case_globals)]
+        pub static plughost_panic_abort: u8 = 1;
     };
 }
 
@@ -310,5 +325,12 @@ mod tests {
             abi_stable::library::ROOT_MODULE_LOADER_NAME,
             "_1as_0lib_1header_0root_bmodule_bloader"
         );
+    }
+
+    #[test]
+    fn the_panic_abort_mark_is_the_symbol_the_macro_defines() {
+        let expansion = include_str!("export.rs");
+        let defined = format!("pub static {}: u8", super::PANIC_ABORT_SYMBOL);
+        assert!(expansion.contains(&defined), "{defined}");
     }
 }

@@ -30,7 +30,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::abi::PluginModuleRef;
-    pub use crate::export::root_module;
+    pub use crate::export::{PANIC_ABORT_SYMBOL, root_module};
     pub use abi_stable::library::{
         __call_root_module_loader as call_root_module_loader, CheckTypeLayout, LibHeader,
         RootModuleResult,

@@ -3,6 +3,7 @@
 //! The host table handed to C points at the instance's `SharedHost`; its functions catch
 //! every panic, since unwinding into C is undefined behaviour.
 
+use super::fatal::Culprit;
 use super::{LoadError, SharedHost};
 use crate::event::EventView;
 use crate::instance::{CallFailure, Instance};
@@ -119,6 +120,7 @@ impl CLibrary {
         &self,
         config_json: &str,
         host: SharedHost,
+        culprit: Arc<Culprit>,
     ) -> Result<Box<dyn Instance>, CallFailure> {
         let name = CString::new(host.instance_name())
             .map_err(|_| CallFailure::Error("instance name holds a NUL".into()))?;
@@ -137,6 +139,7 @@ impl CLibrary {
         let create = self.descriptor.0.create.expect("checked at load");
         let mut error = vec![0 as c_char; ERROR_CAPACITY].into_boxed_slice();
         let mut instance: *mut c_void = std::ptr::null_mut();
+        let calling = culprit.calling("create");
         // SAFETY: arguments follow the header: the host table and the name
         // outlive the instance (kept in CInstance), the config and error
         // buffer outlive the call.
@@ -150,12 +153,14 @@ impl CLibrary {
                 ERROR_CAPACITY,
             )
         };
+        drop(calling);
         if status != PLUGHOST_OK {
             return Err(CallFailure::Error(message(&error)));
         }
         Ok(Box::new(CInstance {
             descriptor: self.descriptor.clone(),
             instance,
+            culprit,
             error,
             _table: table,
             _link: link,
@@ -178,6 +183,8 @@ fn message(buffer: &[c_char]) -> String {
 struct CInstance {
     descriptor: Arc<Descriptor>,
     instance: *mut c_void,
+    /// Named by the fatal-signal report while a call runs.
+    culprit: Arc<Culprit>,
     error: Box<[c_char]>,
     _table: Box<plughost_host>,
     _link: Box<SharedHost>,
@@ -192,6 +199,7 @@ unsafe impl Send for CInstance {}
 impl CInstance {
     fn call(
         &mut self,
+        _calling: super::fatal::Calling,
         call: impl FnOnce(*mut c_void, *mut c_char, usize) -> i32,
     ) -> Result<(), CallFailure> {
         self.error[0] = 0;
@@ -215,22 +223,28 @@ impl Instance for CInstance {
             source_len: event.source.len(),
         };
         let on_event = self.descriptor.0.on_event.expect("checked at load");
+        let calling = self.culprit.handling(event.topic);
         // SAFETY: the event and the error buffer outlive the call; the
         // instance came from this library's `create`.
-        self.call(|instance, error, capacity| unsafe { on_event(instance, &raw, error, capacity) })
+        self.call(calling, |instance, error, capacity| unsafe {
+            on_event(instance, &raw, error, capacity)
+        })
     }
 
     fn stop(&mut self) -> Result<(), CallFailure> {
         let Some(stop) = self.descriptor.0.stop else {
             return Ok(());
         };
+        let calling = self.culprit.calling("stop");
         // SAFETY: as in on_event; stop is called once, after the last event.
-        self.call(|instance, error, capacity| unsafe { stop(instance, error, capacity) })
+        self.call(calling, |instance, error, capacity| unsafe {
+            stop(instance, error, capacity)
+        })
     }
 
     fn health(&mut self) -> Result<Option<Health>, CallFailure> {
         Ok(self
-            .verdict(self.descriptor.0.health)
+            .verdict("health", self.descriptor.0.health)
             .map(|(verdict, message)| Health {
                 status: match verdict {
                     PLUGHOST_HEALTH_OK => HealthStatus::Ok,
@@ -243,7 +257,7 @@ impl Instance for CInstance {
 
     fn ready(&mut self) -> Result<Option<Readiness>, CallFailure> {
         Ok(self
-            .verdict(self.descriptor.0.ready)
+            .verdict("ready", self.descriptor.0.ready)
             .map(|(verdict, message)| Readiness {
                 ready: verdict != 0,
                 message,
@@ -254,11 +268,15 @@ impl Instance for CInstance {
         let Some(tick) = self.descriptor.0.tick else {
             return Ok(());
         };
+        let calling = self.culprit.calling("tick");
         // SAFETY: as in on_event.
-        self.call(|instance, error, capacity| unsafe { tick(instance, error, capacity) })
+        self.call(calling, |instance, error, capacity| unsafe {
+            tick(instance, error, capacity)
+        })
     }
 
     fn routes(&self) -> Vec<String> {
+        let _calling = self.culprit.calling("routes");
         let mut routes = Vec::new();
         let mut entry = self.descriptor.0.routes;
         while !entry.is_null() && routes.len() < 256 {
@@ -304,8 +322,10 @@ impl Instance for CInstance {
             header: Some(response_header),
             body: Some(response_body),
         };
+        let calling = self.culprit.calling("http");
         // SAFETY: request and response (and the answer they point at) outlive the call.
         let status = unsafe { http(self.instance, &raw const raw, &raw mut response) };
+        drop(calling);
         answer.status = response.status;
         Ok((status == PLUGHOST_OK).then_some(answer))
     }
@@ -315,6 +335,7 @@ impl Instance for CInstance {
             return Ok(None);
         };
         let mut reports: Vec<JobReport> = Vec::new();
+        let _calling = self.culprit.calling("jobs");
         // SAFETY: the sink is our Vec, alive for the call; `collect_job` matches the header's signature.
         let status = unsafe { jobs(self.instance, (&raw mut reports).cast(), Some(collect_job)) };
         match status {
@@ -328,9 +349,11 @@ impl CInstance {
     /// Call a `health`/`ready` style function: an int verdict plus an optional message.
     fn verdict(
         &mut self,
+        call: &'static str,
         function: Option<unsafe extern "C" fn(*mut c_void, *mut c_char, usize) -> i32>,
     ) -> Option<(i32, String)> {
         let function = function?;
+        let _calling = self.culprit.calling(call);
         self.error[0] = 0;
         // SAFETY: the instance came from `create`; the buffer outlives the call.
         let verdict = unsafe { function(self.instance, self.error.as_mut_ptr(), self.error.len()) };
@@ -376,6 +399,7 @@ unsafe extern "C" fn collect_job(sink: *mut c_void, job: *const plughost_job_rep
 impl Drop for CInstance {
     fn drop(&mut self) {
         if let Some(destroy) = self.descriptor.0.destroy {
+            let _calling = self.culprit.calling("destroy");
             // SAFETY: called once, last, on the instance's own thread.
             unsafe { destroy(self.instance) };
         }

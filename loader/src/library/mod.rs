@@ -14,6 +14,7 @@
 
 mod c;
 mod elf;
+mod fatal;
 mod rust;
 
 use crate::bus::Bus;
@@ -62,7 +63,7 @@ impl LoadError {
 }
 
 /// The language a plugin library is written in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Language {
     /// A Rust cdylib exporting an abi_stable root module.
@@ -105,9 +106,11 @@ impl Library {
         config_json: &str,
         host: SharedHost,
     ) -> Result<Box<dyn Instance>, CallFailure> {
+        // Named on stderr if the plugin crashes the process during a call.
+        let culprit = fatal::Culprit::new(host.instance_name(), &self.path);
         match &self.kind {
-            Kind::Rust(library) => library.create(config_json, host),
-            Kind::C(library) => library.create(config_json, host),
+            Kind::Rust(library) => library.create(config_json, host, culprit),
+            Kind::C(library) => library.create(config_json, host, culprit),
         }
     }
 
@@ -241,7 +244,13 @@ fn is_path(spec: &str) -> bool {
 /// `base`; a bare name is looked up in `dirs` under its platform file name.
 pub fn resolve(spec: &str, dirs: &[PathBuf], base: &Path) -> Result<PathBuf, LoadError> {
     if is_path(spec) {
-        return Ok(crate::config::clean(&base.join(spec)));
+        let path = crate::config::clean(&base.join(spec));
+        if let Some(name) = bare_name_of(spec)
+            && path.symlink_metadata().is_err()
+        {
+            return Err(not_beside_the_config(spec, name, path, dirs, base));
+        }
+        return Ok(path);
     }
     let file = platform_file_name(spec);
     let candidates: Vec<PathBuf> = dirs.iter().map(|dir| dir.join(&file)).collect();
@@ -253,6 +262,43 @@ pub fn resolve(spec: &str, dirs: &[PathBuf], base: &Path) -> Result<PathBuf, Loa
             name: spec.to_owned(),
             looked_in: candidates,
         })
+}
+
+/// `topn` for `libtopn.so`: the bare name a file name without a directory
+/// stands for, when it has the platform's form.
+fn bare_name_of(spec: &str) -> Option<&str> {
+    if spec.contains('/') {
+        return None;
+    }
+    spec.strip_prefix(std::env::consts::DLL_PREFIX)?
+        .strip_suffix(std::env::consts::DLL_SUFFIX)
+        .filter(|name| !name.is_empty())
+}
+
+/// `library = "libtopn.so"` is a path, beside the config, where it is not:
+/// say where it was looked for, and what finds it in `plugin_dirs`.
+fn not_beside_the_config(
+    spec: &str,
+    name: &str,
+    path: PathBuf,
+    dirs: &[PathBuf],
+    base: &Path,
+) -> LoadError {
+    let in_dirs = dirs
+        .iter()
+        .map(|dir| dir.join(spec))
+        .find(|p| p.symlink_metadata().is_ok());
+    let found = match in_dirs {
+        Some(there) => format!(" ({} is there)", there.display()),
+        None => String::new(),
+    };
+    LoadError::unusable(
+        &path,
+        format!(
+            "no such file: `{spec}` names a file in the config's directory {}; to look for the library in plugin_dirs{found}, write library = \"{name}\"",
+            base.display()
+        ),
+    )
 }
 
 /// Libraries opened by this process: opened once per content, kept forever.
@@ -290,22 +336,24 @@ fn registry() -> &'static Registry {
 pub struct Trust {
     /// The file's expected SHA-256, lowercase hex.
     pub sha256: Option<String>,
-    /// Accept a file or directory writable by others, or a file owned by
-    /// someone other than this user or root.
+    /// Accept a file, or a directory on the way to it, that is writable by
+    /// others or owned by someone other than this user or root.
     pub allow_insecure_permissions: bool,
+    /// The plugin runs on a thread of the host (`isolation = "thread"`): a
+    /// library built with `panic = "abort"` is refused, since its first
+    /// panic would end the host.
+    pub thread_isolation: bool,
 }
 
 /// Open the library at `path`, or return the one this process already
 /// opened with the same content. The checks of `trust` run on the open
 /// descriptor, before the dynamic loader sees the file.
 pub(crate) fn open(path: &Path, trust: &Trust) -> Result<Arc<Library>, LoadError> {
-    let file = open_checked(path)?;
-    let meta = file
-        .metadata()
-        .map_err(|e| LoadError::unusable(path, format!("cannot stat: {e}")))?;
-    if !trust.allow_insecure_permissions {
-        check_permissions(path, &meta)?;
-    }
+    let Vetted {
+        file,
+        meta,
+        exports,
+    } = vet(path, trust)?;
     let pinned = |found: &str| match &trust.sha256 {
         Some(expected) if expected != found => Err(LoadError::unusable(
             path,
@@ -329,10 +377,43 @@ pub(crate) fn open(path: &Path, trust: &Trust) -> Result<Arc<Library>, LoadError
         return Ok(library);
     }
     let copy = private_copy(path, &file, &sha256)?;
-    let library = Arc::new(load(path, copy, sha256.clone())?);
+    let library = Arc::new(load(path, copy, sha256.clone(), exports)?);
     registry.by_file.insert(key, library.clone());
     registry.by_content.insert(sha256, library.clone());
     Ok(library)
+}
+
+/// A library file that passed every check made without running any of it.
+pub(crate) struct Vetted {
+    file: File,
+    meta: std::fs::Metadata,
+    exports: elf::Exports,
+}
+
+/// Every check that needs no code of the library to run: the file is a
+/// complete ELF shared library for this machine that exports a plugin entry
+/// point, nobody but this user or root can change it or the directories on
+/// the way to it, and a plugin that would run on a host thread can have its
+/// panics caught. No constructor of a file refused here ever runs.
+pub(crate) fn vet(path: &Path, trust: &Trust) -> Result<Vetted, LoadError> {
+    let (file, exports) = open_checked(path)?;
+    let meta = file
+        .metadata()
+        .map_err(|e| LoadError::unusable(path, format!("cannot stat: {e}")))?;
+    if !trust.allow_insecure_permissions {
+        check_permissions(path, &meta)?;
+    }
+    if trust.thread_isolation && exports.panic_abort {
+        return Err(LoadError::unusable(
+            path,
+            "built with panic = \"abort\": its first panic would end the host, so it cannot run on a host thread; set isolation = \"process\" for this plugin, or rebuild it with panic = \"unwind\"",
+        ));
+    }
+    Ok(Vetted {
+        file,
+        meta,
+        exports,
+    })
 }
 
 /// Copy the checked file into a sealed memory file (`memfd`) of this process
@@ -341,7 +422,6 @@ pub(crate) fn open(path: &Path, trust: &Trust) -> Result<Arc<Library>, LoadError
 /// the loader (never its cached copy of an older version), and it needs no
 /// writable, executable directory.
 fn private_copy(path: &Path, file: &File, sha256: &str) -> Result<File, LoadError> {
-    use std::io::Seek;
     use std::os::unix::io::FromRawFd;
     let fail = |what: &str, e: std::io::Error| {
         LoadError::unusable(
@@ -358,17 +438,12 @@ fn private_copy(path: &Path, file: &File, sha256: &str) -> Result<File, LoadErro
         return Err(fail("memfd_create", std::io::Error::last_os_error()));
     }
     // SAFETY: `fd` was just created and nothing else owns it.
-    let mut copy = unsafe { File::from_raw_fd(fd) };
-    let mut source = file;
-    source
-        .seek(std::io::SeekFrom::Start(0))
-        .and_then(|_| std::io::copy(&mut source, &mut copy))
-        .map_err(|e| fail("copy", e))?;
-    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
-    // SAFETY: fcntl(F_ADD_SEALS) on our own descriptor takes an integer argument.
-    if unsafe { libc::fcntl(copy.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
-        return Err(fail("seal", std::io::Error::last_os_error()));
-    }
+    let copy = unsafe { File::from_raw_fd(fd) };
+    // Plain reads and writes: a `sendfile`/`splice` copy (what `io::copy`
+    // does between files) can leave pages of the copy pinned for a moment,
+    // and sealing then fails with EBUSY.
+    copy_plainly(file, &copy).map_err(|e| fail("copy", e))?;
+    seal(&copy).map_err(|e| fail("seal", e))?;
     let copied = sha256_of(&copy).map_err(|e| fail("hash", e))?;
     if copied != sha256 {
         return Err(LoadError::unusable(
@@ -379,8 +454,61 @@ fn private_copy(path: &Path, file: &File, sha256: &str) -> Result<File, LoadErro
     Ok(copy)
 }
 
+/// `source` from its start into `copy`, with read(2) and write(2) only.
+fn copy_plainly(source: &File, copy: &File) -> std::io::Result<()> {
+    use std::io::{Read, Seek, Write};
+    let (mut source, mut copy) = (source, copy);
+    source.seek(std::io::SeekFrom::Start(0))?;
+    let mut buffer = vec![0u8; 256 * 1024];
+    loop {
+        match source.read(&mut buffer) {
+            Ok(0) => return copy.flush(),
+            Ok(n) => copy.write_all(&buffer[..n])?,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// How often, and how long at most, sealing waits for a busy copy.
+const SEAL_TRIES: u32 = 10;
+const SEAL_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Seal the private copy against any change. The kernel refuses the write
+/// seal (EBUSY) while a page of the file is still pinned or mapped writable
+/// by someone; that passes, so a busy machine gets a few tries with a short
+/// backoff (at most about half a second in all) before the load fails.
+fn seal(copy: &File) -> std::io::Result<()> {
+    seal_waiting(copy, std::thread::sleep)
+}
+
+/// [`seal`], with `wait` for the pauses between tries.
+fn seal_waiting(copy: &File, mut wait: impl FnMut(std::time::Duration)) -> std::io::Result<()> {
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
+    let mut backoff = std::time::Duration::from_millis(1);
+    let mut attempt = 1;
+    loop {
+        // SAFETY: fcntl(F_ADD_SEALS) on our own descriptor takes an integer argument.
+        if unsafe { libc::fcntl(copy.as_raw_fd(), libc::F_ADD_SEALS, seals) } == 0 {
+            return Ok(());
+        }
+        let error = std::io::Error::last_os_error();
+        if error.raw_os_error() != Some(libc::EBUSY) || attempt >= SEAL_TRIES {
+            return Err(error);
+        }
+        wait(backoff);
+        backoff = (backoff * 2).min(SEAL_BACKOFF_MAX);
+        attempt += 1;
+    }
+}
+
 /// Refuse a file that others could have changed: writable by others, owned
-/// by someone else, or in a directory where others may replace files.
+/// by someone else, or reached through a directory where others may replace
+/// or redirect what is found, as OpenSSH's secure-path checks do: every
+/// directory the lookup passes through, from `/` down, including the
+/// directory of each symbolic link and of each link's target, must be owned
+/// by root or this user and not writable by others (unless sticky, like
+/// `/tmp`, where others cannot replace our files).
 fn check_permissions(path: &Path, meta: &std::fs::Metadata) -> Result<(), LoadError> {
     let hint =
         "fix it (chmod o-w / chown), or set allow_insecure_permissions = true for this plugin";
@@ -403,25 +531,92 @@ fn check_permissions(path: &Path, meta: &std::fs::Metadata) -> Result<(), LoadEr
             ),
         ));
     }
-    let dir = std::fs::canonicalize(path)
-        .ok()
-        .and_then(|p| p.parent().map(Path::to_owned));
-    if let Some(dir) = dir
-        && let Ok(dir_meta) = std::fs::metadata(&dir)
-    {
-        // A sticky directory (like /tmp) stops others from replacing our file.
+    let (directories, own) = directories_on_the_way(path).map_err(|e| {
+        LoadError::unusable(
+            path,
+            format!("cannot check the directories on the way to it: {e}"),
+        )
+    })?;
+    for dir in directories {
+        let dir_meta = std::fs::symlink_metadata(&dir).map_err(|e| {
+            LoadError::unusable(
+                path,
+                format!("cannot check directory {}: {e}", dir.display()),
+            )
+        })?;
+        let which = if dir == own {
+            format!("its directory {}", dir.display())
+        } else {
+            format!("directory {} on the way to it", dir.display())
+        };
         let sticky = dir_meta.mode() & 0o1000 != 0;
         if dir_meta.mode() & 0o002 != 0 && !sticky {
             return Err(LoadError::unusable(
                 path,
+                format!("{which} is writable by others: {hint}"),
+            ));
+        }
+        if dir_meta.uid() != 0 && dir_meta.uid() != me {
+            return Err(LoadError::unusable(
+                path,
                 format!(
-                    "its directory {} is writable by others: {hint}",
-                    dir.display()
+                    "{which} is owned by uid {}, not by this user or root: {hint}",
+                    dir_meta.uid()
                 ),
             ));
         }
     }
     Ok(())
+}
+
+/// Every directory the lookup of `path` passes through, in order from `/`,
+/// following symbolic links the way the kernel does, and the directory the
+/// file itself is finally found in.
+fn directories_on_the_way(path: &Path) -> std::io::Result<(Vec<PathBuf>, PathBuf)> {
+    use std::collections::VecDeque;
+    use std::path::Component;
+    /// As the kernel's limit on links followed in one lookup.
+    const MAX_LINKS: usize = 40;
+    fn parts(path: &Path) -> impl Iterator<Item = std::ffi::OsString> + '_ {
+        path.components().filter_map(|c| match c {
+            Component::Normal(name) => Some(name.to_owned()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+    }
+    let path = std::path::absolute(path)?;
+    let mut pending: VecDeque<std::ffi::OsString> = parts(&path).collect();
+    // Always a real directory: links are resolved as they are met.
+    let mut here = PathBuf::from("/");
+    let mut seen = vec![here.clone()];
+    let mut links = 0;
+    while let Some(name) = pending.pop_front() {
+        if name == ".." {
+            here.pop();
+            continue;
+        }
+        let next = here.join(&name);
+        let meta = next.symlink_metadata()?;
+        if meta.file_type().is_symlink() {
+            links += 1;
+            if links > MAX_LINKS {
+                return Err(std::io::Error::from_raw_os_error(libc::ELOOP));
+            }
+            let target = std::fs::read_link(&next)?;
+            if target.is_absolute() {
+                here = PathBuf::from("/");
+            }
+            for part in parts(&target).collect::<Vec<_>>().into_iter().rev() {
+                pending.push_front(part);
+            }
+        } else if !pending.is_empty() {
+            here = next;
+            if !seen.contains(&here) {
+                seen.push(here.clone());
+            }
+        }
+    }
+    Ok((seen, here))
 }
 
 fn rustix_euid() -> u32 {
@@ -450,8 +645,9 @@ fn sha256_of(file: &File) -> std::io::Result<String> {
         .collect())
 }
 
-/// Open without following links, and make sure it is a non-empty regular file.
-fn open_checked(path: &Path) -> Result<File, LoadError> {
+/// Open without following links, make sure it is a non-empty regular file
+/// and a complete ELF shared library that exports a plugin entry point.
+fn open_checked(path: &Path) -> Result<(File, elf::Exports), LoadError> {
     let link = path.symlink_metadata().map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => LoadError::unusable(path, "no such file"),
         _ => LoadError::unusable(path, format!("cannot read: {e}")),
@@ -487,33 +683,36 @@ fn open_checked(path: &Path) -> Result<File, LoadError> {
             "empty file, not a plugin library",
         ));
     }
-    elf::check(&file, meta.len()).map_err(|reason| LoadError::unusable(path, reason))?;
-    Ok(file)
+    let exports =
+        elf::inspect(&file, meta.len()).map_err(|reason| LoadError::unusable(path, reason))?;
+    if !exports.is_plugin() {
+        return Err(LoadError::unusable(
+            path,
+            "not a plughost plugin: it exports no plugin entry point (a Rust plugin needs `plughost_api::export_plugin!`, a C plugin `plughost_plugin_entry`)",
+        ));
+    }
+    Ok((file, exports))
 }
 
-fn load(path: &Path, file: File, sha256: String) -> Result<Library, LoadError> {
+/// Hand the sealed copy to the dynamic loader, as what its exports say it is.
+fn load(
+    path: &Path,
+    file: File,
+    sha256: String,
+    exports: elf::Exports,
+) -> Result<Library, LoadError> {
     let fd_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
     // SAFETY: opening a library runs its initialisers; the operator chose to
-    // trust this file by listing it. The handle is never closed (see module docs).
+    // trust this file by listing it, and it passed every check of `vet`.
     let handle = unsafe {
         libloading::os::unix::Library::open(Some(&fd_path), libc::RTLD_NOW | libc::RTLD_LOCAL)
     }
     .map_err(|e| LoadError::unusable(path, describe_dlopen_error(&e.to_string(), &fd_path)))?;
-    let has = |symbol: &[u8]| {
-        // SAFETY: only the symbol's presence is checked; nothing is read or called.
-        unsafe { handle.get::<*const std::ffi::c_void>(symbol) }.is_ok()
-    };
-    let is_rust = has(rust::ROOT_SYMBOL);
-    let is_c = has(plughost_ffi::PLUGHOST_ENTRY_SYMBOL);
-    let c_library = if is_c && !is_rust {
-        Some(CLibrary::load(path, &handle))
-    } else {
-        None
-    };
-    std::mem::forget(handle);
-    // Keep the descriptor too: its number names the library to the loader.
+    // Never closed (see the module docs), and neither is the descriptor: its
+    // number names the library to the loader.
+    let handle = std::mem::ManuallyDrop::new(handle);
     std::mem::forget(file);
-    if is_rust {
+    if exports.rust_root {
         let library = RustLibrary::load(path, &fd_path)?;
         return Ok(Library {
             path: path.to_owned(),
@@ -525,22 +724,16 @@ fn load(path: &Path, file: File, sha256: String) -> Result<Library, LoadError> {
             kind: Kind::Rust(library),
         });
     }
-    if let Some(library) = c_library {
-        let library = library?;
-        return Ok(Library {
-            path: path.to_owned(),
-            name: library.name.clone(),
-            version: library.version.clone(),
-            abi: format!("plughost.h {}.{}", library.abi_major, library.abi_minor),
-            language: Language::C,
-            sha256,
-            kind: Kind::C(library),
-        });
-    }
-    Err(LoadError::unusable(
-        path,
-        "not a plughost plugin: it exports no plugin entry point (a Rust plugin needs `plughost_api::export_plugin!`, a C plugin `plughost_plugin_entry`)",
-    ))
+    let library = CLibrary::load(path, &handle)?;
+    Ok(Library {
+        path: path.to_owned(),
+        name: library.name.clone(),
+        version: library.version.clone(),
+        abi: format!("plughost.h {}.{}", library.abi_major, library.abi_minor),
+        language: Language::C,
+        sha256,
+        kind: Kind::C(library),
+    })
 }
 
 /// Turn the loader's message into one line about `path`.
@@ -553,5 +746,73 @@ fn describe_dlopen_error(message: &str, fd_path: &Path) -> String {
         format!("built for another architecture ({message})")
     } else {
         format!("cannot load: {message}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A memory file holding a few bytes, and a writable shared mapping of
+    /// it: while the mapping lives, the kernel refuses the write seal with
+    /// EBUSY, as it does while a page is pinned.
+    fn busy_copy() -> (File, *mut libc::c_void) {
+        use std::io::Write;
+        use std::os::unix::io::FromRawFd;
+        // SAFETY: memfd_create reads a NUL-terminated name, returns a new descriptor.
+        let fd = unsafe {
+            libc::memfd_create(
+                c"test".as_ptr(),
+                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+            )
+        };
+        assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
+        // SAFETY: `fd` was just created and nothing else owns it.
+        let mut file = unsafe { File::from_raw_fd(fd) };
+        file.write_all(&[7; 4096]).unwrap();
+        // SAFETY: a new shared mapping of our own file; unmapped by the test.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        assert_ne!(map, libc::MAP_FAILED);
+        (file, map)
+    }
+
+    #[test]
+    fn sealing_waits_for_a_copy_that_is_busy_for_a_moment() {
+        let (copy, map) = busy_copy();
+        let mut waits = 0;
+        let sealed = seal_waiting(&copy, |_| {
+            waits += 1;
+            if waits == 1 {
+                // SAFETY: the mapping made by busy_copy, unmapped once.
+                let unmapped = unsafe { libc::munmap(map, 4096) };
+                assert_eq!(unmapped, 0);
+            }
+        });
+        assert!(sealed.is_ok(), "{sealed:?}");
+        assert_eq!(waits, 1, "the first try met EBUSY, the second sealed it");
+    }
+
+    #[test]
+    fn sealing_gives_up_after_a_bounded_wait() {
+        let (copy, map) = busy_copy();
+        let mut waited = std::time::Duration::ZERO;
+        let sealed = seal_waiting(&copy, |pause| waited += pause);
+        assert_eq!(sealed.unwrap_err().raw_os_error(), Some(libc::EBUSY));
+        assert!(
+            waited > std::time::Duration::from_millis(100)
+                && waited < std::time::Duration::from_secs(1),
+            "{waited:?}"
+        );
+        // SAFETY: the mapping made by busy_copy, unmapped once.
+        unsafe { libc::munmap(map, 4096) };
     }
 }

@@ -3,6 +3,7 @@
 //! own header (`lib_header_from_path`), never `RootModule::load_from_file`,
 //! which caches the first module of a type for the whole process.
 
+use super::fatal::Culprit;
 use super::{LoadError, SharedHost};
 use crate::event::EventView;
 use crate::instance::{CallFailure, Instance};
@@ -15,6 +16,7 @@ use plughost_api::{
     Health, HealthStatus, HttpRequest, HttpResponse, JobReport, LogLevel, Readiness,
 };
 use std::path::Path;
+use std::sync::Arc;
 
 /// The symbol abi_stable libraries export their header under.
 pub(super) const ROOT_SYMBOL: &[u8] = b"_1as_0lib_1header_0root_bmodule_bloader\0";
@@ -69,10 +71,15 @@ impl RustLibrary {
         &self,
         config_json: &str,
         host: SharedHost,
+        culprit: Arc<Culprit>,
     ) -> Result<Box<dyn Instance>, CallFailure> {
         let host = HostApi_TO::from_ptr(RArc::new(Link(host)), TD_Opaque);
-        match (self.module.create())(RStr::from_str(config_json), host) {
-            ROk(plugin) => Ok(Box::new(RustInstance { plugin })),
+        let created = {
+            let _calling = culprit.calling("create");
+            (self.module.create())(RStr::from_str(config_json), host)
+        };
+        match created {
+            ROk(plugin) => Ok(Box::new(RustInstance { plugin, culprit })),
             RErr(error) => Err(failure(error)),
         }
     }
@@ -125,6 +132,8 @@ fn failure(error: CallError) -> CallFailure {
 
 struct RustInstance {
     plugin: PluginHandle,
+    /// Named by the fatal-signal report while a call runs.
+    culprit: Arc<Culprit>,
 }
 
 impl Instance for RustInstance {
@@ -136,14 +145,17 @@ impl Instance for RustInstance {
             payload: RSlice::from_slice(event.payload),
             source: RStr::from_str(event.source),
         };
+        let _calling = self.culprit.handling(event.topic);
         self.plugin.on_event(raw).into_result().map_err(failure)
     }
 
     fn stop(&mut self) -> Result<(), CallFailure> {
+        let _calling = self.culprit.calling("stop");
         self.plugin.stop().into_result().map_err(failure)
     }
 
     fn health(&mut self) -> Result<Option<Health>, CallFailure> {
+        let _calling = self.culprit.calling("health");
         let report = self
             .plugin
             .health()
@@ -161,6 +173,7 @@ impl Instance for RustInstance {
     }
 
     fn ready(&mut self) -> Result<Option<Readiness>, CallFailure> {
+        let _calling = self.culprit.calling("ready");
         let report = self
             .plugin
             .ready()
@@ -174,10 +187,12 @@ impl Instance for RustInstance {
     }
 
     fn tick(&mut self) -> Result<(), CallFailure> {
+        let _calling = self.culprit.calling("tick");
         self.plugin.tick().into_result().map_err(failure)
     }
 
     fn routes(&self) -> Vec<String> {
+        let _calling = self.culprit.calling("routes");
         self.plugin
             .routes()
             .into_iter()
@@ -197,6 +212,7 @@ impl Instance for RustInstance {
             headers: request.headers.into_iter().map(header).collect(),
             body: request.body.into(),
         };
+        let _calling = self.culprit.calling("http");
         let response = self
             .plugin
             .http(request)
@@ -215,6 +231,7 @@ impl Instance for RustInstance {
     }
 
     fn jobs(&mut self) -> Result<Option<Vec<JobReport>>, CallFailure> {
+        let _calling = self.culprit.calling("jobs");
         let reports = self
             .plugin
             .jobs()

@@ -72,7 +72,7 @@ fn death(status: Option<ExitStatus>) -> CallFailure {
     }
 }
 
-fn signal_name(signal: i32) -> String {
+pub(crate) fn signal_name(signal: i32) -> String {
     let name = match signal {
         libc::SIGSEGV => "SIGSEGV",
         libc::SIGABRT => "SIGABRT",
@@ -103,7 +103,7 @@ pub(crate) fn kill(slot: &Slot) {
 /// The `plughost` executable to run children with: this one, or a
 /// `plughost` beside it when the host is embedded in another program
 /// (`PLUGHOST_CHILD_EXE` overrides both).
-fn child_executable() -> Result<PathBuf, String> {
+pub(crate) fn child_executable() -> Result<PathBuf, String> {
     if let Some(path) = std::env::var_os("PLUGHOST_CHILD_EXE") {
         return Ok(path.into());
     }

@@ -1,0 +1,244 @@
+//! How `plughost check` and `plughost discover` look at a library without
+//! trusting it. Everything that can be known from the file alone (ELF
+//! headers, exported symbols, permissions, the pinned hash) is checked in
+//! this process, so no code of a file refused there ever runs. A library
+//! that passes is loaded in a child process of its own (`plughost
+//! __inspect`), under a time limit: a constructor or entry point that
+//! crashes, exits or hangs ends only that child, and is reported as such.
+
+use crate::library::{self, Language, LoadError, Trust};
+use crate::{ConfigCheck, LibraryInfo};
+use std::io::{BufRead, Read, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// What the inspecting child answers, as one JSON line.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Answer {
+    Usable {
+        name: String,
+        version: String,
+        language: Language,
+        abi: String,
+        /// What the plugin said of the config, when asked.
+        config: Option<Verdict>,
+    },
+    /// Why the library cannot be used.
+    Unusable(String),
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Verdict {
+    Valid,
+    Invalid(String),
+    Unchecked,
+}
+
+/// The most a child may answer: a name, a version and a reason or two.
+const ANSWER_MAX_BYTES: u64 = 1024 * 1024;
+
+/// Inspect the library at `path` (and have it check `config`, when given)
+/// in a child process that may take at most `time_limit`.
+pub(crate) fn inspect(
+    path: &Path,
+    trust: &Trust,
+    config: Option<&serde_json::Value>,
+    time_limit: Duration,
+) -> Result<(LibraryInfo, Option<ConfigCheck>), LoadError> {
+    library::vet(path, trust)?;
+    let unusable = |reason: String| LoadError::Unusable {
+        path: path.to_owned(),
+        reason,
+    };
+    let exe = crate::process::child_executable()
+        .map_err(|e| unusable(format!("cannot inspect it: {e}")))?;
+    let mut command = Command::new(exe);
+    command
+        .arg("__inspect")
+        .arg(path)
+        .arg(std::process::id().to_string())
+        .args(trust.sha256.iter().flat_map(|pin| ["--sha256", pin]))
+        .args(
+            trust
+                .allow_insecure_permissions
+                .then_some("--allow-insecure-permissions"),
+        )
+        .args(trust.thread_isolation.then_some("--thread-isolation"))
+        .args(config.is_some().then_some("--check-config"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        // Whatever the library writes is not ours to show.
+        .stderr(Stdio::null())
+        // Its own group: a hang is ended with whatever it started.
+        .process_group(0);
+    let mut child = command
+        .spawn()
+        .map_err(|e| unusable(format!("cannot inspect it: cannot start a process: {e}")))?;
+    let pid = child.id() as i32;
+    let (tx, rx) = crossbeam_channel::bounded::<Event>(3);
+    if let Some(mut stdin) = child.stdin.take() {
+        let config = config.map(|c| c.to_string()).unwrap_or_default();
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(config.as_bytes());
+        });
+    }
+    if let Some(stdout) = child.stdout.take() {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let mut line = Vec::new();
+            let read =
+                std::io::BufReader::new(stdout.take(ANSWER_MAX_BYTES)).read_until(b'\n', &mut line);
+            let _ = tx.send(Event::Answer(
+                read.ok()
+                    .and_then(|_| serde_json::from_slice::<Answer>(&line).ok()),
+            ));
+        });
+    }
+    std::thread::spawn(move || {
+        let _ = tx.send(Event::Exited(child.wait().ok()));
+    });
+
+    let deadline = Instant::now() + time_limit;
+    let (mut answer, mut status) = (None, None);
+    while answer.is_none() || status.is_none() {
+        match rx.recv_deadline(deadline) {
+            Ok(Event::Answer(got)) => answer = Some(got),
+            Ok(Event::Exited(got)) => status = Some(got),
+            Err(_) if status.is_none() => {
+                // SAFETY: kill(2) with plain integers, on the process group
+                // of our child, which is not reaped yet (no exit status came).
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
+                return Err(unusable(format!(
+                    "did not finish loading within {time_limit:?} (a constructor or its entry point does not return), so its inspection was stopped; it would hang the host"
+                )));
+            }
+            // Exited, but something it started still holds the answer's pipe.
+            Err(_) => break,
+        }
+    }
+    let status = status.flatten();
+    match (answer.flatten(), status) {
+        (Some(answer), Some(status)) if status.success() => answer_to_result(path, answer),
+        (_, status) => Err(unusable(ended(status))),
+    }
+}
+
+enum Event {
+    Answer(Option<Answer>),
+    Exited(Option<ExitStatus>),
+}
+
+/// Why a child that gave no answer (or ended badly) ended.
+fn ended(status: Option<ExitStatus>) -> String {
+    let how = match status.map(|s| (s.code(), s.signal())) {
+        Some((_, Some(signal))) => format!(
+            "crashed while it was being loaded (killed by {})",
+            crate::process::signal_name(signal)
+        ),
+        Some((Some(code), _)) => format!(
+            "ended the process that loaded it (exit status {code}) before it could be inspected"
+        ),
+        _ => "its inspection ended without an answer".to_owned(),
+    };
+    format!("{how}: a constructor or its entry point would do the same to the host")
+}
+
+fn answer_to_result(
+    path: &Path,
+    answer: Answer,
+) -> Result<(LibraryInfo, Option<ConfigCheck>), LoadError> {
+    match answer {
+        Answer::Unusable(reason) => Err(LoadError::Unusable {
+            path: path.to_owned(),
+            reason,
+        }),
+        Answer::Usable {
+            name,
+            version,
+            language,
+            abi,
+            config,
+        } => Ok((
+            LibraryInfo {
+                path: path.to_owned(),
+                name,
+                version,
+                language,
+                abi,
+            },
+            config.map(|verdict| match verdict {
+                Verdict::Valid => ConfigCheck::Valid,
+                Verdict::Invalid(reason) => ConfigCheck::Invalid(reason),
+                Verdict::Unchecked => ConfigCheck::Unchecked,
+            }),
+        )),
+    }
+}
+
+/// The `plughost __inspect` child: load the library, answer one JSON line on
+/// the descriptor that was standard output, and end without running any
+/// library's destructors. With `check_config`, standard input holds the
+/// config (JSON) to have the plugin check.
+pub fn child_main(path: &Path, parent: u32, trust: &Trust, check_config: bool) -> i32 {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) only records a signal number for this process.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    if std::os::unix::process::parent_id() != parent {
+        return 1; // the inspecting command is gone
+    }
+    let Some(mut out) = take_stdout() else {
+        return 1;
+    };
+    let mut config = String::new();
+    if check_config && std::io::stdin().read_to_string(&mut config).is_err() {
+        return 1;
+    }
+    let answer = match library::open(path, trust) {
+        Err(LoadError::Unusable { reason, .. }) => Answer::Unusable(reason),
+        Err(other) => Answer::Unusable(other.to_string()),
+        Ok(library) => Answer::Usable {
+            name: library.name.clone(),
+            version: library.version.clone(),
+            language: library.language,
+            abi: library.abi.clone(),
+            config: check_config.then(|| match library.validate_config(&config) {
+                Some(Ok(())) => Verdict::Valid,
+                Some(Err(reason)) => Verdict::Invalid(reason),
+                None => Verdict::Unchecked,
+            }),
+        },
+    };
+    let mut line = serde_json::to_vec(&answer).unwrap_or_default();
+    line.push(b'\n');
+    let written = out.write_all(&line).and_then(|_| out.flush());
+    // SAFETY: _exit ends the process at once: no destructor of the library
+    // (nor atexit handler) runs after the answer, since the host never runs
+    // them either while it lives.
+    unsafe { libc::_exit(if written.is_ok() { 0 } else { 1 }) }
+}
+
+/// The answer's channel: standard output, moved to a descriptor of its own,
+/// with standard output itself sent to /dev/null, so that nothing a library
+/// prints can pass for an answer.
+fn take_stdout() -> Option<std::fs::File> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let null = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .ok()?;
+    // SAFETY: F_DUPFD_CLOEXEC duplicates our own descriptor 1 into a new one.
+    let fd = unsafe { libc::fcntl(libc::STDOUT_FILENO, libc::F_DUPFD_CLOEXEC, 3) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `fd` was just created and nothing else owns it.
+    let out = unsafe { std::fs::File::from_raw_fd(fd) };
+    // SAFETY: dup2 onto descriptor 1, which std's stdout writes to unowned.
+    if unsafe { libc::dup2(null.as_raw_fd(), libc::STDOUT_FILENO) } < 0 {
+        return None;
+    }
+    Some(out)
+}
