@@ -27,7 +27,7 @@ fn receives_n_events_in_order(library: &str) {
     for (i, line) in lines.iter().enumerate() {
         assert_eq!(line["payload"], json!({"i": i}));
         assert_eq!(line["topic"], "n.item");
-        assert_eq!(line["source"], "host");
+        assert_eq!(line["source"], "stdin");
     }
     assert_eq!(
         summary_row(&out, "log"),

@@ -344,6 +344,72 @@ fn events_published_on_one_host_reach_another_in_order_once_each() {
     assert_eq!(count_in(&b_counts, "imported"), N, "{b_counts}");
 }
 
+/// A host's lifecycle events exported to NATS are not imported as such by
+/// another host: its own topics are the host's alone (`plughost.>`), so the
+/// bridge's publish is refused there, counted by the host and the bridge.
+#[test]
+fn another_hosts_lifecycle_events_are_not_imported_as_this_ones() {
+    let s = Scratch::new("nats-reserved");
+    let server = NatsServer::start(&s);
+    let mut a = Host::start(
+        &s,
+        "a",
+        &format!(
+            "[[plugin]]\nname = \"crash\"\nlibrary = \"chaos\"\nsubscribe = [\"orders.poison\"]\nrestart = \"always\"\n\
+             [plugin.config]\npanic_on = \"orders.poison\"\n{}",
+            bridge(
+                &server,
+                r#"["orders.>", "plughost.>"]"#,
+                "export = [\"orders.>\", \"plughost.>\"]"
+            )
+        ),
+    );
+    let b = Host::start(
+        &s,
+        "b",
+        &format!(
+            "{}{}",
+            logger("log", r#"["orders.>", "plughost.>"]"#, &s.path("b.jsonl")),
+            bridge(&server, "[]", "import = [\"orders.>\", \"plughost.>\"]")
+        ),
+    );
+    wait_until("both bridges ready", LIMIT, || a.ready() && b.ready());
+    a.send(&(event("orders.created", json!({"n": 0})) + &event("orders.poison", json!({"n": 1}))));
+    // A's `crash` fails and restarts: plughost.plugin.failed and .restarted
+    // go out to NATS, and B refuses both.
+    wait_until("B to refuse A's lifecycle events", LIMIT, || {
+        b.count("rejected") >= 2
+    });
+    let (_, metrics) = http(&b.address, "GET", "/metrics", "");
+    let refused = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                r#"plughost_events_refused_total{entry="plugin",reason="reserved_topic"} "#,
+            )
+        })
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    assert!(refused.is_some_and(|n| n >= 2), "{metrics}");
+    wait_until("B's logger to get both orders", LIMIT, || {
+        b.processed("log") >= 2
+    });
+    a.finish();
+    b.finish();
+    let lines = s.log_lines("b.jsonl");
+    assert_eq!(payloads(&s, "b.jsonl", "orders.created", "bridge"), [0]);
+    assert_eq!(payloads(&s, "b.jsonl", "orders.poison", "bridge"), [1]);
+    for line in lines
+        .iter()
+        .filter(|l| l["topic"].as_str().unwrap().starts_with("plughost."))
+    {
+        assert_eq!(line["source"], "host", "{line}");
+        assert_ne!(
+            line["payload"]["name"], "crash",
+            "A's event reached B: {line}"
+        );
+    }
+}
+
 #[test]
 fn a_queue_group_splits_a_stream_between_two_hosts_without_loss_or_duplicate() {
     let s = Scratch::new("nats-queue");
@@ -456,7 +522,7 @@ fn two_bridges_exchanging_the_same_subjects_do_not_echo() {
     ] {
         let all: Vec<u64> = (0..N).collect();
         assert_eq!(
-            payloads(&s, file, own, "host"),
+            payloads(&s, file, own, "stdin"),
             all,
             "{file}: its own events, once"
         );

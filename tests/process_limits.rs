@@ -165,8 +165,8 @@ fn a_process_plugin_publishing_over_max_event_bytes_gets_an_error_and_stays_up()
         ("stopped", 2, 0, 2, 0),
         "each publish refused, each event failed with the error: {err}"
     );
-    let reason =
-        "publish refused: payload of 67108867 bytes is over max_event_bytes (67108864 bytes)";
+    // The same words as for a thread plugin (the bus's).
+    let reason = "the event is 67108867 bytes, more than max_event_bytes (67108864)";
     assert!(
         err.lines()
             .any(|l| l.contains("failed: ") && l.contains(reason)),
@@ -174,8 +174,16 @@ fn a_process_plugin_publishing_over_max_event_bytes_gets_an_error_and_stays_up()
     );
     assert!(
         err.lines()
-            .any(|l| l.contains("plugin=\"pub\"") && l.contains(reason)),
+            .any(|l| l.contains("plugin=\"pub\"")
+                && l.contains(&format!("publish refused: {reason}"))),
         "the host's log says so for the plugin: {err}"
+    );
+    assert!(
+        stdout(&out)
+            .lines()
+            .any(|l| l == "refused: 2 event(s) from plugin (too_large)"),
+        "and counts it: {}",
+        stdout(&out)
     );
     assert!(!err.contains("its process"), "never killed: {err}");
 }

@@ -93,7 +93,7 @@ fn payloads_arrive_as_compact_json_or_raw_bytes() {
     let out = run(&["run", config.to_str().unwrap(), "--events", "-"], events);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = s.read("log.jsonl");
-    assert!(text.contains(r#""topic":"a","source":"host","#), "{text}");
+    assert!(text.contains(r#""topic":"a","source":"stdin","#), "{text}");
     assert!(
         text.contains(r#""payload":{"z":1,"a":[1,2]}"#),
         "keys keep their order: {text}"

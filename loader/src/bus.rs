@@ -7,16 +7,23 @@
 //! never deadlocks the host: when the wait closes a cycle of plugins all
 //! blocked on each other, the publisher with the lowest slot in the cycle drops
 //! its one event (counted as dropped for the receiver) and the cycle unwinds.
+//!
+//! What enters from outside (an entry point, a plugin) is checked here: the
+//! size against `max_event_bytes`, and the topic against the host's reserved
+//! ones, a flag of the cached route, so the check costs no pattern matching
+//! per event (see `intake`).
 
 use crate::config::Overflow;
 use crate::event::{Event, Name, now_ms};
 use crate::instance::Slot;
+use crate::intake::{PublishError, Publisher, Refusals};
+use crate::text::Escaped;
 use crossbeam_channel::{SendTimeoutError, TrySendError};
 use crossbeam_utils::CachePadded;
-use plughost_api::topic::{TopicError, validate_topic};
+use plughost_api::topic::{TopicError, is_reserved, validate_topic};
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -38,12 +45,18 @@ pub(crate) struct Bus {
     closed: AtomicBool,
     /// Process name for Lightbus-style metrics events; `None` when disabled.
     metrics: Option<Arc<str>>,
+    /// `[host] max_event_bytes`: the largest payload taken from outside.
+    max_event_bytes: AtomicUsize,
+    /// What entry points and plugins were refused.
+    pub(crate) refusals: Refusals,
 }
 
 #[derive(Clone)]
 struct Route {
     topic: Name,
     targets: Arc<[Arc<Slot>]>,
+    /// Only the host publishes on it.
+    reserved: bool,
 }
 
 struct RouteCache {
@@ -65,8 +78,9 @@ thread_local! {
 }
 
 impl Bus {
-    /// A bus; `metrics_process` is the process name when `[metrics]` is enabled.
-    pub(crate) fn new(metrics_process: Option<String>) -> Bus {
+    /// A bus; `metrics_process` is the process name when `[metrics]` is
+    /// enabled; payloads from outside larger than `max_event_bytes` are refused.
+    pub(crate) fn new(metrics_process: Option<String>, max_event_bytes: usize) -> Bus {
         Bus {
             id: NEXT_BUS_ID.fetch_add(1, Ordering::Relaxed),
             generation: AtomicU64::new(1),
@@ -75,7 +89,14 @@ impl Bus {
             host_source: Name::Interned("host"),
             closed: AtomicBool::new(false),
             metrics: metrics_process.map(Arc::from),
+            max_event_bytes: AtomicUsize::new(max_event_bytes),
+            refusals: Refusals::default(),
         }
+    }
+
+    /// A reload changed `[host] max_event_bytes`.
+    pub(crate) fn set_max_event_bytes(&self, limit: usize) {
+        self.max_event_bytes.store(limit, Ordering::Relaxed);
     }
 
     /// Make `slot` a subscriber. Routes are recomputed on next use.
@@ -150,36 +171,72 @@ impl Bus {
             false => Name::intern(topic),
         };
         Ok(Route {
+            reserved: is_reserved(&topic),
             topic,
             targets: targets.into(),
         })
     }
 
-    /// Publish from `from` (a plugin's slot) or from the host (`None`).
+    /// Publish from plugin instance `from`, on its own thread: its name is
+    /// the source, and it is the one that waits on full mailboxes.
     pub(crate) fn publish(
         &self,
-        from: Option<&Slot>,
+        from: &Slot,
         topic: &str,
         payload: Box<[u8]>,
-    ) -> Result<u64, TopicError> {
-        let source = from.map_or_else(|| self.host_source.clone(), |slot| slot.name.clone());
-        self.publish_as(from, source, topic, payload)
+    ) -> Result<u64, PublishError> {
+        self.publish_from(
+            Publisher::Plugin,
+            Some(from),
+            from.name.clone(),
+            topic,
+            payload,
+        )
     }
 
-    /// Publish as `source`. `waiter` is the instance whose thread publishes,
-    /// if any: it is the one that waits on full mailboxes (see module docs).
-    fn publish_as(
+    /// Publish for `by` (an entry point or a plugin) as `source`, refusing
+    /// (and counting) an oversized payload or a reserved or invalid topic.
+    /// `waiter` is the instance whose thread publishes, if any.
+    pub(crate) fn publish_from(
         &self,
+        by: Publisher,
         waiter: Option<&Slot>,
         source: Name,
         topic: &str,
         payload: Box<[u8]>,
-    ) -> Result<u64, TopicError> {
+    ) -> Result<u64, PublishError> {
+        let limit = self.max_event_bytes.load(Ordering::Relaxed);
+        if payload.len() > limit {
+            let error = PublishError::TooLarge {
+                bytes: payload.len(),
+                limit,
+            };
+            return Err(self.refusals.count(by, error));
+        }
+        self.publish_as(Some(by), waiter, source, topic, payload)
+            .map_err(|error| self.refusals.count(by, error))
+    }
+
+    /// Publish as `source`, for `by` (`None`: the host itself, which alone
+    /// may use a reserved topic). `waiter` is the instance whose thread
+    /// publishes, if any: it is the one that waits on full mailboxes (see
+    /// module docs).
+    fn publish_as(
+        &self,
+        by: Option<Publisher>,
+        waiter: Option<&Slot>,
+        source: Name,
+        topic: &str,
+        payload: Box<[u8]>,
+    ) -> Result<u64, PublishError> {
         let metrics = self.metrics.is_some();
-        let (id, fired) = self.with_route(topic, |route| {
+        let published = self.with_route(topic, |route| {
+            if route.reserved && by.is_some() {
+                return None;
+            }
             let id = self.next_event_id.fetch_add(1, Ordering::Relaxed);
             let event = Event::new(id, now_ms(), route.topic.clone(), source, payload);
-            match &route.targets[..] {
+            Some(match &route.targets[..] {
                 [] if !metrics => (id, None),
                 [only] if !metrics => {
                     self.deliver(waiter, only, 1, std::iter::once(event));
@@ -190,34 +247,51 @@ impl Bus {
                     self.share(waiter, targets, std::slice::from_ref(&event));
                     (id, Some(event))
                 }
-            }
+            })
         })?;
+        let Some((id, fired)) = published else {
+            let topic = topic.to_owned();
+            return Err(PublishError::Reserved { topic });
+        };
         if let Some(event) = fired.filter(|_| metrics) {
             self.metrics_event("event_fired", waiter, None, &event, None);
         }
         Ok(id)
     }
 
-    /// Publish many payloads on one topic as the host: the route, the clock
+    /// Publish many payloads on one topic for `entry`: the route, the clock
     /// and the ids are taken once, and each subscriber gets the events in
-    /// order. Returns the first id (the others follow it).
+    /// order. Returns the first id (the others follow it). Refused whole
+    /// (each event counted) when one payload is too large or the topic is
+    /// reserved or invalid.
     pub(crate) fn publish_batch(
         &self,
+        entry: crate::intake::Entry,
         topic: &str,
         payloads: Vec<Box<[u8]>>,
-    ) -> Result<u64, TopicError> {
+    ) -> Result<u64, PublishError> {
+        let by = Publisher::Entry(entry);
+        let count = payloads.len();
+        let refuse = |error| self.refusals.count_many(by, error, count as u64);
+        let limit = self.max_event_bytes.load(Ordering::Relaxed);
+        if let Some(bytes) = payloads.iter().map(|p| p.len()).find(|&len| len > limit) {
+            return Err(refuse(PublishError::TooLarge { bytes, limit }));
+        }
+        let source = Name::Interned(entry.source());
         let metrics = self.metrics.is_some();
-        let (first, fired) = self.with_route(topic, |route| {
+        let published = self.with_route(topic, |route| {
+            if route.reserved {
+                return None;
+            }
             let first = self
                 .next_event_id
                 .fetch_add(payloads.len() as u64, Ordering::Relaxed);
             let timestamp_ms = now_ms();
-            let count = payloads.len();
             let events = payloads.into_iter().zip(first..).map(|(payload, id)| {
-                let source = self.host_source.clone();
+                let source = source.clone();
                 Event::new(id, timestamp_ms, route.topic.clone(), source, payload)
             });
-            match &route.targets[..] {
+            Some(match &route.targets[..] {
                 [] if !metrics => (first, Vec::new()),
                 [only] if !metrics => {
                     self.deliver(None, only, count, events);
@@ -228,8 +302,16 @@ impl Bus {
                     self.share(None, targets, &events);
                     (first, events)
                 }
+            })
+        });
+        let (first, fired) = match published {
+            Ok(Some(published)) => published,
+            Ok(None) => {
+                let topic = topic.to_owned();
+                return Err(refuse(PublishError::Reserved { topic }));
             }
-        })?;
+            Err(error) => return Err(refuse(PublishError::Topic(error))),
+        };
         if metrics {
             for event in &fired {
                 self.metrics_event("event_fired", None, None, event, None);
@@ -299,8 +381,12 @@ impl Bus {
         let bytes = serde_json::to_vec(&payload)
             .unwrap_or_default()
             .into_boxed_slice();
-        if let Err(e) = self.publish_as(waiter, self.host_source.clone(), topic, bytes) {
-            tracing::error!("cannot publish {topic}: {e}");
+        if let Err(e) = self.publish_as(None, waiter, self.host_source.clone(), topic, bytes) {
+            tracing::error!(
+                "cannot publish {}: {}",
+                Escaped(topic),
+                Escaped(&e.to_string())
+            );
         }
     }
 
@@ -428,7 +514,7 @@ impl Bus {
                     .producer
                     .abandoned
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(plugin = %target.name, "dropped event {} on {}: {reason}", event.id(), event.topic());
+                tracing::warn!(plugin = %target.name, "dropped event {} on {}: {reason}", event.id(), Escaped(event.topic()));
                 break;
             }
         }

@@ -18,7 +18,6 @@ use crate::process;
 use crate::supervisor::{Start, WorkerHandle, announce_stopped};
 use crossbeam_channel::{RecvTimeoutError, Sender};
 use plughost_api::JobReport;
-use plughost_api::topic::TopicError;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -66,17 +65,7 @@ pub enum StartError {
     Cancelled,
 }
 
-/// Why an event was not published.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum PublishError {
-    /// The host no longer takes events from outside.
-    #[error("the host is shutting down")]
-    ShuttingDown,
-    /// The topic is not a valid concrete topic.
-    #[error(transparent)]
-    Topic(#[from] TopicError),
-}
+pub use crate::intake::{Entry, PublishError, Refused};
 
 /// One instance as operators see it.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -258,6 +247,7 @@ impl Host {
             })?;
             libraries.push((plugin.clone(), library));
         }
+        let max_event_bytes = config.host.max_event_bytes;
         let metrics_process = config
             .metrics
             .enabled
@@ -269,7 +259,7 @@ impl Host {
                 reloads: std::sync::atomic::AtomicU64::new(0),
                 watchdog: AtomicBool::new(false),
                 shutdown_begun: AtomicBool::new(false),
-                bus: Arc::new(Bus::new(metrics_process)),
+                bus: Arc::new(Bus::new(metrics_process, max_event_bytes)),
                 workers: Mutex::new(Vec::new()),
                 intake_open: AtomicBool::new(true),
                 background: Mutex::new(Vec::new()),
@@ -563,18 +553,42 @@ impl Host {
         slots
     }
 
-    /// Publish `payload` on `topic` as the host. Under the `block` policy this
-    /// waits for room in full mailboxes. Returns the event's id.
+    /// Publish `payload` on `topic` for the embedding program: the event's
+    /// source is `host` (see [`Entry::Embedder`]). Under the `block` policy
+    /// this waits for room in full mailboxes. Returns the event's id. Like
+    /// every entry point, it refuses the host's reserved topics
+    /// ([`plughost_api::topic::RESERVED`]) and payloads larger than `[host]
+    /// max_event_bytes`, and counts what it refuses ([`Host::refused`]).
     pub fn publish(&self, topic: &str, payload: impl Into<Box<[u8]>>) -> Result<u64, PublishError> {
+        self.publish_from(Entry::Embedder, topic, payload)
+    }
+
+    /// Publish `payload` on `topic` as it came in through `entry`: the event
+    /// carries the entry's source (`stdin`, `ctl`, `http`, ...), and a
+    /// refusal is counted under it. Otherwise as [`publish`](Host::publish).
+    pub fn publish_from(
+        &self,
+        entry: Entry,
+        topic: &str,
+        payload: impl Into<Box<[u8]>>,
+    ) -> Result<u64, PublishError> {
         if !self.inner.intake_open.load(Ordering::Acquire) {
             return Err(PublishError::ShuttingDown);
         }
-        Ok(self.inner.bus.publish(None, topic, payload.into())?)
+        let source = crate::event::Name::Interned(entry.source());
+        self.inner.bus.publish_from(
+            crate::intake::Publisher::Entry(entry),
+            None,
+            source,
+            topic,
+            payload.into(),
+        )
     }
 
-    /// Publish many payloads on one `topic` at once: cheaper per event than
-    /// [`publish`](Host::publish) (one route lookup, one id reservation).
-    /// Events get consecutive ids; returns the first.
+    /// Publish many payloads on one `topic` at once for the embedding
+    /// program: cheaper per event than [`publish`](Host::publish) (one route
+    /// lookup, one id reservation). Events get consecutive ids; returns the
+    /// first. Refused whole if any payload is too large or the topic reserved.
     pub fn publish_batch(
         &self,
         topic: &str,
@@ -583,7 +597,17 @@ impl Host {
         if !self.inner.intake_open.load(Ordering::Acquire) {
             return Err(PublishError::ShuttingDown);
         }
-        Ok(self.inner.bus.publish_batch(topic, payloads)?)
+        self.inner
+            .bus
+            .publish_batch(Entry::Embedder, topic, payloads)
+    }
+
+    /// What every entry point refused so far, by entry and reason, with the
+    /// pairs never refused left out.
+    pub fn refused(&self) -> Vec<Refused> {
+        let mut all = self.inner.bus.refusals.all();
+        all.retain(|refused| refused.count > 0);
+        all
     }
 
     /// The config in force.

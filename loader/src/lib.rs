@@ -14,6 +14,7 @@ pub mod host;
 pub mod input;
 mod inspect;
 mod instance;
+mod intake;
 mod library;
 pub mod listen;
 #[doc(hidden)]
@@ -28,10 +29,9 @@ pub use text::Escaped;
 
 pub use config::{Config, ConfigError};
 pub use event::Event;
-pub use host::{
-    Host, InstanceReport, PluginHealth, PluginJob, PluginReadiness, PublishError, StartError,
-};
+pub use host::{Host, InstanceReport, PluginHealth, PluginJob, PluginReadiness, StartError};
 pub use instance::{Counts, State};
+pub use intake::{Entry, PublishError, Refused};
 pub use library::{Language, LoadError, Trust, platform_file_name, resolve};
 pub use supervisor::ReloadReport;
 

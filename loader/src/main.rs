@@ -2,10 +2,13 @@
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use plughost::{Config, Escaped, Host, InstanceReport, input};
+use plughost::control::{Command as CtlCommand, Instance};
+use plughost::{Config, Entry, Escaped, Host, InstanceReport, input};
 use std::io::{BufReader, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
@@ -51,43 +54,6 @@ enum LogFormat {
 }
 
 #[derive(Subcommand)]
-enum CtlCommand {
-    /// Every instance, its state and counts.
-    List,
-    /// One instance (or all) in detail, with health.
-    Status {
-        /// The instance.
-        name: Option<String>,
-    },
-    /// Whether the host and its plugins are ready.
-    Ready,
-    /// Publish an event.
-    Publish {
-        /// The topic.
-        topic: String,
-        /// The payload.
-        payload: String,
-    },
-    /// Start a stopped instance.
-    Start {
-        /// The instance.
-        name: String,
-    },
-    /// Stop an instance after its queue.
-    Stop {
-        /// The instance.
-        name: String,
-    },
-    /// Restart an instance (fresh init, queue kept).
-    Restart {
-        /// The instance.
-        name: String,
-    },
-    /// Re-read the config file and apply the difference.
-    Reload,
-}
-
-#[derive(Subcommand)]
 enum Command {
     /// Run the configured plugins until SIGINT/SIGTERM, or until the end of --events.
     Run {
@@ -120,7 +86,7 @@ enum Command {
         #[arg(long)]
         json: bool,
         #[command(subcommand)]
-        command: CtlCommand,
+        command: plughost::control::Command,
     },
     /// (internal) Serve one process-isolated instance on descriptor 3.
     #[command(name = "__child", hide = true)]
@@ -168,6 +134,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before any other thread exists, so that every thread inherits it.
+    let signals = matches!(cli.command, Command::Run { .. }).then(HostSignals::block);
     if let Command::Child {
         library,
         name,
@@ -212,7 +180,7 @@ fn main() -> ExitCode {
     }
     init_logging(cli.log_format);
     let outcome = match cli.command {
-        Command::Run { config, events } => run(&config, events.as_deref()),
+        Command::Run { config, events } => run(&config, events.as_deref(), signals),
         Command::Check {
             config,
             inspect_timeout,
@@ -261,20 +229,37 @@ enum End {
     Signal(&'static str),
 }
 
-fn run(config_path: &Path, events: Option<&str>) -> anyhow::Result<ExitCode> {
+fn run(
+    config_path: &Path,
+    events: Option<&str>,
+    signals: Option<HostSignals>,
+) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path)?;
-    let reader: Option<(Box<dyn std::io::BufRead + Send>, String)> = match events {
+    let reader: Option<(Box<dyn std::io::BufRead + Send>, Entry, String)> = match events {
         None => None,
         Some("-") => Some((
             Box::new(BufReader::new(std::io::stdin())),
+            Entry::Stdin,
             "stdin".to_owned(),
         )),
         Some(path) => {
             let file = std::fs::File::open(path)
-                .with_context(|| format!("cannot open events file {path}"))?;
-            Some((Box::new(BufReader::new(file)), path.to_owned()))
+                .and_then(|file| match file.metadata()?.is_dir() {
+                    true => Err(std::io::Error::from(std::io::ErrorKind::IsADirectory)),
+                    false => Ok(file),
+                })
+                .with_context(|| format!("cannot read events file {path}"))?;
+            Some((Box::new(BufReader::new(file)), Entry::File, path.to_owned()))
         }
     };
+    let (end_tx, end_rx) = crossbeam_channel::bounded::<End>(2);
+    let host_slot = Arc::new(OnceLock::new());
+    let cancel = Arc::new(AtomicBool::new(false));
+    if let Some(signals) = signals {
+        signals
+            .take(end_tx.clone(), host_slot.clone(), cancel.clone())
+            .context("cannot start the signal thread")?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         // Blocking work (control commands, ingest, reload) gets this many
@@ -284,8 +269,6 @@ fn run(config_path: &Path, events: Option<&str>) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let (end_tx, end_rx) = crossbeam_channel::bounded::<End>(2);
-    watch_signals(&runtime, end_tx.clone())?;
 
     let status = match &config.status {
         Some(status) => {
@@ -305,10 +288,36 @@ fn run(config_path: &Path, events: Option<&str>) -> anyhow::Result<ExitCode> {
         )),
         None => None,
     };
-    let host = Host::start(config)?;
-    watch_reload(&runtime, &host)?;
+    let control_path = config.host.control_socket.clone();
+    let forget_socket = || {
+        if let Some(path) = &control_path {
+            let _ = std::fs::remove_file(path);
+        }
+    };
+    // A SIGINT/SIGTERM from now on sets `cancel`: a start under way gives up
+    // on the init it waits for, and stops what it had started.
+    let host = match Host::start_cancellable(config, cancel) {
+        Ok(host) => host,
+        Err(plughost::StartError::Cancelled) => {
+            forget_socket();
+            let signal = match end_rx.try_recv() {
+                Ok(End::Signal(signal)) => signal,
+                _ => "a signal",
+            };
+            tracing::info!("{signal} during startup: the instances started so far were stopped");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(error) => {
+            forget_socket();
+            return Err(error.into());
+        }
+    };
+    let _ = host_slot.set(host.clone());
     if let Some((path, listener)) = control {
-        tracing::info!("control socket listening on {}", path.display());
+        tracing::info!(
+            "control socket listening on {}",
+            Escaped(&path.display().to_string())
+        );
         let host = host.clone();
         runtime.spawn(serve_control(host, listener));
     }
@@ -321,15 +330,16 @@ fn run(config_path: &Path, events: Option<&str>) -> anyhow::Result<ExitCode> {
         runtime.spawn(plughost::status::serve(host, config, listener));
     }
     tracing::info!("{} plugin instance(s) running", host.report().len());
-    if let Some((reader, name)) = reader {
+    if let Some((reader, entry, name)) = reader {
         let host = host.clone();
         std::thread::Builder::new()
             .name("plughost:input".into())
             .spawn(move || {
-                let _ = end_tx.send(End::Input(input::feed(&host, reader, &name)));
+                let _ = end_tx.send(End::Input(input::feed(&host, reader, entry, &name)));
             })
             .context("cannot start the input thread")?;
     }
+    let mut failure = None;
     match end_rx.recv() {
         Ok(End::Input(Ok(summary))) => {
             tracing::info!(
@@ -339,7 +349,14 @@ fn run(config_path: &Path, events: Option<&str>) -> anyhow::Result<ExitCode> {
             )
         }
         Ok(End::Input(Err(error))) => {
-            tracing::error!("reading events failed: {error}; shutting down")
+            let input = events.unwrap_or_default();
+            let input = if input == "-" { "stdin" } else { input };
+            failure = Some(format!(
+                "cannot read events from {}: {error}",
+                Escaped(input)
+            ));
+            host.close_intake();
+            tracing::info!("reading events failed: draining queues and stopping plugins");
         }
         Ok(End::Signal(signal)) => {
             // Unavailable (status 503, no intake) before anyone is told so.
@@ -355,26 +372,144 @@ fn run(config_path: &Path, events: Option<&str>) -> anyhow::Result<ExitCode> {
         let _ = std::fs::remove_file(path);
     }
     print_summary(&report);
-    Ok(ExitCode::SUCCESS)
+    for refused in host.refused() {
+        out!(
+            "refused: {} event(s) from {} ({})",
+            refused.count,
+            refused.entry,
+            refused.reason
+        );
+    }
+    match failure {
+        Some(failure) => Err(anyhow::Error::msg(failure)),
+        None => Ok(ExitCode::SUCCESS),
+    }
 }
 
-/// SIGHUP: reload the config, as `plughost ctl reload` does.
-fn watch_reload(runtime: &tokio::runtime::Runtime, host: &Host) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let _entered = runtime.enter();
-    let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
-    let host = host.clone();
-    runtime.spawn(async move {
-        while hangup.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading the config");
-            let host = host.clone();
-            let outcome = tokio::task::spawn_blocking(move || host.reload()).await;
-            if let Ok(Err(error)) = outcome {
-                tracing::error!("reload rejected, the running config stays: {error}");
+/// SIGINT, SIGTERM and SIGHUP are blocked in every thread of the host (the
+/// mask is set before any other thread starts, and threads inherit it) and
+/// taken by one thread of their own with `sigwait`. So a thread-mode plugin
+/// that installs a handler of its own for them (or ignores them) changes
+/// nothing: a blocked signal is never delivered to a handler, and `sigwait`
+/// takes it whatever its disposition.
+///
+/// A child inherits the mask of the thread that starts it. A child made by
+/// `fork` (process-isolated plugins, `std::process::Command` with a
+/// `pre_exec`, a C plugin's `fork`) gets the signals unblocked again by a
+/// `pthread_atfork` handler; one made by `posix_spawn` (a plain
+/// `Command::spawn`, `system`, `popen`) cannot be reached that way, and the
+/// plugin guides say how to clear its mask.
+struct HostSignals {
+    set: libc::sigset_t,
+}
+
+impl HostSignals {
+    const SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+    /// The host's signals as a set.
+    fn set() -> libc::sigset_t {
+        // SAFETY: sigemptyset and sigaddset initialise and fill a set we own;
+        // both are async-signal-safe (this also runs in a forked child).
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for signal in Self::SIGNALS {
+                libc::sigaddset(&mut set, signal);
             }
+            set
         }
-    });
-    Ok(())
+    }
+
+    /// Block the host's signals in the calling thread (and so in every
+    /// thread it starts from now on), and unblock them in forked children.
+    fn block() -> HostSignals {
+        extern "C" fn unblock_in_child() {
+            let set = HostSignals::set();
+            // SAFETY: runs in a freshly forked child, on its only thread;
+            // pthread_sigmask is async-signal-safe and changes only its mask.
+            unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+        }
+        let set = Self::set();
+        // SAFETY: pthread_sigmask changes only the calling thread's mask;
+        // pthread_atfork records a plain function to run in forked children.
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            libc::pthread_atfork(None, None, Some(unblock_in_child));
+        }
+        HostSignals { set }
+    }
+
+    /// Take the signals on a thread of their own, for the life of the
+    /// process. The first SIGINT/SIGTERM cancels a start under way (`cancel`)
+    /// and ends the run (graceful shutdown); a second one exits at once.
+    /// SIGHUP reloads the config once the host runs.
+    fn take(
+        self,
+        end: crossbeam_channel::Sender<End>,
+        host: Arc<OnceLock<Host>>,
+        cancel: Arc<AtomicBool>,
+    ) -> std::io::Result<()> {
+        std::thread::Builder::new()
+            .name("plughost:signals".into())
+            .spawn(move || {
+                let mut stopping = false;
+                loop {
+                    let mut signal: libc::c_int = 0;
+                    // SAFETY: sigwait reads the set we own and writes the
+                    // signal's number into `signal`; every signal in the set
+                    // is blocked in every thread.
+                    let error = unsafe { libc::sigwait(&self.set, &mut signal) };
+                    if error != 0 {
+                        let error = std::io::Error::from_raw_os_error(error);
+                        tracing::error!("cannot wait for signals any more: {error}");
+                        return;
+                    }
+                    let name = match signal {
+                        libc::SIGINT => "SIGINT",
+                        libc::SIGTERM => "SIGTERM",
+                        _ => {
+                            reload_on_hangup(host.get());
+                            continue;
+                        }
+                    };
+                    if stopping {
+                        eprintln!("error: second {name}: exiting at once without draining");
+                        std::process::exit(1);
+                    }
+                    stopping = true;
+                    cancel.store(true, Ordering::Release);
+                    let _ = end.send(End::Signal(name));
+                }
+            })
+            .map(drop)
+    }
+}
+
+/// SIGHUP: reload the config, as `plughost ctl reload` does, on a thread of
+/// its own (a reload can take a while; signals keep being taken meanwhile).
+fn reload_on_hangup(host: Option<&Host>) {
+    let Some(host) = host.cloned() else {
+        tracing::warn!("SIGHUP during startup: ignored (nothing to reload yet)");
+        return;
+    };
+    if host.is_shutting_down() {
+        tracing::warn!("SIGHUP while shutting down: ignored");
+        return;
+    }
+    tracing::info!("SIGHUP: reloading the config");
+    let spawned = std::thread::Builder::new()
+        .name("plughost:reload".into())
+        .spawn(move || {
+            if let Err(error) = host.reload() {
+                tracing::error!(
+                    "reload rejected, the running config stays: {}",
+                    Escaped(&error)
+                );
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!("SIGHUP: cannot start a reload: {e}");
+    }
 }
 
 /// Accept control connections while the host runs: a failed accept (no
@@ -393,19 +528,7 @@ async fn serve_control(host: Host, listener: tokio::net::UnixListener) {
 }
 
 fn ctl(socket: &Path, json: bool, command: CtlCommand) -> anyhow::Result<ExitCode> {
-    use serde_json::json;
-    let request = match &command {
-        CtlCommand::List => json!({"cmd": "list"}),
-        CtlCommand::Status { name } => json!({"cmd": "status", "name": name}),
-        CtlCommand::Ready => json!({"cmd": "ready"}),
-        CtlCommand::Publish { topic, payload } => {
-            json!({"cmd": "publish", "topic": topic, "payload": payload})
-        }
-        CtlCommand::Start { name } => json!({"cmd": "start", "name": name}),
-        CtlCommand::Stop { name } => json!({"cmd": "stop", "name": name}),
-        CtlCommand::Restart { name } => json!({"cmd": "restart", "name": name}),
-        CtlCommand::Reload => json!({"cmd": "reload"}),
-    };
+    let request = serde_json::to_value(&command).context("cannot encode the command")?;
     let answer = plughost::control::request(socket, &request).map_err(anyhow::Error::msg)?;
     if json {
         out!("{answer}");
@@ -424,12 +547,12 @@ fn ctl(socket: &Path, json: bool, command: CtlCommand) -> anyhow::Result<ExitCod
     }
     let result = &answer["result"];
     match command {
-        CtlCommand::List => {
+        CtlCommand::List(_) => {
             let reports: Vec<InstanceReport> =
                 serde_json::from_value(result.clone()).unwrap_or_default();
             print_summary(&reports);
         }
-        CtlCommand::Status { .. } => {
+        CtlCommand::Status(_) => {
             for plugin in result["plugins"].as_array().into_iter().flatten() {
                 out!("{}", Escaped(plugin["name"].as_str().unwrap_or("?")));
                 for key in [
@@ -461,7 +584,7 @@ fn ctl(socket: &Path, json: bool, command: CtlCommand) -> anyhow::Result<ExitCod
             }
             out!("reloads: {}", result["reloads"]);
         }
-        CtlCommand::Ready => {
+        CtlCommand::Ready(_) => {
             out!(
                 "{}",
                 if result["ready"] == true {
@@ -486,22 +609,32 @@ fn ctl(socket: &Path, json: bool, command: CtlCommand) -> anyhow::Result<ExitCod
                 return Ok(ExitCode::FAILURE);
             }
         }
-        CtlCommand::Publish { .. } => out!(
+        CtlCommand::Publish(_) => out!(
             "published event {} on {}",
             result["id"],
             plain(&result["topic"])
         ),
-        CtlCommand::Start { name } => out!("started {name}"),
-        CtlCommand::Stop { name } => out!("stopped {name}"),
-        CtlCommand::Restart { name } => out!("restarted {name}"),
-        CtlCommand::Reload => {
-            for key in ["added", "removed", "restarted", "unchanged"] {
+        CtlCommand::Start(Instance { name }) => out!("started {name}"),
+        CtlCommand::Stop(Instance { name }) => out!("stopped {name}"),
+        CtlCommand::Restart(Instance { name }) => out!("restarted {name}"),
+        CtlCommand::Reload(_) => {
+            for key in [
+                "added",
+                "removed",
+                "restarted",
+                "unchanged",
+                "restart_needed",
+            ] {
                 let names: Vec<String> = result[key]
                     .as_array()
                     .into_iter()
                     .flatten()
                     .map(plain)
                     .collect();
+                // Said only when there is something to say: keys to restart for.
+                if key == "restart_needed" && names.is_empty() {
+                    continue;
+                }
                 out!(
                     "{key}: {}",
                     if names.is_empty() {
@@ -524,31 +657,6 @@ fn plain(value: &serde_json::Value) -> String {
         serde_json::Value::Null => String::new(),
         other => other.to_string(),
     }
-}
-
-/// First SIGINT/SIGTERM: graceful shutdown. Second: exit at once.
-fn watch_signals(
-    runtime: &tokio::runtime::Runtime,
-    end: crossbeam_channel::Sender<End>,
-) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let _entered = runtime.enter();
-    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    runtime.spawn(async move {
-        let mut next = async || {
-            tokio::select! {
-                _ = terminate.recv() => "SIGTERM",
-                _ = interrupt.recv() => "SIGINT",
-            }
-        };
-        let first = next().await;
-        let _ = end.send(End::Signal(first));
-        let second = next().await;
-        eprintln!("error: second {second}: exiting at once without draining");
-        std::process::exit(1);
-    });
-    Ok(())
 }
 
 fn print_summary(report: &[InstanceReport]) {

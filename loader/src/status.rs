@@ -445,25 +445,29 @@ async fn ingest(
             json!({"error": "shutting down"}),
         );
     }
-    if let Err(e) = plughost_api::topic::validate_topic(&topic) {
-        return json_response(StatusCode::BAD_REQUEST, json!({"error": e.to_string()}));
-    }
     // Under the `block` policy a publish waits for room on a thread: only
     // so many at once, the rest wait here without one.
     let Ok(_turn) = state.ingest.acquire().await else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
     let host = state.host.clone();
-    let published = tokio::task::spawn_blocking(move || host.publish(&topic, body.to_vec())).await;
-    match published {
-        Ok(Ok(id)) => json_response(StatusCode::OK, json!({"id": id})),
-        Ok(Err(crate::host::PublishError::ShuttingDown)) => json_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({"error": "shutting down"}),
-        ),
-        Ok(Err(e)) => json_response(StatusCode::BAD_REQUEST, json!({"error": e.to_string()})),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    }
+    let published = tokio::task::spawn_blocking(move || {
+        host.publish_from(crate::intake::Entry::Http, &topic, body.to_vec())
+    })
+    .await;
+    use crate::intake::PublishError;
+    let error = match published {
+        Ok(Ok(id)) => return json_response(StatusCode::OK, json!({"id": id})),
+        Ok(Err(error)) => error,
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
+    let code = match &error {
+        PublishError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        PublishError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        PublishError::Reserved { .. } => StatusCode::FORBIDDEN,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    json_response(code, json!({"error": error.to_string()}))
 }
 
 /// Reads the instances' counters at scrape time: counting itself takes no
@@ -544,6 +548,17 @@ impl prometheus_client::collector::Collector for Collector {
         for slot in &slots {
             let up = i64::from(slot.state() == State::Running && !slot.is_stuck());
             ConstGauge::new(up).encode(metric.encode_family(&[("plugin", &*slot.name)])?)?;
+        }
+        let mut metric = encoder.encode_descriptor(
+            "plughost_events_refused",
+            "Events refused where they entered, by entry point and reason",
+            None,
+            MetricType::Counter,
+        )?;
+        for refused in self.host.inner.bus.refusals.all() {
+            ConstCounter::new(refused.count).encode(
+                metric.encode_family(&[("entry", refused.entry), ("reason", refused.reason)])?,
+            )?;
         }
         let mut metric = encoder.encode_descriptor(
             "plughost_handler_seconds",

@@ -137,6 +137,10 @@ pub struct ReloadReport {
     pub restarted: Vec<String>,
     /// Instances left running as they were.
     pub unchanged: Vec<String>,
+    /// Changed keys outside `[[plugin]]` that a reload cannot apply (`[host]
+    /// control_socket`, `[status] address`, ...): the running values stay
+    /// in force until the host restarts.
+    pub restart_needed: Vec<String>,
 }
 
 fn language(library: &Library) -> &'static str {
@@ -276,7 +280,7 @@ impl Host {
                 match start {
                     Start::Reload => announce_restarted(&bus, &slot),
                     Start::Initial { .. } | Start::Later => {
-                        tracing::info!(plugin = %plugin.name, library = %slot.library(), "started");
+                        tracing::info!(plugin = %plugin.name, library = %crate::text::Escaped(&slot.library()), "started");
                         bus.publish_host("plughost.plugin.started", lifecycle);
                     }
                 }
@@ -463,7 +467,7 @@ impl Host {
     pub fn reload(&self) -> Result<ReloadReport, String> {
         let _changes = self.inner.changes.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.config();
-        let new = Config::load(&old.path).map_err(|e| e.to_string())?;
+        let mut new = Config::load(&old.path).map_err(|e| e.to_string())?;
         let base = new.base_dir();
         let mut libraries = Vec::new();
         let mut problems = Vec::new();
@@ -479,7 +483,11 @@ impl Host {
             return Err(problems.join("; "));
         }
 
-        let mut report = ReloadReport::default();
+        let mut report = ReloadReport {
+            restart_needed: old.restart_needed(&new),
+            ..ReloadReport::default()
+        };
+        new.keep_start_settings(&old);
         let wanted: Vec<&str> = libraries.iter().map(|(p, _)| p.name.as_str()).collect();
         let removed: Vec<(Arc<Slot>, Option<Waiter>)> = {
             let workers = self.inner.workers.lock().unwrap_or_else(|e| e.into_inner());
@@ -531,15 +539,17 @@ impl Host {
                 errors.push(e);
             }
         }
+        self.inner.bus.set_max_event_bytes(new.host.max_event_bytes);
         *self.inner.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
         self.start_watchdog();
         let count = self.inner.reloads.fetch_add(1, Ordering::AcqRel) + 1;
         tracing::info!(
-            "reload {count}: added {:?}, removed {:?}, restarted {:?}, unchanged {:?}",
+            "reload {count}: added {:?}, removed {:?}, restarted {:?}, unchanged {:?}, not applied until a restart {:?}",
             report.added,
             report.removed,
             report.restarted,
-            report.unchanged
+            report.unchanged,
+            report.restart_needed
         );
         if !errors.is_empty() {
             return Err(format!("reload applied, but: {}", errors.join("; ")));
@@ -662,7 +672,7 @@ fn move_queue(from: &Slot, to: &Slot) {
         if let Err(e) = to.tx.send_timeout(event, STOP_WAIT) {
             producer.abandoned.fetch_add(1, Ordering::Relaxed);
             let event = e.into_inner();
-            tracing::warn!(plugin = %to.name, "dropped event {} on {}: its new mailbox stayed full", event.id(), event.topic());
+            tracing::warn!(plugin = %to.name, "dropped event {} on {}: its new mailbox stayed full", event.id(), crate::text::Escaped(event.topic()));
         }
         moved += 1;
     }

@@ -100,6 +100,23 @@ pub fn validate_topic(topic: &str) -> Result<(), TopicError> {
     Ok(())
 }
 
+/// The topics the host itself publishes on, as subscription patterns:
+/// lifecycle events (`plughost.plugin.failed`, ...) and the `[state]` and
+/// `[metrics]` events. They are reserved whether or not those sections are
+/// on: nobody else (an input line, `plughost ctl publish`, `POST /events`,
+/// a plugin) may publish on them, so a subscriber can trust what it hears
+/// there.
+pub const RESERVED: [&str; 3] = ["plughost.>", "internal.state.>", "internal.metrics.>"];
+
+/// Whether `topic` is one of the host's own (see [`RESERVED`]): only the host
+/// publishes there.
+pub fn is_reserved(topic: &str) -> bool {
+    RESERVED.iter().any(|pattern| {
+        let prefix = &pattern[..pattern.len() - 1];
+        topic.len() > prefix.len() && topic.starts_with(prefix)
+    })
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Token {
     Literal(Box<str>),
@@ -231,6 +248,39 @@ mod tests {
             err,
             "invalid pattern `a.>.b`: `>` may only be the last token"
         );
+    }
+
+    #[test]
+    fn the_hosts_own_topics_are_reserved() {
+        for topic in [
+            "plughost.plugin.failed",
+            "plughost.x",
+            "internal.state.worker_ping",
+            "internal.metrics.event_fired",
+            "internal.metrics.a.b",
+        ] {
+            assert!(is_reserved(topic), "{topic}");
+            assert!(
+                RESERVED
+                    .iter()
+                    .any(|p| Pattern::parse(p).unwrap().matches(topic))
+            );
+        }
+        for topic in [
+            "plughost",
+            "plughostx.a",
+            "internal.state",
+            "internal.other.x",
+            "orders.plughost.x",
+            "internal.metricsx.a",
+        ] {
+            assert!(!is_reserved(topic), "{topic}");
+            assert!(
+                !RESERVED
+                    .iter()
+                    .any(|p| Pattern::parse(p).unwrap().matches(topic))
+            );
+        }
     }
 
     #[test]

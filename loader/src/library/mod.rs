@@ -19,6 +19,7 @@ mod rust;
 
 use crate::bus::Bus;
 use crate::instance::{CallFailure, Instance, Slot};
+use crate::text::Escaped;
 use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
@@ -163,7 +164,7 @@ impl HostSide for HostLink {
 
     fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), String> {
         self.bus
-            .publish(Some(&self.slot), topic, payload.into())
+            .publish(&self.slot, topic, payload.into())
             .map(|_| ())
             .map_err(|e| e.to_string())
     }
@@ -181,15 +182,15 @@ impl HostSide for HostLink {
             .upgrade()
             .map(|inner| crate::host::Host { inner })
             .ok_or("the host is shutting down")?;
-        let command: crate::control::Command =
-            serde_json::from_str(request).map_err(|e| format!("bad command: {e}"))?;
+        let command = crate::control::parse(request.as_bytes())?;
         let about_myself = command.changes() == Some(&*self.slot.name)
-            || matches!(command, crate::control::Command::Reload);
+            || matches!(command, crate::control::Command::Reload(_));
         let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+        let caller = crate::control::Caller::Plugin(self.slot.name.clone());
         std::thread::Builder::new()
             .name(format!("plughost:{}:call", self.slot.name))
             .spawn(move || {
-                let _ = reply_tx.send(crate::control::run(&host, command));
+                let _ = reply_tx.send(crate::control::run(&host, &caller, command));
             })
             .map_err(|e| format!("cannot run the command: {e}"))?;
         if about_myself {
@@ -212,9 +213,11 @@ impl HostSide for HostLink {
         let _ = std::thread::Builder::new()
             .name(format!("plughost:{name}:cast"))
             .spawn(move || {
-                let answer = crate::control::answer(&host, &request);
+                let caller = crate::control::Caller::Plugin(name.clone());
+                let answer = crate::control::answer(&host, &caller, request.as_bytes());
                 if answer["ok"] != true {
-                    tracing::warn!(plugin = %name, "cast {request} failed: {}", answer["error"]);
+                    let error = answer["error"].as_str().unwrap_or_default();
+                    tracing::warn!(plugin = %name, "cast {} failed: {}", Escaped(&request), Escaped(error));
                 }
             });
     }

@@ -113,6 +113,12 @@ pub(crate) enum Frame<'a> {
         cast: bool,
         request: &'a str,
     },
+    /// A publish the child refused at the plugin's call, for the host to
+    /// count (`reason`) and log (`message`); the payload stays behind.
+    Refused {
+        reason: u8,
+        message: &'a str,
+    },
 }
 
 /// How a callback without a value of its own ended.
@@ -179,6 +185,7 @@ const ROUTES: u8 = 17;
 const TICK_DONE: u8 = 18;
 const HTTP_DONE: u8 = 19;
 const CALL: u8 = 20;
+const REFUSED: u8 = 21;
 
 /// Why bytes are not a valid frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -353,6 +360,10 @@ pub(crate) fn encode(out: &mut Vec<u8>, frame: &Frame<'_>) {
         Frame::Call { cast, request } => Encoder::begin(out, CALL)
             .u8(u8::from(*cast))
             .bytes(request.as_bytes())
+            .end(),
+        Frame::Refused { reason, message } => Encoder::begin(out, REFUSED)
+            .u8(*reason)
+            .bytes(message.as_bytes())
             .end(),
     }
 }
@@ -590,6 +601,10 @@ pub(crate) fn decode(body: &[u8]) -> Result<Frame<'_>, FrameError> {
             cast: d.flag()?,
             request: d.text()?,
         },
+        REFUSED => Frame::Refused {
+            reason: d.u8()?,
+            message: d.text()?,
+        },
         _ => return Err(FrameError("unknown kind")),
     };
     if !d.rest.is_empty() {
@@ -743,6 +758,10 @@ mod tests {
             cast: false,
             request: "{\"cmd\":\"list\"}",
         });
+        round_trip(Frame::Refused {
+            reason: 1,
+            message: "the event is 9 bytes, more than max_event_bytes (8)",
+        });
     }
 
     fn event_of(payload: &[u8]) -> EventView<'_> {
@@ -866,7 +885,7 @@ mod properties {
 
         #[test]
         fn frames_with_a_valid_kind_and_random_bodies_never_panic(
-            kind in prop_oneof![1u8..=7, 10u8..=20],
+            kind in prop_oneof![1u8..=7, 10u8..=21],
             body in proptest::collection::vec(any::<u8>(), 0..128),
         ) {
             let mut bytes = vec![kind];

@@ -24,6 +24,7 @@ pub(crate) mod frame;
 use crate::bus::Bus;
 use crate::event::{Event, EventView};
 use crate::instance::{BatchOutcome, CallFailure, Control, Instance, Slot};
+use crate::intake::{PublishError, Reason};
 use crate::library::{self, HostLink, HostSide, Library};
 use frame::{
     BATCH_BYTES, Frame, HttpRequestView, HttpResponseView, Limits, Outcome, ReadError, decode,
@@ -434,23 +435,25 @@ impl ProcessInstance {
             };
             return Ok(match frame {
                 Frame::Publish { topic, payload } => {
-                    // The child refuses these itself; a child that does not
-                    // is refused here, with the same words.
-                    let published = match payload.len() > self.limits.max_event_bytes {
-                        true => Err(too_large("payload", payload.len(), self.limits)),
-                        false => self
-                            .bus
-                            .publish(Some(&self.slot), topic, payload.into())
-                            .map(|_| ())
-                            .map_err(|e| e.to_string()),
-                    };
-                    if let Err(e) = published {
+                    if let Err(e) = self.bus.publish(&self.slot, topic, payload.into()) {
                         crate::plugin_log(
                             &self.slot.name,
                             LogLevel::Warn,
                             &format!("publish refused: {e}"),
                         );
                     }
+                    continue;
+                }
+                Frame::Refused { reason, message } => {
+                    if let Some(reason) = refusal_reason(reason) {
+                        let refusals = &self.bus.refusals;
+                        refusals.count_reason(crate::intake::Publisher::Plugin, reason);
+                    }
+                    crate::plugin_log(
+                        &self.slot.name,
+                        LogLevel::Warn,
+                        &format!("publish refused: {message}"),
+                    );
                     continue;
                 }
                 Frame::Log { level, message } => {
@@ -531,6 +534,24 @@ impl ProcessInstance {
             Reply::Probe(answer) => Ok(answer),
             _ => Err(self.protocol_error("expected a probe answer")),
         }
+    }
+}
+
+/// How a refused publish's reason travels in a [`Frame::Refused`].
+fn refusal_code(reason: Reason) -> u8 {
+    match reason {
+        Reason::ReservedTopic => 0,
+        Reason::TooLarge => 1,
+        Reason::InvalidTopic => 2,
+    }
+}
+
+fn refusal_reason(code: u8) -> Option<Reason> {
+    match code {
+        0 => Some(Reason::ReservedTopic),
+        1 => Some(Reason::TooLarge),
+        2 => Some(Reason::InvalidTopic),
+        _ => None,
     }
 }
 
@@ -821,12 +842,31 @@ impl HostSide for ChildLink {
     }
 
     fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), String> {
-        if let Err(e) = plughost_api::topic::validate_topic(topic) {
-            return Err(self.refuse("publish", e.to_string()));
-        }
-        if payload.len() > self.limits.max_event_bytes {
-            let reason = too_large("payload", payload.len(), self.limits);
-            return Err(self.refuse("publish", reason));
+        // Refused here, as the bus refuses a thread plugin's publish (the
+        // same checks, in the same order, with the same words), so the
+        // plugin sees it at its call; the host hears of it (without the
+        // payload), counts it and logs it.
+        let limit = self.limits.max_event_bytes;
+        let refused = if payload.len() > limit {
+            let bytes = payload.len();
+            Some(PublishError::TooLarge { bytes, limit })
+        } else if let Err(e) = plughost_api::topic::validate_topic(topic) {
+            Some(PublishError::Topic(e))
+        } else if plughost_api::topic::is_reserved(topic) {
+            let topic = topic.to_owned();
+            Some(PublishError::Reserved { topic })
+        } else {
+            None
+        };
+        if let Some(error) = refused {
+            let message = error.to_string();
+            if let Some(reason) = error.reason() {
+                let _ = self.send(&Frame::Refused {
+                    reason: refusal_code(reason),
+                    message: &crate::text::cut(&message),
+                });
+            }
+            return Err(message);
         }
         self.send(&Frame::Publish { topic, payload })
             .map_err(|e| format!("the host is gone: {e}"))

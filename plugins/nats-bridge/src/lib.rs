@@ -218,6 +218,13 @@ impl Bridge {
                 }
                 acknowledge(&self.runtime, incoming);
             }
+            Err(e) if plughost_api::topic::is_reserved(topic) => {
+                // One of the host's own topics: the host refused it (and
+                // counted it), and will refuse every redelivery: let it go.
+                self.rejected += 1;
+                ctx.warn(format!("cannot publish import {subject} here: {e}"));
+                acknowledge(&self.runtime, incoming);
+            }
             Err(e) => {
                 // Not acknowledged: JetStream sends it again later.
                 self.rejected += 1;
