@@ -1546,6 +1546,91 @@ mod tests {
         assert_eq!(slot.abandoned_threads.load(Ordering::Acquire), 1);
     }
 
+    fn supervision(max_restarts: u32, window: &str) -> Supervision {
+        Supervision::new(&plugin(&format!(
+            "max_restarts = {max_restarts}\nrestart_window = \"{window}\"\n"
+        )))
+    }
+
+    /// Fail again as soon as each restart is done, as the worker does: ask
+    /// for the delay at `now`, wait it out, record the restart. Returns the
+    /// delays in order, until the schedule says flapping (or `limit`).
+    fn restart_at_once(s: &mut Supervision, now: &mut Instant, limit: usize) -> Vec<u64> {
+        let mut delays = Vec::new();
+        while delays.len() < limit {
+            let Some(delay) = s.next_delay(*now) else {
+                break;
+            };
+            delays.push(delay.as_millis() as u64);
+            *now += delay;
+            s.recent.push_back(*now);
+        }
+        delays
+    }
+
+    #[test]
+    fn the_restart_backoff_doubles_from_50ms_up_to_5s() {
+        let mut s = supervision(10_000, "24h");
+        let mut now = Instant::now();
+        assert_eq!(
+            restart_at_once(&mut s, &mut now, 12),
+            [
+                50, 100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000, 5000, 5000
+            ]
+        );
+        // However many restarts the window holds, never more than 5 s.
+        assert_eq!(
+            restart_at_once(&mut s, &mut now, 200).iter().max(),
+            Some(&5000)
+        );
+        assert_eq!(s.recent.len(), 212);
+    }
+
+    #[test]
+    fn restarts_that_left_the_window_no_longer_count() {
+        let mut s = supervision(5, "60s");
+        let start = Instant::now();
+        let mut now = start;
+        assert_eq!(restart_at_once(&mut s, &mut now, 3), [50, 100, 200]);
+        let last = now;
+        // The first restart (at 50 ms) is exactly 60 s old: it still counts.
+        let at = start + Duration::from_millis(50) + Duration::from_secs(60);
+        assert_eq!(s.next_delay(at), Some(Duration::from_millis(400)));
+        // A millisecond later it left the window: the wait is one step shorter.
+        let at = at + Duration::from_millis(1);
+        assert_eq!(s.next_delay(at), Some(Duration::from_millis(200)));
+        assert_eq!(s.recent.len(), 2);
+        // Once the last one left too, the schedule starts over at 50 ms.
+        let at = last + Duration::from_secs(60) + Duration::from_millis(1);
+        assert_eq!(s.next_delay(at), Some(Duration::from_millis(50)));
+        assert!(s.recent.is_empty());
+    }
+
+    #[test]
+    fn the_failure_after_max_restarts_inside_the_window_is_flapping() {
+        let mut now = Instant::now();
+        let mut s = supervision(5, "60s");
+        assert_eq!(
+            restart_at_once(&mut s, &mut now, 100),
+            [50, 100, 200, 400, 800],
+            "5 restarts, then no delay: flapping"
+        );
+        assert_eq!(s.next_delay(now), None);
+        assert_eq!(s.next_delay(now + Duration::from_secs(50)), None);
+        // Restarts spread wider than the window never reach the limit.
+        let mut s = supervision(2, "1s");
+        for _ in 0..10 {
+            let delay = s.next_delay(now).expect("fewer than 2 in the last second");
+            now += delay;
+            s.recent.push_back(now);
+            now += Duration::from_millis(600);
+        }
+        // `max_restarts = 0`: the first failure is already flapping.
+        assert_eq!(supervision(0, "60s").next_delay(Instant::now()), None);
+        let mut s = supervision(1, "60s");
+        assert_eq!(restart_at_once(&mut s, &mut now, 100), [50]);
+    }
+
     #[test]
     fn an_init_is_given_up_when_cancelled_or_stopped() {
         let slot = slot("");
