@@ -316,51 +316,211 @@ mod tests {
     }
 }
 
-/// Property tests: no input makes parsing or matching panic, and a pattern
-/// matches every topic built to fit it.
+/// Property tests: parsing and matching agree with an obviously correct
+/// reference (the NATS rules written as a recursion over tokens) on
+/// patterns and topics that share and differ in tokens, with wildcards at
+/// every position, and at the length limit.
 #[cfg(test)]
 mod properties {
     use super::*;
     use proptest::prelude::*;
 
+    /// The NATS rules, token by token: a literal matches itself, `*` any one
+    /// token, a final `>` one or more tokens.
+    fn reference_matches(pattern: &[&str], topic: &[&str]) -> bool {
+        match (pattern, topic) {
+            ([], []) => true,
+            ([">"], [_, ..]) => true,
+            (["*", pattern @ ..], [_, topic @ ..]) => reference_matches(pattern, topic),
+            ([literal, pattern @ ..], [token, topic @ ..]) => {
+                literal == token && reference_matches(pattern, topic)
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether a text is a valid pattern (`wildcards`) or topic, by the
+    /// rules the docs state.
+    fn reference_valid(text: &str, wildcards: bool) -> bool {
+        let tokens: Vec<&str> = text.split('.').collect();
+        text.len() <= MAX_TOPIC_BYTES
+            && tokens.iter().enumerate().all(|(i, token)| {
+                !token.is_empty()
+                    && !token.chars().any(|c| c.is_whitespace() || c.is_control())
+                    && match *token {
+                        "*" => wildcards,
+                        ">" => wildcards && i + 1 == tokens.len(),
+                        _ => !token.contains(['*', '>']),
+                    }
+            })
+    }
+
+    fn check(pattern: &str, topic: &str) -> Result<(), TestCaseError> {
+        let parsed = Pattern::parse(pattern);
+        prop_assert_eq!(
+            parsed.is_ok(),
+            reference_valid(pattern, true),
+            "pattern {:?}",
+            pattern
+        );
+        if let Ok(parsed) = parsed {
+            let expected = reference_matches(
+                &pattern.split('.').collect::<Vec<_>>(),
+                &topic.split('.').collect::<Vec<_>>(),
+            );
+            prop_assert_eq!(
+                parsed.matches(topic),
+                expected,
+                "{:?} against {:?}",
+                pattern,
+                topic
+            );
+            prop_assert_eq!(parsed.as_str(), pattern);
+        }
+        Ok(())
+    }
+
+    /// A small alphabet, so patterns and topics often share tokens, with
+    /// tokens that are prefixes of each other and non-ASCII ones.
+    fn token() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("a".to_owned()),
+            Just("b".to_owned()),
+            Just("ab".to_owned()),
+            Just("é".to_owned()),
+            Just("a-b_9".to_owned()),
+            "[a-c]{1,3}",
+        ]
+    }
+
+    fn tokens(max: usize) -> impl Strategy<Value = Vec<String>> {
+        proptest::collection::vec(token(), 1..max)
+    }
+
+    /// A pattern token: mostly literals, some wildcards, rarely a broken one.
+    fn pattern_token() -> impl Strategy<Value = String> {
+        prop_oneof![
+            6 => token(),
+            2 => Just("*".to_owned()),
+            1 => Just(">".to_owned()),
+            1 => prop_oneof![Just("a*"), Just(">b"), Just(""), Just("a b"), Just("\u{7}")].prop_map(str::to_owned),
+        ]
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(3000))]
 
         #[test]
-        fn parsing_any_text_never_panics(text in "\\PC{0,40}") {
-            let _ = Pattern::parse(&text);
-            let _ = validate_topic(&text);
+        fn parsing_any_text_never_panics_and_agrees_with_the_rules(text in "\\PC{0,40}") {
+            prop_assert_eq!(Pattern::parse(&text).is_ok(), reference_valid(&text, true), "{:?}", text);
+            prop_assert_eq!(validate_topic(&text).is_ok(), reference_valid(&text, false), "{:?}", text);
         }
 
         #[test]
-        fn matching_never_panics(pattern in "[a-c*>.]{0,12}", topic in "[a-c.*>]{0,12}") {
-            if let Ok(pattern) = Pattern::parse(&pattern) {
-                let _ = pattern.matches(&topic);
-            }
-        }
-
-        #[test]
-        fn a_pattern_matches_the_topics_built_to_fit_it(
-            tokens in proptest::collection::vec(("[a-z0-9_-]{1,6}", any::<bool>()), 1..6),
-            rest in proptest::collection::vec("[a-z]{1,4}", 0..3),
+        fn random_patterns_match_random_topics_as_the_rules_say(
+            pattern in proptest::collection::vec(pattern_token(), 1..6),
+            topic in tokens(7),
         ) {
-            let topic_tokens: Vec<&str> = tokens.iter().map(|(t, _)| t.as_str()).collect();
-            let mut pattern: Vec<&str> = tokens.iter().map(|(t, wild)| if *wild { "*" } else { t.as_str() }).collect();
-            let mut topic = topic_tokens.clone();
-            if !rest.is_empty() {
-                pattern.push(">");
-                topic.extend(rest.iter().map(String::as_str));
+            check(&pattern.join("."), &topic.join("."))?;
+        }
+
+        /// The topic is the pattern with its wildcards filled in, then
+        /// perhaps one token changed, removed or added: near misses.
+        #[test]
+        fn patterns_match_their_own_topics_and_not_their_near_misses(
+            pattern in proptest::collection::vec(pattern_token(), 1..6),
+            fill in tokens(8),
+            edit in 0usize..4,
+            at in any::<prop::sample::Index>(),
+            other in token(),
+        ) {
+            let mut topic: Vec<String> = Vec::new();
+            for (i, token) in pattern.iter().enumerate() {
+                match token.as_str() {
+                    "*" => topic.push(fill[i % fill.len()].clone()),
+                    ">" => topic.extend(fill.iter().take(1 + i % fill.len()).cloned()),
+                    _ => topic.push(token.clone()),
+                }
             }
-            let pattern = Pattern::parse(&pattern.join(".")).unwrap();
-            prop_assert!(pattern.matches(&topic.join(".")));
-            // One token more (without `>`) or one fewer never matches.
-            if rest.is_empty() {
-                let longer = format!("{}.extra", topic.join("."));
-                prop_assert!(!pattern.matches(&longer));
+            match edit {
+                1 => { let i = at.index(topic.len()); topic[i] = other; }
+                2 if topic.len() > 1 => { topic.remove(at.index(topic.len())); }
+                3 => topic.insert(at.index(topic.len() + 1), other),
+                _ => {}
             }
-            if topic.len() > 1 {
-                prop_assert!(!pattern.matches(&topic[..topic.len() - 1].join(".")) || rest.len() > 1);
+            let pattern = pattern.join(".");
+            check(&pattern, &topic.join("."))?;
+            if edit == 0 && Pattern::parse(&pattern).is_ok() {
+                prop_assert!(Pattern::parse(&pattern).unwrap().matches(&topic.join(".")));
             }
         }
+
+        /// Every position of a topic made a `*`, and every suffix a `>`.
+        #[test]
+        fn wildcards_at_every_position(topic in tokens(7), other in token()) {
+            let joined = topic.join(".");
+            for i in 0..topic.len() {
+                let mut star = topic.clone();
+                star[i] = "*".to_owned();
+                let star = star.join(".");
+                prop_assert!(Pattern::parse(&star).unwrap().matches(&joined), "{} {}", star, joined);
+                check(&star, &joined)?;
+                // The same pattern against the topic with that token changed
+                // (still matches), and with another changed (only if equal).
+                let mut changed = topic.clone();
+                changed[i] = other.clone();
+                check(&star, &changed.join("."))?;
+                changed[(i + 1) % topic.len()] = format!("{other}x");
+                check(&star, &changed.join("."))?;
+                let rest = format!("{}>", topic[..i].iter().map(|t| format!("{t}.")).collect::<String>());
+                prop_assert!(Pattern::parse(&rest).unwrap().matches(&joined), "{} {}", rest, joined);
+                check(&rest, &joined)?;
+                check(&rest, &topic[..i].join("."))?;
+                check(&rest, &format!("{joined}.{other}"))?;
+            }
+        }
+    }
+
+    /// Topics and patterns of `MAX_TOPIC_BYTES` - 2 to + 1 bytes, made of
+    /// one- or two-byte characters: `x.FILLER.y`, and the same with `y` made
+    /// a `*` or a `>` (the same length). Every case, not a sample.
+    #[test]
+    fn the_length_limit_is_exact() -> Result<(), TestCaseError> {
+        for len in MAX_TOPIC_BYTES - 2..=MAX_TOPIC_BYTES + 1 {
+            for unit in ["a", "é"] {
+                let mut filler = unit.repeat((len - 4) / unit.len());
+                while filler.len() < len - 4 {
+                    filler.push('b');
+                }
+                let topic = format!("x.{filler}.y");
+                assert_eq!(topic.len(), len);
+                assert_eq!(validate_topic(&topic).is_ok(), len <= MAX_TOPIC_BYTES);
+                for last in ["y", "*", ">"] {
+                    let pattern = format!("x.{filler}.{last}");
+                    assert_eq!(Pattern::parse(&pattern).is_ok(), len <= MAX_TOPIC_BYTES);
+                    check(&pattern, &topic)?;
+                    check(&pattern, &format!("x.{filler}"))?;
+                    check(&pattern, &format!("x.{filler}.y.z"))?;
+                }
+                check("x.*.y", &topic)?;
+                check("x.>", &topic)?;
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_reference_itself_follows_the_docs() {
+        let m = |p: &str, t: &str| {
+            reference_matches(
+                &p.split('.').collect::<Vec<_>>(),
+                &t.split('.').collect::<Vec<_>>(),
+            )
+        };
+        assert!(m("a.*", "a.b") && !m("a.*", "a") && !m("a.*", "a.b.c"));
+        assert!(m("a.>", "a.b.c") && !m("a.>", "a") && m(">", "a"));
+        assert!(!m("a.b", "a.c") && m("a.b", "a.b"));
+        assert!(reference_valid("a.>", true) && !reference_valid("a.>.b", true));
+        assert!(!reference_valid("a.*", false) && !reference_valid("a..b", true));
     }
 }
