@@ -643,10 +643,19 @@ pub(crate) fn read_frame(
     limit: usize,
 ) -> Result<bool, ReadError> {
     let mut len = [0u8; 4];
-    match reader.read_exact(&mut len) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
-        Err(e) => return Err(ReadError::Io(e)),
+    let mut got = 0;
+    while got < len.len() {
+        match reader.read(&mut len[got..]) {
+            Ok(0) if got == 0 => return Ok(false),
+            Ok(0) => {
+                let cut = "the stream ended inside a frame's length";
+                let eof = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, cut);
+                return Err(ReadError::Io(eof));
+            }
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(ReadError::Io(e)),
+        }
     }
     let len = u32::from_le_bytes(len) as usize;
     if len > limit {
@@ -831,7 +840,11 @@ mod tests {
         assert_eq!(buffer.capacity(), 0);
         // A clean end between frames is the end of the stream, not an error.
         assert!(!read_frame(&mut [].as_slice(), &mut buffer, 10).unwrap());
-        // Inside a frame it is an error.
+        // Inside a frame it is an error, inside its length too.
+        assert!(matches!(
+            read_frame(&mut [5u8, 0].as_slice(), &mut buffer, 10),
+            Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof
+        ));
         let cut = [5u8, 0, 0, 0, STOP];
         assert!(matches!(
             read_frame(&mut cut.as_slice(), &mut buffer, 10),
@@ -869,18 +882,150 @@ mod tests {
 }
 
 /// Property tests for the decoder a child's (possibly corrupt) output goes
-/// through: no bytes make it panic, and every encoded batch decodes back.
+/// through: no bytes make it panic, every frame decodes back to itself and
+/// nothing else does, and a stream cut anywhere is read up to the cut.
 #[cfg(test)]
 mod properties {
     use super::*;
     use proptest::prelude::*;
 
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(5000))]
+    /// How many kinds of frame [`sample`] makes.
+    const KINDS: usize = 25;
+    /// How many strings, byte strings and numbers [`sample`] draws from.
+    const POOL: usize = 6;
 
+    /// A frame's body (kind and fields) as `encode` writes it.
+    fn encoded(frame: &Frame<'_>) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode(&mut out, frame);
+        out.split_off(4)
+    }
+
+    /// Frame number `kind` (every variant, and every shape of its fields),
+    /// its contents taken from the pools.
+    fn sample<'a>(kind: usize, s: &'a [String], b: &'a [Vec<u8>], n: &[u64]) -> Frame<'a> {
+        let event = |i: usize| EventView {
+            id: n[i % POOL],
+            timestamp_ms: n[(i + 1) % POOL],
+            topic: &s[i % POOL],
+            source: &s[(i + 1) % POOL],
+            payload: &b[i % POOL],
+        };
+        let headers = |count: u64| -> Vec<(&'a str, &'a str)> {
+            (0..count as usize % 4)
+                .map(|i| (s[i].as_str(), s[(i + 2) % POOL].as_str()))
+                .collect()
+        };
+        let errors = |count: u64| -> Vec<(u32, &'a str)> {
+            (0..count as usize % 4)
+                .map(|i| (n[i] as u32, s[i].as_str()))
+                .collect()
+        };
+        let outcome = |which: u64| match which % 3 {
+            0 => Outcome::Ok,
+            1 => Outcome::Error(&s[1]),
+            _ => Outcome::Panic(&s[2]),
+        };
+        match kind {
+            0 => Frame::Init { config_json: &s[0] },
+            1 => Frame::Batch {
+                events: (0..n[0] as usize % 5).map(event).collect(),
+            },
+            2 => Frame::Stop,
+            3 => Frame::Probe { kind: n[0] as u8 },
+            4 => Frame::Tick,
+            5 => Frame::Http {
+                request: HttpRequestView {
+                    method: &s[0],
+                    path: &s[1],
+                    query: &s[2],
+                    headers: headers(n[0]),
+                    body: &b[0],
+                },
+            },
+            6 => Frame::CallAnswer {
+                ok: n[0] % 2 == 0,
+                text: &s[0],
+            },
+            7 => Frame::InitDone { error: None },
+            8 => Frame::InitDone { error: Some(&s[0]) },
+            9 => Frame::Publish {
+                topic: &s[0],
+                payload: &b[0],
+            },
+            10 => Frame::Log {
+                level: n[0] as u8,
+                message: &s[0],
+            },
+            11 => Frame::BatchDone {
+                processed: n[0] as u32,
+                errors: errors(n[1]),
+            },
+            12 => Frame::Panic {
+                processed: n[0] as u32,
+                errors: errors(n[1]),
+                message: &s[3],
+            },
+            13 => Frame::StopDone { error: None },
+            14 => Frame::StopDone { error: Some(&s[0]) },
+            15 => Frame::ProbeAnswer { json: &s[0] },
+            16 => Frame::Routes {
+                routes: s[..n[0] as usize % 4].iter().map(String::as_str).collect(),
+            },
+            17 => Frame::TickDone {
+                outcome: outcome(n[0]),
+            },
+            18 => Frame::HttpDone { response: Ok(None) },
+            19 => Frame::HttpDone {
+                response: Ok(Some(HttpResponseView {
+                    status: n[0] as u16,
+                    headers: headers(n[1]),
+                    body: &b[1],
+                })),
+            },
+            20 => Frame::HttpDone {
+                response: Err(outcome(n[0])),
+            },
+            21 => Frame::Call {
+                cast: n[0] % 2 == 1,
+                request: &s[0],
+            },
+            22 => Frame::Refused {
+                reason: n[0] as u8,
+                message: &s[0],
+            },
+            23 => Frame::TickDone {
+                outcome: Outcome::Ok,
+            },
+            _ => Frame::Batch { events: vec![] },
+        }
+    }
+
+    /// A reader that hands out at most `chunk` bytes per read, as a socket may.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        chunk: usize,
+    }
+
+    impl std::io::Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.chunk).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Decoding never panics, and what decodes is the one encoding of
+        /// its frame: no two byte strings read as the same frame.
         #[test]
-        fn any_bytes_decode_or_fail_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
-            let _ = decode(&bytes);
+        fn any_bytes_decode_to_a_frame_that_encodes_back_to_them_or_fail(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            if let Ok(frame) = decode(&bytes) {
+                prop_assert_eq!(encoded(&frame), bytes);
+            }
         }
 
         #[test]
@@ -890,7 +1035,75 @@ mod properties {
         ) {
             let mut bytes = vec![kind];
             bytes.extend(body);
-            let _ = decode(&bytes);
+            if let Ok(frame) = decode(&bytes) {
+                prop_assert_eq!(encoded(&frame), bytes);
+            }
+        }
+
+        /// Every kind of frame, with any contents, reads back as itself;
+        /// any frame cut short, or with a byte more, is an error; a byte
+        /// changed gives an error or another frame that encodes to it.
+        #[test]
+        fn every_frame_round_trips_and_nothing_else_decodes_as_it(
+            kind in 0usize..KINDS,
+            strings in proptest::collection::vec("\\PC{0,6}|[a-z.]{0,4}", POOL),
+            bytes in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..12), POOL),
+            numbers in proptest::collection::vec(any::<u64>(), POOL),
+            flip in any::<prop::sample::Index>(),
+            to in any::<u8>(),
+        ) {
+            let frame = sample(kind, &strings, &bytes, &numbers);
+            let body = encoded(&frame);
+            let mut out = Vec::new();
+            encode(&mut out, &frame);
+            prop_assert_eq!(u32::from_le_bytes(out[..4].try_into().unwrap()) as usize, body.len());
+            prop_assert_eq!(decode(&body), Ok(frame));
+            for end in 0..body.len() {
+                prop_assert!(decode(&body[..end]).is_err(), "cut at {} of {}", end, body.len());
+            }
+            let mut longer = body.clone();
+            longer.push(to);
+            prop_assert_eq!(decode(&longer), Err(FrameError("trailing bytes")));
+            let mut changed = body.clone();
+            let at = flip.index(changed.len());
+            changed[at] = to;
+            if let Ok(other) = decode(&changed) {
+                prop_assert_eq!(encoded(&other), changed);
+            }
+        }
+
+        /// A stream of frames cut anywhere: the whole frames before the cut
+        /// are read; a cut between frames is the end of the stream, a cut
+        /// inside one (its length included) is an error.
+        #[test]
+        fn a_stream_cut_anywhere_gives_its_whole_frames_then_an_end_or_an_error(
+            kinds in proptest::collection::vec(0usize..KINDS, 1..5),
+            strings in proptest::collection::vec("[a-zé]{0,6}", POOL),
+            cut in any::<prop::sample::Index>(),
+            chunk in 1usize..7,
+        ) {
+            let bytes = vec![vec![1u8, 2, 3]; POOL];
+            let numbers: Vec<u64> = (0..POOL as u64).collect();
+            let frames: Vec<Frame<'_>> = kinds.iter().map(|&k| sample(k, &strings, &bytes, &numbers)).collect();
+            let mut stream = Vec::new();
+            let mut ends = vec![0];
+            for frame in &frames {
+                encode(&mut stream, frame);
+                ends.push(stream.len());
+            }
+            let cut = cut.index(stream.len() + 1);
+            let mut reader = Trickle { data: &stream[..cut], chunk };
+            let mut buffer = Vec::new();
+            let whole = ends.iter().filter(|&&end| end <= cut).count() - 1;
+            for frame in &frames[..whole] {
+                prop_assert!(read_frame(&mut reader, &mut buffer, 1 << 20).unwrap());
+                prop_assert_eq!(&decode(&buffer).unwrap(), frame);
+            }
+            match read_frame(&mut reader, &mut buffer, 1 << 20) {
+                Ok(false) => prop_assert!(ends.contains(&cut), "an end inside a frame at {}: {:?}", cut, ends),
+                Err(ReadError::Io(_)) => prop_assert!(!ends.contains(&cut), "an error at a frame's end {}", cut),
+                other => prop_assert!(false, "{:?} at {} of {:?}", other, cut, ends),
+            }
         }
 
         #[test]
