@@ -561,3 +561,215 @@ impl Bus {
             })
     }
 }
+
+/// Property test of the bus and the instance thread together: publishers on
+/// several threads, instances with random overflow policies and capacities
+/// whose handler takes, fails, is slow or panics (and is restarted) at
+/// random. Every event routed to an instance is counted once: received =
+/// processed + failed + dropped, exactly; what an instance took of each
+/// publisher's events is in that publisher's order; nothing is lost under
+/// `block`.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::config::{Config, PluginConfig};
+    use crate::event::EventView;
+    use crate::instance::{
+        CallFailure, Control, Factory, Init, Instance, State, Supervision, Worker, incarnate,
+    };
+    use crate::intake::Entry;
+    use plughost_api::{Health, JobReport, Readiness};
+    use proptest::prelude::*;
+    use std::sync::Mutex;
+
+    /// What the handler does with each event it is given, in turn.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Act {
+        Take,
+        Fail,
+        Slow,
+        Panic,
+    }
+
+    /// A handler that records what it was given (publisher, number) and
+    /// acts as its script says. Its incarnations share the record and the
+    /// script.
+    struct Consumer {
+        seen: Arc<Mutex<Vec<(u8, u32)>>>,
+        script: Arc<Vec<Act>>,
+        panicked: Arc<AtomicBool>,
+    }
+
+    impl Instance for Consumer {
+        fn on_event(&mut self, event: &EventView<'_>) -> Result<(), CallFailure> {
+            let payload = event.payload;
+            let number = u32::from_le_bytes(payload[1..5].try_into().expect("5 bytes"));
+            let mut seen = self.seen.lock().unwrap();
+            seen.push((payload[0], number));
+            match self.script[seen.len() % self.script.len()] {
+                Act::Take => Ok(()),
+                Act::Fail => Err(CallFailure::Error("no".into())),
+                Act::Slow => {
+                    drop(seen);
+                    std::thread::sleep(Duration::from_micros(300));
+                    Ok(())
+                }
+                // Once: each restart waits out a longer backoff.
+                Act::Panic if !self.panicked.swap(true, Ordering::Relaxed) => {
+                    Err(CallFailure::Panic("panicked".into()))
+                }
+                Act::Panic => Ok(()),
+            }
+        }
+        fn stop(&mut self) -> Result<(), CallFailure> {
+            Ok(())
+        }
+        fn health(&mut self) -> Result<Option<Health>, CallFailure> {
+            Ok(None)
+        }
+        fn ready(&mut self) -> Result<Option<Readiness>, CallFailure> {
+            Ok(None)
+        }
+        fn jobs(&mut self) -> Result<Option<Vec<JobReport>>, CallFailure> {
+            Ok(None)
+        }
+    }
+
+    /// An instance as the supervisor starts one, on a real thread.
+    struct Running {
+        slot: Arc<Slot>,
+        seen: Arc<Mutex<Vec<(u8, u32)>>>,
+        control: crossbeam_channel::Sender<Control>,
+        done: crossbeam_channel::Receiver<()>,
+    }
+
+    fn start(bus: &Arc<Bus>, index: usize, config: &PluginConfig, script: Vec<Act>) -> Running {
+        let slot = Arc::new(Slot::new(index, config, "x".into(), "rust", None));
+        bus.attach(slot.clone());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (record, script) = (seen.clone(), Arc::new(script));
+        let panicked = Arc::new(AtomicBool::new(false));
+        let factory: Factory = Arc::new(move || {
+            let consumer = Consumer {
+                seen: record.clone(),
+                script: script.clone(),
+                panicked: panicked.clone(),
+            };
+            Ok(Box::new(consumer) as Box<dyn Instance>)
+        });
+        let (control, control_rx) = crossbeam_channel::unbounded();
+        let (done_tx, done) = crossbeam_channel::bounded(0);
+        let supervision = Supervision::new(config);
+        let worker = Worker::new(
+            slot.clone(),
+            bus.clone(),
+            factory.clone(),
+            supervision,
+            control_rx,
+            done_tx,
+        );
+        match incarnate(&slot, &factory, Duration::from_secs(10), None) {
+            Init::Ready { worker: to, .. } => {
+                slot.set_state(State::Running);
+                to.send(worker).expect("its thread waits for it");
+            }
+            _ => panic!("the consumer's init cannot fail"),
+        }
+        Running {
+            slot,
+            seen,
+            control,
+            done,
+        }
+    }
+
+    fn act() -> impl Strategy<Value = Act> {
+        prop_oneof![12 => Just(Act::Take), 3 => Just(Act::Fail), 3 => Just(Act::Slow), 1 => Just(Act::Panic)]
+    }
+
+    fn overflow() -> impl Strategy<Value = Overflow> {
+        prop_oneof![
+            Just(Overflow::Block),
+            Just(Overflow::DropOldest),
+            Just(Overflow::DropNewest)
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        #[test]
+        fn every_event_is_counted_once_and_each_publishers_order_is_kept(
+            instances in proptest::collection::vec((overflow(), 1usize..16, proptest::collection::vec(act(), 1..40)), 1..4),
+            publishers in proptest::collection::vec((1u32..300, any::<bool>()), 1..5),
+        ) {
+            let bus = Arc::new(Bus::new(None, 1 << 20));
+            let running: Vec<Running> = instances
+                .iter()
+                .enumerate()
+                .map(|(index, (overflow, capacity, script))| {
+                    let text = format!(
+                        "[[plugin]]\nname = \"i{index}\"\nlibrary = \"x\"\nsubscribe = [\"t.>\"]\n\
+                         queue_capacity = {capacity}\noverflow = \"{}\"\nmax_restarts = 100\n",
+                        overflow.as_str()
+                    );
+                    let config = Config::parse(std::path::Path::new("/p.toml"), &text).unwrap();
+                    start(&bus, index, &config.plugins[0], script.clone())
+                })
+                .collect();
+            let threads: Vec<_> = publishers
+                .iter()
+                .enumerate()
+                .map(|(p, &(count, batched))| {
+                    let bus = bus.clone();
+                    std::thread::spawn(move || {
+                        let payload = |n: u32| {
+                            let mut bytes = vec![p as u8];
+                            bytes.extend(n.to_le_bytes());
+                            bytes.into_boxed_slice()
+                        };
+                        let by = Publisher::Entry(Entry::Embedder);
+                        let mut n = 0;
+                        while n < count {
+                            if batched {
+                                let run: Vec<_> = (n..count.min(n + 7)).map(payload).collect();
+                                n += run.len() as u32;
+                                bus.publish_batch(Entry::Embedder, "t.e", run).unwrap();
+                            } else {
+                                bus.publish_from(by, None, Name::intern("host"), "t.e", payload(n)).unwrap();
+                                n += 1;
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for thread in threads {
+                thread.join().unwrap();
+            }
+            let sent: u64 = publishers.iter().map(|&(count, _)| u64::from(count)).sum();
+            for (instance, (overflow, capacity, _)) in running.iter().zip(&instances) {
+                instance.control.send(Control::Stop { drain: true }).unwrap();
+                // The worker's end drops its `done` sender.
+                prop_assert!(instance.done.recv_timeout(Duration::from_secs(60)).is_err());
+                let counts = instance.slot.counts();
+                let seen = instance.seen.lock().unwrap().clone();
+                let context = format!("{overflow:?} x{capacity}: {counts:?}, {} seen", seen.len());
+                prop_assert_eq!(counts.received, sent, "{}", context);
+                prop_assert_eq!(counts.processed + counts.failed + counts.dropped, counts.received, "{}", context);
+                prop_assert_eq!(counts.processed + counts.failed, seen.len() as u64, "{}", context);
+                for (p, &(count, _)) in publishers.iter().enumerate() {
+                    let taken: Vec<u32> = seen.iter().filter(|(q, _)| *q as usize == p).map(|(_, n)| *n).collect();
+                    prop_assert!(taken.windows(2).all(|w| w[0] < w[1]), "publisher {}'s order: {:?} ({})", p, taken, context);
+                    if *overflow == Overflow::Block {
+                        prop_assert_eq!(taken, (0..count).collect::<Vec<_>>(), "{}", context);
+                    }
+                }
+                if *overflow == Overflow::Block {
+                    prop_assert_eq!(counts.dropped, 0, "{}", context);
+                }
+                // Failed when it panicked while draining (it is not restarted then).
+                prop_assert!(matches!(instance.slot.state(), State::Stopped | State::Failed), "{}", context);
+            }
+        }
+    }
+}
