@@ -8,27 +8,16 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 
 fn slow_config(s: &Scratch, sleep_ms: u64, timeout: &str) -> std::path::PathBuf {
-    s.config(&format!(
-        r#"shutdown_timeout = {timeout:?}
-queue_capacity = 100000
-
-[[plugin]]
-name = "log"
-library = "logger"
-subscribe = ["work.>"]
-[plugin.config]
-path = {:?}
-
-[[plugin]]
-name = "slow"
-library = "chaos"
-subscribe = ["work.>"]
-[plugin.config]
-sleep_ms = {sleep_ms}
-log_events = true
-"#,
-        s.path("log.jsonl").display().to_string()
-    ))
+    Config::new()
+        .shutdown_timeout(timeout)
+        .queue_capacity(100000)
+        .plugin(logger("log", &s.path("log.jsonl")).subscribe(["work.>"]))
+        .plugin(
+            Plugin::new("slow", "chaos")
+                .subscribe(["work.>"])
+                .config(json!({"sleep_ms": sleep_ms, "log_events": true})),
+        )
+        .write(s)
 }
 
 #[test]
@@ -36,25 +25,11 @@ fn each_start_and_stop_is_published_naming_the_instance_and_its_library() {
     // Instances stop in reverse start order, so the logger, started first,
     // still receives the others' `stopped` events.
     let s = Scratch::new("lifecycle");
-    let config = s.config(&format!(
-        r#"
-[[plugin]]
-name = "log"
-library = "logger"
-subscribe = ["plughost.plugin.*"]
-[plugin.config]
-path = {:?}
-
-[[plugin]]
-name = "count"
-library = "counter"
-
-[[plugin]]
-name = "echo"
-library = "echo_c"
-"#,
-        s.path("log.jsonl").display().to_string()
-    ));
+    let config = Config::new()
+        .plugin(logger("log", &s.path("log.jsonl")).subscribe(["plughost.plugin.*"]))
+        .plugin(Plugin::new("count", "counter"))
+        .plugin(Plugin::new("echo", "echo_c"))
+        .write(&s);
     let out = run(&["run", config.to_str().unwrap(), "--events", "-"], "");
     assert!(out.status.success(), "{}", stderr(&out));
     let library = |name: &str| plugin_path(name).display().to_string();
