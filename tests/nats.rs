@@ -2,8 +2,12 @@
 //! a `nats-bridge`, talking through a real `nats-server` that each test
 //! starts on a free loopback port and always stops. Delivery in order and
 //! once, queue groups, no echo between bridges, a server restart mid-stream
-//! (losses counted; none with JetStream). `nats-server` must be installed
-//! (`.ci/run` installs it): without it these tests fail, they never skip.
+//! (losses counted; none with JetStream), a durable consumer keeping what
+//! was published while its host was away, health (failing while the server
+//! or a JetStream stream is unavailable, degraded while imports wait for a
+//! tick), and what a stopping bridge counts (`discarded` imports, exports
+//! `dropped` at `flush_timeout`). `nats-server` must be installed (`.ci/run`
+//! installs it): without it these tests fail, they never skip.
 
 mod common;
 
@@ -11,7 +15,7 @@ use common::*;
 use serde_json::json;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -143,6 +147,95 @@ impl Drop for NatsServer {
     }
 }
 
+/// A plain NATS client speaking the text protocol on one connection: it
+/// publishes and calls the JetStream API as another program would, with no
+/// bridge involved.
+struct RawClient {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    next_sid: u32,
+}
+
+impl RawClient {
+    fn connect(server: &NatsServer) -> RawClient {
+        let writer =
+            TcpStream::connect(("127.0.0.1", server.port)).expect("connect to nats-server");
+        writer
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("set a read timeout");
+        let mut client = RawClient {
+            reader: BufReader::new(writer.try_clone().expect("clone the socket")),
+            writer,
+            next_sid: 1,
+        };
+        assert!(client.line().starts_with("INFO "), "a NATS server greets");
+        client.write(b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\n");
+        client
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).expect("write to nats-server");
+    }
+
+    /// The next protocol line, answering the server's pings on the way.
+    fn line(&mut self) -> String {
+        loop {
+            let mut line = String::new();
+            self.reader
+                .read_line(&mut line)
+                .expect("read from nats-server");
+            assert!(!line.is_empty(), "nats-server closed the connection");
+            assert!(!line.starts_with("-ERR"), "nats-server: {line}");
+            match line.trim_end() {
+                "PING" => self.write(b"PONG\r\n"),
+                "+OK" => {}
+                line => return line.to_owned(),
+            }
+        }
+    }
+
+    fn publish(&mut self, subject: &str, payload: &[u8]) {
+        let mut message = format!("PUB {subject} {}\r\n", payload.len()).into_bytes();
+        message.extend_from_slice(payload);
+        message.extend_from_slice(b"\r\n");
+        self.write(&message);
+    }
+
+    /// Return once the server has handled everything sent before (and so
+    /// has routed every message published so far to its subscribers).
+    fn flush(&mut self) {
+        self.write(b"PING\r\n");
+        let line = self.line();
+        assert_eq!(line, "PONG");
+    }
+
+    /// A request and its one reply, as JSON (the JetStream API).
+    fn request(&mut self, subject: &str, payload: serde_json::Value) -> serde_json::Value {
+        let sid = self.next_sid;
+        self.next_sid += 1;
+        let inbox = format!("_INBOX.raw.{sid}");
+        let payload = payload.to_string();
+        self.write(
+            format!(
+                "SUB {inbox} {sid}\r\nPUB {subject} {inbox} {}\r\n{payload}\r\n",
+                payload.len()
+            )
+            .as_bytes(),
+        );
+        let header = self.line();
+        let words: Vec<&str> = header.split(' ').collect();
+        assert!(
+            words[0] == "MSG" && words[1] == inbox,
+            "a reply to {subject}: {header}"
+        );
+        let len: usize = words.last().unwrap().parse().expect("a payload length");
+        let mut body = vec![0u8; len + 2];
+        std::io::Read::read_exact(&mut self.reader, &mut body).expect("read the reply");
+        self.write(format!("UNSUB {sid}\r\n").as_bytes());
+        serde_json::from_slice(&body[..len]).expect("a JSON reply")
+    }
+}
+
 /// A `plughost run` with a status server, fed events on stdin.
 struct Host {
     running: Option<Running>,
@@ -151,12 +244,11 @@ struct Host {
 }
 
 impl Host {
-    /// `plugins` are `[[plugin]]` tables; `plugins.toml` goes into `s`.
-    fn start(s: &Scratch, name: &'static str, plugins: &str) -> Host {
-        let config = s.config(&format!("[status]\naddress = \"127.0.0.1:0\"\n{plugins}"));
-        let renamed = s.path(&format!("{name}.toml"));
-        std::fs::rename(&config, &renamed).expect("name the config");
-        let mut running = Running::start(&renamed);
+    /// Run `config` (with a status server on any port) as `NAME.toml` in `s`.
+    fn start(s: &Scratch, name: &'static str, config: Config) -> Host {
+        let text = config.status(Status::any_port()).render();
+        let path = s.write(&format!("{name}.toml"), &text);
+        let mut running = Running::start(&path);
         let address = running.status_address();
         Host {
             running: Some(running),
@@ -199,8 +291,24 @@ impl Host {
             .unwrap_or_else(|| panic!("no instance {name} on {}: {body}", self.name))
     }
 
+    /// The bridge's job report (`/jobs`).
+    fn job(&self) -> serde_json::Value {
+        let (_, body) = get_json(&self.address, "/jobs");
+        body.as_array()
+            .expect("a list of job reports")
+            .iter()
+            .find(|job| job["plugin"] == "bridge")
+            .unwrap_or_else(|| panic!("no job report from the bridge: {body}"))
+            .clone()
+    }
+
     /// End the input, let it drain and stop; return the bridge's final counts line.
-    fn finish(mut self) -> String {
+    fn finish(self) -> String {
+        self.finish_with_log().0
+    }
+
+    /// [`Host::finish`], with every line the host wrote to stderr.
+    fn finish_with_log(mut self) -> (String, Vec<String>) {
         let mut running = self.running.take().expect("running");
         drop(running.stdin.take());
         let (out, err) = running.wait(Duration::from_secs(30));
@@ -211,7 +319,8 @@ impl Host {
             err.join("\n")
         );
         assert_no_raw_panic(&err.join("\n"));
-        err.iter()
+        let counts = err
+            .iter()
             .find(|line| line.contains("stopped: exported="))
             .unwrap_or_else(|| {
                 panic!(
@@ -220,7 +329,8 @@ impl Host {
                     err.join("\n")
                 )
             })
-            .clone()
+            .clone();
+        (counts, err)
     }
 }
 
@@ -242,20 +352,28 @@ fn count_in(text: &str, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {key}= in {text:?}"))
 }
 
-fn logger(name: &str, subscribe: &str, path: &Path) -> String {
-    format!(
-        "[[plugin]]\nname = {name:?}\nlibrary = \"logger\"\nsubscribe = {subscribe}\n[plugin.config]\npath = {:?}\n",
-        path.display().to_string()
-    )
+/// A logger `name` writing what it hears on `subscribe` to `file` in `s`.
+fn log(s: &Scratch, name: &str, subscribe: &[&str], file: &str) -> Plugin {
+    logger(name, &s.path(file)).subscribe(subscribe)
 }
 
-/// A bridge instance named `bridge`, ticking every 10 ms; `config` is the
-/// body of its `[plugin.config]` after `url`.
-fn bridge(server: &NatsServer, subscribe: &str, config: &str) -> String {
-    format!(
-        "[[plugin]]\nname = \"bridge\"\nlibrary = \"nats_bridge\"\nsubscribe = {subscribe}\ntick_interval = \"10ms\"\n[plugin.config]\nurl = {:?}\n{config}\n",
-        server.url()
-    )
+/// A bridge instance named `bridge`, ticking every 10 ms, connected to
+/// `server`, with the other `[plugin.config]` keys of `config`.
+fn bridge(server: &NatsServer, subscribe: &[&str], config: serde_json::Value) -> Plugin {
+    bridge_without_ticks(server, subscribe, config).tick_interval("10ms")
+}
+
+/// [`bridge`] without a `tick_interval`: only an event makes it publish
+/// its imports.
+fn bridge_without_ticks(
+    server: &NatsServer,
+    subscribe: &[&str],
+    config: serde_json::Value,
+) -> Plugin {
+    Plugin::new("bridge", "nats_bridge")
+        .subscribe(subscribe)
+        .config(config)
+        .set("url", server.url())
 }
 
 /// Poll `condition` every 20 ms for up to `limit`.
@@ -292,20 +410,22 @@ fn events_published_on_one_host_reach_another_in_order_once_each() {
     let mut a = Host::start(
         &s,
         "a",
-        &bridge(
+        Config::new().plugin(bridge(
             &server,
-            r#"["orders.>"]"#,
-            "export = [\"orders.>\"]\nprefix = \"fleet\"",
-        ),
+            &["orders.>"],
+            json!({"export": ["orders.>"], "prefix": "fleet"}),
+        )),
     );
     let b = Host::start(
         &s,
         "b",
-        &format!(
-            "{}{}",
-            logger("log", r#"["orders.>"]"#, &s.path("b.jsonl")),
-            bridge(&server, "[]", "import = [\"orders.>\"]\nprefix = \"fleet\"")
-        ),
+        Config::new()
+            .plugin(log(&s, "log", &["orders.>"], "b.jsonl"))
+            .plugin(bridge(
+                &server,
+                &[],
+                json!({"import": ["orders.>"], "prefix": "fleet"}),
+            )),
     );
     wait_until("both bridges ready", LIMIT, || a.ready() && b.ready());
 
@@ -354,24 +474,29 @@ fn another_hosts_lifecycle_events_are_not_imported_as_this_ones() {
     let mut a = Host::start(
         &s,
         "a",
-        &format!(
-            "[[plugin]]\nname = \"crash\"\nlibrary = \"chaos\"\nsubscribe = [\"orders.poison\"]\nrestart = \"always\"\n\
-             [plugin.config]\npanic_on = \"orders.poison\"\n{}",
-            bridge(
-                &server,
-                r#"["orders.>", "plughost.>"]"#,
-                "export = [\"orders.>\", \"plughost.>\"]"
+        Config::new()
+            .plugin(
+                Plugin::new("crash", "chaos")
+                    .subscribe(["orders.poison"])
+                    .restart(Restart::Always)
+                    .set("panic_on", "orders.poison"),
             )
-        ),
+            .plugin(bridge(
+                &server,
+                &["orders.>", "plughost.>"],
+                json!({"export": ["orders.>", "plughost.>"]}),
+            )),
     );
     let b = Host::start(
         &s,
         "b",
-        &format!(
-            "{}{}",
-            logger("log", r#"["orders.>", "plughost.>"]"#, &s.path("b.jsonl")),
-            bridge(&server, "[]", "import = [\"orders.>\", \"plughost.>\"]")
-        ),
+        Config::new()
+            .plugin(log(&s, "log", &["orders.>", "plughost.>"], "b.jsonl"))
+            .plugin(bridge(
+                &server,
+                &[],
+                json!({"import": ["orders.>", "plughost.>"]}),
+            )),
     );
     wait_until("both bridges ready", LIMIT, || a.ready() && b.ready());
     a.send(&(event("orders.created", json!({"n": 0})) + &event("orders.poison", json!({"n": 1}))));
@@ -417,21 +542,19 @@ fn a_queue_group_splits_a_stream_between_two_hosts_without_loss_or_duplicate() {
     let mut producer = Host::start(
         &s,
         "producer",
-        &bridge(&server, r#"["work.>"]"#, "export = [\"work.>\"]"),
+        Config::new().plugin(bridge(&server, &["work.>"], json!({"export": ["work.>"]}))),
     );
     let worker = |name: &'static str| {
         Host::start(
             &s,
             name,
-            &format!(
-                "{}{}",
-                logger("log", r#"["work.>"]"#, &s.path(&format!("{name}.jsonl"))),
-                bridge(
+            Config::new()
+                .plugin(log(&s, "log", &["work.>"], &format!("{name}.jsonl")))
+                .plugin(bridge(
                     &server,
-                    "[]",
-                    "import = [\"work.>\"]\nqueue_group = \"workers\""
-                )
-            ),
+                    &[],
+                    json!({"import": ["work.>"], "queue_group": "workers"}),
+                )),
         )
     };
     let (w1, w2) = (worker("w1"), worker("w2"));
@@ -484,15 +607,13 @@ fn two_bridges_exchanging_the_same_subjects_do_not_echo() {
         Host::start(
             &s,
             name,
-            &format!(
-                "{}{}",
-                logger("log", r#"["chat.>"]"#, &s.path(&format!("{name}.jsonl"))),
-                bridge(
+            Config::new()
+                .plugin(log(&s, "log", &["chat.>"], &format!("{name}.jsonl")))
+                .plugin(bridge(
                     &server,
-                    r#"["chat.>"]"#,
-                    "export = [\"chat.>\"]\nimport = [\"chat.>\"]"
-                )
-            ),
+                    &["chat.>"],
+                    json!({"export": ["chat.>"], "import": ["chat.>"]}),
+                )),
         )
     };
     let (mut a, mut b) = (side("a"), side("b"));
@@ -577,20 +698,22 @@ fn stream_into(
 /// Returns the final count lines of A and B and how many events A sent.
 fn restart_mid_stream(
     s: &Scratch,
-    a_config: &str,
-    b_config: &str,
+    a_config: serde_json::Value,
+    b_config: serde_json::Value,
     wait_for_drops: bool,
 ) -> (String, String, u64) {
     let mut server = NatsServer::start(s);
-    let mut a = Host::start(s, "a", &bridge(&server, r#"["orders.>"]"#, a_config));
+    let mut a = Host::start(
+        s,
+        "a",
+        Config::new().plugin(bridge(&server, &["orders.>"], a_config)),
+    );
     let b = Host::start(
         s,
         "b",
-        &format!(
-            "{}{}",
-            logger("log", r#"["orders.>"]"#, &s.path("b.jsonl")),
-            bridge(&server, "[]", b_config)
-        ),
+        Config::new()
+            .plugin(log(s, "log", &["orders.>"], "b.jsonl"))
+            .plugin(bridge(&server, &[], b_config)),
     );
     wait_until("both bridges ready", LIMIT, || a.ready() && b.ready());
     let stop = Arc::new(AtomicBool::new(false));
@@ -647,8 +770,8 @@ fn core_nats_server_restart_mid_stream_reconnects_and_counts_what_was_lost() {
     let s = Scratch::new("nats-restart");
     let (ca, cb, sent) = restart_mid_stream(
         &s,
-        "export = [\"orders.>\"]\nbuffer = 20",
-        "import = [\"orders.>\"]",
+        json!({"export": ["orders.>"], "buffer": 20}),
+        json!({"import": ["orders.>"]}),
         true,
     );
     let (imported, missed) = (count_in(&cb, "imported"), count_in(&cb, "missed"));
@@ -678,8 +801,8 @@ fn jetstream_loses_nothing_across_a_server_restart() {
     let s = Scratch::new("nats-jetstream");
     let (ca, cb, sent) = restart_mid_stream(
         &s,
-        "export = [\"orders.>\"]\njetstream = \"ORDERS\"",
-        "import = [\"orders.>\"]\njetstream = \"ORDERS\"\nconsumer = \"b\"\nack_wait = \"1s\"",
+        json!({"export": ["orders.>"], "jetstream": "ORDERS"}),
+        json!({"import": ["orders.>"], "jetstream": "ORDERS", "consumer": "b", "ack_wait": "1s"}),
         false,
     );
     assert_eq!(count_in(&ca, "exported"), sent, "{ca}");
@@ -689,4 +812,285 @@ fn jetstream_loses_nothing_across_a_server_restart() {
     let mut got = payloads(&s, "b.jsonl", "orders.created", "bridge");
     got.sort_unstable();
     assert_eq!(got, (0..sent).collect::<Vec<_>>(), "every event, once");
+}
+
+/// Imports wait in the bridge until its thread publishes them: on a tick or
+/// on an event it receives. Without `tick_interval`, imports that waited
+/// more than 5 s make its health `degraded` (still 200), naming the fix;
+/// the next event it receives publishes them, and it is `ok` again.
+#[test]
+fn an_importer_without_ticks_is_degraded_after_5s_of_waiting_imports() {
+    let s = Scratch::new("nats-degraded");
+    let server = NatsServer::start(&s);
+    let mut raw = RawClient::connect(&server);
+    // The bridge's `init` runs after this: its imports cannot have waited
+    // longer than the time since.
+    let started = Instant::now();
+    let mut b = Host::start(
+        &s,
+        "b",
+        Config::new()
+            .plugin(log(&s, "log", &["work.>"], "b.jsonl"))
+            .plugin(bridge_without_ticks(
+                &server,
+                &["poke"],
+                json!({"import": ["work.>"]}),
+            )),
+    );
+    wait_until("the bridge ready", LIMIT, || b.ready());
+    raw.publish("work.item", br#"{"n": 1}"#);
+    raw.flush();
+    wait_until("the import to wait in the bridge", LIMIT, || {
+        b.job()["reserved"] == 1
+    });
+    let (status, message) = b.health();
+    if started.elapsed() < Duration::from_secs(5) {
+        assert_eq!(status, "ok", "{message}");
+    }
+    wait_until("the bridge to be degraded", LIMIT, || {
+        b.health().0 == "degraded"
+    });
+    assert!(
+        started.elapsed() > Duration::from_secs(5),
+        "degraded after {:?}, before its imports waited 5 s",
+        started.elapsed()
+    );
+    let (_, message) = b.health();
+    assert!(
+        message.starts_with(
+            "imports wait and nothing publishes them: set `tick_interval` on this instance; "
+        ),
+        "{message}"
+    );
+    assert_eq!(count_in(&message, "imported"), 0, "{message}");
+    let (code, body) = get_json(&b.address, "/health");
+    assert_eq!(
+        (code, body["status"].as_str()),
+        (200, Some("degraded")),
+        "{body}"
+    );
+    assert_eq!(b.processed("log"), 0);
+
+    // An event to the bridge publishes what waits.
+    b.send(&event("poke", json!({})));
+    wait_until("the import published", LIMIT, || b.processed("log") == 1);
+    wait_until("the bridge ok again", LIMIT, || b.health().0 == "ok");
+    let counts = b.finish();
+    assert_eq!(count_in(&counts, "imported"), 1, "{counts}");
+    assert_eq!(payloads(&s, "b.jsonl", "work.item", "bridge"), [1]);
+}
+
+/// A JetStream stream the server refuses to create (its subjects overlap
+/// another stream's) makes the bridge `failing` (503) with the server's
+/// reason; exports wait; once the other stream is gone the bridge creates
+/// its stream, is `ok`, and what waited reaches the stream.
+#[test]
+fn a_jetstream_stream_that_cannot_be_set_up_is_failing_until_it_can() {
+    let s = Scratch::new("nats-stream-failing");
+    let server = NatsServer::start(&s);
+    let mut raw = RawClient::connect(&server);
+    let created = raw.request(
+        "$JS.API.STREAM.CREATE.OTHER",
+        json!({"name": "OTHER", "subjects": ["orders.>"], "storage": "memory"}),
+    );
+    assert!(created.get("error").is_none(), "{created}");
+    let mut a = Host::start(
+        &s,
+        "a",
+        Config::new().plugin(bridge(
+            &server,
+            &["orders.>"],
+            json!({"export": ["orders.>"], "jetstream": "ORDERS"}),
+        )),
+    );
+    wait_until("the bridge to report the stream", LIMIT, || {
+        a.health().1.contains("jetstream")
+    });
+    let (status, message) = a.health();
+    assert_eq!(status, "failing", "{message}");
+    assert!(
+        message.starts_with("jetstream stream `ORDERS`: ") && message.contains("overlap"),
+        "the server's reason: {message}"
+    );
+    assert_eq!(get_json(&a.address, "/health?plugin=bridge").0, 503);
+    let mut input = String::new();
+    for n in 0..5 {
+        input.push_str(&event("orders.created", json!({"n": n})));
+    }
+    a.send(&input);
+    wait_until("the bridge to hold the events", LIMIT, || {
+        a.processed("bridge") == 5
+    });
+    assert_eq!(a.count("exported"), 0);
+
+    let deleted = raw.request("$JS.API.STREAM.DELETE.OTHER", json!({}));
+    assert_eq!(deleted["success"], true, "{deleted}");
+    wait_until("the bridge to create its stream", LIMIT, || {
+        a.health().0 == "ok"
+    });
+    wait_until("the held events in the stream", LIMIT, || {
+        a.count("exported") == 5
+    });
+    let counts = a.finish();
+    assert_eq!(
+        (count_in(&counts, "exported"), count_in(&counts, "dropped")),
+        (5, 0),
+        "{counts}"
+    );
+    let info = raw.request("$JS.API.STREAM.INFO.ORDERS", json!({}));
+    assert_eq!(info["state"]["messages"], 5, "{info}");
+    assert_eq!(info["config"]["subjects"], json!(["orders.>"]), "{info}");
+}
+
+/// A stopping bridge publishes the core imports its thread already holds;
+/// what its client took from NATS beyond them (here the queue to its thread
+/// holds one) is counted as `discarded`, never lost silently: imported +
+/// discarded is every message the server sent it.
+#[test]
+fn a_stopping_importer_counts_what_it_took_and_did_not_publish_as_discarded() {
+    let s = Scratch::new("nats-discarded");
+    let server = NatsServer::start(&s);
+    let mut raw = RawClient::connect(&server);
+    let b = Host::start(
+        &s,
+        "b",
+        Config::new()
+            .plugin(log(&s, "log", &["work.>"], "b.jsonl"))
+            .plugin(bridge_without_ticks(
+                &server,
+                &[],
+                json!({"import": ["work.>"], "import_buffer": 1}),
+            )),
+    );
+    wait_until("the bridge ready", LIMIT, || b.ready());
+    const N: u64 = 50;
+    for n in 0..N {
+        raw.publish("work.item", json!({"n": n}).to_string().as_bytes());
+    }
+    // The server has sent B every message before B's bridge stops.
+    raw.flush();
+    wait_until("the first import to wait in the bridge", LIMIT, || {
+        b.job()["reserved"] == 1
+    });
+    let counts = b.finish();
+    let (imported, discarded) = (
+        count_in(&counts, "imported"),
+        count_in(&counts, "discarded"),
+    );
+    assert_eq!(imported, 1, "the one its thread held: {counts}");
+    assert_eq!(imported + discarded, N, "{counts}");
+    assert_eq!(payloads(&s, "b.jsonl", "work.item", "bridge"), [0]);
+}
+
+/// Exports held while the server is away are flushed when the bridge stops,
+/// for up to `flush_timeout`; what is still held then is dropped, counted
+/// and said. None of it counts as exported.
+#[test]
+fn exports_still_held_at_flush_timeout_are_dropped_and_counted() {
+    let s = Scratch::new("nats-flush-timeout");
+    let mut server = NatsServer::start(&s);
+    let mut a = Host::start(
+        &s,
+        "a",
+        Config::new().plugin(bridge(
+            &server,
+            &["orders.>"],
+            json!({"export": ["orders.>"], "flush_timeout": "300ms"}),
+        )),
+    );
+    wait_until("the bridge ready", LIMIT, || a.ready());
+    server.kill();
+    wait_until("the bridge to report the server gone", LIMIT, || {
+        a.health().1.contains("not connected")
+    });
+    const N: u64 = 20;
+    let mut input = String::new();
+    for n in 0..N {
+        input.push_str(&event("orders.created", json!({"n": n})));
+    }
+    a.send(&input);
+    wait_until("the bridge to take every event", LIMIT, || {
+        a.processed("bridge") == N
+    });
+    let (counts, log) = a.finish_with_log();
+    assert_eq!(
+        (count_in(&counts, "exported"), count_in(&counts, "dropped")),
+        (0, N),
+        "{counts}"
+    );
+    assert!(
+        log.iter().any(|line| line.contains(
+            "WARN plughost::plugin: 20 export(s) not delivered within 300ms (flush_timeout): dropped"
+        )),
+        "{}",
+        log.join("\n")
+    );
+}
+
+/// With JetStream, an importing host that goes away (stops cleanly) and
+/// comes back finds what was published meanwhile waiting for its durable
+/// consumer: every event reaches it.
+#[test]
+fn a_durable_consumer_keeps_what_was_published_while_its_host_was_away() {
+    let s = Scratch::new("nats-durable");
+    let server = NatsServer::start(&s);
+    let mut a = Host::start(
+        &s,
+        "a",
+        Config::new().plugin(bridge(
+            &server,
+            &["orders.>"],
+            json!({"export": ["orders.>"], "jetstream": "ORDERS"}),
+        )),
+    );
+    let importer = |file: &str| {
+        Host::start(
+            &s,
+            "b",
+            Config::new()
+                .plugin(log(&s, "log", &["orders.>"], file))
+                .plugin(bridge(
+                    &server,
+                    &[],
+                    json!({"import": ["orders.>"], "jetstream": "ORDERS", "consumer": "b"}),
+                )),
+        )
+    };
+    let b = importer("b1.jsonl");
+    wait_until("both bridges ready", LIMIT, || a.ready() && b.ready());
+    let events = |range: std::ops::Range<u64>| -> String {
+        range
+            .map(|n| event("orders.created", json!({"n": n})))
+            .collect()
+    };
+    a.send(&events(0..10));
+    wait_until("B to get the first events", LIMIT, || {
+        b.processed("log") == 10
+    });
+    let first = b.finish();
+    assert_eq!(count_in(&first, "imported"), 10, "{first}");
+
+    // B is away: A goes on publishing, into the stream.
+    a.send(&events(10..30));
+    wait_until("A's events in the stream", LIMIT, || {
+        a.count("exported") == 30
+    });
+    let b = importer("b2.jsonl");
+    wait_until("B to get what it missed", LIMIT, || {
+        b.processed("log") >= 20
+    });
+    let second = b.finish();
+    let ca = a.finish();
+    assert_eq!(count_in(&ca, "exported"), 30, "{ca}");
+    assert_eq!(
+        payloads(&s, "b1.jsonl", "orders.created", "bridge"),
+        (0..10).collect::<Vec<_>>()
+    );
+    // Acknowledged before B stopped, the first ten are not sent again.
+    assert_eq!(
+        payloads(&s, "b2.jsonl", "orders.created", "bridge"),
+        (10..30).collect::<Vec<_>>(),
+        "{second}"
+    );
+    assert_eq!(count_in(&second, "imported"), 20, "{second}");
 }

@@ -944,7 +944,7 @@ mod properties {
                 },
             },
             6 => Frame::CallAnswer {
-                ok: n[0] % 2 == 0,
+                ok: n[0].is_multiple_of(2),
                 text: &s[0],
             },
             7 => Frame::InitDone { error: None },

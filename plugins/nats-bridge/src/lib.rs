@@ -338,14 +338,23 @@ impl Plugin for Bridge {
         // Closing the queue lets the exporter finish once it sent the rest.
         self.outgoing = None;
         let mut flushed = true;
-        if let (Some(runtime), Some(link)) = (&self.runtime, &mut self.link)
-            && let Some(exporter) = link.exporter.take()
-        {
+        if let (Some(runtime), Some(link)) = (&self.runtime, &mut self.link) {
             let timeout = self.config.flush_timeout;
-            // The timer must be made inside the runtime.
-            flushed = runtime
-                .block_on(async { tokio::time::timeout(timeout, exporter).await })
-                .is_ok();
+            let exporter = link.exporter.take();
+            let importers = &mut link.importers;
+            // The timers must be made inside the runtime. Core imports end
+            // once they counted what they hold (see `link::import_core`).
+            flushed = runtime.block_on(async {
+                let deadline = tokio::time::Instant::now() + timeout;
+                let flushed = match exporter {
+                    Some(exporter) => tokio::time::timeout_at(deadline, exporter).await.is_ok(),
+                    None => true,
+                };
+                for importer in importers.iter_mut() {
+                    let _ = tokio::time::timeout_at(deadline, importer).await;
+                }
+                flushed
+            });
         }
         if let Some(link) = self.link.take() {
             for importer in &link.importers {

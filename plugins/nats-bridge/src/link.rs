@@ -24,6 +24,9 @@ pub(crate) const SEQ: &str = "Plughost-Seq";
 const WINDOW: usize = 256;
 /// Log lines kept for the plugin's thread; more are counted, not kept.
 const MAX_NOTES: usize = 100;
+/// How long a stopping core import waits for the server to confirm its
+/// unsubscribe (and so for the last messages sent to it).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// An event on its way out.
 pub(crate) struct Outgoing {
@@ -281,10 +284,13 @@ pub(crate) async fn start(
 /// events wait in the bridge's bounded queue, not in the client.
 async fn export_core(mut env: Env, mut outgoing: mpsc::Receiver<Outgoing>) {
     loop {
-        env.wait_connected().await;
         let Some(out) = outgoing.recv().await else {
             break;
         };
+        // Connected when it is handed over, not only when it was awaited: the
+        // client would hold it while away, counted as exported and perhaps
+        // lost; held here it is still the bridge's to flush or count.
+        env.wait_connected().await;
         let headers = Env::headers(&out);
         match env
             .client
@@ -411,7 +417,8 @@ async fn export_stream(mut env: Env, mut outgoing: mpsc::Receiver<Outgoing>) {
 
 /// Core NATS: subscribe (the client subscribes again after a reconnect) and
 /// pass every message that is not our own on, waiting when the queue to the
-/// plugin's thread is full.
+/// plugin's thread is full. When the bridge stops (closes that queue), what
+/// the server sent us and the thread did not get is counted as discarded.
 async fn import_core(mut env: Env, subject: String, incoming: mpsc::Sender<Incoming>) {
     let subscribed = match &env.config.queue_group {
         Some(group) => {
@@ -431,31 +438,69 @@ async fn import_core(mut env: Env, subject: String, incoming: mpsc::Sender<Incom
         }
     };
     // Ready once the server has seen the subscription.
-    let mut attempt = 0;
-    loop {
-        env.wait_connected().await;
-        if env.client.flush().await.is_ok() {
-            break;
+    let ready = async {
+        let mut attempt = 0;
+        loop {
+            env.wait_connected().await;
+            if env.client.flush().await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(backoff(attempt)).await;
+            attempt += 1;
         }
-        tokio::time::sleep(backoff(attempt)).await;
-        attempt += 1;
+    };
+    let stopped = tokio::select! {
+        () = ready => false,
+        () = incoming.closed() => true,
+    };
+    if !stopped {
+        env.shared.subscribed.fetch_add(1, Relaxed);
+        loop {
+            let message = tokio::select! {
+                message = subscriber.next() => message,
+                // The bridge stopped taking imports.
+                () = incoming.closed() => None,
+            };
+            let Some(message) = message else {
+                break;
+            };
+            if env.is_own(&message) {
+                continue;
+            }
+            if incoming.send(Incoming::Core(message)).await.is_err() {
+                env.shared.discarded.fetch_add(1, Relaxed);
+                break;
+            }
+        }
     }
-    env.shared.subscribed.fetch_add(1, Relaxed);
-    while let Some(message) = subscriber.next().await {
-        if env.is_own(&message) {
-            continue;
-        }
-        if incoming.send(Incoming::Core(message)).await.is_err() {
-            env.shared.discarded.fetch_add(1, Relaxed);
-            break;
-        }
+    // Count what the server sent before it took our unsubscribe: the client
+    // holds it, and core NATS never sends it again.
+    if subscriber.drain().await.is_ok() {
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+            while let Some(message) = subscriber.next().await {
+                if !env.is_own(&message) {
+                    env.shared.discarded.fetch_add(1, Relaxed);
+                }
+            }
+        })
+        .await;
     }
 }
 
 /// JetStream: a durable pull consumer per import pattern. Messages are
 /// acknowledged by the plugin's thread after it published them; our own are
 /// acknowledged and skipped here.
-async fn import_stream(mut env: Env, subject: String, incoming: mpsc::Sender<Incoming>) {
+async fn import_stream(env: Env, subject: String, incoming: mpsc::Sender<Incoming>) {
+    let closed = incoming.clone();
+    tokio::select! {
+        () = consume(env, subject, incoming) => {}
+        // The bridge stopped: what it did not acknowledge is sent again later.
+        () = closed.closed() => {}
+    }
+}
+
+/// [`import_stream`]'s work, until the bridge stops.
+async fn consume(mut env: Env, subject: String, incoming: mpsc::Sender<Incoming>) {
     let js = jetstream::ContextBuilder::new()
         .timeout(Duration::from_secs(2))
         .build(env.client.clone());
