@@ -284,6 +284,21 @@ mod tests {
     }
 
     #[test]
+    fn a_reserved_prefix_alone_is_not_a_reserved_topic() {
+        // Not valid topics either; `is_reserved` must not claim them.
+        for text in ["plughost.", "internal.state.", "internal.metrics."] {
+            assert!(!is_reserved(text), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_pattern_shows_as_written() {
+        let pattern = Pattern::parse("orders.*.eu").unwrap();
+        assert_eq!(pattern.to_string(), "orders.*.eu");
+        assert_eq!(format!("{pattern:?}"), "Pattern(orders.*.eu)");
+    }
+
+    #[test]
     fn published_topics_may_not_hold_wildcards() {
         assert!(validate_topic("orders.created").is_ok());
         assert!(validate_topic("orders.*").is_err());
