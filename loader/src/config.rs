@@ -1250,6 +1250,56 @@ enabled = false
     }
 
     #[test]
+    fn names_as_shown_are_the_names_as_written() {
+        for isolation in [Isolation::Thread, Isolation::Process] {
+            let text = format!(
+                "[[plugin]]\nname = \"a\"\nlibrary = \"x\"\nisolation = \"{}\"\n",
+                isolation.as_str()
+            );
+            assert_eq!(parse(&text).unwrap().plugins[0].isolation, isolation);
+        }
+        for overflow in [Overflow::Block, Overflow::DropOldest, Overflow::DropNewest] {
+            let text = format!("[host]\noverflow = \"{}\"\n", overflow.as_str());
+            assert_eq!(parse(&text).unwrap().host.overflow, overflow);
+        }
+    }
+
+    #[test]
+    fn what_a_library_must_satisfy_comes_from_its_plugin_table() {
+        let pin = "ab".repeat(32);
+        let config = parse(&format!(
+            "[[plugin]]\nname = \"a\"\nlibrary = \"x\"\nsha256 = \"{}\"\n\
+             [[plugin]]\nname = \"b\"\nlibrary = \"x\"\nisolation = \"process\"\nallow_insecure_permissions = true\n",
+            pin.to_uppercase()
+        ))
+        .unwrap();
+        let a = config.plugins[0].trust();
+        assert_eq!(a.sha256.as_deref(), Some(pin.as_str()));
+        assert!(!a.allow_insecure_permissions && a.thread_isolation);
+        let b = config.plugins[1].trust();
+        assert_eq!(b.sha256, None);
+        assert!(b.allow_insecure_permissions && !b.thread_isolation);
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_configs_directory() {
+        let config = parse("").unwrap();
+        assert_eq!(config.base_dir(), PathBuf::from("/etc/plughost"));
+        let here = Config::parse(Path::new("plugins.toml"), "").unwrap();
+        assert_eq!(here.base_dir(), std::env::current_dir().unwrap());
+        assert_eq!(here.host.plugin_dirs, [std::env::current_dir().unwrap()]);
+    }
+
+    #[test]
+    fn a_reload_without_status_before_or_after_needs_no_restart_for_it() {
+        let old = parse("[host]\nqueue_capacity = 8\n").unwrap();
+        let new = parse("[host]\nqueue_capacity = 9\n").unwrap();
+        assert!(old.restart_needed(&new).is_empty());
+        let with = parse("[status]\n").unwrap();
+        assert_eq!(with.restart_needed(&old), ["[status]"]);
+    }
+
+    #[test]
     fn duplicate_names_point_at_both() {
         let err = parse("[[plugin]]\nname = \"a\"\nlibrary = \"x\"\n\n[[plugin]]\nname = \"a\"\nlibrary = \"y\"\n")
             .unwrap_err();
