@@ -287,6 +287,7 @@ mod tests {
 #[cfg(test)]
 mod reading {
     use super::*;
+    use crate::config::limits;
 
     fn lines(input: &[u8], max: usize) -> Vec<String> {
         let mut reader = std::io::BufReader::with_capacity(4, input);
@@ -299,6 +300,131 @@ mod reading {
                 Read::Line => seen.push(String::from_utf8_lossy(&line).into_owned()),
             }
         }
+    }
+
+    /// Hands out `data` at most `chunk` bytes at a time, failing with
+    /// `Interrupted` before each chunk (a signal), and with `error` at the end.
+    struct Flaky<'a> {
+        data: &'a [u8],
+        chunk: usize,
+        interrupt: bool,
+        error: Option<std::io::ErrorKind>,
+    }
+
+    impl std::io::Read for Flaky<'_> {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            unreachable!("read through BufRead")
+        }
+    }
+
+    impl BufRead for Flaky<'_> {
+        fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+            self.interrupt = !self.interrupt;
+            if self.interrupt {
+                return Err(std::io::ErrorKind::Interrupted.into());
+            }
+            if self.data.is_empty()
+                && let Some(kind) = self.error
+            {
+                return Err(kind.into());
+            }
+            Ok(&self.data[..self.chunk.min(self.data.len())])
+        }
+
+        fn consume(&mut self, n: usize) {
+            self.data = &self.data[n..];
+        }
+    }
+
+    #[test]
+    fn a_read_interrupted_by_a_signal_is_retried_and_other_errors_end_it() {
+        let mut line = Vec::new();
+        let mut reader = Flaky {
+            data: b"ab
+cd",
+            chunk: 2,
+            interrupt: false,
+            error: Some(std::io::ErrorKind::BrokenPipe),
+        };
+        assert!(matches!(
+            read_line(&mut reader, &mut line, 10),
+            Ok(Read::Line)
+        ));
+        assert_eq!(line, b"ab");
+        let err = read_line(&mut reader, &mut line, 10)
+            .err()
+            .expect("the pipe broke");
+        assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe);
+    }
+
+    #[test]
+    fn a_line_has_room_for_the_largest_event_in_base64_or_spaced_json() {
+        assert_eq!(line_limit(1000), 2000 + 64 * 1024);
+        assert_eq!(line_limit(usize::MAX), usize::MAX);
+        let most = limits::MAX_EVENT_BYTES.max as usize;
+        assert!(line_limit(most) >= most.div_ceil(3) * 4 + 64 * 1024);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+
+        /// Lines of any length, read through buffers of any size: each is
+        /// read whole or reported too long, as a plain split says.
+        #[test]
+        fn lines_are_read_as_a_split_at_newlines_says(
+            lines in proptest::collection::vec("[a-z]{0,12}", 0..8),
+            end in proptest::bool::ANY,
+            max in 0usize..10,
+            chunk in 1usize..6,
+        ) {
+            let mut input = lines.join("\n");
+            if end && !lines.is_empty() {
+                input.push('\n');
+            }
+            let mut expected: Vec<String> = input.split('\n').map(|l| match l.len() > max {
+                true => "<too long>".to_owned(),
+                false => l.to_owned(),
+            }).collect();
+            // The last piece is a line only when something follows the last newline.
+            if input.is_empty() || input.ends_with('\n') {
+                expected.pop();
+            }
+            let mut reader = Flaky { data: input.as_bytes(), chunk, interrupt: false, error: None };
+            let (mut line, mut seen) = (Vec::new(), Vec::new());
+            loop {
+                match read_line(&mut reader, &mut line, max).unwrap() {
+                    Read::End => break,
+                    Read::TooLong => seen.push("<too long>".to_owned()),
+                    Read::Line => seen.push(String::from_utf8(line.clone()).unwrap()),
+                }
+            }
+            proptest::prop_assert_eq!(seen, expected);
+        }
+    }
+
+    /// Fed to a host with no instances: every line is published or
+    /// skipped, blank lines are neither.
+    #[test]
+    fn feeding_counts_what_it_published_and_what_it_skipped() {
+        let config = crate::config::Config::parse(
+            std::path::Path::new("/p.toml"),
+            "[host]\nmax_event_bytes = 4\n",
+        )
+        .unwrap();
+        let host = Host::start(config).unwrap();
+        let input =
+            b"\n  \r\n{\"topic\": \"a\", \"payload\": 1}\noops\n{\"topic\": \"plughost.x\"}\n\
+                     {\"topic\": \"a\", \"payload\": 12345}\n\xff\n{\"topic\": \"b\"}";
+        let summary = feed(&host, &input[..], Entry::Stdin, "-").unwrap();
+        assert_eq!(
+            summary,
+            InputSummary {
+                published: 2,
+                skipped: 4,
+                interrupted: false
+            }
+        );
+        host.shutdown();
     }
 
     #[test]
