@@ -101,7 +101,7 @@ enabled = false
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 4, "one line per plugin:\n{text}");
     assert!(
-        lines[0].starts_with("a: ok: logger 0.1.0 (rust, plughost-api 0.1.0) from "),
+        lines[0].starts_with("a: ok: logger 0.1.0 (rust, plughost-api ABI 1.0) from "),
         "{text}"
     );
     assert!(
@@ -125,7 +125,7 @@ fn discover_lists_plugins_and_says_why_others_are_not() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(
-        text.contains("libcounter.so: counter 0.1.0 (rust, plughost-api 0.1.0): compatible"),
+        text.contains("libcounter.so: counter 0.1.0 (rust, plughost-api ABI 1.0): fully supported"),
         "{text}"
     );
     assert!(
@@ -488,7 +488,7 @@ library = "echo_c"
     let bridge = plugin_path("nats_bridge").display().to_string();
     assert_eq!(
         lines[0],
-        format!("bridge: ok: nats-bridge 0.1.0 (rust, plughost-api 0.1.0) from {bridge}")
+        format!("bridge: ok: nats-bridge 0.1.0 (rust, plughost-api ABI 1.0) from {bridge}")
     );
     assert!(
         lines[1].starts_with(&format!(
@@ -525,13 +525,13 @@ fn write_if_changed(path: &std::path::Path, text: &[u8]) {
     }
 }
 
-/// Build, at test time, a plugin against a copy of this workspace's
-/// `plugin-api/` whose package version is `api_version`, and return its
-/// library. The fixture is a workspace of its own in `CARGO_TARGET_TMPDIR`,
-/// built offline with the workspace's lockfile into the test binary's target
-/// directory, so abi_stable and the rest come from cargo's cache.
-fn plugin_built_against_api(api_version: &str) -> std::path::PathBuf {
-    fixture_plugin(api_version, Panic::Unwind)
+/// plughost-api's own version, as its Cargo.toml declares it: fixture
+/// plugins are built against a copy of it under this version (tests of
+/// other versions are in tests/compat.rs).
+fn api_crate_version() -> String {
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugin-api/Cargo.toml");
+    let manifest: toml::Table = std::fs::read_to_string(manifest).unwrap().parse().unwrap();
+    manifest["package"]["version"].as_str().unwrap().to_owned()
 }
 
 /// The panic strategy a fixture plugin is built with.
@@ -543,8 +543,12 @@ enum Panic {
     Abort,
 }
 
-/// [`plugin_built_against_api`], with the panic strategy `panic`. The plugin
-/// panics on an event on `boom`.
+/// Build, at test time, a plugin against a copy of this workspace's
+/// `plugin-api/` whose package version is `api_version`, with the panic
+/// strategy `panic`, and return its library. The plugin panics on an event
+/// on `boom`. The fixture is a workspace of its own in `CARGO_TARGET_TMPDIR`,
+/// built offline with the workspace's lockfile into the test binary's target
+/// directory, so abi_stable and the rest come from cargo's cache.
 fn fixture_plugin(api_version: &str, panic: Panic) -> std::path::PathBuf {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let suffix = match panic {
@@ -684,146 +688,6 @@ export_plugin!(Newer);
     profile.join(format!("lib{}.so", package.replace('-', "_")))
 }
 
-/// The host's plughost-api version, as (major, minor): plughost and
-/// plughost-api share the workspace version.
-fn host_api_version() -> (u64, u64) {
-    let mut parts = env!("CARGO_PKG_VERSION")
-        .split('.')
-        .map(|n| n.parse::<u64>().unwrap());
-    (parts.next().unwrap(), parts.next().unwrap())
-}
-
-/// One test body for a plugin built against an older and a newer
-/// plughost-api: `check`, `run` and `discover` all refuse it with one line
-/// naming the file and both versions.
-fn a_plugin_built_against_plughost_api_is_refused(other: &str) {
-    let host = env!("CARGO_PKG_VERSION");
-    let library = plugin_built_against_api(other);
-    let s = Scratch::new(&format!("api-{other}"));
-    let reason = format!(
-        "built against plughost-api {other}, but this host speaks {host}: rebuild the plugin against plughost-api {host}"
-    );
-
-    let config = s.config(&plugin_at(&library, ""));
-    let out = run(&["check", config.to_str().unwrap()], "");
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert_eq!(
-        stdout(&out),
-        format!("x: error: {}: {reason}\n", library.display())
-    );
-    let line = assert_one_line_error(&run(&["run", config.to_str().unwrap()], ""));
-    assert_eq!(
-        line,
-        format!("error: plugin `x`: {}: {reason}", library.display())
-    );
-    std::fs::copy(&library, s.path("libother.so")).unwrap();
-    let out = run(&["discover", s.dir.to_str().unwrap()], "");
-    assert_eq!(
-        stdout(&out),
-        format!(
-            "{}: not usable: {reason}\n",
-            s.path("libother.so").display()
-        )
-    );
-}
-
-#[test]
-fn a_plugin_built_against_an_older_plughost_api_is_refused_naming_both_versions() {
-    // abi_stable's version check: an older 0.x minor (or major from 1.0) is
-    // incompatible, since the host may read fields the plugin lacks.
-    let older = match host_api_version() {
-        (0, 0) => panic!("no older 0.x minor than 0.0; pick another fixture version"),
-        (0, minor) => format!("0.{}.0", minor - 1),
-        (major, _) => format!("{}.0.0", major - 1),
-    };
-    a_plugin_built_against_plughost_api_is_refused(&older);
-}
-
-#[test]
-fn a_plugin_built_against_a_newer_plughost_api_is_refused_naming_both_versions() {
-    // A newer 0.x minor passes abi_stable's version check but fails its
-    // layout check (the types' package versions are not compatible).
-    let newer = match host_api_version() {
-        (0, minor) => format!("0.{}.0", minor + 1),
-        (major, _) => format!("{}.0.0", major + 1),
-    };
-    a_plugin_built_against_plughost_api_is_refused(&newer);
-}
-
-/// How often the host handed a plugin library to the dynamic loader, from
-/// glibc's `LD_DEBUG=files` trace of a `plughost run` of `config`: the host
-/// loads every library through a descriptor of its own, and glibc prints one
-/// `file=/proc/self/fd/N [0];  dynamically loaded by` line per such dlopen
-/// that it has not seen under that name, before it even looks at the file.
-fn dlopens_of_plugin_libraries(config: &std::path::Path) -> usize {
-    let out = run_with_env(
-        &["run", config.to_str().unwrap(), "--events", "-"],
-        "",
-        &[("LD_DEBUG", "files")],
-    );
-    let err = stderr(&out);
-    assert!(out.status.success(), "{err}");
-    err.lines()
-        .filter(|l| l.contains("file=/proc/self/fd/") && l.contains("dynamically loaded by"))
-        .count()
-}
-
-#[test]
-fn a_library_listed_twice_is_opened_once() {
-    let s = Scratch::new("opened-once");
-    let counter = plugin_path("counter");
-    let link = s.path("libcounter-link.so");
-    std::os::unix::fs::symlink(&counter, &link).unwrap();
-    // Two instances by bare name and a third through a symbolic link: one file.
-    let config = s.config(&format!(
-        "[[plugin]]\nname = \"one\"\nlibrary = \"counter\"\n\
-         [[plugin]]\nname = \"two\"\nlibrary = \"counter\"\n\
-         [[plugin]]\nname = \"three\"\nlibrary = {:?}\n",
-        link.display().to_string()
-    ));
-    assert_eq!(dlopens_of_plugin_libraries(&config), 1);
-
-    // The observation sees every library the host loads: another library
-    // beside the two instances is a second dlopen.
-    let config = s.config(
-        "[[plugin]]\nname = \"one\"\nlibrary = \"counter\"\n\
-         [[plugin]]\nname = \"two\"\nlibrary = \"counter\"\n\
-         [[plugin]]\nname = \"other\"\nlibrary = \"chaos\"\n",
-    );
-    assert_eq!(dlopens_of_plugin_libraries(&config), 2);
-}
-
-#[test]
-fn check_and_discover_show_the_plughost_api_version_the_plugin_was_built_against() {
-    // A later patch release of plughost-api is compatible: the plugin loads,
-    // and the version shown is the one it declares, not the host's own.
-    let (major, minor) = host_api_version();
-    let patched = format!("{major}.{minor}.99");
-    let library = plugin_built_against_api(&patched);
-    let s = Scratch::new("api-patch");
-    let config = s.config(&plugin_at(&library, ""));
-    let out = run(&["check", config.to_str().unwrap()], "");
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(
-        stdout(&out),
-        format!(
-            "x: ok: plughost-fixture-api-{} 0.1.0 (rust, plughost-api {patched}) from {}\n",
-            patched.replace('.', "-"),
-            library.display()
-        )
-    );
-    std::fs::copy(&library, s.path("libpatched.so")).unwrap();
-    let out = run(&["discover", s.dir.to_str().unwrap()], "");
-    assert_eq!(
-        stdout(&out),
-        format!(
-            "{}: plughost-fixture-api-{} 0.1.0 (rust, plughost-api {patched}): compatible\n",
-            s.path("libpatched.so").display(),
-            patched.replace('.', "-")
-        )
-    );
-}
-
 // Hostile libraries: inspecting or listing a library runs none of its code
 // in the inspecting process, and a library that crashes, exits or hangs
 // while it loads is reported as such, with the listing going on.
@@ -956,11 +820,11 @@ fn discover_reports_a_library_that_crashes_exits_or_hangs_while_loading_and_goes
                 at("libd_wild.so")
             ),
             format!(
-                "{}: counter 0.1.0 (rust, plughost-api 0.1.0): compatible",
+                "{}: counter 0.1.0 (rust, plughost-api ABI 1.0): fully supported",
                 at("libe_counter.so")
             ),
             format!(
-                "{}: hostile 0.0.1 (c, plughost.h 1.2): compatible",
+                "{}: hostile 0.0.1 (c, plughost.h 1.2): fully supported",
                 at("libf_fine.so")
             ),
         ],
@@ -1028,7 +892,7 @@ fn a_descriptor_cannot_forge_lines_of_check_or_discover() {
     assert_eq!(
         stdout(&out),
         format!(
-            "{}: {escaped} (c, plughost.h 1.2): compatible\n",
+            "{}: {escaped} (c, plughost.h 1.2): fully supported\n",
             library.display()
         )
     );
@@ -1199,7 +1063,7 @@ fn a_directory_on_the_way_owned_by_another_user_is_refused() {
 
 #[test]
 fn a_plugin_built_with_panic_abort_is_refused_in_thread_isolation_and_runs_in_a_process() {
-    let library = fixture_plugin(env!("CARGO_PKG_VERSION"), Panic::Abort);
+    let library = fixture_plugin(&api_crate_version(), Panic::Abort);
     let s = Scratch::new("panic-abort");
     let reason = "built with panic = \"abort\": its first panic would end the host, so it cannot run on a host thread; set isolation = \"process\" for this plugin, or rebuild it with panic = \"unwind\"";
     let config = s.config(&plugin_at(&library, "subscribe = [\"t\"]"));
@@ -1214,6 +1078,19 @@ fn a_plugin_built_with_panic_abort_is_refused_in_thread_isolation_and_runs_in_a_
         format!("x: error: {}: {reason}\n", library.display())
     );
     assert_eq!(out.status.code(), Some(1));
+    // `discover` cannot know the isolation it will get: it says both.
+    let dir = s.path("discover");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(&library, dir.join("libabort.so")).unwrap();
+    let out = run(&["discover", dir.to_str().unwrap()], "");
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "{}: plughost-fixture-api-{}-panic-abort 0.1.0 (rust, plughost-api ABI 1.0): fully supported; built with panic = \"abort\", so it runs only with isolation = \"process\"\n",
+            dir.join("libabort.so").display(),
+            api_crate_version().replace('.', "-")
+        )
+    );
 
     // In a process of its own, a panic ends only that process.
     let config = s.config(&plugin_at(
@@ -1229,7 +1106,7 @@ fn a_plugin_built_with_panic_abort_is_refused_in_thread_isolation_and_runs_in_a_
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(summary_row(&out, "x").processed, 2);
     // The same library built to unwind is refused nowhere.
-    let unwinding = fixture_plugin(env!("CARGO_PKG_VERSION"), Panic::Unwind);
+    let unwinding = fixture_plugin(&api_crate_version(), Panic::Unwind);
     let config = s.config(&plugin_at(&unwinding, ""));
     let out = run(&["check", config.to_str().unwrap()], "");
     assert!(out.status.success(), "{}", stdout(&out));
