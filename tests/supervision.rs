@@ -45,11 +45,19 @@ fn a_plugin_panicking_on_every_tenth_event_is_restarted_then_stopped_as_flapping
     assert!(out.status.success(), "the host stays up: {}", stderr(&out));
     // Every other plugin received every event.
     assert_eq!(summary_row(&out, "log").processed, 100 + 2 + 4 + 3 + 1);
-    let flaky = summary_row(&out, "flaky");
-    assert_eq!(flaky.state, "flapping");
-    // Three restarts allowed; the fourth failure stops it: 4 x 9 events handled.
-    assert_eq!((flaky.processed, flaky.failed), (36, 4));
-    assert_accounted(&flaky);
+    // Three restarts allowed; the fourth failure stops it: 4 x 9 events
+    // handled, 4 failed, and the 60 after the fourth failure are still
+    // routed to it (it stays subscribed) and counted as dropped.
+    assert_eq!(
+        summary_row(&out, "flaky"),
+        Row {
+            state: "flapping".into(),
+            received: 100,
+            processed: 36,
+            dropped: 60,
+            failed: 4
+        }
+    );
     assert_eq!(
         lifecycle(&s, "log.jsonl", "plughost.plugin.failed").len(),
         4
@@ -160,6 +168,14 @@ fn a_spinning_handler_trips_the_watchdog() {
             .starts_with("stuck"),
         "{health}"
     );
+    // While stuck: `stuck` in /plugins, and down in /metrics.
+    assert_eq!(plugin_row(&address, "slow")["state"], "stuck");
+    assert_eq!(metric(&address, "plughost_plugin_up{plugin=\"slow\"}"), 0.0);
+    // Once the handler returns, it runs again.
+    eventually("the handler to return", || {
+        plugin_row(&address, "slow")["state"] == "running"
+    });
+    assert_eq!(metric(&address, "plughost_plugin_up{plugin=\"slow\"}"), 1.0);
     drop(host.stdin.take());
     let (out, _) = host.wait(Duration::from_secs(30));
     assert!(out.status.success());
@@ -446,9 +462,13 @@ fn an_aborting_c_plugin_in_its_own_process_is_reported_with_sigabrt() {
     );
 }
 
-#[test]
-fn ctrl_c_to_the_whole_process_group_drains_process_plugins_without_loss() {
-    let s = Scratch::new("sigint-group");
+/// `signal` to the host's whole process group (as a terminal's Ctrl-C does)
+/// and to each plugin process, in process groups of their own (as a service
+/// manager signalling every process of a unit does), while process plugins
+/// work: the children ignore it, the host acts on it (SIGINT and SIGTERM
+/// drain and stop, SIGHUP reloads), and nothing is lost.
+fn a_signal_to_the_whole_process_group_loses_nothing(signal: i32, name: &str) {
+    let s = Scratch::new(&format!("{name}-group"));
     let config = Config::new()
         .shutdown_timeout("60s")
         .plugin(log(&s, ["work.>"]).isolation(Isolation::Process))
@@ -456,7 +476,7 @@ fn ctrl_c_to_the_whole_process_group_drains_process_plugins_without_loss() {
             Plugin::new("slow", "chaos")
                 .isolation(Isolation::Process)
                 .subscribe(["work.>"])
-                .config(json!({"sleep_ms": 10})),
+                .config(json!({"sleep_ms": 10, "log_events": true})),
         )
         .write(&s);
     let mut host = Running::start_in_own_group(&config);
@@ -464,10 +484,23 @@ fn ctrl_c_to_the_whole_process_group_drains_process_plugins_without_loss() {
     assert_eq!(children.len(), 2, "one process per plugin");
     host.send(&work(200));
     // `slow` needs 2 s for the 200 events: the signal comes mid-stream.
-    std::thread::sleep(Duration::from_millis(400));
-    // What Ctrl-C in a terminal does: SIGINT to every process of the group.
-    host.signal_group(libc::SIGINT);
-    host.wait_for_stderr("SIGINT: draining queues");
+    host.wait_for_stderr("took work.item 20");
+    host.signal_group(signal);
+    for &child in &children {
+        // SAFETY: kill(2) with plain integers on our test's grandchild.
+        assert_eq!(unsafe { libc::kill(child, signal) }, 0);
+    }
+    if signal == libc::SIGHUP {
+        host.wait_for_stderr("reload 1: added [], removed [], restarted [], unchanged");
+        let mut now = children_of(host.child.id());
+        now.sort();
+        let mut before = children.clone();
+        before.sort();
+        assert_eq!(now, before, "the same children, alive");
+        drop(host.stdin.take());
+    } else {
+        host.wait_for_stderr(&format!("{name}: draining queues"));
+    }
     let (out, err) = host.wait(Duration::from_secs(60));
     let err = err.join("\n");
     assert_eq!(out.status.code(), Some(0), "{err}");
@@ -475,7 +508,10 @@ fn ctrl_c_to_the_whole_process_group_drains_process_plugins_without_loss() {
         !err.contains("killed by"),
         "no child died of the signal: {err}"
     );
-    assert!(!err.contains("restarted"), "nothing restarted: {err}");
+    assert!(
+        !err.contains("restarted (restart"),
+        "nothing restarted: {err}"
+    );
     for name in ["log", "slow"] {
         let row = summary_row(&out, name);
         assert_eq!(
@@ -502,6 +538,23 @@ fn ctrl_c_to_the_whole_process_group_drains_process_plugins_without_loss() {
             "child {child} ended with the host"
         );
     }
+}
+
+#[test]
+fn ctrl_c_to_the_whole_process_group_drains_process_plugins_without_loss() {
+    // What Ctrl-C in a terminal does: SIGINT to every process of the group.
+    a_signal_to_the_whole_process_group_loses_nothing(libc::SIGINT, "SIGINT");
+}
+
+#[test]
+fn sigterm_to_the_whole_process_group_drains_process_plugins_without_loss() {
+    // What systemd's KillMode=control-group does.
+    a_signal_to_the_whole_process_group_loses_nothing(libc::SIGTERM, "SIGTERM");
+}
+
+#[test]
+fn sighup_to_the_whole_process_group_reloads_and_no_child_dies_of_it() {
+    a_signal_to_the_whole_process_group_loses_nothing(libc::SIGHUP, "SIGHUP");
 }
 
 #[test]
@@ -942,4 +995,145 @@ fn every_lifecycle_topic_is_documented_in_the_readme_with_the_fields_it_carries(
         seen, expected,
         "published (left) vs documented in the README (right)"
     );
+}
+
+/// The instance `name` in `/plugins`.
+fn plugin_row(address: &str, name: &str) -> Value {
+    let (_, plugins) = get_json(address, "/plugins");
+    plugins
+        .as_array()
+        .and_then(|list| list.iter().find(|p| p["name"] == name).cloned())
+        .unwrap_or_else(|| panic!("no {name} in {plugins}"))
+}
+
+/// The value of the sample `series` (`name{labels}`) in `/metrics`.
+fn metric(address: &str, series: &str) -> f64 {
+    let (_, text) = http(address, "GET", "/metrics", "");
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+/// A restart whose `init` fails is one more failure: the flapping rule
+/// counts it, and restarts are counted in `/plugins` and
+/// `plughost_plugin_restarts_total`.
+#[test]
+fn an_init_that_fails_on_a_restart_counts_as_another_failure() {
+    let s = Scratch::new("init-fails-on-restart");
+    let marker = s.path("init-fails");
+    let config = Config::new()
+        .status(Status::any_port())
+        .plugin(log(&s, ["plughost.plugin.*"]))
+        .plugin(
+            Plugin::new("flaky", "chaos")
+                .subscribe(["work.>"])
+                .restart(Restart::OnFailure)
+                .max_restarts(2)
+                .config(json!({
+                    "panic_on": "work.poison",
+                    "fail_init_if_exists": marker.display().to_string(),
+                })),
+        )
+        .write(&s);
+    let mut host = Running::start(&config);
+    let address = host.status_address();
+    // Started fine; from now on every init fails.
+    std::fs::write(&marker, "").unwrap();
+    host.send(&event("work.poison", json!(1)));
+    // The panic, then two restarts whose init fails: the third failure with
+    // two restarts in the window is flapping.
+    host.wait_for_stderr("flapping: 2 restarts within 60s");
+    let row = plugin_row(&address, "flaky");
+    assert_eq!(
+        (&row["state"], &row["restarts"], &row["failed"]),
+        (&json!("flapping"), &json!(2), &json!(1)),
+        "{row}"
+    );
+    assert_eq!(
+        metric(&address, "plughost_plugin_restarts_total{plugin=\"flaky\"}"),
+        2.0
+    );
+    assert_eq!(
+        metric(&address, "plughost_plugin_up{plugin=\"flaky\"}"),
+        0.0
+    );
+    drop(host.stdin.take());
+    let (out, err) = host.wait(Duration::from_secs(30));
+    assert!(out.status.success(), "{}", err.join("\n"));
+    let failed: Vec<String> = lifecycle(&s, "log.jsonl", "plughost.plugin.failed")
+        .iter()
+        .map(|p| p["reason"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(failed.len(), 3, "{failed:?}");
+    assert!(
+        failed[0].starts_with("on_event(work.poison) panicked at "),
+        "{failed:?}"
+    );
+    let init_failed = format!("init {} exists (fail_init_if_exists)", marker.display());
+    assert_eq!(
+        failed[1..],
+        [init_failed.clone(), init_failed],
+        "{failed:?}"
+    );
+    // It never ran again, so it never restarted.
+    assert!(lifecycle(&s, "log.jsonl", "plughost.plugin.restarted").is_empty());
+    let flapping = lifecycle(&s, "log.jsonl", "plughost.plugin.flapping");
+    assert_eq!(flapping.len(), 1);
+    assert_eq!(flapping[0]["restarts"], 2);
+}
+
+/// Each instance receives one publisher's events in publication order, across
+/// restarts too: what each incarnation handled, forwarded to a logger, is
+/// the input in order, less the events it panicked on. In a process of its
+/// own, the events of a batch after the one it panicked on go to the next
+/// process first.
+fn order_holds_across_restarts(isolation: Isolation) {
+    let s = Scratch::new(&format!("order-restarts-{isolation}"));
+    let config = Config::new()
+        .plugin(logger("handled", &s.path("handled.jsonl")).subscribe(["handled"]))
+        .plugin(
+            Plugin::new("flaky", "chaos")
+                .isolation(isolation)
+                .subscribe(["work.>"])
+                .restart(Restart::OnFailure)
+                .max_restarts(10)
+                .config(json!({"panic_every": 10, "forward_to": "handled"})),
+        )
+        .write(&s);
+    let out = run(
+        &["run", config.to_str().unwrap(), "--events", "-"],
+        &work(30),
+    );
+    assert!(out.status.success(), "{isolation}: {}", stderr(&out));
+    let handled: Vec<Value> = s
+        .log_lines("handled.jsonl")
+        .into_iter()
+        .map(|l| l["payload"].clone())
+        .collect();
+    // Each incarnation panics on its 10th event: 9, 19 and 29.
+    let expected: Vec<Value> = (0..30).filter(|i| i % 10 != 9).map(|i| json!(i)).collect();
+    assert_eq!(handled, expected, "{isolation}");
+    assert_eq!(
+        summary_row(&out, "flaky"),
+        Row {
+            state: "stopped".into(),
+            received: 30,
+            processed: 27,
+            dropped: 0,
+            failed: 3
+        },
+        "{isolation}"
+    );
+}
+
+#[test]
+fn order_holds_across_restarts_in_a_thread() {
+    order_holds_across_restarts(Isolation::Thread);
+}
+
+#[test]
+fn order_holds_across_restarts_in_a_process() {
+    order_holds_across_restarts(Isolation::Process);
 }

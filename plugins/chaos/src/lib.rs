@@ -17,10 +17,14 @@
 //!   instead of the echo;
 //! - `error_on`: a topic pattern; events matching it make `on_event` return
 //!   an error (the event counts as failed, the instance goes on);
-//! - `fail_init`: `init` returns an error;
+//! - `fail_init`: `init` returns an error; `fail_init_if_exists`: a path;
+//!   `init` returns an error while that file exists (so a test can make a
+//!   restart's `init` fail after a first start that succeeded);
 //! - `sleep_in_init_ms`: `init` sleeps this long first; `hang_in_init`:
 //!   `init` never returns;
-//! - `panic_in_init`, `panic_on_stop`: panic there;
+//! - `panic_in_init`, `panic_on_stop`, `panic_in_tick`, `panic_in_route`:
+//!   panic there (`tick` runs with the instance's `tick_interval`; a route is
+//!   one of `routes`);
 //! - `forward_to`: republish every event's payload on this topic, at most
 //!   `forward_limit` times in all (default: no limit);
 //! - `health` (`ok` | `degraded` | `failing`), `ready` (bool), `health_delay_ms`:
@@ -55,10 +59,13 @@ struct Config {
     http_body_bytes: Option<usize>,
     error_on: Option<String>,
     fail_init: bool,
+    fail_init_if_exists: Option<std::path::PathBuf>,
     sleep_in_init_ms: u64,
     hang_in_init: bool,
     panic_in_init: bool,
     panic_on_stop: bool,
+    panic_in_tick: bool,
+    panic_in_route: bool,
     forward_to: Option<String>,
     forward_limit: Option<u64>,
     health: Option<HealthConfig>,
@@ -104,6 +111,9 @@ impl Plugin for Chaos {
         }
         if config.fail_init {
             return Err("fail_init is set".into());
+        }
+        if let Some(path) = config.fail_init_if_exists.as_ref().filter(|p| p.exists()) {
+            return Err(format!("{} exists (fail_init_if_exists)", path.display()).into());
         }
         Ok(Chaos {
             sleep_on: config.sleep_on.as_deref().map(Pattern::parse).transpose()?,
@@ -227,11 +237,21 @@ impl Plugin for Chaos {
         Some(Readiness { ready, message })
     }
 
+    fn tick(&mut self, _ctx: &Context) -> Result<()> {
+        if self.config.panic_in_tick {
+            panic!("chaos: told to panic in tick");
+        }
+        Ok(())
+    }
+
     fn routes(&self) -> Vec<String> {
         self.config.routes.clone()
     }
 
     fn http(&mut self, request: &HttpRequest, _ctx: &Context) -> Option<HttpResponse> {
+        if self.config.panic_in_route {
+            panic!("chaos: told to panic in route {}", request.path);
+        }
         if let Some(n) = self.config.http_body_bytes {
             return Some(HttpResponse {
                 status: 200,
