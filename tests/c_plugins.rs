@@ -533,3 +533,60 @@ fn a_stack_overflow_in_a_thread_mode_plugin_is_named_and_rust_still_reports_it()
         "wanted our line, then Rust's stack overflow report, in:\n{err}"
     );
 }
+
+/// A C plugin's `publish` takes a concrete topic only: one holding a
+/// wildcard (`*` or `>`) is refused at the call (the plugin sees
+/// PLUGHOST_ERROR), counted, and never routed, in both isolation modes.
+#[test]
+fn a_c_plugin_publishing_on_a_wildcard_topic_is_refused() {
+    for isolation in [Isolation::Thread, Isolation::Process] {
+        let s = Scratch::new(&format!("c-wildcard-{isolation}"));
+        let echo = |name: &str, prefix: &str| {
+            Plugin::new(name, "echo_c")
+                .isolation(isolation)
+                .subscribe(["in.>"])
+                .set("prefix", prefix)
+        };
+        let config = Config::new()
+            .plugin(logger("log", &s.path("log.jsonl")).subscribe([">"]))
+            .plugin(echo("star", "star.*."))
+            .plugin(echo("rest", "rest.>."))
+            .plugin(echo("plain", "plain."))
+            .write(&s);
+        let events: String = (0..3).map(|i| event("in.x", json!(i))).collect();
+        let out = run(&["run", config.to_str().unwrap(), "--events", "-"], &events);
+        let err = stderr(&out);
+        assert!(out.status.success(), "{isolation}: {err}");
+        for name in ["star", "rest"] {
+            let row = summary_row(&out, name);
+            assert_eq!(
+                (row.received, row.processed, row.failed, row.dropped),
+                (3, 0, 3, 0),
+                "{isolation}: {name} failed each event with the refusal"
+            );
+        }
+        let refusals = err
+            .lines()
+            .filter(|l| l.contains("on in.x failed: publish refused"))
+            .count();
+        assert_eq!(refusals, 6, "{isolation}: {err}");
+        assert_eq!(summary_row(&out, "plain").processed, 3, "{isolation}");
+        assert!(
+            stdout(&out)
+                .lines()
+                .any(|l| l == "refused: 6 event(s) from plugin (invalid_topic)"),
+            "{isolation}: {}",
+            stdout(&out)
+        );
+        let mut topics: Vec<String> = s
+            .log_lines("log.jsonl")
+            .iter()
+            .map(|l| l["topic"].as_str().unwrap().to_owned())
+            .filter(|t| !t.starts_with("plughost."))
+            .collect();
+        topics.sort();
+        let mut wanted = vec!["in.x"; 3];
+        wanted.extend(["plain.in.x"; 3]);
+        assert_eq!(topics, wanted, "{isolation}: nothing wild was routed");
+    }
+}

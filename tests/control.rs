@@ -965,3 +965,120 @@ fn an_instance_keeps_its_totals_restarts_and_handler_times_across_a_reload_that_
         .collect();
     assert_eq!(restarts, [json!(1), json!(2)]);
 }
+
+/// A call from a thread the plugin started itself: a thread plugin's works
+/// (the host table may be used from any thread); a process plugin's is
+/// refused with the documented error, since its child can answer calls only
+/// inside a callback; a cast works from there in both.
+#[test]
+fn a_call_from_a_plugin_s_own_thread_works_in_a_thread_and_is_refused_in_a_process() {
+    for isolation in [Isolation::Thread, Isolation::Process] {
+        let s = Scratch::new(&format!("thread-call-{isolation}"));
+        let library = cc_fixture(&s, "intruder", "intruder", &[]);
+        let config = Config::new()
+            .plugin(
+                logger("log", &s.path("log.jsonl")).subscribe(["intruder.answer", "intruder.cast"]),
+            )
+            .plugin(
+                Plugin::new("threaded", &library)
+                    .isolation(isolation)
+                    .subscribe(["intruder.thread_call", "intruder.thread_cast"]),
+            )
+            .write(&s);
+        let events = event("intruder.thread_call", json!(null))
+            + &event("intruder.thread_cast", json!(null));
+        let out = run(&["run", config.to_str().unwrap(), "--events", "-"], &events);
+        assert!(out.status.success(), "{isolation}: {}", stderr(&out));
+        let row = summary_row(&out, "threaded");
+        assert_eq!((row.processed, row.failed), (2, 0), "{isolation}");
+        let lines = s.log_lines("log.jsonl");
+        let answers: Vec<&serde_json::Value> = lines
+            .iter()
+            .filter(|l| l["topic"] == "intruder.answer")
+            .map(|l| &l["payload"])
+            .collect();
+        assert_eq!(answers.len(), 1, "{isolation}: {lines:?}");
+        match isolation {
+            Isolation::Thread => {
+                let names: Vec<&str> = answers[0]["result"]
+                    .as_array()
+                    .unwrap_or_else(|| panic!("{}", answers[0]))
+                    .iter()
+                    .map(|p| p["name"].as_str().unwrap())
+                    .collect();
+                assert_eq!(
+                    (&answers[0]["ok"], names),
+                    (&json!(true), vec!["log", "threaded"])
+                );
+            }
+            Isolation::Process => assert_eq!(
+                answers[0],
+                &json!({"ok": false, "error": "a process-isolated plugin can call the host only from inside a callback (on_event, tick, http), not from a thread of its own; use cast there"})
+            ),
+        }
+        let casts: Vec<(&serde_json::Value, &serde_json::Value)> = lines
+            .iter()
+            .filter(|l| l["topic"] == "intruder.cast")
+            .map(|l| (&l["source"], &l["payload_base64"]))
+            .collect();
+        // "from a thread", not JSON, so logged as bytes.
+        assert_eq!(
+            casts,
+            [(&json!("threaded"), &json!("ZnJvbSBhIHRocmVhZA=="))],
+            "{isolation}"
+        );
+    }
+}
+
+/// `plughost ctl ready`: "ready" and exit 0 when every instance that reports
+/// readiness is ready, else "not ready" and exit 1; one line per instance
+/// that reports it, with its message.
+#[test]
+fn ctl_ready_says_whether_every_reporting_instance_is_ready_and_exits_accordingly() {
+    let s = Scratch::new("ctl-ready");
+    let socket = s.path("host.sock");
+    let up = Plugin::new("up", "chaos")
+        .subscribe(["work.>"])
+        .config(json!({"ready": true}));
+    let silent = Plugin::new("silent", "counter").subscribe(["work.>"]);
+    let config = Config::new()
+        .control_socket(&socket)
+        .plugin(up.clone())
+        .plugin(
+            Plugin::new("down", "chaos")
+                .subscribe(["work.>"])
+                .config(json!({"ready": false})),
+        )
+        .plugin(silent.clone())
+        .write(&s);
+    let host = Running::start(&config);
+    assert_eq!(
+        ctl(&socket, &["ready"]),
+        (
+            1,
+            "not ready\n  up: ready \n  down: not ready chaos: told not to be ready\n".to_owned(),
+            String::new()
+        )
+    );
+    let (code, text, _) = ctl(&socket, &["--json", "ready"]);
+    assert_eq!(code, 1);
+    let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        answer,
+        json!({"ok": true, "result": {"ready": false, "plugins": [
+            {"name": "up", "ready": true, "message": ""},
+            {"name": "down", "ready": false, "message": "chaos: told not to be ready"},
+        ]}})
+    );
+    Config::new()
+        .control_socket(&socket)
+        .plugin(up)
+        .plugin(silent)
+        .write(&s);
+    assert_eq!(ctl(&socket, &["reload"]).0, 0);
+    assert_eq!(
+        ctl(&socket, &["ready"]),
+        (0, "ready\n  up: ready \n".to_owned(), String::new())
+    );
+    finish(host);
+}

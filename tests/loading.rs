@@ -1141,6 +1141,74 @@ fn a_directory_on_the_way_owned_by_another_user_is_refused() {
     );
 }
 
+/// A library file owned by another user (not root) is refused: whoever owns
+/// it can change the code the host runs. Tests run as root, so the file can
+/// be given to `nobody`.
+#[test]
+fn a_library_owned_by_another_user_is_refused_unless_explicitly_allowed() {
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: only root can give a file to another user");
+        return;
+    }
+    let s = Scratch::new("foreign-file");
+    let library = copy_plugin(&s, "counter");
+    chmod(&library, 0o644);
+    std::os::unix::fs::chown(&library, Some(65534), Some(65534)).unwrap();
+    let config = Config::new().plugin(plugin_at(&library)).write(&s);
+    let refusal = format!(
+        "{}: is owned by uid 65534, not by this user or root: fix it (chmod o-w / chown), or set allow_insecure_permissions = true for this plugin",
+        library.display()
+    );
+    let line = assert_one_line_error(&run_refused(&config));
+    assert_eq!(line, format!("error: plugin `x`: {refusal}"));
+    let out = run(&["check", config.to_str().unwrap()], "");
+    assert_eq!(
+        (out.status.code(), stdout(&out)),
+        (Some(1), format!("x: error: {refusal}\n"))
+    );
+    let config = Config::new()
+        .plugin(plugin_at(&library).allow_insecure_permissions(true))
+        .write(&s);
+    let out = run(&["check", config.to_str().unwrap()], "");
+    assert!(out.status.success(), "{}", stdout(&out));
+}
+
+/// A directory anyone may write to but with the sticky bit (like /tmp) is
+/// fine: others cannot remove or replace a file they do not own there. The
+/// library in it loads and runs.
+#[test]
+fn a_library_in_a_sticky_world_writable_directory_loads_and_runs() {
+    let s = Scratch::new("sticky-dir");
+    let sticky = s.path("sticky");
+    std::fs::create_dir(&sticky).unwrap();
+    chmod(&sticky, 0o1777);
+    let library = sticky.join("libcounter.so");
+    std::fs::copy(plugin_path("counter"), &library).unwrap();
+    chmod(&library, 0o644);
+    let config = Config::new()
+        .plugin(plugin_at(&library).subscribe(["t"]))
+        .write(&s);
+    let out = run(&["check", config.to_str().unwrap()], "");
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let out = run(
+        &["run", config.to_str().unwrap(), "--events", "-"],
+        &event("t", json!(1)),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(summary_row(&out, "x").processed, 1);
+    // Without the sticky bit, the same directory is refused.
+    chmod(&sticky, 0o777);
+    let line = assert_one_line_error(&run_refused(&config));
+    assert!(
+        line.contains(&format!(
+            "its directory {} is writable by others",
+            sticky.display()
+        )),
+        "{line}"
+    );
+}
+
 #[test]
 fn a_plugin_built_with_panic_abort_is_refused_in_thread_isolation_and_runs_in_a_process() {
     let library = fixture_plugin(env!("CARGO_PKG_VERSION"), Panic::Abort);
