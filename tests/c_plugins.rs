@@ -409,7 +409,10 @@ fn logger_c_agrees_with_serde_json_on_which_payloads_are_json() {
     let out = run(&["run", config.to_str().unwrap(), "--events", "-"], &events);
     assert!(out.status.success(), "{}", stderr(&out));
     let (rust, c) = (s.read("rust.jsonl"), s.read("c.jsonl"));
-    assert_eq!(rust.lines().count(), payloads.len());
+    assert_eq!(
+        (rust.lines().count(), c.lines().count()),
+        (payloads.len(), payloads.len())
+    );
     for ((r, c), payload) in rust.lines().zip(c.lines()).zip(&payloads) {
         assert_eq!(r, c, "for payload {:?}", String::from_utf8_lossy(payload));
     }

@@ -201,9 +201,20 @@ fn sigterm_during_a_startup_that_hangs_stops_at_once_and_exits_0() {
             return;
         }
     };
-    // `log` started; `stuck` is in its init, which never returns.
+    // `log` started; `stuck` is in its init, which never returns, on its
+    // own thread.
     wait_for("started plugin=log");
-    std::thread::sleep(Duration::from_millis(200));
+    let pid = child.id();
+    eventually("stuck's thread, in its init", || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|task| {
+                std::fs::read_to_string(task.path().join("comm"))
+                    .is_ok_and(|comm| comm.trim_end() == "plughost:stuck")
+            })
+    });
     // SAFETY: kill(2) on our own child's pid.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
     wait_for("SIGTERM during startup: the instances started so far were stopped");

@@ -1040,14 +1040,16 @@ impl Worker {
                 self.log_error(event, &message);
             }
             Err(failure) => {
-                bump(&consumer.failed);
                 let failure = match failure {
                     CallFailure::Panic(message) => {
                         CallFailure::Panic(format!("on_event({}) {message}", event.topic()))
                     }
                     other => other,
                 };
+                // Failed (or restarting) before its event counts as
+                // finished: see `handle_batch`.
                 self.fail(failure);
+                bump(&self.slot.stats.consumer.failed);
             }
         }
         true
@@ -1085,15 +1087,18 @@ impl Worker {
         let outcome = watched(&consumer.busy_since, || instance.on_batch(events));
         let done = outcome.processed + outcome.errors.len() as u64;
         consumer.handler.record(started.elapsed(), done);
-        add(&consumer.processed, outcome.processed);
-        add(&consumer.failed, outcome.errors.len() as u64);
         for (index, message) in &outcome.errors {
             self.log_error(&events[*index], message);
         }
+        // The instance is failed (or restarting) before the batch's events
+        // count as finished: whoever sees every event finished and no
+        // instance restarting (shutdown's drain) must not catch it in
+        // between, still running, with a restart on its way.
+        let mut discarded = 0;
         if let Some(failure) = outcome.fatal {
             let lost = outcome.lost;
             if lost > 0 {
-                add(&self.slot.stats.consumer.discarded, lost);
+                discarded += lost;
                 tracing::error!(plugin = %self.slot.name, "{lost} event(s) in flight were lost");
             }
             self.fail(failure);
@@ -1101,9 +1106,13 @@ impl Worker {
             if self.slot.state() == State::Restarting {
                 self.requeue.extend(tail.iter().cloned());
             } else {
-                add(&self.slot.stats.consumer.discarded, tail.len() as u64);
+                discarded += tail.len() as u64;
             }
         }
+        let consumer = &self.slot.stats.consumer;
+        add(&consumer.discarded, discarded);
+        add(&consumer.processed, outcome.processed);
+        add(&consumer.failed, outcome.errors.len() as u64);
     }
 
     fn log_error(&mut self, event: &Event, message: &str) {
