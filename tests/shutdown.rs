@@ -1,5 +1,10 @@
 //! Shutdown: SIGTERM drains and exits 0, `shutdown_timeout` bounds the drain
-//! (what is left is dropped and counted), a second signal exits at once.
+//! (what is left is dropped and counted), a second signal exits at once;
+//! every instance's `stop` runs while every mailbox still takes events, so
+//! what a `stop` publishes reaches every subscriber, in either isolation
+//! mode, whatever the order of the config; a reaction that never ends is cut
+//! off at the deadline and what it leaves is counted; an operator's stop
+//! still ends one instance for good.
 
 mod common;
 
@@ -33,21 +38,22 @@ log_events = true
 
 #[test]
 fn each_start_and_stop_is_published_naming_the_instance_and_its_library() {
-    // Instances stop in reverse start order, so the logger, started first,
-    // still receives the others' `stopped` events.
+    // Every instance's `stop` runs while every mailbox still takes events,
+    // so the logger, wherever it is listed, receives the others' `stopped`
+    // events (in reverse start order), but not the news of its own stop.
     let s = Scratch::new("lifecycle");
     let config = s.config(&format!(
         r#"
+[[plugin]]
+name = "count"
+library = "counter"
+
 [[plugin]]
 name = "log"
 library = "logger"
 subscribe = ["plughost.plugin.*"]
 [plugin.config]
 path = {:?}
-
-[[plugin]]
-name = "count"
-library = "counter"
 
 [[plugin]]
 name = "echo"
@@ -70,16 +76,13 @@ library = "echo_c"
         .collect();
     let started = "plughost.plugin.started".to_owned();
     let stopped = "plughost.plugin.stopped".to_owned();
+    // `count` started before the logger existed.
     assert_eq!(
         seen,
         [
             (
                 started.clone(),
                 json!({"name": "log", "library": library("logger")})
-            ),
-            (
-                started.clone(),
-                json!({"name": "count", "library": library("counter")})
             ),
             (
                 started,
@@ -205,47 +208,327 @@ fn a_second_signal_exits_at_once() {
     );
 }
 
+/// A `[[plugin]]` table: instance `name` of `library` in `isolation`,
+/// subscribed to `subscribe` (a TOML array), with `config` lines.
+fn plugin(name: &str, library: &str, isolation: &str, subscribe: &str, config: &str) -> String {
+    format!(
+        "[[plugin]]\nname = \"{name}\"\nlibrary = \"{library}\"\nisolation = \"{isolation}\"\nsubscribe = {subscribe}\n[plugin.config]\n{config}"
+    )
+}
+
+/// A `logger` instance `name` writing `NAME.jsonl` in `s`.
+fn logger(s: &Scratch, name: &str, isolation: &str, subscribe: &str) -> String {
+    let path = s.path(&format!("{name}.jsonl")).display().to_string();
+    plugin(
+        name,
+        "logger",
+        isolation,
+        subscribe,
+        &format!("path = {path:?}\n"),
+    )
+}
+
+fn row(state: &str, received: u64, processed: u64, dropped: u64, failed: u64) -> Row {
+    Row {
+        state: state.to_owned(),
+        received,
+        processed,
+        dropped,
+        failed,
+    }
+}
+
+/// (topic, source, payload) of each line a logger wrote to `name`.
+fn logged(s: &Scratch, name: &str) -> Vec<(String, String, serde_json::Value)> {
+    s.log_lines(name)
+        .into_iter()
+        .map(|l| {
+            let text = |key: &str| l[key].as_str().unwrap_or_default().to_owned();
+            (text("topic"), text("source"), l["payload"].clone())
+        })
+        .collect()
+}
+
+/// The tail of the log lines that say what shutdown could not deliver.
+const UNDELIVERED: &str = "could not be delivered and are counted as dropped";
+
+/// The tail of the log line of an instance that stops after the deadline.
+const AT_THE_DEADLINE: &str = "still queued at the shutdown deadline were dropped (counted)";
+
 #[test]
-fn what_a_stop_publishes_reaches_every_instance_still_running_and_is_counted_for_those_already_stopped()
- {
-    // Instances stop last started first: `before` (listed before the counter)
-    // is still running when the counter's stop publishes its summary;
-    // `after` (listed after it) has already stopped, and counts it as dropped.
-    let s = Scratch::new("stop-publishes");
-    let logger = |name: &str| {
-        format!(
-            "[[plugin]]\nname = \"{name}\"\nlibrary = \"logger\"\nsubscribe = [\"counter.summary\"]\n[plugin.config]\npath = {:?}\n",
-            s.path(&format!("{name}.jsonl")).display().to_string()
-        )
-    };
+fn what_a_stop_publishes_reaches_every_subscriber_whatever_the_listing_order() {
+    // `before` is listed before the counter, `after` after it. The counter's
+    // `stop` publishes its summary while every instance still takes events,
+    // so both loggers write it, whichever runs in a process of its own.
+    for (loggers, counter) in [
+        ("thread", "thread"),
+        ("process", "thread"),
+        ("thread", "process"),
+    ] {
+        let case = format!("{loggers} loggers, {counter} counter");
+        let s = Scratch::new("stop-publishes");
+        let config = s.config(&format!(
+            "{}{}{}",
+            logger(&s, "before", loggers, r#"["counter.summary"]"#),
+            plugin("count", "counter", counter, r#"["work.>"]"#, ""),
+            logger(&s, "after", loggers, r#"["counter.summary"]"#),
+        ));
+        let out = run(
+            &["run", config.to_str().unwrap(), "--events", "-"],
+            &events(4),
+        );
+        let err = stderr(&out);
+        assert!(out.status.success(), "{case}: {err}");
+        let summary = json!({"counts": {"work.item": 4}, "total": 4});
+        for name in ["before", "after"] {
+            assert_eq!(
+                logged(&s, &format!("{name}.jsonl")),
+                [("counter.summary".into(), "count".into(), summary.clone())],
+                "{name}: {case}"
+            );
+            assert_eq!(
+                summary_row(&out, name),
+                row("stopped", 1, 1, 0, 0),
+                "{name}: {case}"
+            );
+        }
+        assert_eq!(summary_row(&out, "count"), row("stopped", 4, 4, 0, 0));
+        assert!(!err.contains(UNDELIVERED), "{case}: {err}");
+    }
+}
+
+#[test]
+fn a_chain_that_a_stop_starts_reaches_its_end_whatever_the_listing_order() {
+    // a's `stop` publishes to b, b's handler publishes to c. c is listed
+    // first and b after a: last started, b would be the first to stop.
+    for b in ["thread", "process"] {
+        let s = Scratch::new("stop-chain");
+        let config = s.config(&format!(
+            "{}{}{}",
+            logger(&s, "c", "thread", r#"["chain.c"]"#),
+            plugin("a", "counter", "thread", r#"["work.>"]"#, ""),
+            plugin(
+                "b",
+                "chaos",
+                b,
+                r#"["counter.summary"]"#,
+                "forward_to = \"chain.c\"\n"
+            ),
+        ));
+        let out = run(
+            &["run", config.to_str().unwrap(), "--events", "-"],
+            &events(3),
+        );
+        let err = stderr(&out);
+        assert!(out.status.success(), "b in {b}: {err}");
+        let summary = json!({"counts": {"work.item": 3}, "total": 3});
+        assert_eq!(
+            logged(&s, "c.jsonl"),
+            [("chain.c".into(), "b".into(), summary)],
+            "b in {b}"
+        );
+        assert_eq!(summary_row(&out, "a"), row("stopped", 3, 3, 0, 0));
+        assert_eq!(summary_row(&out, "b"), row("stopped", 1, 1, 0, 0));
+        assert_eq!(summary_row(&out, "c"), row("stopped", 1, 1, 0, 0));
+        assert!(!err.contains(UNDELIVERED), "b in {b}: {err}");
+    }
+}
+
+#[test]
+fn a_reaction_that_never_ends_is_cut_off_at_the_deadline_and_what_it_leaves_is_counted() {
+    // The counter's summary sets off `loop`, which republishes every event
+    // it gets to itself, for ever. The stops' deliveries end at
+    // shutdown_timeout (1 s) + the stop grace (1 s); what `loop` still has
+    // then is dropped, counted and logged (at its `stop` when it had not
+    // stopped yet, when it ends otherwise), and the summary still reaches
+    // the logger listed after the counter.
+    for (isolation, loop_first) in [
+        ("thread", true),
+        ("thread", false),
+        ("process", true),
+        ("process", false),
+    ] {
+        let s = Scratch::new("stop-loop");
+        let looping = plugin(
+            "loop",
+            "chaos",
+            isolation,
+            r#"["counter.summary", "loop.>"]"#,
+            "forward_to = \"loop.again\"\n",
+        );
+        let others = format!(
+            "{}{}",
+            plugin("count", "counter", "thread", r#"["work.>"]"#, ""),
+            logger(&s, "after", "thread", r#"["counter.summary"]"#),
+        );
+        let config = s.config(&match loop_first {
+            true => format!("shutdown_timeout = \"1s\"\n{looping}{others}"),
+            false => format!("shutdown_timeout = \"1s\"\n{others}{looping}"),
+        });
+        let isolation = format!("{isolation}, loop listed first: {loop_first}");
+        let mut host = Running::start(&config);
+        host.send(&events(4));
+        let asked = Instant::now();
+        drop(host.stdin.take());
+        let (out, err) = host.wait(Duration::from_secs(30));
+        let took = asked.elapsed();
+        let err = err.join("\n");
+        assert_eq!(out.status.code(), Some(0), "{isolation}: {err}");
+        // 2 s, with room for a loaded machine; never the 30 s of the wait.
+        assert!(took < Duration::from_secs(4), "{isolation}: took {took:?}");
+        let summary = json!({"counts": {"work.item": 4}, "total": 4});
+        assert_eq!(
+            logged(&s, "after.jsonl"),
+            [("counter.summary".into(), "count".into(), summary)],
+            "{isolation}"
+        );
+        let looped = summary_row(&out, "loop");
+        assert_accounted(&looped);
+        assert_eq!(looped.state, "stopped", "{isolation}: {looped:?}");
+        assert_eq!(looped.failed, 0, "{isolation}: {looped:?}");
+        assert!(
+            looped.processed >= 2 && looped.dropped >= 1,
+            "{isolation}: {looped:?}"
+        );
+        assert!(
+            err.contains("what the plugins published in `stop` was not all delivered within shutdown_timeout + 1s; the rest is dropped and counted"),
+            "{isolation}: {err}"
+        );
+        // Each drop is logged with its count: at loop's `stop` (when it
+        // stops after the deadline) or when it ends.
+        let said: u64 = err
+            .lines()
+            .filter(|l| l.contains("plugin=loop"))
+            .filter(|l| l.contains(UNDELIVERED) || l.contains(AT_THE_DEADLINE))
+            .map(|l| {
+                let message = l.split(": ").nth(1).unwrap_or_default();
+                let count = message.split(' ').next().unwrap_or_default();
+                count
+                    .parse::<u64>()
+                    .unwrap_or_else(|_| panic!("a count: {l}"))
+            })
+            .sum();
+        assert_eq!(said, looped.dropped, "{isolation}: {err}");
+        assert_eq!(summary_row(&out, "count"), row("stopped", 4, 4, 0, 0));
+        assert_eq!(summary_row(&out, "after"), row("stopped", 1, 1, 0, 0));
+    }
+}
+
+/// The pids of `pid`'s children (its plugin processes).
+fn children(pid: u32) -> Vec<u32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the host's threads");
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|pid| pid.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+#[test]
+fn an_operators_stop_still_ends_one_instance_for_good() {
+    // `one` (in a process of its own) is stopped by `ctl stop`: its `stop`
+    // runs then, once, and its process ends; what comes for it afterwards is
+    // dropped. `two` stops at shutdown, and its summary still reaches the
+    // logger listed after it.
+    let s = Scratch::new("ctl-stop");
+    let socket = s.path("host.sock");
     let config = s.config(&format!(
-        "{}[[plugin]]\nname = \"count\"\nlibrary = \"counter\"\nsubscribe = [\"work.>\"]\n{}",
-        logger("before"),
-        logger("after")
+        "control_socket = {:?}\n{}{}{}",
+        socket.display().to_string(),
+        plugin("one", "counter", "process", r#"["work.>"]"#, ""),
+        plugin("two", "counter", "thread", r#"["work.>"]"#, ""),
+        logger(&s, "log", "thread", r#"["counter.summary"]"#),
     ));
-    let out = run(
-        &["run", config.to_str().unwrap(), "--events", "-"],
-        &events(4),
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let summary = json!({"counts": {"work.item": 4}, "total": 4});
-    let before = s.log_lines("before.jsonl");
-    assert_eq!(before.len(), 1);
-    assert_eq!(before[0]["payload"], summary);
-    let row = summary_row(&out, "before");
-    assert_eq!((row.received, row.processed, row.dropped), (1, 1, 0));
-    // Not lost silently: counted for the instance it could not reach, and logged.
-    let row = summary_row(&out, "after");
+    let host = Running::start(&config);
+    let pid = host.child.id();
+    assert_eq!(children(pid).len(), 1, "one's process");
+    assert_eq!(ctl(&socket, &["publish", "work.a", "1"]).0, 0);
     assert_eq!(
-        (row.state.as_str(), row.received, row.processed, row.dropped),
-        ("stopped", 1, 0, 1)
+        ctl(&socket, &["stop", "one"]),
+        (0, "stopped one\n".to_owned(), String::new())
     );
-    assert!(s.read("after.jsonl").is_empty());
-    let err = stderr(&out);
-    assert!(
-        err.lines().any(|l| l.contains(
-            "1 event(s) published after it stopped (by another instance's stop, or the host) could not reach it and are counted as dropped"
-        ) && l.contains("plugin=after")),
-        "{err}"
+    assert_eq!(
+        children(pid),
+        Vec::<u32>::new(),
+        "one's process ended with its stop"
     );
+    assert_eq!(ctl(&socket, &["publish", "work.b", "2"]).0, 0);
+    let mut host = host;
+    drop(host.stdin.take());
+    let (out, err) = host.wait(Duration::from_secs(30));
+    let err = err.join("\n");
+    assert!(out.status.success(), "{err}");
+    let summaries: Vec<(String, serde_json::Value)> = logged(&s, "log.jsonl")
+        .into_iter()
+        .map(|(_, source, payload)| (source, payload["total"].clone()))
+        .collect();
+    assert_eq!(
+        summaries,
+        [("one".to_owned(), json!(1)), ("two".to_owned(), json!(2))]
+    );
+    let stops = err
+        .lines()
+        .filter(|l| l.contains("event(s) on") && l.contains("plugin=\"one\""))
+        .count();
+    assert_eq!(stops, 1, "one's stop ran once: {err}");
+    assert_eq!(summary_row(&out, "one"), row("stopped", 2, 1, 1, 0));
+    assert_eq!(summary_row(&out, "two"), row("stopped", 2, 2, 0, 0));
+    assert_eq!(summary_row(&out, "log"), row("stopped", 2, 2, 0, 0));
+}
+
+#[test]
+fn a_stop_that_never_returns_is_given_up_on_and_the_others_still_stop() {
+    // `stuck` stops first and never returns from `stop`. At
+    // shutdown_timeout + 1 s it is given up on: its process killed, or its
+    // thread abandoned; the others then stop together, and the counter's
+    // summary still reaches the logger.
+    for isolation in ["thread", "process"] {
+        let s = Scratch::new("stop-stuck");
+        let config = s.config(&format!(
+            "shutdown_timeout = \"500ms\"\n{}{}{}",
+            logger(&s, "after", "thread", r#"["counter.summary"]"#),
+            plugin("count", "counter", "thread", r#"["work.>"]"#, ""),
+            plugin(
+                "stuck",
+                "chaos",
+                isolation,
+                r#"["work.>"]"#,
+                "hang_in_stop = true\n"
+            ),
+        ));
+        let mut host = Running::start(&config);
+        host.send(&events(4));
+        let asked = Instant::now();
+        drop(host.stdin.take());
+        let (out, err) = host.wait(Duration::from_secs(30));
+        let took = asked.elapsed();
+        let err = err.join("\n");
+        assert_eq!(out.status.code(), Some(0), "{isolation}: {err}");
+        // 1.5 s, plus a second for a killed process to be seen; with room
+        // for a loaded machine.
+        assert!(took < Duration::from_secs(5), "{isolation}: took {took:?}");
+        let fate = match isolation {
+            "process" => "its process was killed",
+            _ => "its thread is abandoned with 0 event(s) unfinished, counted as dropped",
+        };
+        let said = format!("did not finish its `stop` by shutdown_timeout + 1s; {fate}");
+        assert!(
+            err.lines()
+                .any(|l| l.contains(&said) && l.contains("plugin=stuck")),
+            "{isolation}: {err}"
+        );
+        assert_eq!(summary_row(&out, "stuck"), row("failed", 4, 4, 0, 0));
+        assert_eq!(summary_row(&out, "count"), row("stopped", 4, 4, 0, 0));
+        assert_eq!(summary_row(&out, "after"), row("stopped", 1, 1, 0, 0));
+        let summary = json!({"counts": {"work.item": 4}, "total": 4});
+        assert_eq!(
+            logged(&s, "after.jsonl"),
+            [("counter.summary".into(), "count".into(), summary)],
+            "{isolation}"
+        );
+    }
 }

@@ -20,7 +20,8 @@
 //! - `fail_init`: `init` returns an error;
 //! - `sleep_in_init_ms`: `init` sleeps this long first; `hang_in_init`:
 //!   `init` never returns;
-//! - `panic_in_init`, `panic_on_stop`: panic there;
+//! - `panic_in_init`, `panic_on_stop`: panic there; `hang_in_stop`: `stop`
+//!   never returns;
 //! - `forward_to`: republish every event's payload on this topic, at most
 //!   `forward_limit` times in all (default: no limit);
 //! - `health` (`ok` | `degraded` | `failing`), `ready` (bool), `health_delay_ms`:
@@ -59,6 +60,7 @@ struct Config {
     hang_in_init: bool,
     panic_in_init: bool,
     panic_on_stop: bool,
+    hang_in_stop: bool,
     forward_to: Option<String>,
     forward_limit: Option<u64>,
     health: Option<HealthConfig>,
@@ -202,6 +204,11 @@ impl Plugin for Chaos {
     fn stop(&mut self, _ctx: &Context) -> Result<()> {
         if self.config.panic_on_stop {
             panic!("chaos: told to panic on stop");
+        }
+        if self.config.hang_in_stop {
+            loop {
+                std::thread::park();
+            }
         }
         Ok(())
     }
