@@ -9,13 +9,6 @@ use serde_json::json;
 use std::io::{BufRead, Read, Write};
 use std::time::Duration;
 
-fn logger(name: &str, subscribe: &str, path: &std::path::Path) -> String {
-    format!(
-        "[[plugin]]\nname = {name:?}\nlibrary = \"logger\"\nsubscribe = {subscribe}\n[plugin.config]\npath = {:?}\n",
-        path.display().to_string()
-    )
-}
-
 fn topics(s: &Scratch, file: &str) -> Vec<String> {
     s.log_lines(file)
         .iter()
@@ -34,11 +27,11 @@ fn finish(mut host: Running) -> std::process::Output {
 fn ctl_lists_reports_publishes_and_stops_starts_restarts() {
     let s = Scratch::new("ctl");
     let socket = s.path("host.sock");
-    let config = s.config(&format!(
-        "control_socket = {:?}\n{}[[plugin]]\nname = \"count\"\nlibrary = \"counter\"\nsubscribe = [\"work.>\"]\n",
-        socket.display().to_string(),
-        logger("log", r#"["work.>", "counter.summary"]"#, &s.path("log.jsonl"))
-    ));
+    let config = Config::new()
+        .control_socket(&socket)
+        .plugin(logger("log", &s.path("log.jsonl")).subscribe(["work.>", "counter.summary"]))
+        .plugin(Plugin::new("count", "counter").subscribe(["work.>"]))
+        .write(&s);
     let host = Running::start(&config);
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
@@ -167,32 +160,36 @@ fn assert_every_event_once_in_order(s: &Scratch, name: &str, sent: u64) {
     }
 }
 
-fn reload_config(
-    s: &Scratch,
-    socket: &std::path::Path,
-    keep_subscribe: &str,
-    changed_config: &str,
-    extra: &str,
-) -> std::path::PathBuf {
-    s.config(&format!(
-        "control_socket = {:?}\n{}{}[[plugin]]\nname = \"changed\"\nlibrary = \"chaos\"\nsubscribe = [\"work.>\"]\n[plugin.config]\n{changed_config}\n{extra}",
-        socket.display().to_string(),
-        logger("keep", keep_subscribe, &s.path("keep.jsonl")),
-        logger("events", r#"["plughost.plugin.*"]"#, &s.path("events.jsonl")),
-    ))
+/// The reload tests' instances before `changed`: `keep` logs `work.>`
+/// into keep.jsonl, `events` the lifecycle into events.jsonl.
+fn reload_config(s: &Scratch, socket: &std::path::Path) -> Config {
+    Config::new()
+        .control_socket(socket)
+        .plugin(logger("keep", &s.path("keep.jsonl")).subscribe(["work.>"]))
+        .plugin(logger("events", &s.path("events.jsonl")).subscribe(["plughost.plugin.*"]))
+}
+
+/// `changed`: a `chaos` of `work.>` sleeping `sleep_ms` per event.
+fn changed(sleep_ms: u64) -> Plugin {
+    Plugin::new("changed", "chaos")
+        .subscribe(["work.>"])
+        .config(json!({"sleep_ms": sleep_ms}))
 }
 
 fn reload_keeps_unchanged_instances_flowing(via_signal: bool) {
     let s = Scratch::new(if via_signal { "sighup" } else { "reload" });
     let socket = s.path("host.sock");
-    let removed =
-        "[[plugin]]\nname = \"removed\"\nlibrary = \"counter\"\nsubscribe = [\"work.>\"]\n";
-    let config = reload_config(&s, &socket, r#"["work.>"]"#, "sleep_ms = 0", removed);
+    let config = reload_config(&s, &socket)
+        .plugin(changed(0))
+        .plugin(Plugin::new("removed", "counter").subscribe(["work.>"]))
+        .write(&s);
     let host = Running::start(&config);
     let mut publishing = publisher(host);
     std::thread::sleep(Duration::from_millis(200));
-    let added = "[[plugin]]\nname = \"added\"\nlibrary = \"counter\"\nsubscribe = [\"work.>\"]\n";
-    reload_config(&s, &socket, r#"["work.>"]"#, "sleep_ms = 1", added);
+    reload_config(&s, &socket)
+        .plugin(changed(1))
+        .plugin(Plugin::new("added", "counter").subscribe(["work.>"]))
+        .write(&s);
     if via_signal {
         publishing.host.signal(libc::SIGHUP);
         publishing.host.wait_for_stderr("reload 1: added [\"added\"], removed [\"removed\"], restarted [\"changed\"], unchanged [\"keep\", \"events\"]");
@@ -242,14 +239,12 @@ fn sighup_reloads_the_same_way() {
 fn a_broken_config_on_reload_leaves_the_old_one_running() {
     let s = Scratch::new("reload-broken");
     let socket = s.path("host.sock");
-    let config = reload_config(&s, &socket, r#"["work.>"]"#, "", "");
+    let config = reload_config(&s, &socket).plugin(changed(0)).write(&s);
     let mut host = Running::start(&config);
-    std::fs::write(
-        &config,
-        std::fs::read_to_string(&config).unwrap()
-            + "\n[[plugin]]\nname = \"x\"\nlibrary = \"nowhere\"\n",
-    )
-    .unwrap();
+    reload_config(&s, &socket)
+        .plugin(changed(0))
+        .plugin(Plugin::new("x", "nowhere"))
+        .write(&s);
     let (code, _, err) = ctl(&socket, &["reload"]);
     assert_eq!(code, 1);
     assert!(
@@ -269,21 +264,30 @@ fn a_broken_config_on_reload_leaves_the_old_one_running() {
 
 #[test]
 fn a_plugin_calls_the_host_to_list_plugins_and_casts_a_restart_of_another() {
-    call_and_cast("thread");
+    call_and_cast(Isolation::Thread);
 }
 
 #[test]
 fn a_process_isolated_plugin_calls_and_casts_like_a_thread_one() {
-    call_and_cast("process");
+    call_and_cast(Isolation::Process);
 }
 
-fn call_and_cast(isolation: &str) {
+fn call_and_cast(isolation: Isolation) {
     let s = Scratch::new(&format!("call-cast-{isolation}"));
-    let config = s.config(&format!(
-        "{}[[plugin]]\nname = \"caller\"\nlibrary = \"chaos\"\nisolation = {isolation:?}\nsubscribe = [\"cmd.>\"]\n[plugin.config]\ncall_on = \"cmd.call\"\ncast_on = \"cmd.cast\"\n\
-         [[plugin]]\nname = \"target\"\nlibrary = \"counter\"\nsubscribe = [\"nothing\"]\n",
-        logger("log", r#"["chaos.answer", "plughost.plugin.*", "counter.summary"]"#, &s.path("log.jsonl"))
-    ));
+    let config = Config::new()
+        .plugin(logger("log", &s.path("log.jsonl")).subscribe([
+            "chaos.answer",
+            "plughost.plugin.*",
+            "counter.summary",
+        ]))
+        .plugin(
+            Plugin::new("caller", "chaos")
+                .isolation(isolation)
+                .subscribe(["cmd.>"])
+                .config(json!({"call_on": "cmd.call", "cast_on": "cmd.cast"})),
+        )
+        .plugin(Plugin::new("target", "counter").subscribe(["nothing"]))
+        .write(&s);
     let events = event("cmd.call", json!({"cmd": "list"}))
         + &event("cmd.cast", json!({"cmd": "restart", "name": "target"}))
         + &event("cmd.call", json!({"cmd": "restart", "name": "caller"}))
@@ -330,20 +334,26 @@ fn call_and_cast(isolation: &str) {
 
 #[test]
 fn teapot_serves_its_route_and_ticks_to_boiling() {
-    teapot("thread");
+    teapot(Isolation::Thread);
 }
 
 #[test]
 fn teapot_in_its_own_process_serves_its_route_and_ticks_to_boiling() {
-    teapot("process");
+    teapot(Isolation::Process);
 }
 
-fn teapot(isolation: &str) {
+fn teapot(isolation: Isolation) {
     let s = Scratch::new(&format!("teapot-{isolation}"));
-    let config = s.config(&format!(
-        "[status]\naddress = \"127.0.0.1:0\"\n{}[[plugin]]\nname = \"pot\"\nlibrary = \"teapot\"\nisolation = {isolation:?}\ntick_interval = \"5ms\"\n[plugin.config]\nstart = 90\n",
-        logger("log", r#"["teapot.>"]"#, &s.path("log.jsonl"))
-    ));
+    let config = Config::new()
+        .status(Status::any_port())
+        .plugin(logger("log", &s.path("log.jsonl")).subscribe(["teapot.>"]))
+        .plugin(
+            Plugin::new("pot", "teapot")
+                .isolation(isolation)
+                .tick_interval("5ms")
+                .config(json!({"start": 90})),
+        )
+        .write(&s);
     let mut host = Running::start(&config);
     let address = host.status_address();
     let (code, body) = http(&address, "GET", "/plugins/pot/teapot", "");
@@ -372,9 +382,14 @@ fn teapot(isolation: &str) {
 #[test]
 fn a_route_that_does_not_answer_in_time_gives_504() {
     let s = Scratch::new("route-timeout");
-    let config = s.config(
-        "[status]\naddress = \"127.0.0.1:0\"\nroute_timeout = \"200ms\"\n[[plugin]]\nname = \"busy\"\nlibrary = \"chaos\"\nsubscribe = [\"work.>\"]\n[plugin.config]\nsleep_ms = 2000\nroutes = [\"/echo\"]\n",
-    );
+    let config = Config::new()
+        .status(Status::any_port().route_timeout("200ms"))
+        .plugin(
+            Plugin::new("busy", "chaos")
+                .subscribe(["work.>"])
+                .config(json!({"sleep_ms": 2000, "routes": ["/echo"]})),
+        )
+        .write(&s);
     let mut host = Running::start(&config);
     let address = host.status_address();
     let (code, body) = http(&address, "POST", "/plugins/busy/echo?x=1", "hello");
@@ -394,10 +409,10 @@ fn a_route_that_does_not_answer_in_time_gives_504() {
 #[test]
 fn ingest_publishes_posted_bodies_and_refuses_big_or_bad_ones() {
     let s = Scratch::new("ingest");
-    let config = s.config(&format!(
-        "[status]\naddress = \"127.0.0.1:0\"\ningest = true\ningest_max_bytes = 100\n{}",
-        logger("log", r#"["orders.>"]"#, &s.path("log.jsonl"))
-    ));
+    let config = Config::new()
+        .status(Status::any_port().ingest(true).ingest_max_bytes(100))
+        .plugin(logger("log", &s.path("log.jsonl")).subscribe(["orders.>"]))
+        .write(&s);
     let mut host = Running::start(&config);
     let address = host.status_address();
     let (code, body) = http(&address, "POST", "/events/orders.created", r#"{"id":7}"#);
@@ -462,9 +477,20 @@ fn webhook_server_on(
 fn webhook_delivers_batches_and_retries_while_the_server_fails() {
     let s = Scratch::new("webhook");
     let (address, bodies) = webhook_server(vec![500, 503]);
-    let config = s.config(&format!(
-        "[[plugin]]\nname = \"hook\"\nlibrary = \"webhook\"\nsubscribe = [\"work.>\"]\ntick_interval = \"20ms\"\n[plugin.config]\nurl = \"http://{address}/hook\"\nbatch_size = 3\nflush_interval = \"100ms\"\nretries = 3\nretry_backoff = \"10ms\"\n"
-    ));
+    let config = Config::new()
+        .plugin(
+            Plugin::new("hook", "webhook")
+                .subscribe(["work.>"])
+                .tick_interval("20ms")
+                .config(json!({
+                    "url": format!("http://{address}/hook"),
+                    "batch_size": 3,
+                    "flush_interval": "100ms",
+                    "retries": 3,
+                    "retry_backoff": "10ms",
+                })),
+        )
+        .write(&s);
     let events: String = (0..5).map(|i| event("work.item", json!(i))).collect();
     let mut host = Running::start(&config);
     host.send(&events);
@@ -517,9 +543,18 @@ fn webhook_counts_batches_it_cannot_deliver() {
         .local_addr()
         .unwrap()
         .port();
-    let config = s.config(&format!(
-        "[[plugin]]\nname = \"hook\"\nlibrary = \"webhook\"\nsubscribe = [\"work.>\"]\n[plugin.config]\nurl = \"http://127.0.0.1:{port}/hook\"\nbatch_size = 2\nretries = 2\nretry_backoff = \"5ms\"\n"
-    ));
+    let config = Config::new()
+        .plugin(
+            Plugin::new("hook", "webhook")
+                .subscribe(["work.>"])
+                .config(json!({
+                    "url": format!("http://127.0.0.1:{port}/hook"),
+                    "batch_size": 2,
+                    "retries": 2,
+                    "retry_backoff": "5ms",
+                })),
+        )
+        .write(&s);
     let events: String = (0..4).map(|i| event("work.item", json!(i))).collect();
     let out = run(&["run", config.to_str().unwrap(), "--events", "-"], &events);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -539,12 +574,15 @@ fn reload_restarts_an_instance_whose_library_content_changed_and_keeps_one_whose
     std::fs::create_dir(s.path("libs")).unwrap();
     let library = s.path("libs/libswap.so");
     std::fs::copy(plugin_path("counter"), &library).unwrap();
-    let config = s.config(&format!(
-        "control_socket = {:?}\n{}[[plugin]]\nname = \"swap\"\nlibrary = {:?}\nsubscribe = [\"work.>\"]\ntick_interval = \"10ms\"\n",
-        socket.display().to_string(),
-        logger("log", r#"["counter.summary", "teapot.>"]"#, &s.path("log.jsonl")),
-        library.display().to_string(),
-    ));
+    let config = Config::new()
+        .control_socket(&socket)
+        .plugin(logger("log", &s.path("log.jsonl")).subscribe(["counter.summary", "teapot.>"]))
+        .plugin(
+            Plugin::new("swap", &library)
+                .subscribe(["work.>"])
+                .tick_interval("10ms"),
+        )
+        .write(&s);
     let mut host = Running::start(&config);
     host.send(
         &(0..3)
@@ -600,12 +638,15 @@ fn reload_restarts_an_instance_whose_library_content_changed_and_keeps_one_whose
 fn reload_changing_queue_capacity_loses_nothing_under_steady_publishing() {
     let s = Scratch::new("reload-capacity");
     let socket = s.path("host.sock");
-    let write = |capacity: usize| {
-        s.config(&format!(
-            "control_socket = {:?}\n[[plugin]]\nname = \"changed\"\nlibrary = \"logger\"\nsubscribe = [\"work.>\"]\nqueue_capacity = {capacity}\n[plugin.config]\npath = {:?}\n",
-            socket.display().to_string(),
-            s.path("log.jsonl").display().to_string()
-        ))
+    let write = |capacity: u64| {
+        Config::new()
+            .control_socket(&socket)
+            .plugin(
+                logger("changed", &s.path("log.jsonl"))
+                    .subscribe(["work.>"])
+                    .queue_capacity(capacity),
+            )
+            .write(&s)
     };
     let config = write(16);
     let host = Running::start(&config);
@@ -645,9 +686,22 @@ fn webhook_delivers_once_its_target_comes_up_and_stays_checkable_while_retrying(
         .local_addr()
         .unwrap()
         .port();
-    let config = s.config(&format!(
-        "[status]\naddress = \"127.0.0.1:0\"\ncheck_timeout = \"500ms\"\n[[plugin]]\nname = \"hook\"\nlibrary = \"webhook\"\nsubscribe = [\"work.>\"]\ntick_interval = \"20ms\"\n[plugin.config]\nurl = \"http://127.0.0.1:{port}/hook\"\nbatch_size = 2\nretries = 100\nretry_backoff = \"20ms\"\nmax_backoff = \"100ms\"\ntimeout = \"1s\"\n"
-    ));
+    let config = Config::new()
+        .status(Status::any_port().check_timeout("500ms"))
+        .plugin(
+            Plugin::new("hook", "webhook")
+                .subscribe(["work.>"])
+                .tick_interval("20ms")
+                .config(json!({
+                    "url": format!("http://127.0.0.1:{port}/hook"),
+                    "batch_size": 2,
+                    "retries": 100,
+                    "retry_backoff": "20ms",
+                    "max_backoff": "100ms",
+                    "timeout": "1s",
+                })),
+        )
+        .write(&s);
     let mut host = Running::start(&config);
     let address = host.status_address();
     host.send(
@@ -705,10 +759,10 @@ fn webhook_delivers_once_its_target_comes_up_and_stays_checkable_while_retrying(
 fn a_control_socket_path_holding_something_else_is_refused_and_left_alone() {
     let s = Scratch::new("socket-not-socket");
     let path = s.write("host.sock", "precious data\n");
-    let config = s.config(&format!(
-        "control_socket = {:?}\n[[plugin]]\nname = \"count\"\nlibrary = \"counter\"\nsubscribe = [\"work.>\"]\n",
-        path.display().to_string()
-    ));
+    let config = Config::new()
+        .control_socket(&path)
+        .plugin(Plugin::new("count", "counter").subscribe(["work.>"]))
+        .write(&s);
     let out = run(&["run", config.to_str().unwrap(), "--events", "-"], "");
     let line = assert_one_line_error(&out);
     assert!(
@@ -722,10 +776,10 @@ fn a_control_socket_path_holding_something_else_is_refused_and_left_alone() {
     // A socket left behind by a host that is gone is replaced, mode 0600.
     let stale = std::os::unix::net::UnixListener::bind(s.path("stale.sock")).unwrap();
     drop(stale);
-    let config = s.config(&format!(
-        "control_socket = {:?}\n[[plugin]]\nname = \"count\"\nlibrary = \"counter\"\nsubscribe = [\"work.>\"]\n",
-        s.path("stale.sock").display().to_string()
-    ));
+    let config = Config::new()
+        .control_socket(&s.path("stale.sock"))
+        .plugin(Plugin::new("count", "counter").subscribe(["work.>"]))
+        .write(&s);
     let host = Running::start(&config);
     let (code, text, err) = ctl(&s.path("stale.sock"), &["list"]);
     assert_eq!(code, 0, "{err}");
@@ -750,10 +804,15 @@ fn a_control_socket_path_holding_something_else_is_refused_and_left_alone() {
 #[test]
 fn ingest_answers_503_while_the_host_shuts_down() {
     let s = Scratch::new("ingest-shutdown");
-    let config = s.config(
-        "shutdown_timeout = \"30s\"\n[status]\naddress = \"127.0.0.1:0\"\ningest = true\n\
-         [[plugin]]\nname = \"slow\"\nlibrary = \"chaos\"\nsubscribe = [\"work.>\"]\n[plugin.config]\nsleep_ms = 1500\n",
-    );
+    let config = Config::new()
+        .shutdown_timeout("30s")
+        .status(Status::any_port().ingest(true))
+        .plugin(
+            Plugin::new("slow", "chaos")
+                .subscribe(["work.>"])
+                .config(json!({"sleep_ms": 1500})),
+        )
+        .write(&s);
     let mut host = Running::start(&config);
     let address = host.status_address();
     assert_eq!(http(&address, "POST", "/events/work.one", "1").0, 200);
@@ -794,11 +853,11 @@ fn listed(socket: &std::path::Path, name: &str) -> serde_json::Value {
 fn an_instance_stopped_by_an_operator_still_counts_what_it_misses() {
     let s = Scratch::new("stopped-counts");
     let socket = s.path("host.sock");
-    let config = s.config(&format!(
-        "control_socket = {:?}\n{}[[plugin]]\nname = \"count\"\nlibrary = \"counter\"\nsubscribe = [\"work.>\"]\n",
-        socket.display().to_string(),
-        logger("log", r#"["work.>"]"#, &s.path("log.jsonl"))
-    ));
+    let config = Config::new()
+        .control_socket(&socket)
+        .plugin(logger("log", &s.path("log.jsonl")).subscribe(["work.>"]))
+        .plugin(Plugin::new("count", "counter").subscribe(["work.>"]))
+        .write(&s);
     let mut host = Running::start(&config);
     for i in 0..3 {
         host.send(&event("work.item", json!(i)));
@@ -833,13 +892,17 @@ fn an_instance_keeps_its_totals_restarts_and_handler_times_across_a_reload_that_
  {
     let s = Scratch::new("reload-totals");
     let socket = s.path("host.sock");
-    let write = |capacity: usize| {
-        s.config(&format!(
-            "control_socket = {:?}\n[status]\naddress = \"127.0.0.1:0\"\n{}[[plugin]]\nname = \"changed\"\nlibrary = \"logger\"\nsubscribe = [\"work.>\"]\nqueue_capacity = {capacity}\n[plugin.config]\npath = {:?}\n",
-            socket.display().to_string(),
-            logger("events", r#"["plughost.plugin.*"]"#, &s.path("events.jsonl")),
-            s.path("log.jsonl").display().to_string()
-        ))
+    let write = |capacity: u64| {
+        Config::new()
+            .control_socket(&socket)
+            .status(Status::any_port())
+            .plugin(logger("events", &s.path("events.jsonl")).subscribe(["plughost.plugin.*"]))
+            .plugin(
+                logger("changed", &s.path("log.jsonl"))
+                    .subscribe(["work.>"])
+                    .queue_capacity(capacity),
+            )
+            .write(&s)
     };
     let config = write(16);
     let mut host = Running::start(&config);

@@ -1,38 +1,34 @@
 //! Faults: a misbehaving plugin is marked failed and reported; the host and
-//! every other plugin go on. Restarts are off here (`restart = "never"`), so
-//! each failure stays visible; tests/supervision.rs covers restart policies.
+//! every other plugin go on. Restarts are off here (`restart = "never"`, said by
+//! `chaos_never_restarted`), so each failure stays visible; tests/supervision.rs
+//! covers restart policies.
 
 mod common;
 
 use common::*;
 use serde_json::json;
 
-fn config_with_chaos(s: &Scratch, chaos: &str) -> std::path::PathBuf {
-    s.config(&format!(
-        r#"
-[[plugin]]
-name = "log"
-library = "logger"
-subscribe = ["work.>", "plughost.plugin.*"]
-[plugin.config]
-path = {:?}
+/// `chaos`: a `chaos` of `work.>` with `config`, left failed when it fails.
+fn chaos_never_restarted(config: serde_json::Value) -> Plugin {
+    Plugin::new("chaos", "chaos")
+        .subscribe(["work.>"])
+        .restart(Restart::Never)
+        .config(config)
+}
 
-[[plugin]]
-name = "chaos"
-library = "chaos"
-subscribe = ["work.>"]
-restart = "never"
-[plugin.config]
-{chaos}
-"#,
-        s.path("log.jsonl").display().to_string()
-    ))
+/// `log` (a logger of `work.>` and the lifecycle into log.jsonl), then
+/// [`chaos_never_restarted`] with `config`.
+fn config_with_chaos(s: &Scratch, config: serde_json::Value) -> std::path::PathBuf {
+    Config::new()
+        .plugin(logger("log", &s.path("log.jsonl")).subscribe(["work.>", "plughost.plugin.*"]))
+        .plugin(chaos_never_restarted(config))
+        .write(s)
 }
 
 #[test]
 fn a_panic_in_on_event_fails_that_plugin_only() {
     let s = Scratch::new("panic-event");
-    let config = config_with_chaos(&s, "panic_on = \"work.poison\"");
+    let config = config_with_chaos(&s, json!({"panic_on": "work.poison"}));
     let mut events = String::new();
     for i in 0..50 {
         events += &event("work.item", json!(i));
@@ -100,7 +96,7 @@ fn a_panic_in_on_event_fails_that_plugin_only() {
 #[test]
 fn events_published_after_a_failure_are_counted_as_dropped_for_the_failed_plugin() {
     let s = Scratch::new("after-failure");
-    let config = config_with_chaos(&s, "panic_on = \"work.poison\"");
+    let config = config_with_chaos(&s, json!({"panic_on": "work.poison"}));
     let mut host = Running::start(&config);
     host.send(&event("work.poison", json!(0)));
     host.wait_for_stderr("plugin failed: on_event(work.poison)");
@@ -125,7 +121,7 @@ fn events_published_after_a_failure_are_counted_as_dropped_for_the_failed_plugin
 #[test]
 fn a_panic_in_stop_is_reported_as_a_failure() {
     let s = Scratch::new("panic-stop");
-    let config = config_with_chaos(&s, "panic_on_stop = true");
+    let config = config_with_chaos(&s, json!({"panic_on_stop": true}));
     let out = run(
         &["run", config.to_str().unwrap(), "--events", "-"],
         &event("work.a", json!(1)),
@@ -150,7 +146,7 @@ fn a_panic_in_stop_is_reported_as_a_failure() {
 #[test]
 fn a_panic_in_init_refuses_to_start_with_one_line() {
     let s = Scratch::new("panic-init");
-    let config = config_with_chaos(&s, "panic_in_init = true");
+    let config = config_with_chaos(&s, json!({"panic_in_init": true}));
     let out = run(&["run", config.to_str().unwrap(), "--events", "-"], "");
     let line = assert_one_line_error(&out);
     let expected = format!(
@@ -188,22 +184,14 @@ fn thread_cpu_ticks(pid: u32, name: &str) -> u64 {
 fn a_plugin_failed_for_good_drops_its_backlog_at_once_costs_no_cpu_and_does_not_hold_up_shutdown() {
     let s = Scratch::new("failed-idle");
     let socket = s.path("host.sock");
-    let config = s.config(&format!(
-        r#"shutdown_timeout = "30s"
-control_socket = {:?}
-queue_capacity = 100000
-
-[[plugin]]
-name = "chaos"
-library = "chaos"
-subscribe = ["work.>"]
-restart = "never"
-[plugin.config]
-panic_on = "work.poison"
-sleep_ms = 300
-"#,
-        socket.display().to_string()
-    ));
+    let config = Config::new()
+        .shutdown_timeout("30s")
+        .control_socket(&socket)
+        .queue_capacity(100000)
+        .plugin(chaos_never_restarted(
+            json!({"panic_on": "work.poison", "sleep_ms": 300}),
+        ))
+        .write(&s);
     let mut host = Running::start(&config);
     // The poison takes 300 ms to panic: the 5000 events behind it are queued by then.
     let mut events = event("work.poison", json!(0));
@@ -277,7 +265,7 @@ sleep_ms = 300
 #[test]
 fn handler_errors_past_the_first_ten_are_thinned_out_and_the_log_says_how_many_it_left_out() {
     let s = Scratch::new("error-log");
-    let config = config_with_chaos(&s, "error_on = \"work.bad\"");
+    let config = config_with_chaos(&s, json!({"error_on": "work.bad"}));
     let events: String = (0..2500).map(|i| event("work.bad", json!(i))).collect();
     let out = run(&["run", config.to_str().unwrap(), "--events", "-"], &events);
     assert!(out.status.success(), "{}", stderr(&out));

@@ -7,17 +7,12 @@ use common::*;
 use serde_json::json;
 use std::time::Duration;
 
-fn logger(name: &str, subscribe: &str, path: &std::path::Path) -> String {
-    format!(
-        "[[plugin]]\nname = {name:?}\nlibrary = \"logger\"\nsubscribe = {subscribe}\n[plugin.config]\npath = {:?}\n",
-        path.display().to_string()
-    )
-}
-
 #[test]
 fn a_hundred_thousand_events_reach_a_logger_exactly_once_in_order() {
     let s = Scratch::new("100k");
-    let config = s.config(&logger("log", r#"["load.>"]"#, &s.path("log.jsonl")));
+    let config = Config::new()
+        .plugin(logger("log", &s.path("log.jsonl")).subscribe(["load.>"]))
+        .write(&s);
     let events: String = (0..100_000)
         .map(|n| format!("{{\"topic\":\"load.test\",\"payload\":{{\"n\":{n}}}}}\n"))
         .collect();
@@ -48,18 +43,19 @@ fn a_hundred_thousand_events_reach_a_logger_exactly_once_in_order() {
 #[test]
 fn wildcards_route_each_event_to_exactly_the_matching_subscribers() {
     let s = Scratch::new("wildcards");
-    let subscriptions = [
-        ("star", r#"["orders.*"]"#),
-        ("rest", r#"["orders.>"]"#),
-        ("all", r#"[">"]"#),
-        ("created", r#"["*.created"]"#),
-        ("two", r#"["orders.created", "payments.*"]"#),
+    let subscriptions: [(&str, &[&str]); 5] = [
+        ("star", &["orders.*"]),
+        ("rest", &["orders.>"]),
+        ("all", &[">"]),
+        ("created", &["*.created"]),
+        ("two", &["orders.created", "payments.*"]),
     ];
-    let config: String = subscriptions
+    let config = subscriptions
         .iter()
-        .map(|(name, sub)| logger(name, sub, &s.path(&format!("{name}.jsonl"))))
-        .collect();
-    let config = s.config(&config);
+        .fold(Config::new(), |config, (name, sub)| {
+            config.plugin(logger(name, &s.path(&format!("{name}.jsonl"))).subscribe(*sub))
+        })
+        .write(&s);
     let topics = [
         "orders",
         "orders.created",
@@ -88,7 +84,9 @@ fn wildcards_route_each_event_to_exactly_the_matching_subscribers() {
 #[test]
 fn payloads_arrive_as_compact_json_or_raw_bytes() {
     let s = Scratch::new("payloads");
-    let config = s.config(&logger("log", r#"[">"]"#, &s.path("log.jsonl")));
+    let config = Config::new()
+        .plugin(logger("log", &s.path("log.jsonl")).subscribe([">"]))
+        .write(&s);
     let events = "{\"topic\": \"a\", \"payload\": { \"z\" : 1, \"a\" : [ 1, 2 ] }}\n{\"topic\": \"b\", \"payload_base64\": \"AAH/\"}\n";
     let out = run(&["run", config.to_str().unwrap(), "--events", "-"], events);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -104,7 +102,9 @@ fn payloads_arrive_as_compact_json_or_raw_bytes() {
 #[test]
 fn a_malformed_input_line_is_reported_with_its_number_and_skipped() {
     let s = Scratch::new("bad-lines");
-    let config = s.config(&logger("log", r#"["*"]"#, &s.path("log.jsonl")));
+    let config = Config::new()
+        .plugin(logger("log", &s.path("log.jsonl")).subscribe(["*"]))
+        .write(&s);
     let events = format!(
         "{}not json\n{}{{\"topic\": \"bad topic\"}}\n{}",
         event("a", json!(1)),
@@ -140,10 +140,14 @@ fn a_malformed_input_line_is_reported_with_its_number_and_skipped() {
 #[test]
 fn a_plugin_receives_what_it_publishes_on_a_topic_it_subscribes_to() {
     let s = Scratch::new("self-publish");
-    let config = s.config(&format!(
-        "{}[[plugin]]\nname = \"echo\"\nlibrary = \"chaos\"\nsubscribe = [\"loop.>\"]\n[plugin.config]\nforward_to = \"loop.again\"\nforward_limit = 5\n",
-        logger("log", r#"["loop.>"]"#, &s.path("log.jsonl"))
-    ));
+    let config = Config::new()
+        .plugin(logger("log", &s.path("log.jsonl")).subscribe(["loop.>"]))
+        .plugin(
+            Plugin::new("echo", "chaos")
+                .subscribe(["loop.>"])
+                .config(json!({"forward_to": "loop.again", "forward_limit": 5})),
+        )
+        .write(&s);
     let out = run(
         &["run", config.to_str().unwrap(), "--events", "-"],
         &event("loop.start", json!("x")),
@@ -174,27 +178,20 @@ fn a_plugin_receives_what_it_publishes_on_a_topic_it_subscribes_to() {
 #[test]
 fn two_plugins_publishing_to_each_other_with_full_queues_never_deadlock() {
     let s = Scratch::new("ping-pong");
-    let config = s.config(
-        r#"
-[[plugin]]
-name = "ping"
-library = "chaos"
-subscribe = ["ping"]
-queue_capacity = 1
-[plugin.config]
-forward_to = "pong"
-forward_limit = 3000
-
-[[plugin]]
-name = "pong"
-library = "chaos"
-subscribe = ["pong"]
-queue_capacity = 1
-[plugin.config]
-forward_to = "ping"
-forward_limit = 3000
-"#,
-    );
+    let config = Config::new()
+        .plugin(
+            Plugin::new("ping", "chaos")
+                .subscribe(["ping"])
+                .queue_capacity(1)
+                .config(json!({"forward_to": "pong", "forward_limit": 3000})),
+        )
+        .plugin(
+            Plugin::new("pong", "chaos")
+                .subscribe(["pong"])
+                .queue_capacity(1)
+                .config(json!({"forward_to": "ping", "forward_limit": 3000})),
+        )
+        .write(&s);
     let events: String = (0..2000)
         .map(|i| event(if i % 2 == 0 { "ping" } else { "pong" }, json!(i)))
         .collect();
@@ -217,24 +214,18 @@ forward_limit = 3000
 /// once, so exactly two fit and eight meet a full mailbox. `chaos` forwards
 /// what it handles to a logger, so what survived is visible, in order.
 /// Returns the slow instance's summary row and the payloads it handled.
-fn burst_into_a_busy_two_slot_mailbox(overflow: &str) -> (Row, Vec<serde_json::Value>) {
+fn burst_into_a_busy_two_slot_mailbox(overflow: Overflow) -> (Row, Vec<serde_json::Value>) {
     let s = Scratch::new(&format!("overflow-{overflow}"));
-    let config = s.config(&format!(
-        r#"
-[[plugin]]
-name = "slow"
-library = "chaos"
-subscribe = ["work.>"]
-queue_capacity = 2
-overflow = "{overflow}"
-[plugin.config]
-sleep_ms = 800
-log_events = true
-forward_to = "handled"
-
-{}"#,
-        logger("handled", r#"["handled"]"#, &s.path("handled.jsonl"))
-    ));
+    let config = Config::new()
+        .plugin(
+            Plugin::new("slow", "chaos")
+                .subscribe(["work.>"])
+                .queue_capacity(2)
+                .overflow(overflow)
+                .config(json!({"sleep_ms": 800, "log_events": true, "forward_to": "handled"})),
+        )
+        .plugin(logger("handled", &s.path("handled.jsonl")).subscribe(["handled"]))
+        .write(&s);
     let mut host = Running::start(&config);
     host.send(&event("work.item", json!(0)));
     // Its mailbox is empty again and it sleeps for 800 ms: time enough for
@@ -258,7 +249,7 @@ forward_to = "handled"
 
 /// Under `policy`, the handler took event 0, then the mailbox kept `kept`;
 /// of the 11 received, the other 8 are counted as dropped.
-fn assert_the_burst_kept(policy: &str, kept: [u64; 2]) {
+fn assert_the_burst_kept(policy: Overflow, kept: [u64; 2]) {
     let (row, handled) = burst_into_a_busy_two_slot_mailbox(policy);
     assert_eq!(handled, [json!(0), json!(kept[0]), json!(kept[1])]);
     assert_eq!(
@@ -276,11 +267,11 @@ fn assert_the_burst_kept(policy: &str, kept: [u64; 2]) {
 #[test]
 fn drop_newest_keeps_what_was_queued_first_and_counts_the_rest() {
     // The mailbox kept 1 and 2; 3..=10 found it full and were dropped.
-    assert_the_burst_kept("drop_newest", [1, 2]);
+    assert_the_burst_kept(Overflow::DropNewest, [1, 2]);
 }
 
 #[test]
 fn drop_oldest_keeps_the_latest_events_and_counts_the_rest() {
     // Each arrival pushed out the oldest waiting event: 9 and 10 remained.
-    assert_the_burst_kept("drop_oldest", [9, 10]);
+    assert_the_burst_kept(Overflow::DropOldest, [9, 10]);
 }

@@ -3,37 +3,28 @@
 //! every instance's `stop` runs while every mailbox still takes events, so
 //! what a `stop` publishes reaches every subscriber, in either isolation
 //! mode, whatever the order of the config; a reaction that never ends is cut
-//! off at the deadline and what it leaves is counted; an operator's stop
-//! still ends one instance for good.
+//! off at the deadline and what it leaves is counted; a `stop` that never
+//! returns is given up on; an operator's stop still ends one instance for
+//! good.
 
 mod common;
 
+use Isolation::{Process, Thread};
 use common::*;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
 fn slow_config(s: &Scratch, sleep_ms: u64, timeout: &str) -> std::path::PathBuf {
-    s.config(&format!(
-        r#"shutdown_timeout = {timeout:?}
-queue_capacity = 100000
-
-[[plugin]]
-name = "log"
-library = "logger"
-subscribe = ["work.>"]
-[plugin.config]
-path = {:?}
-
-[[plugin]]
-name = "slow"
-library = "chaos"
-subscribe = ["work.>"]
-[plugin.config]
-sleep_ms = {sleep_ms}
-log_events = true
-"#,
-        s.path("log.jsonl").display().to_string()
-    ))
+    Config::new()
+        .shutdown_timeout(timeout)
+        .queue_capacity(100000)
+        .plugin(logger("log", &s.path("log.jsonl")).subscribe(["work.>"]))
+        .plugin(
+            Plugin::new("slow", "chaos")
+                .subscribe(["work.>"])
+                .config(json!({"sleep_ms": sleep_ms, "log_events": true})),
+        )
+        .write(s)
 }
 
 #[test]
@@ -42,25 +33,12 @@ fn each_start_and_stop_is_published_naming_the_instance_and_its_library() {
     // so the logger, wherever it is listed, receives the others' `stopped`
     // events (in reverse start order), but not the news of its own stop.
     let s = Scratch::new("lifecycle");
-    let config = s.config(&format!(
-        r#"
-[[plugin]]
-name = "count"
-library = "counter"
-
-[[plugin]]
-name = "log"
-library = "logger"
-subscribe = ["plughost.plugin.*"]
-[plugin.config]
-path = {:?}
-
-[[plugin]]
-name = "echo"
-library = "echo_c"
-"#,
-        s.path("log.jsonl").display().to_string()
-    ));
+    // `count` is listed (and stops) before the logger, `echo` after it.
+    let config = Config::new()
+        .plugin(Plugin::new("count", "counter"))
+        .plugin(logger("log", &s.path("log.jsonl")).subscribe(["plughost.plugin.*"]))
+        .plugin(Plugin::new("echo", "echo_c"))
+        .write(&s);
     let out = run(&["run", config.to_str().unwrap(), "--events", "-"], "");
     assert!(out.status.success(), "{}", stderr(&out));
     let library = |name: &str| plugin_path(name).display().to_string();
@@ -208,24 +186,19 @@ fn a_second_signal_exits_at_once() {
     );
 }
 
-/// A `[[plugin]]` table: instance `name` of `library` in `isolation`,
-/// subscribed to `subscribe` (a TOML array), with `config` lines.
-fn plugin(name: &str, library: &str, isolation: &str, subscribe: &str, config: &str) -> String {
-    format!(
-        "[[plugin]]\nname = \"{name}\"\nlibrary = \"{library}\"\nisolation = \"{isolation}\"\nsubscribe = {subscribe}\n[plugin.config]\n{config}"
-    )
+/// A logger of `subscribe` writing `NAME.jsonl` in `s`, in `isolation`.
+fn logger_of(s: &Scratch, name: &str, isolation: Isolation, subscribe: &str) -> Plugin {
+    logger(name, &s.path(&format!("{name}.jsonl")))
+        .isolation(isolation)
+        .subscribe([subscribe])
 }
 
-/// A `logger` instance `name` writing `NAME.jsonl` in `s`.
-fn logger(s: &Scratch, name: &str, isolation: &str, subscribe: &str) -> String {
-    let path = s.path(&format!("{name}.jsonl")).display().to_string();
-    plugin(
-        name,
-        "logger",
-        isolation,
-        subscribe,
-        &format!("path = {path:?}\n"),
-    )
+/// A counter of `work.>`, in `isolation`: its `stop` publishes
+/// `counter.summary`.
+fn counter(name: &str, isolation: Isolation) -> Plugin {
+    Plugin::new(name, "counter")
+        .isolation(isolation)
+        .subscribe(["work.>"])
 }
 
 fn row(state: &str, received: u64, processed: u64, dropped: u64, failed: u64) -> Row {
@@ -249,6 +222,11 @@ fn logged(s: &Scratch, name: &str) -> Vec<(String, String, serde_json::Value)> {
         .collect()
 }
 
+/// The counter's summary after `n` events on `work.item`.
+fn summary(n: u64) -> serde_json::Value {
+    json!({"counts": {"work.item": n}, "total": n})
+}
+
 /// The tail of the log lines that say what shutdown could not deliver.
 const UNDELIVERED: &str = "could not be delivered and are counted as dropped";
 
@@ -260,30 +238,24 @@ fn what_a_stop_publishes_reaches_every_subscriber_whatever_the_listing_order() {
     // `before` is listed before the counter, `after` after it. The counter's
     // `stop` publishes its summary while every instance still takes events,
     // so both loggers write it, whichever runs in a process of its own.
-    for (loggers, counter) in [
-        ("thread", "thread"),
-        ("process", "thread"),
-        ("thread", "process"),
-    ] {
-        let case = format!("{loggers} loggers, {counter} counter");
+    for (loggers, counted) in [(Thread, Thread), (Process, Thread), (Thread, Process)] {
+        let case = format!("{loggers} loggers, {counted} counter");
         let s = Scratch::new("stop-publishes");
-        let config = s.config(&format!(
-            "{}{}{}",
-            logger(&s, "before", loggers, r#"["counter.summary"]"#),
-            plugin("count", "counter", counter, r#"["work.>"]"#, ""),
-            logger(&s, "after", loggers, r#"["counter.summary"]"#),
-        ));
+        let config = Config::new()
+            .plugin(logger_of(&s, "before", loggers, "counter.summary"))
+            .plugin(counter("count", counted))
+            .plugin(logger_of(&s, "after", loggers, "counter.summary"))
+            .write(&s);
         let out = run(
             &["run", config.to_str().unwrap(), "--events", "-"],
             &events(4),
         );
         let err = stderr(&out);
         assert!(out.status.success(), "{case}: {err}");
-        let summary = json!({"counts": {"work.item": 4}, "total": 4});
         for name in ["before", "after"] {
             assert_eq!(
                 logged(&s, &format!("{name}.jsonl")),
-                [("counter.summary".into(), "count".into(), summary.clone())],
+                [("counter.summary".into(), "count".into(), summary(4))],
                 "{name}: {case}"
             );
             assert_eq!(
@@ -300,31 +272,28 @@ fn what_a_stop_publishes_reaches_every_subscriber_whatever_the_listing_order() {
 #[test]
 fn a_chain_that_a_stop_starts_reaches_its_end_whatever_the_listing_order() {
     // a's `stop` publishes to b, b's handler publishes to c. c is listed
-    // first and b after a: last started, b would be the first to stop.
-    for b in ["thread", "process"] {
+    // first and b after a: last started, b is the first to stop.
+    for b in [Thread, Process] {
         let s = Scratch::new("stop-chain");
-        let config = s.config(&format!(
-            "{}{}{}",
-            logger(&s, "c", "thread", r#"["chain.c"]"#),
-            plugin("a", "counter", "thread", r#"["work.>"]"#, ""),
-            plugin(
-                "b",
-                "chaos",
-                b,
-                r#"["counter.summary"]"#,
-                "forward_to = \"chain.c\"\n"
-            ),
-        ));
+        let config = Config::new()
+            .plugin(logger_of(&s, "c", Thread, "chain.c"))
+            .plugin(counter("a", Thread))
+            .plugin(
+                Plugin::new("b", "chaos")
+                    .isolation(b)
+                    .subscribe(["counter.summary"])
+                    .set("forward_to", "chain.c"),
+            )
+            .write(&s);
         let out = run(
             &["run", config.to_str().unwrap(), "--events", "-"],
             &events(3),
         );
         let err = stderr(&out);
         assert!(out.status.success(), "b in {b}: {err}");
-        let summary = json!({"counts": {"work.item": 3}, "total": 3});
         assert_eq!(
             logged(&s, "c.jsonl"),
-            [("chain.c".into(), "b".into(), summary)],
+            [("chain.c".into(), "b".into(), summary(3))],
             "b in {b}"
         );
         assert_eq!(summary_row(&out, "a"), row("stopped", 3, 3, 0, 0));
@@ -332,6 +301,17 @@ fn a_chain_that_a_stop_starts_reaches_its_end_whatever_the_listing_order() {
         assert_eq!(summary_row(&out, "c"), row("stopped", 1, 1, 0, 0));
         assert!(!err.contains(UNDELIVERED), "b in {b}: {err}");
     }
+}
+
+/// Run `config` with `events(4)` on stdin, closed at once; returns how long
+/// it took from the end of input to exit, its output and its stderr.
+fn run_to_the_end(config: &std::path::Path) -> (Duration, std::process::Output, String) {
+    let mut host = Running::start(config);
+    host.send(&events(4));
+    let asked = Instant::now();
+    drop(host.stdin.take());
+    let (out, err) = host.wait(Duration::from_secs(30));
+    (asked.elapsed(), out, err.join("\n"))
 }
 
 #[test]
@@ -343,56 +323,50 @@ fn a_reaction_that_never_ends_is_cut_off_at_the_deadline_and_what_it_leaves_is_c
     // stopped yet, when it ends otherwise), and the summary still reaches
     // the logger listed after the counter.
     for (isolation, loop_first) in [
-        ("thread", true),
-        ("thread", false),
-        ("process", true),
-        ("process", false),
+        (Thread, true),
+        (Thread, false),
+        (Process, true),
+        (Process, false),
     ] {
+        let case = format!("{isolation}, loop listed first: {loop_first}");
         let s = Scratch::new("stop-loop");
-        let looping = plugin(
-            "loop",
-            "chaos",
-            isolation,
-            r#"["counter.summary", "loop.>"]"#,
-            "forward_to = \"loop.again\"\n",
-        );
-        let others = format!(
-            "{}{}",
-            plugin("count", "counter", "thread", r#"["work.>"]"#, ""),
-            logger(&s, "after", "thread", r#"["counter.summary"]"#),
-        );
-        let config = s.config(&match loop_first {
-            true => format!("shutdown_timeout = \"1s\"\n{looping}{others}"),
-            false => format!("shutdown_timeout = \"1s\"\n{others}{looping}"),
-        });
-        let isolation = format!("{isolation}, loop listed first: {loop_first}");
-        let mut host = Running::start(&config);
-        host.send(&events(4));
-        let asked = Instant::now();
-        drop(host.stdin.take());
-        let (out, err) = host.wait(Duration::from_secs(30));
-        let took = asked.elapsed();
-        let err = err.join("\n");
-        assert_eq!(out.status.code(), Some(0), "{isolation}: {err}");
+        let looping = Plugin::new("loop", "chaos")
+            .isolation(isolation)
+            .subscribe(["counter.summary", "loop.>"])
+            .set("forward_to", "loop.again");
+        let mut config = Config::new().shutdown_timeout("1s");
+        if loop_first {
+            config = config.plugin(looping.clone());
+        }
+        config = config.plugin(counter("count", Thread)).plugin(logger_of(
+            &s,
+            "after",
+            Thread,
+            "counter.summary",
+        ));
+        if !loop_first {
+            config = config.plugin(looping);
+        }
+        let (took, out, err) = run_to_the_end(&config.write(&s));
+        assert_eq!(out.status.code(), Some(0), "{case}: {err}");
         // 2 s, with room for a loaded machine; never the 30 s of the wait.
-        assert!(took < Duration::from_secs(4), "{isolation}: took {took:?}");
-        let summary = json!({"counts": {"work.item": 4}, "total": 4});
+        assert!(took < Duration::from_secs(4), "{case}: took {took:?}");
         assert_eq!(
             logged(&s, "after.jsonl"),
-            [("counter.summary".into(), "count".into(), summary)],
-            "{isolation}"
+            [("counter.summary".into(), "count".into(), summary(4))],
+            "{case}"
         );
         let looped = summary_row(&out, "loop");
         assert_accounted(&looped);
-        assert_eq!(looped.state, "stopped", "{isolation}: {looped:?}");
-        assert_eq!(looped.failed, 0, "{isolation}: {looped:?}");
+        assert_eq!(looped.state, "stopped", "{case}: {looped:?}");
+        assert_eq!(looped.failed, 0, "{case}: {looped:?}");
         assert!(
             looped.processed >= 2 && looped.dropped >= 1,
-            "{isolation}: {looped:?}"
+            "{case}: {looped:?}"
         );
         assert!(
             err.contains("what the plugins published in `stop` was not all delivered within shutdown_timeout + 1s; the rest is dropped and counted"),
-            "{isolation}: {err}"
+            "{case}: {err}"
         );
         // Each drop is logged with its count: at loop's `stop` (when it
         // stops after the deadline) or when it ends.
@@ -408,9 +382,54 @@ fn a_reaction_that_never_ends_is_cut_off_at_the_deadline_and_what_it_leaves_is_c
                     .unwrap_or_else(|_| panic!("a count: {l}"))
             })
             .sum();
-        assert_eq!(said, looped.dropped, "{isolation}: {err}");
+        assert_eq!(said, looped.dropped, "{case}: {err}");
         assert_eq!(summary_row(&out, "count"), row("stopped", 4, 4, 0, 0));
         assert_eq!(summary_row(&out, "after"), row("stopped", 1, 1, 0, 0));
+    }
+}
+
+#[test]
+fn a_stop_that_never_returns_is_given_up_on_and_the_others_still_stop() {
+    // `stuck` stops first and never returns from `stop`. At
+    // shutdown_timeout + 1 s it is given up on: its process killed, or its
+    // thread abandoned; the others then stop together, and the counter's
+    // summary still reaches the logger.
+    for isolation in [Thread, Process] {
+        let s = Scratch::new("stop-stuck");
+        let config = Config::new()
+            .shutdown_timeout("500ms")
+            .plugin(logger_of(&s, "after", Thread, "counter.summary"))
+            .plugin(counter("count", Thread))
+            .plugin(
+                Plugin::new("stuck", "chaos")
+                    .isolation(isolation)
+                    .subscribe(["work.>"])
+                    .set("hang_in_stop", true),
+            )
+            .write(&s);
+        let (took, out, err) = run_to_the_end(&config);
+        assert_eq!(out.status.code(), Some(0), "{isolation}: {err}");
+        // 1.5 s, plus a second for a killed process to be seen; with room
+        // for a loaded machine.
+        assert!(took < Duration::from_secs(5), "{isolation}: took {took:?}");
+        let fate = match isolation {
+            Process => "its process was killed",
+            Thread => "its thread is abandoned with 0 event(s) unfinished, counted as dropped",
+        };
+        let said = format!("did not finish its `stop` by shutdown_timeout + 1s; {fate}");
+        assert!(
+            err.lines()
+                .any(|l| l.contains(&said) && l.contains("plugin=stuck")),
+            "{isolation}: {err}"
+        );
+        assert_eq!(summary_row(&out, "stuck"), row("failed", 4, 4, 0, 0));
+        assert_eq!(summary_row(&out, "count"), row("stopped", 4, 4, 0, 0));
+        assert_eq!(summary_row(&out, "after"), row("stopped", 1, 1, 0, 0));
+        assert_eq!(
+            logged(&s, "after.jsonl"),
+            [("counter.summary".into(), "count".into(), summary(4))],
+            "{isolation}"
+        );
     }
 }
 
@@ -436,14 +455,13 @@ fn an_operators_stop_still_ends_one_instance_for_good() {
     // logger listed after it.
     let s = Scratch::new("ctl-stop");
     let socket = s.path("host.sock");
-    let config = s.config(&format!(
-        "control_socket = {:?}\n{}{}{}",
-        socket.display().to_string(),
-        plugin("one", "counter", "process", r#"["work.>"]"#, ""),
-        plugin("two", "counter", "thread", r#"["work.>"]"#, ""),
-        logger(&s, "log", "thread", r#"["counter.summary"]"#),
-    ));
-    let host = Running::start(&config);
+    let config = Config::new()
+        .control_socket(&socket)
+        .plugin(counter("one", Process))
+        .plugin(counter("two", Thread))
+        .plugin(logger_of(&s, "log", Thread, "counter.summary"))
+        .write(&s);
+    let mut host = Running::start(&config);
     let pid = host.child.id();
     assert_eq!(children(pid).len(), 1, "one's process");
     assert_eq!(ctl(&socket, &["publish", "work.a", "1"]).0, 0);
@@ -451,13 +469,8 @@ fn an_operators_stop_still_ends_one_instance_for_good() {
         ctl(&socket, &["stop", "one"]),
         (0, "stopped one\n".to_owned(), String::new())
     );
-    assert_eq!(
-        children(pid),
-        Vec::<u32>::new(),
-        "one's process ended with its stop"
-    );
+    assert_eq!(children(pid), Vec::<u32>::new(), "one's process ended");
     assert_eq!(ctl(&socket, &["publish", "work.b", "2"]).0, 0);
-    let mut host = host;
     drop(host.stdin.take());
     let (out, err) = host.wait(Duration::from_secs(30));
     let err = err.join("\n");
@@ -478,57 +491,4 @@ fn an_operators_stop_still_ends_one_instance_for_good() {
     assert_eq!(summary_row(&out, "one"), row("stopped", 2, 1, 1, 0));
     assert_eq!(summary_row(&out, "two"), row("stopped", 2, 2, 0, 0));
     assert_eq!(summary_row(&out, "log"), row("stopped", 2, 2, 0, 0));
-}
-
-#[test]
-fn a_stop_that_never_returns_is_given_up_on_and_the_others_still_stop() {
-    // `stuck` stops first and never returns from `stop`. At
-    // shutdown_timeout + 1 s it is given up on: its process killed, or its
-    // thread abandoned; the others then stop together, and the counter's
-    // summary still reaches the logger.
-    for isolation in ["thread", "process"] {
-        let s = Scratch::new("stop-stuck");
-        let config = s.config(&format!(
-            "shutdown_timeout = \"500ms\"\n{}{}{}",
-            logger(&s, "after", "thread", r#"["counter.summary"]"#),
-            plugin("count", "counter", "thread", r#"["work.>"]"#, ""),
-            plugin(
-                "stuck",
-                "chaos",
-                isolation,
-                r#"["work.>"]"#,
-                "hang_in_stop = true\n"
-            ),
-        ));
-        let mut host = Running::start(&config);
-        host.send(&events(4));
-        let asked = Instant::now();
-        drop(host.stdin.take());
-        let (out, err) = host.wait(Duration::from_secs(30));
-        let took = asked.elapsed();
-        let err = err.join("\n");
-        assert_eq!(out.status.code(), Some(0), "{isolation}: {err}");
-        // 1.5 s, plus a second for a killed process to be seen; with room
-        // for a loaded machine.
-        assert!(took < Duration::from_secs(5), "{isolation}: took {took:?}");
-        let fate = match isolation {
-            "process" => "its process was killed",
-            _ => "its thread is abandoned with 0 event(s) unfinished, counted as dropped",
-        };
-        let said = format!("did not finish its `stop` by shutdown_timeout + 1s; {fate}");
-        assert!(
-            err.lines()
-                .any(|l| l.contains(&said) && l.contains("plugin=stuck")),
-            "{isolation}: {err}"
-        );
-        assert_eq!(summary_row(&out, "stuck"), row("failed", 4, 4, 0, 0));
-        assert_eq!(summary_row(&out, "count"), row("stopped", 4, 4, 0, 0));
-        assert_eq!(summary_row(&out, "after"), row("stopped", 1, 1, 0, 0));
-        let summary = json!({"counts": {"work.item": 4}, "total": 4});
-        assert_eq!(
-            logged(&s, "after.jsonl"),
-            [("counter.summary".into(), "count".into(), summary)],
-            "{isolation}"
-        );
-    }
 }

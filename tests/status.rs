@@ -8,23 +8,11 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-fn status_section(extra: &str) -> String {
-    format!("[status]\naddress = \"127.0.0.1:0\"\n{extra}\n")
-}
-
-/// A `chaos` instance that stays failed when it fails (no restart), so that
-/// its state is what the status endpoints must show.
-fn chaos(name: &str, config: &str) -> String {
-    format!(
-        "[[plugin]]\nname = {name:?}\nlibrary = \"chaos\"\nsubscribe = [\"work.>\"]\nrestart = \"never\"\n[plugin.config]\n{config}\n"
-    )
-}
-
-fn logger(name: &str, subscribe: &str, path: &std::path::Path) -> String {
-    format!(
-        "[[plugin]]\nname = {name:?}\nlibrary = \"logger\"\nsubscribe = {subscribe}\n[plugin.config]\npath = {:?}\n",
-        path.display().to_string()
-    )
+/// A `chaos` instance of `work.>` with `config`.
+fn chaos(name: &str, config: Value) -> Plugin {
+    Plugin::new(name, "chaos")
+        .subscribe(["work.>"])
+        .config(config)
 }
 
 fn finish(mut host: Running) -> std::process::Output {
@@ -37,13 +25,12 @@ fn finish(mut host: Running) -> std::process::Output {
 #[test]
 fn all_healthy_and_ready_answers_200_and_leaves_out_plugins_that_do_not_report() {
     let s = Scratch::new("healthy");
-    let config = s.config(&format!(
-        "{}{}{}{}",
-        status_section(""),
-        chaos("a", "health = \"ok\"\nready = true"),
-        chaos("b", "health = \"degraded\"\nready = true"),
-        logger("log", "[\"work.>\"]", &s.path("log.jsonl"))
-    ));
+    let config = Config::new()
+        .status(Status::any_port())
+        .plugin(chaos("a", json!({"health": "ok", "ready": true})))
+        .plugin(chaos("b", json!({"health": "degraded", "ready": true})))
+        .plugin(logger("log", &s.path("log.jsonl")).subscribe(["work.>"]))
+        .write(&s);
     let mut host = Running::start(&config);
     let address = host.status_address();
     let (code, body) = get_json(&address, "/health");
@@ -75,12 +62,14 @@ fn all_healthy_and_ready_answers_200_and_leaves_out_plugins_that_do_not_report()
 #[test]
 fn a_failing_plugin_makes_health_503_and_is_named() {
     let s = Scratch::new("failing");
-    let config = s.config(&format!(
-        "{}{}{}",
-        status_section(""),
-        chaos("fine", "health = \"ok\""),
-        chaos("broken", "health = \"failing\"\nready = false")
-    ));
+    let config = Config::new()
+        .status(Status::any_port())
+        .plugin(chaos("fine", json!({"health": "ok"})))
+        .plugin(chaos(
+            "broken",
+            json!({"health": "failing", "ready": false}),
+        ))
+        .write(&s);
     let mut host = Running::start(&config);
     let address = host.status_address();
     let (code, body) = get_json(&address, "/health");
@@ -106,12 +95,14 @@ fn a_failing_plugin_makes_health_503_and_is_named() {
 #[test]
 fn a_plugin_slower_than_check_timeout_counts_as_failing_by_timeout() {
     let s = Scratch::new("timeout");
-    let config = s.config(&format!(
-        "{}{}{}",
-        status_section("check_timeout = \"200ms\""),
-        chaos("slow", "health = \"ok\"\nhealth_delay_ms = 2000"),
-        chaos("quick", "health = \"ok\"")
-    ));
+    let config = Config::new()
+        .status(Status::any_port().check_timeout("200ms"))
+        .plugin(chaos(
+            "slow",
+            json!({"health": "ok", "health_delay_ms": 2000}),
+        ))
+        .plugin(chaos("quick", json!({"health": "ok"})))
+        .write(&s);
     let mut host = Running::start(&config);
     let address = host.status_address();
     let asked = Instant::now();
@@ -138,12 +129,11 @@ fn a_plugin_slower_than_check_timeout_counts_as_failing_by_timeout() {
 #[test]
 fn plugin_query_filters_to_one_instance() {
     let s = Scratch::new("filter");
-    let config = s.config(&format!(
-        "{}{}{}",
-        status_section(""),
-        chaos("good", "health = \"ok\"\nready = true"),
-        chaos("bad", "health = \"failing\"\nready = false")
-    ));
+    let config = Config::new()
+        .status(Status::any_port())
+        .plugin(chaos("good", json!({"health": "ok", "ready": true})))
+        .plugin(chaos("bad", json!({"health": "failing", "ready": false})))
+        .write(&s);
     let mut host = Running::start(&config);
     let address = host.status_address();
     let (code, body) = get_json(&address, "/health?plugin=good");
@@ -166,11 +156,15 @@ fn plugin_query_filters_to_one_instance() {
 #[test]
 fn while_draining_after_sigterm_health_and_ready_answer_the_configured_code() {
     let s = Scratch::new("draining");
-    let config = s.config(&format!(
-        "shutdown_timeout = \"30s\"\nqueue_capacity = 10000\n{}{}",
-        status_section("unavailable_status_code = 599"),
-        chaos("slow", "sleep_ms = 20\nhealth = \"ok\"\nready = true")
-    ));
+    let config = Config::new()
+        .shutdown_timeout("30s")
+        .queue_capacity(10000)
+        .status(Status::any_port().unavailable_status_code(599))
+        .plugin(chaos(
+            "slow",
+            json!({"sleep_ms": 20, "health": "ok", "ready": true}),
+        ))
+        .write(&s);
     let mut host = Running::start(&config);
     let address = host.status_address();
     assert_eq!(get_json(&address, "/health").0, 200);
@@ -238,12 +232,11 @@ fn parse_metrics(text: &str) -> HashMap<String, f64> {
 #[test]
 fn metrics_parse_as_prometheus_and_count_every_event_sent() {
     let s = Scratch::new("metrics");
-    let config = s.config(&format!(
-        "{}{}{}",
-        status_section(""),
-        logger("log", "[\"work.>\"]", &s.path("log.jsonl")),
-        chaos("picky", "panic_on = \"work.poison\"")
-    ));
+    let config = Config::new()
+        .status(Status::any_port())
+        .plugin(logger("log", &s.path("log.jsonl")).subscribe(["work.>"]))
+        .plugin(chaos("picky", json!({"panic_on": "work.poison"})).restart(Restart::Never))
+        .write(&s);
     let mut host = Running::start(&config);
     let address = host.status_address();
     let events: String = (0..1000)
@@ -300,11 +293,10 @@ fn metrics_parse_as_prometheus_and_count_every_event_sent() {
 #[test]
 fn jobs_lists_the_reports_of_plugins_that_have_them() {
     let s = Scratch::new("jobs");
-    let config = s.config(&format!(
-        "{}{}",
-        status_section(""),
-        chaos("worker", "jobs = [\"emails\", \"images\"]")
-    ));
+    let config = Config::new()
+        .status(Status::any_port())
+        .plugin(chaos("worker", json!({"jobs": ["emails", "images"]})))
+        .write(&s);
     let mut host = Running::start(&config);
     let address = host.status_address();
     host.send(&event("work.item", json!(1)));
@@ -325,11 +317,16 @@ fn jobs_lists_the_reports_of_plugins_that_have_them() {
 #[test]
 fn state_events_carry_lightbus_fields_and_pings_come_at_the_interval() {
     let s = Scratch::new("state");
-    let config = s.config(&format!(
-        "[state]\nenabled = true\nping_interval = \"200ms\"\nprocess_name = \"test-worker\"\n{}{}",
-        logger("log", "[\"internal.state.>\"]", &s.path("log.jsonl")),
-        chaos("other", "")
-    ));
+    let config = Config::new()
+        .state(
+            State::new()
+                .enabled(true)
+                .ping_interval("200ms")
+                .process_name("test-worker"),
+        )
+        .plugin(logger("log", &s.path("log.jsonl")).subscribe(["internal.state.>"]))
+        .plugin(chaos("other", json!({})))
+        .write(&s);
     let host = Running::start(&config);
     std::thread::sleep(Duration::from_millis(1100));
     finish(host);
@@ -376,11 +373,12 @@ fn state_events_carry_lightbus_fields_and_pings_come_at_the_interval() {
 #[test]
 fn metrics_events_describe_each_event_and_never_themselves() {
     let s = Scratch::new("metrics-events");
-    let config = s.config(&format!(
-        "[state]\nprocess_name = \"w1\"\n[metrics]\nenabled = true\n{}{}",
-        logger("log", "[\"internal.metrics.>\"]", &s.path("log.jsonl")),
-        chaos("handler", "")
-    ));
+    let config = Config::new()
+        .state(State::new().process_name("w1"))
+        .metrics_enabled(true)
+        .plugin(logger("log", &s.path("log.jsonl")).subscribe(["internal.metrics.>"]))
+        .plugin(chaos("handler", json!({})))
+        .write(&s);
     let events: String = (0..3)
         .map(|i| event("work.item", json!({"n": i})))
         .collect();
@@ -431,9 +429,13 @@ fn statsd_sends_a_counter_per_event_to_a_real_udp_socket() {
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let port = socket.local_addr().unwrap().port();
-    let config = s.config(&format!(
-        "[[plugin]]\nname = \"stats\"\nlibrary = \"statsd\"\nsubscribe = [\"work.>\"]\n[plugin.config]\nport = {port}\nprefix = \"app\"\n"
-    ));
+    let config = Config::new()
+        .plugin(
+            Plugin::new("stats", "statsd")
+                .subscribe(["work.>"])
+                .config(json!({"port": port, "prefix": "app"})),
+        )
+        .write(&s);
     let events: String = (0..5)
         .map(|i| event(if i % 2 == 0 { "work.even" } else { "work.odd" }, json!(i)))
         .collect();

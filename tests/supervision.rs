@@ -7,11 +7,9 @@ use common::*;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-fn logger(path: &std::path::Path, subscribe: &str) -> String {
-    format!(
-        "[[plugin]]\nname = \"log\"\nlibrary = \"logger\"\nsubscribe = {subscribe}\n[plugin.config]\npath = {:?}\n",
-        path.display().to_string()
-    )
+/// The instance `log`: a logger of `subscribe` into `log.jsonl`.
+fn log<const N: usize>(s: &Scratch, subscribe: [&str; N]) -> Plugin {
+    logger("log", &s.path("log.jsonl")).subscribe(subscribe)
 }
 
 fn work(n: usize) -> String {
@@ -29,10 +27,17 @@ fn lifecycle(s: &Scratch, file: &str, topic: &str) -> Vec<Value> {
 #[test]
 fn a_plugin_panicking_on_every_tenth_event_is_restarted_then_stopped_as_flapping() {
     let s = Scratch::new("flapping");
-    let config = s.config(&format!(
-        "{}[[plugin]]\nname = \"flaky\"\nlibrary = \"chaos\"\nsubscribe = [\"work.>\"]\nrestart = \"on-failure\"\nmax_restarts = 3\nrestart_window = \"60s\"\n[plugin.config]\npanic_every = 10\n",
-        logger(&s.path("log.jsonl"), r#"["work.>", "plughost.plugin.*"]"#)
-    ));
+    let config = Config::new()
+        .plugin(log(&s, ["work.>", "plughost.plugin.*"]))
+        .plugin(
+            Plugin::new("flaky", "chaos")
+                .subscribe(["work.>"])
+                .restart(Restart::OnFailure)
+                .max_restarts(3)
+                .restart_window("60s")
+                .config(json!({"panic_every": 10})),
+        )
+        .write(&s);
     let out = run(
         &["run", config.to_str().unwrap(), "--events", "-"],
         &work(100),
@@ -72,9 +77,16 @@ fn a_plugin_panicking_on_every_tenth_event_is_restarted_then_stopped_as_flapping
 fn a_restarted_instance_gets_a_fresh_init_and_the_events_that_waited() {
     let s = Scratch::new("restart-no-loss");
     // Backoff doubles from 50 ms: five restarts take about 1.6 s of the drain.
-    let config = s.config(
-        "shutdown_timeout = \"30s\"\n[[plugin]]\nname = \"flaky\"\nlibrary = \"chaos\"\nsubscribe = [\"work.>\"]\nmax_restarts = 100\n[plugin.config]\npanic_every = 10\n",
-    );
+    let config = Config::new()
+        .shutdown_timeout("30s")
+        .plugin(
+            Plugin::new("flaky", "chaos")
+                .subscribe(["work.>"])
+                .restart(Restart::OnFailure)
+                .max_restarts(100)
+                .config(json!({"panic_every": 10})),
+        )
+        .write(&s);
     let out = run(
         &["run", config.to_str().unwrap(), "--events", "-"],
         &work(45),
@@ -97,9 +109,14 @@ fn a_restarted_instance_gets_a_fresh_init_and_the_events_that_waited() {
 #[test]
 fn restart_never_leaves_a_failed_instance_failed() {
     let s = Scratch::new("restart-never");
-    let config = s.config(
-        "[[plugin]]\nname = \"once\"\nlibrary = \"chaos\"\nsubscribe = [\"work.>\"]\nrestart = \"never\"\n[plugin.config]\npanic_every = 10\n",
-    );
+    let config = Config::new()
+        .plugin(
+            Plugin::new("once", "chaos")
+                .subscribe(["work.>"])
+                .restart(Restart::Never)
+                .config(json!({"panic_every": 10})),
+        )
+        .write(&s);
     let out = run(
         &["run", config.to_str().unwrap(), "--events", "-"],
         &work(30),
@@ -120,10 +137,16 @@ fn restart_never_leaves_a_failed_instance_failed() {
 #[test]
 fn a_spinning_handler_trips_the_watchdog() {
     let s = Scratch::new("watchdog");
-    let config = s.config(&format!(
-        "[status]\naddress = \"127.0.0.1:0\"\n{}[[plugin]]\nname = \"slow\"\nlibrary = \"chaos\"\nsubscribe = [\"work.>\"]\nhandler_timeout = \"100ms\"\n[plugin.config]\nsleep_ms = 1500\nhealth = \"ok\"\n",
-        logger(&s.path("log.jsonl"), r#"["plughost.plugin.*"]"#)
-    ));
+    let config = Config::new()
+        .status(Status::any_port())
+        .plugin(log(&s, ["plughost.plugin.*"]))
+        .plugin(
+            Plugin::new("slow", "chaos")
+                .subscribe(["work.>"])
+                .handler_timeout("100ms")
+                .config(json!({"sleep_ms": 1500, "health": "ok"})),
+        )
+        .write(&s);
     let mut host = Running::start(&config);
     let address = host.status_address();
     host.send(&work(1));
@@ -150,10 +173,13 @@ fn a_spinning_handler_trips_the_watchdog() {
 #[test]
 fn process_isolation_delivers_every_event_exactly_once_in_order() {
     let s = Scratch::new("process-exact");
-    let config = s.config(&format!(
-        "[[plugin]]\nname = \"isolated\"\nlibrary = \"logger\"\nisolation = \"process\"\nsubscribe = [\"work.>\"]\n[plugin.config]\npath = {:?}\n",
-        s.path("log.jsonl").display().to_string()
-    ));
+    let config = Config::new()
+        .plugin(
+            logger("isolated", &s.path("log.jsonl"))
+                .isolation(Isolation::Process)
+                .subscribe(["work.>"]),
+        )
+        .write(&s);
     let out = run(
         &["run", config.to_str().unwrap(), "--events", "-"],
         &work(20_000),
@@ -174,10 +200,14 @@ fn process_isolation_delivers_every_event_exactly_once_in_order() {
 #[test]
 fn a_process_plugin_publishes_and_logs_through_the_host() {
     let s = Scratch::new("process-publish");
-    let config = s.config(&format!(
-        "{}[[plugin]]\nname = \"counter\"\nlibrary = \"counter\"\nisolation = \"process\"\nsubscribe = [\"work.>\"]\n",
-        logger(&s.path("log.jsonl"), r#"["counter.summary"]"#)
-    ));
+    let config = Config::new()
+        .plugin(log(&s, ["counter.summary"]))
+        .plugin(
+            Plugin::new("counter", "counter")
+                .isolation(Isolation::Process)
+                .subscribe(["work.>"]),
+        )
+        .write(&s);
     let out = run(
         &["run", config.to_str().unwrap(), "--events", "-"],
         &work(7),
@@ -195,10 +225,17 @@ fn a_process_plugin_publishes_and_logs_through_the_host() {
 #[test]
 fn a_panic_in_a_process_plugin_restarts_it_and_the_unhandled_events_wait_for_it() {
     let s = Scratch::new("process-panic");
-    let config = s.config(&format!(
-        "{}[[plugin]]\nname = \"proc\"\nlibrary = \"chaos\"\nisolation = \"process\"\nsubscribe = [\"work.>\"]\nmax_restarts = 100\n[plugin.config]\npanic_every = 25\n",
-        logger(&s.path("log.jsonl"), r#"["work.>"]"#)
-    ));
+    let config = Config::new()
+        .plugin(log(&s, ["work.>"]))
+        .plugin(
+            Plugin::new("proc", "chaos")
+                .isolation(Isolation::Process)
+                .subscribe(["work.>"])
+                .restart(Restart::OnFailure)
+                .max_restarts(100)
+                .config(json!({"panic_every": 25})),
+        )
+        .write(&s);
     let out = run(
         &["run", config.to_str().unwrap(), "--events", "-"],
         &work(100),
@@ -248,10 +285,15 @@ fn children_of(parent: u32) -> Vec<i32> {
 #[test]
 fn kill_9_of_an_idle_child_is_detected_at_once_and_restarted() {
     let s = Scratch::new("kill-9");
-    let config = s.config(&format!(
-        "{}[[plugin]]\nname = \"proc\"\nlibrary = \"chaos\"\nisolation = \"process\"\nsubscribe = [\"work.>\"]\n",
-        logger(&s.path("log.jsonl"), r#"["work.>", "plughost.plugin.*"]"#)
-    ));
+    let config = Config::new()
+        .plugin(log(&s, ["work.>", "plughost.plugin.*"]))
+        .plugin(
+            Plugin::new("proc", "chaos")
+                .isolation(Isolation::Process)
+                .subscribe(["work.>"])
+                .restart(Restart::OnFailure),
+        )
+        .write(&s);
     let mut host = Running::start(&config);
     let parent = host.child.id();
     let first = children_of(parent);
@@ -281,7 +323,13 @@ fn kill_9_of_an_idle_child_is_detected_at_once_and_restarted() {
 #[test]
 fn children_die_with_the_host_even_on_sigkill() {
     let s = Scratch::new("orphans");
-    let config = s.config("[[plugin]]\nname = \"proc\"\nlibrary = \"chaos\"\nisolation = \"process\"\nsubscribe = [\"work.>\"]\n");
+    let config = Config::new()
+        .plugin(
+            Plugin::new("proc", "chaos")
+                .isolation(Isolation::Process)
+                .subscribe(["work.>"]),
+        )
+        .write(&s);
     let mut host = Running::start(&config);
     let parent = host.child.id();
     let children = children_of(parent);
@@ -296,10 +344,17 @@ fn children_die_with_the_host_even_on_sigkill() {
 #[test]
 fn a_stuck_process_plugin_is_killed_by_the_watchdog_and_restarted() {
     let s = Scratch::new("process-watchdog");
-    let config = s.config(&format!(
-        "{}[[plugin]]\nname = \"proc\"\nlibrary = \"chaos\"\nisolation = \"process\"\nsubscribe = [\"work.>\"]\nhandler_timeout = \"200ms\"\n[plugin.config]\nsleep_ms = 5000\n",
-        logger(&s.path("log.jsonl"), r#"["plughost.plugin.*"]"#)
-    ));
+    let config = Config::new()
+        .plugin(log(&s, ["plughost.plugin.*"]))
+        .plugin(
+            Plugin::new("proc", "chaos")
+                .isolation(Isolation::Process)
+                .subscribe(["work.>"])
+                .handler_timeout("200ms")
+                .restart(Restart::OnFailure)
+                .config(json!({"sleep_ms": 5000})),
+        )
+        .write(&s);
     let mut host = Running::start(&config);
     host.send(&work(1));
     host.wait_for_stderr("stuck: a handler has run for");
@@ -323,10 +378,17 @@ fn a_stuck_process_plugin_is_killed_by_the_watchdog_and_restarted() {
 #[test]
 fn a_segfaulting_c_plugin_in_its_own_process_is_contained_and_restarted() {
     let s = Scratch::new("segfault");
-    let config = s.config(&format!(
-        "shutdown_timeout = \"30s\"\n{}[[plugin]]\nname = \"crashy\"\nlibrary = \"chaos_c\"\nisolation = \"process\"\nsubscribe = [\"work.>\"]\n[plugin.config]\nsegfault_on = \"work.crash\"\n",
-        logger(&s.path("log.jsonl"), r#"["work.>", "plughost.plugin.*"]"#)
-    ));
+    let config = Config::new()
+        .shutdown_timeout("30s")
+        .plugin(log(&s, ["work.>", "plughost.plugin.*"]))
+        .plugin(
+            Plugin::new("crashy", "chaos_c")
+                .isolation(Isolation::Process)
+                .subscribe(["work.>"])
+                .restart(Restart::OnFailure)
+                .config(json!({"segfault_on": "work.crash"})),
+        )
+        .write(&s);
     let mut events = work(50);
     events += &event("work.crash", json!("boom"));
     events += &work(50);
@@ -360,9 +422,15 @@ fn a_segfaulting_c_plugin_in_its_own_process_is_contained_and_restarted() {
 #[test]
 fn an_aborting_c_plugin_in_its_own_process_is_reported_with_sigabrt() {
     let s = Scratch::new("abort");
-    let config = s.config(
-        "[[plugin]]\nname = \"crashy\"\nlibrary = \"chaos_c\"\nisolation = \"process\"\nsubscribe = [\"work.>\"]\nrestart = \"never\"\n[plugin.config]\nabort_on = \"work.abort\"\n",
-    );
+    let config = Config::new()
+        .plugin(
+            Plugin::new("crashy", "chaos_c")
+                .isolation(Isolation::Process)
+                .subscribe(["work.>"])
+                .restart(Restart::Never)
+                .config(json!({"abort_on": "work.abort"})),
+        )
+        .write(&s);
     let out = run(
         &["run", config.to_str().unwrap(), "--events", "-"],
         &(event("work.abort", json!(1)) + &work(3)),
@@ -381,11 +449,16 @@ fn an_aborting_c_plugin_in_its_own_process_is_reported_with_sigabrt() {
 #[test]
 fn ctrl_c_to_the_whole_process_group_drains_process_plugins_without_loss() {
     let s = Scratch::new("sigint-group");
-    let config = s.config(&format!(
-        "shutdown_timeout = \"60s\"\n[[plugin]]\nname = \"log\"\nlibrary = \"logger\"\nisolation = \"process\"\nsubscribe = [\"work.>\"]\n[plugin.config]\npath = {:?}\n\
-         [[plugin]]\nname = \"slow\"\nlibrary = \"chaos\"\nisolation = \"process\"\nsubscribe = [\"work.>\"]\n[plugin.config]\nsleep_ms = 10\n",
-        s.path("log.jsonl").display().to_string()
-    ));
+    let config = Config::new()
+        .shutdown_timeout("60s")
+        .plugin(log(&s, ["work.>"]).isolation(Isolation::Process))
+        .plugin(
+            Plugin::new("slow", "chaos")
+                .isolation(Isolation::Process)
+                .subscribe(["work.>"])
+                .config(json!({"sleep_ms": 10})),
+        )
+        .write(&s);
     let mut host = Running::start_in_own_group(&config);
     let children = children_of(host.child.id());
     assert_eq!(children.len(), 2, "one process per plugin");
@@ -434,10 +507,19 @@ fn ctrl_c_to_the_whole_process_group_drains_process_plugins_without_loss() {
 #[test]
 fn kill_9_of_a_busy_child_loses_only_the_batch_in_flight_counted_and_restarts_it() {
     let s = Scratch::new("kill-9-busy");
-    let config = s.config(&format!(
-        "shutdown_timeout = \"60s\"\n{}[[plugin]]\nname = \"proc\"\nlibrary = \"chaos\"\nisolation = \"process\"\nsubscribe = [\"work.>\"]\nmax_restarts = 100\nqueue_capacity = 64\n[plugin.config]\nsleep_ms = 5\n",
-        logger(&s.path("log.jsonl"), r#"["work.>"]"#)
-    ));
+    let config = Config::new()
+        .shutdown_timeout("60s")
+        .plugin(log(&s, ["work.>"]))
+        .plugin(
+            Plugin::new("proc", "chaos")
+                .isolation(Isolation::Process)
+                .subscribe(["work.>"])
+                .restart(Restart::OnFailure)
+                .max_restarts(100)
+                .queue_capacity(64)
+                .config(json!({"sleep_ms": 5})),
+        )
+        .write(&s);
     let mut host = Running::start(&config);
     let parent = host.child.id();
     let first = children_of(parent);
@@ -475,12 +557,19 @@ fn kill_9_of_a_busy_child_loses_only_the_batch_in_flight_counted_and_restarts_it
 }
 
 /// A C plugin in its own process calls `exit(code)` on `work.exit`.
-fn exiting(restart: &str, code: u8) -> (std::process::Output, String, Scratch) {
+fn exiting(restart: Restart, code: u8) -> (std::process::Output, String, Scratch) {
     let s = Scratch::new(&format!("exit-{restart}-{code}"));
-    let config = s.config(&format!(
-        "shutdown_timeout = \"30s\"\n{}[[plugin]]\nname = \"quitter\"\nlibrary = \"chaos_c\"\nisolation = \"process\"\nsubscribe = [\"work.>\"]\nrestart = {restart:?}\n[plugin.config]\nexit_on = \"work.exit\"\nexit_code = {code}\n",
-        logger(&s.path("log.jsonl"), r#"["plughost.plugin.*"]"#)
-    ));
+    let config = Config::new()
+        .shutdown_timeout("30s")
+        .plugin(log(&s, ["plughost.plugin.*"]))
+        .plugin(
+            Plugin::new("quitter", "chaos_c")
+                .isolation(Isolation::Process)
+                .subscribe(["work.>"])
+                .restart(restart)
+                .config(json!({"exit_on": "work.exit", "exit_code": code})),
+        )
+        .write(&s);
     let mut host = Running::start(&config);
     host.send(&work(5));
     // Handled before the exit: the batch in flight when it exits is lost
@@ -500,7 +589,7 @@ fn exiting(restart: &str, code: u8) -> (std::process::Output, String, Scratch) {
 
 #[test]
 fn a_child_exiting_with_an_error_status_is_restarted_on_failure() {
-    let (out, _, s) = exiting("on-failure", 3);
+    let (out, _, s) = exiting(Restart::OnFailure, 3);
     let row = summary_row(&out, "quitter");
     assert_accounted(&row);
     assert_eq!(
@@ -526,7 +615,7 @@ fn a_child_exiting_with_an_error_status_is_restarted_on_failure() {
 /// status: `on-failure` restarts it, and `always` does the same.
 #[test]
 fn a_child_exiting_with_status_0_is_a_failure_and_is_restarted() {
-    for restart in ["on-failure", "always"] {
+    for restart in [Restart::OnFailure, Restart::Always] {
         let (out, err, s) = exiting(restart, 0);
         let row = summary_row(&out, "quitter");
         assert_accounted(&row);
@@ -551,7 +640,7 @@ fn a_child_exiting_with_status_0_is_a_failure_and_is_restarted() {
 
 #[test]
 fn a_child_exiting_with_status_0_stays_failed_with_restart_never() {
-    let (out, _, s) = exiting("never", 0);
+    let (out, _, s) = exiting(Restart::Never, 0);
     let row = summary_row(&out, "quitter");
     assert_accounted(&row);
     // Failed but still subscribed: what is published after it counts as
@@ -586,11 +675,16 @@ fn gone(pid: i32) -> bool {
 /// `kin`, with `shutdown_timeout`.
 fn descendant_host(s: &Scratch, shutdown_timeout: &str) -> Running {
     let library = cc_fixture(s, "descendant", "descendant", &[]);
-    let config = s.config(&format!(
-        "shutdown_timeout = {shutdown_timeout:?}\n{}[[plugin]]\nname = \"kin\"\nlibrary = {:?}\nisolation = \"process\"\nsubscribe = [\"work.>\"]\n",
-        logger(&s.path("log.jsonl"), r#"["plughost.plugin.*"]"#),
-        library.display().to_string()
-    ));
+    let config = Config::new()
+        .shutdown_timeout(shutdown_timeout)
+        .plugin(log(s, ["plughost.plugin.*"]))
+        .plugin(
+            Plugin::new("kin", &library)
+                .isolation(Isolation::Process)
+                .subscribe(["work.>"])
+                .restart(Restart::OnFailure),
+        )
+        .write(s);
     Running::start(&config)
 }
 
@@ -688,10 +782,17 @@ fn a_stuck_plugin_s_descendants_do_not_outlive_the_host_that_gave_up_on_it() {
 #[test]
 fn a_really_spinning_c_handler_in_its_own_process_is_killed_by_the_watchdog_and_restarted() {
     let s = Scratch::new("spin");
-    let config = s.config(&format!(
-        "{}[[plugin]]\nname = \"spinner\"\nlibrary = \"chaos_c\"\nisolation = \"process\"\nsubscribe = [\"work.>\"]\nhandler_timeout = \"200ms\"\n[plugin.config]\nspin_on = \"work.spin\"\n",
-        logger(&s.path("log.jsonl"), r#"["plughost.plugin.*"]"#)
-    ));
+    let config = Config::new()
+        .plugin(log(&s, ["plughost.plugin.*"]))
+        .plugin(
+            Plugin::new("spinner", "chaos_c")
+                .isolation(Isolation::Process)
+                .subscribe(["work.>"])
+                .handler_timeout("200ms")
+                .restart(Restart::OnFailure)
+                .config(json!({"spin_on": "work.spin"})),
+        )
+        .write(&s);
     let mut host = Running::start(&config);
     let first = children_of(host.child.id());
     host.send(&event("work.spin", json!(1)));
@@ -723,12 +824,17 @@ fn a_restarted_child_refuses_a_library_changed_on_disk_since_the_host_loaded_it(
     let library = s.path("libproc.so");
     std::fs::copy(plugin_path("chaos"), &library).unwrap();
     let socket = s.path("ctl.sock");
-    let config = s.config(&format!(
-        "control_socket = {:?}\n{}[[plugin]]\nname = \"proc\"\nlibrary = {:?}\nisolation = \"process\"\nsubscribe = [\"work.>\"]\nmax_restarts = 1\n",
-        socket.display().to_string(),
-        logger(&s.path("log.jsonl"), r#"["plughost.plugin.*"]"#),
-        library.display().to_string()
-    ));
+    let config = Config::new()
+        .control_socket(&socket)
+        .plugin(log(&s, ["plughost.plugin.*"]))
+        .plugin(
+            Plugin::new("proc", &library)
+                .isolation(Isolation::Process)
+                .subscribe(["work.>"])
+                .restart(Restart::OnFailure)
+                .max_restarts(1),
+        )
+        .write(&s);
     let mut host = Running::start(&config);
     let parent = host.child.id();
     let first = children_of(parent);
@@ -787,11 +893,22 @@ fn documented_lifecycle_topics() -> std::collections::BTreeMap<String, Vec<Strin
 #[test]
 fn every_lifecycle_topic_is_documented_in_the_readme_with_the_fields_it_carries() {
     let s = Scratch::new("lifecycle-docs");
-    let config = s.config(&format!(
-        "{}[[plugin]]\nname = \"flaky\"\nlibrary = \"chaos\"\nsubscribe = [\"work.flaky\"]\nmax_restarts = 1\n[plugin.config]\npanic_every = 1\n\
-         [[plugin]]\nname = \"slow\"\nlibrary = \"chaos\"\nsubscribe = [\"work.slow\"]\nhandler_timeout = \"100ms\"\n[plugin.config]\nsleep_ms = 400\n",
-        logger(&s.path("log.jsonl"), r#"["plughost.plugin.*"]"#)
-    ));
+    let config = Config::new()
+        .plugin(log(&s, ["plughost.plugin.*"]))
+        .plugin(
+            Plugin::new("flaky", "chaos")
+                .subscribe(["work.flaky"])
+                .restart(Restart::OnFailure)
+                .max_restarts(1)
+                .config(json!({"panic_every": 1})),
+        )
+        .plugin(
+            Plugin::new("slow", "chaos")
+                .subscribe(["work.slow"])
+                .handler_timeout("100ms")
+                .config(json!({"sleep_ms": 400})),
+        )
+        .write(&s);
     let events = event("work.slow", json!(1)) + &event("work.flaky", json!(1));
     let mut host = Running::start(&config);
     host.send(&events);
