@@ -24,7 +24,7 @@
 //!   `init` never returns;
 //! - `panic_in_init`, `panic_on_stop`, `panic_in_tick`, `panic_in_route`:
 //!   panic there (`tick` runs with the instance's `tick_interval`; a route is
-//!   one of `routes`);
+//!   one of `routes`); `hang_in_stop`: `stop` never returns;
 //! - `forward_to`: republish every event's payload on this topic, at most
 //!   `forward_limit` times in all (default: no limit);
 //! - `health` (`ok` | `degraded` | `failing`), `ready` (bool), `health_delay_ms`:
@@ -66,6 +66,7 @@ struct Config {
     panic_on_stop: bool,
     panic_in_tick: bool,
     panic_in_route: bool,
+    hang_in_stop: bool,
     forward_to: Option<String>,
     forward_limit: Option<u64>,
     health: Option<HealthConfig>,
@@ -212,6 +213,11 @@ impl Plugin for Chaos {
     fn stop(&mut self, _ctx: &Context) -> Result<()> {
         if self.config.panic_on_stop {
             panic!("chaos: told to panic on stop");
+        }
+        if self.config.hang_in_stop {
+            loop {
+                std::thread::park();
+            }
         }
         Ok(())
     }
