@@ -88,7 +88,8 @@ fn sigterm_mid_stream_drains_every_queue_and_exits_0() {
     let config = slow_config(&s, 2, "30s");
     let mut host = Running::start(&config);
     host.send(&events(300));
-    std::thread::sleep(Duration::from_millis(100));
+    // `slow` took its first event: the rest wait in its mailbox.
+    host.wait_for_stderr("took work.item 0");
     host.signal(libc::SIGTERM);
     // stdin stays open: the signal alone ends the run.
     let (out, err) = host.wait(Duration::from_secs(30));
@@ -146,7 +147,8 @@ fn shutdown_timeout_bounds_the_drain_and_counts_what_it_drops() {
     let config = slow_config(&s, 20, "300ms");
     let mut host = Running::start(&config);
     host.send(&events(500));
-    std::thread::sleep(Duration::from_millis(100));
+    // `slow` took its first event: the rest wait in its mailbox.
+    host.wait_for_stderr("took work.item 0");
     let asked = Instant::now();
     host.signal(libc::SIGTERM);
     let (out, err) = host.wait(Duration::from_secs(30));
@@ -156,6 +158,20 @@ fn shutdown_timeout_bounds_the_drain_and_counts_what_it_drops() {
     let slow = summary_row(&out, "slow");
     assert!(slow.dropped > 0, "{slow:?}");
     assert_accounted(&slow);
+    // What was dropped is what the log says was left for it.
+    let left: Vec<u64> = err
+        .iter()
+        .filter(|l| l.contains("plugin=slow"))
+        .filter_map(|l| {
+            l.split_once(" event(s) still queued at the shutdown deadline were dropped")?
+                .0
+                .rsplit(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert_eq!(left, [slow.dropped], "{}", err.join("\n"));
     assert_eq!(slow.state, "stopped");
     assert!(
         err.iter().any(|l| l.contains("shutdown_timeout reached")),
@@ -170,7 +186,8 @@ fn a_second_signal_exits_at_once() {
     let config = slow_config(&s, 500, "60s");
     let mut host = Running::start(&config);
     host.send(&events(100));
-    std::thread::sleep(Duration::from_millis(100));
+    // `slow` took its first event: the rest wait in its mailbox.
+    host.wait_for_stderr("took work.item 0");
     host.signal(libc::SIGINT);
     host.wait_for_stderr("SIGINT: draining queues");
     let asked = Instant::now();

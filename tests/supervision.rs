@@ -1109,6 +1109,9 @@ fn an_init_that_fails_on_a_restart_counts_as_another_failure() {
     // The panic, then two restarts whose init fails: the third failure with
     // two restarts in the window is flapping.
     host.wait_for_stderr("flapping: 2 restarts within 60s");
+    eventually("the state to say so", || {
+        plugin_row(&address, "flaky")["state"] == "flapping"
+    });
     let row = plugin_row(&address, "flaky");
     assert_eq!(
         (&row["state"], &row["restarts"], &row["failed"]),

@@ -699,7 +699,7 @@ impl Host {
         let mut left = live.len();
         while idle && left > 0 && Instant::now() < stops_deadline {
             left -= 1;
-            let wait = order_stop(live[left], idle);
+            let wait = order_stop(live[left], None);
             let late = format!("did not finish its `stop` by shutdown_timeout + {STOP_GRACE:?}");
             stopped[left] = await_all(vec![wait], stops_deadline, &late).pop().flatten();
             if stopped[left] == Some(true) {
@@ -721,7 +721,13 @@ impl Host {
                 "no time left to stop the instances one after another: the other {left} drop their queues and run their `stop` together, within {STOP_GRACE:?}"
             );
             let until = Instant::now() + STOP_GRACE;
-            let waits = live[..left].iter().map(|w| order_stop(w, false)).collect();
+            // What is queued from now on was published by the stops (or by
+            // handlers in turn): delivered, not dropped with the queues.
+            let deadline = bus.next_event_id();
+            let waits = live[..left]
+                .iter()
+                .map(|w| order_stop(w, Some(deadline)))
+                .collect();
             let late = format!("did not finish its `stop` within {STOP_GRACE:?}");
             let answers = await_all(waits, until, &late);
             for (i, answer) in answers.into_iter().enumerate().rev() {
@@ -798,16 +804,17 @@ impl Host {
     }
 }
 
-/// Order `worker`'s instance to run its `stop` in place (handling, or
-/// dropping, what is queued first: `drain`); with what waits for its
+/// Order `worker`'s instance to run its `stop` in place (handling what is
+/// queued first, or dropping what was published before `drop_before`, the
+/// deadline); with what waits for its
 /// answer (whether `stop` ran cleanly) until a given instant, `None` if it
 /// did not come by then.
 fn order_stop(
     worker: &WorkerHandle,
-    drain: bool,
+    drop_before: Option<u64>,
 ) -> (&WorkerHandle, impl Fn(Instant) -> Option<bool>) {
     let (reply, answer) = crossbeam_channel::bounded(1);
-    worker.order(Control::StopInPlace { drain, reply });
+    worker.order(Control::StopInPlace { drop_before, reply });
     let answered = move |until: Instant| match answer.recv_deadline(until) {
         Ok(clean) => Some(clean),
         Err(RecvTimeoutError::Disconnected) => Some(false),

@@ -539,12 +539,17 @@ pub(crate) enum Control {
     /// Stop: first handle (`drain`) or drop what is queued, then call `stop`
     /// (unless a [`Control::StopInPlace`] ran it already), and end.
     Stop { drain: bool },
-    /// The host's shutdown: first handle (`drain`) or drop what is queued
-    /// now, then call `stop`, but keep the instance and its mailbox: events
-    /// that arrive afterwards (what other instances' stops publish) still
-    /// reach its `on_event`, until a [`Control::Stop`] ends it. Nothing
-    /// restarts it from then on. The reply says whether `stop` ran cleanly.
-    StopInPlace { drain: bool, reply: Sender<bool> },
+    /// The host's shutdown: first handle what is queued now (`drop_before`
+    /// is `None`), or drop what was published before event id
+    /// `drop_before` (the shutdown deadline) and handle the rest, then call
+    /// `stop`, but keep the instance and its mailbox: events that arrive
+    /// afterwards (what other instances' stops publish) still reach its
+    /// `on_event`, until a [`Control::Stop`] ends it. Nothing restarts it
+    /// from then on. The reply says whether `stop` ran cleanly.
+    StopInPlace {
+        drop_before: Option<u64>,
+        reply: Sender<bool>,
+    },
     /// Ask the plugin something between events; answer through the reply.
     Probe(Probe, Reply<(usize, ProbeAnswer)>),
     /// Answer an HTTP request to one of its routes (`None`: 404).
@@ -1272,8 +1277,8 @@ impl Worker {
     fn obey(&mut self, order: Control) -> Next {
         match order {
             Control::Stop { drain } => Next::Stop(drain),
-            Control::StopInPlace { drain, reply } => {
-                let _ = reply.send(self.stop_in_place(drain));
+            Control::StopInPlace { drop_before, reply } => {
+                let _ = reply.send(self.stop_in_place(drop_before));
                 Next::Go
             }
             Control::Replace { reply, .. } if self.stop_ran => {
@@ -1442,12 +1447,31 @@ impl Worker {
         requeued + self.slot.drop_queued()
     }
 
-    /// The shutdown's stop phase ([`Control::StopInPlace`]): handle
-    /// (`drain`) or drop what is queued now, then run the plugin's `stop`,
-    /// and keep the instance taking events. Returns whether `stop` ran and
-    /// returned cleanly. An instance that is down (failed, flapping, waiting
-    /// to restart) stays down: what waits for it is dropped, counted.
-    fn stop_in_place(&mut self, drain: bool) -> bool {
+    /// Count as dropped what is queued and was published before event id
+    /// `deadline`; keep the rest (published since: what other instances'
+    /// `stop`s publish while this one's order waits) at the front of the
+    /// queue, in order. Returns how many were dropped.
+    fn drop_queued_before(&mut self, deadline: u64) -> u64 {
+        let queued = self.slot.rx.len();
+        let held: Vec<Event> = self
+            .requeue
+            .drain(..)
+            .chain(self.slot.rx.try_iter().take(queued))
+            .collect();
+        let (old, new): (Vec<Event>, Vec<Event>) =
+            held.into_iter().partition(|event| event.id() < deadline);
+        self.requeue.extend(new);
+        add(&self.slot.stats.consumer.discarded, old.len() as u64);
+        old.len() as u64
+    }
+
+    /// The shutdown's stop phase ([`Control::StopInPlace`]): handle what is
+    /// queued now, or drop what was queued at the deadline (`drop_before`),
+    /// then run the plugin's `stop`, and keep the instance taking events.
+    /// Returns whether `stop` ran and returned cleanly. An instance that is
+    /// down (failed, flapping, waiting to restart) stays down: what waits for
+    /// it is dropped, counted.
+    fn stop_in_place(&mut self, drop_before: Option<u64>) -> bool {
         self.stop_ran = true;
         if self.instance.is_none() {
             if self.slot.state() == State::Restarting {
@@ -1457,18 +1481,24 @@ impl Worker {
             return false;
         }
         self.slot.set_state(State::Stopping);
-        if drain {
-            // What is queued now, and no more: a plugin that feeds its own
-            // mailbox cannot keep its `stop` from running.
-            let queued = self.requeue.len() + self.slot.rx.len();
-            self.handle_queued(queued);
-        } else {
-            let dropped = self.drop_queue();
-            if dropped > 0 {
-                tracing::warn!(
-                    plugin = %self.slot.name,
-                    "{dropped} event(s) still queued at the shutdown deadline were dropped (counted)"
-                );
+        match drop_before {
+            None => {
+                // What is queued now, and no more: a plugin that feeds its own
+                // mailbox cannot keep its `stop` from running.
+                let queued = self.requeue.len() + self.slot.rx.len();
+                self.handle_queued(queued);
+            }
+            Some(deadline) => {
+                // Not what another instance's `stop` published since the
+                // deadline, which the stops running together deliver.
+                let dropped = self.drop_queued_before(deadline);
+                if dropped > 0 {
+                    tracing::warn!(
+                        plugin = %self.slot.name,
+                        "{dropped} event(s) still queued at the shutdown deadline were dropped (counted)"
+                    );
+                }
+                self.handle_queued(self.requeue.len());
             }
         }
         self.flush_error_log();
