@@ -491,6 +491,8 @@ fn a_route_that_does_not_answer_in_time_gives_504() {
         echo,
         json!({"method": "POST", "path": "/echo", "query": "x=1", "body": "hello"})
     );
+    // CONNECT is never handed to a plugin.
+    assert_eq!(http(&address, "CONNECT", "/plugins/busy/echo", "").0, 405);
     host.send(&event("work.slow", json!(1)));
     // Busy in its 2 s handler from now on.
     host.wait_for_stderr("took work.slow");

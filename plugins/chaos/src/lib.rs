@@ -33,7 +33,8 @@
 //! - `routes`: HTTP routes it serves, answering 200 with the request echoed;
 //! - `call_on` / `cast_on`: topic patterns; a matching event's payload is a
 //!   host command (JSON) to `call` (the answer is published on `chaos.answer`)
-//!   or `cast`.
+//!   or `cast`; `call_pad`: add a field `pad` of this many bytes to the
+//!   command first (to make it too large).
 
 use plughost_api::topic::Pattern;
 use plughost_api::{
@@ -76,6 +77,7 @@ struct Config {
     routes: Vec<String>,
     call_on: Option<String>,
     cast_on: Option<String>,
+    call_pad: usize,
 }
 
 #[derive(Clone, Copy, Deserialize)]
@@ -95,6 +97,17 @@ struct Chaos {
     cast_on: Option<Pattern>,
     forwards_left: u64,
     seen: u64,
+}
+
+impl Chaos {
+    /// The host command an event's payload holds, padded by `call_pad`.
+    fn command(&self, event: &Event<'_>) -> Result<serde_json::Value> {
+        let mut command: serde_json::Value = event.json()?;
+        if self.config.call_pad > 0 {
+            command["pad"] = "x".repeat(self.config.call_pad).into();
+        }
+        Ok(command)
+    }
 }
 
 impl Plugin for Chaos {
@@ -188,7 +201,7 @@ impl Plugin for Chaos {
             .as_ref()
             .is_some_and(|p| p.matches(event.topic()))
         {
-            let answer = match ctx.call(&event.json()?) {
+            let answer = match ctx.call(&self.command(event)?) {
                 Ok(result) => serde_json::json!({"ok": true, "result": result}),
                 Err(error) => serde_json::json!({"ok": false, "error": error.to_string()}),
             };
@@ -199,7 +212,7 @@ impl Plugin for Chaos {
             .as_ref()
             .is_some_and(|p| p.matches(event.topic()))
         {
-            ctx.cast(&event.json()?);
+            ctx.cast(&self.command(event)?);
         }
         if let Some(topic) = &self.config.forward_to
             && self.forwards_left > 0
