@@ -6,17 +6,16 @@ mod common;
 use common::*;
 use serde_json::json;
 
-fn path_str(path: &std::path::Path) -> String {
-    path.display().to_string()
-}
-
 /// One test body for the Rust `logger` and the C `logger_c`.
 fn receives_n_events_in_order(library: &str) {
     let s = Scratch::new(&format!("n-events-{library}"));
-    let config = s.config(&format!(
-        "[[plugin]]\nname = \"log\"\nlibrary = {library:?}\nsubscribe = [\"n.>\"]\n[plugin.config]\npath = {:?}\n",
-        path_str(&s.path("log.jsonl"))
-    ));
+    let config = Config::new()
+        .plugin(
+            Plugin::new("log", library)
+                .subscribe(["n.>"])
+                .set("path", s.path("log.jsonl").display().to_string()),
+        )
+        .write(&s);
     let events: String = (0..20_000)
         .map(|i| event("n.item", json!({"i": i})))
         .collect();
@@ -54,12 +53,14 @@ fn the_c_logger_receives_exactly_n_events_in_order() {
 #[test]
 fn logger_and_logger_c_write_the_same_objects_for_the_same_events() {
     let s = Scratch::new("logger-parity");
-    let config = s.config(&format!(
-        "[[plugin]]\nname = \"rust\"\nlibrary = \"logger\"\nsubscribe = [\"p.>\"]\n[plugin.config]\npath = {:?}\n\
-         [[plugin]]\nname = \"c\"\nlibrary = \"logger_c\"\nsubscribe = [\"p.>\"]\n[plugin.config]\npath = {:?}\n",
-        path_str(&s.path("rust.jsonl")),
-        path_str(&s.path("c.jsonl"))
-    ));
+    let config = Config::new()
+        .plugin(logger("rust", &s.path("rust.jsonl")).subscribe(["p.>"]))
+        .plugin(
+            Plugin::new("c", "logger_c")
+                .subscribe(["p.>"])
+                .set("path", s.path("c.jsonl").display().to_string()),
+        )
+        .write(&s);
     let mut events = String::new();
     events += &event(
         "p.object",
@@ -96,39 +97,22 @@ fn logger_and_logger_c_write_the_same_objects_for_the_same_events() {
 #[test]
 fn events_cross_between_c_and_rust_plugins_both_ways() {
     let s = Scratch::new("interop");
-    let config = s.config(&format!(
-        r#"
-# host -> echo_c (C) publishes echo.<topic> -> logger (Rust)
-[[plugin]]
-name = "echo"
-library = "echo_c"
-subscribe = ["in.>"]
-
-[[plugin]]
-name = "rust-log"
-library = "logger"
-subscribe = ["echo.>"]
-[plugin.config]
-path = {rust_log:?}
-
-# host -> chaos (Rust) forwards to to-c.forwarded -> logger_c (C)
-[[plugin]]
-name = "forward"
-library = "chaos"
-subscribe = ["in.>"]
-[plugin.config]
-forward_to = "to-c.forwarded"
-
-[[plugin]]
-name = "c-log"
-library = "logger_c"
-subscribe = ["to-c.>"]
-[plugin.config]
-path = {c_log:?}
-"#,
-        rust_log = path_str(&s.path("rust.jsonl")),
-        c_log = path_str(&s.path("c.jsonl")),
-    ));
+    let config = Config::new()
+        // host -> echo_c (C) publishes echo.<topic> -> logger (Rust)
+        .plugin(Plugin::new("echo", "echo_c").subscribe(["in.>"]))
+        .plugin(logger("rust-log", &s.path("rust.jsonl")).subscribe(["echo.>"]))
+        // host -> chaos (Rust) forwards to to-c.forwarded -> logger_c (C)
+        .plugin(
+            Plugin::new("forward", "chaos")
+                .subscribe(["in.>"])
+                .config(json!({"forward_to": "to-c.forwarded"})),
+        )
+        .plugin(
+            Plugin::new("c-log", "logger_c")
+                .subscribe(["to-c.>"])
+                .set("path", s.path("c.jsonl").display().to_string()),
+        )
+        .write(&s);
     let events: String = (0..100).map(|i| event("in.x", json!(i))).collect();
     let out = run(&["run", config.to_str().unwrap(), "--events", "-"], &events);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -153,7 +137,10 @@ path = {c_log:?}
 #[test]
 fn check_and_discover_show_language_and_abi_version() {
     let s = Scratch::new("c-check");
-    let config = s.config("[[plugin]]\nname = \"echo\"\nlibrary = \"echo_c\"\n[[plugin]]\nname = \"count\"\nlibrary = \"counter\"\n");
+    let config = Config::new()
+        .plugin(Plugin::new("echo", "echo_c"))
+        .plugin(Plugin::new("count", "counter"))
+        .write(&s);
     let out = run(&["check", config.to_str().unwrap()], "");
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
@@ -178,12 +165,10 @@ fn check_and_discover_show_language_and_abi_version() {
 fn null_optional_callbacks_and_a_null_instance_are_fine() {
     let s = Scratch::new("c-null-optionals");
     let library = cc_fixture(&s, "versioned", "versioned", &[]);
-    let config = s.config(&format!(
-        "[[plugin]]\nname = \"v\"\nlibrary = {:?}\nsubscribe = [\"t\"]\n\
-         [[plugin]]\nname = \"log\"\nlibrary = \"logger\"\nsubscribe = [\"t.seen\"]\n[plugin.config]\npath = {:?}\n",
-        path_str(&library),
-        path_str(&s.path("log.jsonl"))
-    ));
+    let config = Config::new()
+        .plugin(Plugin::new("v", &library).subscribe(["t"]))
+        .plugin(logger("log", &s.path("log.jsonl")).subscribe(["t.seen"]))
+        .write(&s);
     let events: String = (0..10).map(|i| event("t", json!(i))).collect();
     let out = run(&["run", config.to_str().unwrap(), "--events", "-"], &events);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -203,10 +188,7 @@ fn null_optional_callbacks_and_a_null_instance_are_fine() {
 fn refused(flags: &[&str]) -> String {
     let s = Scratch::new("c-version");
     let library = cc_fixture(&s, "versioned", "versioned", flags);
-    let config = s.config(&format!(
-        "[[plugin]]\nname = \"v\"\nlibrary = {:?}\n",
-        path_str(&library)
-    ));
+    let config = Config::new().plugin(Plugin::new("v", &library)).write(&s);
     let line = assert_one_line_error(&run(&["run", config.to_str().unwrap()], ""));
     let prefix = format!("error: plugin `v`: {}: ", library.display());
     assert!(line.starts_with(&prefix), "{line}");
@@ -236,10 +218,9 @@ fn a_newer_minor_version_that_sets_nothing_this_host_lacks_loads_fully() {
     // that sets more is in tests/compat.rs.
     let s = Scratch::new("c-newer-minor");
     let library = cc_fixture(&s, "versioned", "versioned", &["-DFIXTURE_MINOR=7"]);
-    let config = s.config(&format!(
-        "[[plugin]]\nname = \"v\"\nlibrary = {:?}\nsubscribe = [\"t\"]\n",
-        path_str(&library)
-    ));
+    let config = Config::new()
+        .plugin(Plugin::new("v", &library).subscribe(["t"]))
+        .write(&s);
     let out = run(&["check", config.to_str().unwrap()], "");
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     assert_eq!(
@@ -267,6 +248,16 @@ fn a_too_small_descriptor_is_refused() {
     assert!(
         line.ends_with(" of C ABI 1.0: set `size = sizeof(plughost_plugin)`"),
         "{line}"
+    );
+}
+
+#[test]
+fn a_descriptor_larger_than_any_1_x_descriptor_is_refused() {
+    // The host reads a newer plugin's descriptor up to its declared size:
+    // a size no 1.x descriptor comes near is refused before any of it is read.
+    assert_eq!(
+        refused(&["-DFIXTURE_SIZE=5000"]),
+        "its plughost_plugin descriptor declares 5000 bytes, more than the 4096 any C ABI 1.x descriptor may have: set `size = sizeof(plughost_plugin)`"
     );
 }
 
@@ -301,7 +292,10 @@ fn the_plugin_in_the_c_tutorial_builds_with_its_one_command_and_runs() {
         .status()
         .unwrap();
     assert!(status.success(), "{command}");
-    let config = s.write("plugins.toml", "[host]\nplugin_dirs = [\".\"]\n[[plugin]]\nname = \"hello\"\nlibrary = \"hello\"\nsubscribe = [\"orders.>\"]\n");
+    let config = Config::new()
+        .plugin_dirs(["."])
+        .plugin(Plugin::new("hello", "hello").subscribe(["orders.>"]))
+        .write(&s);
     let out = run(
         &["run", config.to_str().unwrap(), "--events", "-"],
         &event("orders.created", json!({"id": 1})),
@@ -319,10 +313,9 @@ fn a_plugin_built_against_abi_1_0_still_loads_in_a_newer_host() {
     let s = Scratch::new("c-old-minor");
     let size = "-DFIXTURE_SIZE=offsetof(plughost_plugin, health)";
     let library = cc_fixture(&s, "versioned", "versioned", &["-DFIXTURE_MINOR=0", size]);
-    let config = s.config(&format!(
-        "[[plugin]]\nname = \"old\"\nlibrary = {:?}\nsubscribe = [\"t\"]\n",
-        path_str(&library)
-    ));
+    let config = Config::new()
+        .plugin(Plugin::new("old", &library).subscribe(["t"]))
+        .write(&s);
     let out = run(&["check", config.to_str().unwrap()], "");
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     assert!(
@@ -342,10 +335,10 @@ fn a_plugin_built_against_abi_1_0_still_loads_in_a_newer_host() {
 fn a_c_plugin_reports_health_readiness_and_jobs_over_http() {
     let s = Scratch::new("c-reports");
     let library = cc_fixture(&s, "versioned", "reporter", &["-DFIXTURE_REPORTS"]);
-    let config = s.config(&format!(
-        "[status]\naddress = \"127.0.0.1:0\"\n[[plugin]]\nname = \"c\"\nlibrary = {:?}\n",
-        path_str(&library)
-    ));
+    let config = Config::new()
+        .status(Status::any_port())
+        .plugin(Plugin::new("c", &library))
+        .write(&s);
     let mut host = Running::start(&config);
     let address = host.status_address();
     let (code, health) = get_json(&address, "/health");
@@ -429,12 +422,14 @@ fn tricky_payloads() -> Vec<Vec<u8>> {
 fn logger_c_agrees_with_serde_json_on_which_payloads_are_json() {
     use base64::Engine as _;
     let s = Scratch::new("logger-parity-fuzz");
-    let config = s.config(&format!(
-        "[[plugin]]\nname = \"rust\"\nlibrary = \"logger\"\nsubscribe = [\"f\"]\n[plugin.config]\npath = {:?}\n\
-         [[plugin]]\nname = \"c\"\nlibrary = \"logger_c\"\nsubscribe = [\"f\"]\n[plugin.config]\npath = {:?}\n",
-        path_str(&s.path("rust.jsonl")),
-        path_str(&s.path("c.jsonl"))
-    ));
+    let config = Config::new()
+        .plugin(logger("rust", &s.path("rust.jsonl")).subscribe(["f"]))
+        .plugin(
+            Plugin::new("c", "logger_c")
+                .subscribe(["f"])
+                .set("path", s.path("c.jsonl").display().to_string()),
+        )
+        .write(&s);
     let payloads = tricky_payloads();
     let events: String = payloads
         .iter()
@@ -443,7 +438,10 @@ fn logger_c_agrees_with_serde_json_on_which_payloads_are_json() {
     let out = run(&["run", config.to_str().unwrap(), "--events", "-"], &events);
     assert!(out.status.success(), "{}", stderr(&out));
     let (rust, c) = (s.read("rust.jsonl"), s.read("c.jsonl"));
-    assert_eq!(rust.lines().count(), payloads.len());
+    assert_eq!(
+        (rust.lines().count(), c.lines().count()),
+        (payloads.len(), payloads.len())
+    );
     for ((r, c), payload) in rust.lines().zip(c.lines()).zip(&payloads) {
         assert_eq!(r, c, "for payload {:?}", String::from_utf8_lossy(payload));
     }
@@ -453,10 +451,10 @@ fn logger_c_agrees_with_serde_json_on_which_payloads_are_json() {
 fn a_c_plugin_ticks_serves_routes_and_calls_the_host() {
     let s = Scratch::new("c-routes");
     let library = cc_fixture(&s, "versioned", "router", &["-DFIXTURE_ROUTES"]);
-    let config = s.config(&format!(
-        "[status]\naddress = \"127.0.0.1:0\"\n[[plugin]]\nname = \"c\"\nlibrary = {:?}\ntick_interval = \"10ms\"\n",
-        path_str(&library)
-    ));
+    let config = Config::new()
+        .status(Status::any_port())
+        .plugin(Plugin::new("c", &library).tick_interval("10ms"))
+        .write(&s);
     let mut host = Running::start(&config);
     let address = host.status_address();
     let (code, body) = http(&address, "POST", "/plugins/c/hello?x=1", "");
@@ -483,9 +481,9 @@ fn every_shipped_c_plugin_refuses_an_unknown_config_key() {
     // back to a default (as `echo_c` once did with `prefx`).
     let s = Scratch::new("c-unknown-key");
     for library in ["logger_c", "echo_c", "chaos_c"] {
-        let config = s.config(&format!(
-            "[[plugin]]\nname = \"x\"\nlibrary = {library:?}\n[plugin.config]\nprefx = \"typo.\"\n"
-        ));
+        let config = Config::new()
+            .plugin(Plugin::new("x", library).set("prefx", "typo."))
+            .write(&s);
         let line = assert_one_line_error(&run(&["run", config.to_str().unwrap()], ""));
         assert_eq!(
             line,
@@ -500,10 +498,10 @@ fn every_shipped_c_plugin_refuses_an_unknown_config_key() {
 #[test]
 fn echo_c_refuses_a_prefix_it_cannot_use() {
     let s = Scratch::new("c-echo-prefix");
-    for prefix in ["42", &format!("{:?}", "p.".repeat(40))] {
-        let config = s.config(&format!(
-            "[[plugin]]\nname = \"echo\"\nlibrary = \"echo_c\"\n[plugin.config]\nprefix = {prefix}\n"
-        ));
+    for prefix in [json!(42), json!("p.".repeat(40))] {
+        let config = Config::new()
+            .plugin(Plugin::new("echo", "echo_c").set("prefix", prefix))
+            .write(&s);
         let line = assert_one_line_error(&run(&["run", config.to_str().unwrap()], ""));
         assert_eq!(
             line,
@@ -520,10 +518,9 @@ fn echo_c_refuses_a_prefix_it_cannot_use() {
 fn crash_on(topic: &str) -> (std::process::Output, std::path::PathBuf) {
     let s = Scratch::new(&format!("crash-{topic}"));
     let library = cc_fixture(&s, "hostile", "crashing", &["-DHOSTILE_CRASHES_ON_EVENT"]);
-    let config = s.config(&format!(
-        "[[plugin]]\nname = \"crasher\"\nlibrary = {:?}\nsubscribe = [\"crash.>\"]\n",
-        path_str(&library)
-    ));
+    let config = Config::new()
+        .plugin(Plugin::new("crasher", &library).subscribe(["crash.>"]))
+        .write(&s);
     let out = run(
         &["run", config.to_str().unwrap(), "--events", "-"],
         &event(topic, json!(1)),
@@ -567,4 +564,61 @@ fn a_stack_overflow_in_a_thread_mode_plugin_is_named_and_rust_still_reports_it()
         ours_at.is_some() && rusts_at.is_some() && ours_at < rusts_at,
         "wanted our line, then Rust's stack overflow report, in:\n{err}"
     );
+}
+
+/// A C plugin's `publish` takes a concrete topic only: one holding a
+/// wildcard (`*` or `>`) is refused at the call (the plugin sees
+/// PLUGHOST_ERROR), counted, and never routed, in both isolation modes.
+#[test]
+fn a_c_plugin_publishing_on_a_wildcard_topic_is_refused() {
+    for isolation in [Isolation::Thread, Isolation::Process] {
+        let s = Scratch::new(&format!("c-wildcard-{isolation}"));
+        let echo = |name: &str, prefix: &str| {
+            Plugin::new(name, "echo_c")
+                .isolation(isolation)
+                .subscribe(["in.>"])
+                .set("prefix", prefix)
+        };
+        let config = Config::new()
+            .plugin(logger("log", &s.path("log.jsonl")).subscribe([">"]))
+            .plugin(echo("star", "star.*."))
+            .plugin(echo("rest", "rest.>."))
+            .plugin(echo("plain", "plain."))
+            .write(&s);
+        let events: String = (0..3).map(|i| event("in.x", json!(i))).collect();
+        let out = run(&["run", config.to_str().unwrap(), "--events", "-"], &events);
+        let err = stderr(&out);
+        assert!(out.status.success(), "{isolation}: {err}");
+        for name in ["star", "rest"] {
+            let row = summary_row(&out, name);
+            assert_eq!(
+                (row.received, row.processed, row.failed, row.dropped),
+                (3, 0, 3, 0),
+                "{isolation}: {name} failed each event with the refusal"
+            );
+        }
+        let refusals = err
+            .lines()
+            .filter(|l| l.contains("on in.x failed: publish refused"))
+            .count();
+        assert_eq!(refusals, 6, "{isolation}: {err}");
+        assert_eq!(summary_row(&out, "plain").processed, 3, "{isolation}");
+        assert!(
+            stdout(&out)
+                .lines()
+                .any(|l| l == "refused: 6 event(s) from plugin (invalid_topic)"),
+            "{isolation}: {}",
+            stdout(&out)
+        );
+        let mut topics: Vec<String> = s
+            .log_lines("log.jsonl")
+            .iter()
+            .map(|l| l["topic"].as_str().unwrap().to_owned())
+            .filter(|t| !t.starts_with("plughost."))
+            .collect();
+        topics.sort();
+        let mut wanted = vec!["in.x"; 3];
+        wanted.extend(["plain.in.x"; 3]);
+        assert_eq!(topics, wanted, "{isolation}: nothing wild was routed");
+    }
 }

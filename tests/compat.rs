@@ -483,27 +483,25 @@ fn cc_compat(s: &Scratch, include: &Path, out: &str, flags: &[&str]) -> PathBuf 
     library
 }
 
-/// `[[plugin]]` for an instance of `library` taking the compat topics.
-fn compat_instance(name: &str, library: &Path) -> String {
-    format!(
-        "[[plugin]]\nname = \"{name}\"\nlibrary = {:?}\nsubscribe = [\"compat.ping\", \"compat.fail\", \"compat.ask\"]\nrestart = \"never\"\n",
-        library.display().to_string()
-    )
+/// An instance of `library` taking the compat topics.
+fn compat_instance(name: &str, library: &Path) -> Plugin {
+    Plugin::new(name, library)
+        .subscribe(["compat.ping", "compat.fail", "compat.ask"])
+        .restart(Restart::Never)
 }
 
-/// A config with `instances` and a logger writing every `compat.pong` and
-/// `compat.answer` to `answers.jsonl`, and a status server.
-fn compat_config(s: &Scratch, instances: &str) -> PathBuf {
-    s.write(
-        "plugins.toml",
-        &format!(
-            "[host]\nplugin_dirs = [{:?}]\n[status]\naddress = \"127.0.0.1:0\"\n{instances}\
-             [[plugin]]\nname = \"answers\"\nlibrary = \"logger\"\nsubscribe = [\"compat.pong\", \"compat.answer\"]\n\
-             [plugin.config]\npath = {:?}\n",
-            plugin_dir().display().to_string(),
-            s.path("answers.jsonl").display().to_string()
-        ),
-    )
+/// A config with `instances`, a status server, and a logger writing every
+/// `compat.pong` and `compat.answer` to `answers.jsonl`.
+fn compat_config(s: &Scratch, instances: impl IntoIterator<Item = Plugin>) -> PathBuf {
+    let mut config = Config::new().status(Status::any_port());
+    for instance in instances {
+        config = config.plugin(instance);
+    }
+    config
+        .plugin(
+            logger("answers", &s.path("answers.jsonl")).subscribe(["compat.pong", "compat.answer"]),
+        )
+        .write(s)
 }
 
 /// (source, topic, payload) of every line the `answers` logger wrote.
@@ -577,11 +575,12 @@ fn plugins_built_against_every_frozen_abi_run_in_todays_host() {
         let health = (abi != "1.0").then(|| format!("C ABI {abi}, 3 events"));
         fixtures.push((name, library, line, health));
     }
-    let instances: String = fixtures
-        .iter()
-        .map(|(name, library, ..)| compat_instance(name, library))
-        .collect();
-    let config = compat_config(&s, &instances);
+    let config = compat_config(
+        &s,
+        fixtures
+            .iter()
+            .map(|(name, library, ..)| compat_instance(name, library)),
+    );
 
     // Load: `check` and `discover` name the ABI each was built against.
     let out = run(&["check", config.to_str().unwrap()], "");
@@ -755,7 +754,7 @@ fn a_plugin_built_against_a_newer_abi_loads_partly_in_an_older_host() {
     // Today's plughost is the older host of the appended plugin: it says
     // so, runs it, and the host function it lacks answers "absent".
     let s = Scratch::new("compat-newer");
-    let config = compat_config(&s, &compat_instance("newer", &appended.plugin));
+    let config = compat_config(&s, [compat_instance("newer", &appended.plugin)]);
     let partly = format!(
         "partly supported: this host speaks plugin ABI {}; what ABI {newer} added is not called",
         abi_text((major, minor))
@@ -848,13 +847,7 @@ fn declaring(name: &str, version: &str) -> Built {
 /// `check`, `run` and `discover` of today's host all refuse `library` with
 /// the one line `reason`.
 fn refused_everywhere(s: &Scratch, library: &Path, reason: &str) {
-    let config = s.write(
-        "plugins.toml",
-        &format!(
-            "[[plugin]]\nname = \"x\"\nlibrary = {:?}\n",
-            library.display().to_string()
-        ),
-    );
+    let config = Config::new().plugin(Plugin::new("x", library)).write(s);
     let out = run(&["check", config.to_str().unwrap()], "");
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert_eq!(
@@ -984,7 +977,10 @@ fn a_c_plugin_built_against_a_newer_header_loads_fully_or_partly() {
     let future = cc_compat(&s, &include, "future", &["-DCOMPAT_FUTURE"]);
     let config = compat_config(
         &s,
-        &(compat_instance("plain", &plain) + &compat_instance("future", &future)),
+        [
+            compat_instance("plain", &plain),
+            compat_instance("future", &future),
+        ],
     );
     let out = run(&["check", config.to_str().unwrap()], "");
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));

@@ -126,3 +126,173 @@ fn check_and_run_report_every_invalid_value_at_once() {
         );
     }
 }
+
+/// The tests' config builder (tests/common/config.rs) adds nothing a test
+/// did not set but `plugin_dirs`, and every key it sets reaches the host as
+/// the key it names.
+#[test]
+fn the_test_config_builder_writes_exactly_the_keys_a_test_sets() {
+    use plughost::config::{Isolation as I, Overflow as O, Restart as R};
+    use std::time::Duration;
+    let bare = Config::new().plugin(Plugin::new("a", "logger")).render();
+    assert_eq!(
+        bare,
+        format!(
+            "[host]\nplugin_dirs = [{}]\n[[plugin]]\nname = \"a\"\nlibrary = \"logger\"\n",
+            toml::Value::String(plugin_dir().display().to_string())
+        )
+    );
+
+    let s = Scratch::new("builder");
+    let path = Config::new()
+        .queue_capacity(7)
+        .overflow(Overflow::DropNewest)
+        .shutdown_timeout("3s")
+        .control_socket(&s.path("x.sock"))
+        .max_event_bytes(4096)
+        .control_max_line_bytes(2048)
+        .status(
+            Status::any_port()
+                .check_timeout("2s")
+                .unavailable_status_code(599)
+                .ingest(true)
+                .ingest_max_bytes(99)
+                .route_timeout("4s")
+                .route_max_pending(5)
+                .header_timeout("6s")
+                .idle_timeout("7s")
+                .max_connections(8),
+        )
+        .state(
+            State::new()
+                .enabled(true)
+                .ping_enabled(false)
+                .ping_interval("9s")
+                .process_name("p"),
+        )
+        .metrics_enabled(true)
+        .plugin(
+            Plugin::new("b", "chaos")
+                .subscribe(["x.>", "y"])
+                .enabled(false)
+                .queue_capacity(11)
+                .overflow(Overflow::DropOldest)
+                .isolation(Isolation::Process)
+                .restart(Restart::Never)
+                .max_restarts(12)
+                .restart_window("13s")
+                .handler_timeout("14s")
+                .start_timeout("15s")
+                .required(false)
+                .tick_interval("16s")
+                .sha256(&"ab".repeat(32))
+                .allow_insecure_permissions(true)
+                .config(serde_json::json!({"n": 1, "list": ["a"], "nested": {"f": 0.5}}))
+                .set("key with space", true),
+        )
+        .write(&s);
+    let config = plughost::Config::load(&path).unwrap();
+    let host = &config.host;
+    assert_eq!(
+        (
+            host.queue_capacity.get(),
+            host.overflow,
+            host.shutdown_timeout,
+            host.control_socket.clone(),
+            host.max_event_bytes,
+            host.control_max_line_bytes,
+        ),
+        (
+            7,
+            O::DropNewest,
+            Duration::from_secs(3),
+            Some(s.path("x.sock")),
+            4096,
+            2048
+        )
+    );
+    let status = config.status.expect("[status]");
+    assert_eq!(
+        (
+            status.address.to_string(),
+            status.check_timeout,
+            status.unavailable_status_code,
+            status.ingest,
+            status.ingest_max_bytes,
+            status.route_timeout,
+            status.route_max_pending,
+            status.header_timeout,
+            status.idle_timeout,
+            status.max_connections,
+        ),
+        (
+            "127.0.0.1:0".to_owned(),
+            Duration::from_secs(2),
+            599,
+            true,
+            99,
+            Duration::from_secs(4),
+            5,
+            Duration::from_secs(6),
+            Duration::from_secs(7),
+            8
+        )
+    );
+    let state = &config.state;
+    assert_eq!(
+        (
+            state.enabled,
+            state.ping_enabled,
+            state.ping_interval,
+            state.process_name.as_str()
+        ),
+        (true, false, Duration::from_secs(9), "p")
+    );
+    assert!(config.metrics.enabled);
+    let b = &config.plugins[0];
+    let patterns: Vec<String> = b.subscribe.iter().map(|p| p.to_string()).collect();
+    assert_eq!(
+        (b.name.as_str(), b.library.as_str(), patterns, b.enabled),
+        ("b", "chaos", vec!["x.>".to_owned(), "y".to_owned()], false)
+    );
+    assert_eq!(
+        (
+            b.queue_capacity.get(),
+            b.overflow,
+            b.isolation,
+            b.restart,
+            b.max_restarts,
+            b.restart_window,
+        ),
+        (
+            11,
+            O::DropOldest,
+            I::Process,
+            R::Never,
+            12,
+            Duration::from_secs(13)
+        )
+    );
+    assert_eq!(
+        (
+            b.handler_timeout,
+            b.start_timeout,
+            b.required,
+            b.tick_interval,
+            b.sha256.clone(),
+            b.allow_insecure_permissions,
+        ),
+        (
+            Some(Duration::from_secs(14)),
+            Duration::from_secs(15),
+            false,
+            Some(Duration::from_secs(16)),
+            Some("ab".repeat(32)),
+            true
+        )
+    );
+    assert_eq!(
+        b.config,
+        serde_json::json!({"n": 1, "list": ["a"], "nested": {"f": 0.5}, "key with space": true})
+    );
+}

@@ -5,19 +5,16 @@
 mod common;
 
 use common::*;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-fn status_section(extra: &str) -> String {
-    format!("[status]\naddress = \"127.0.0.1:0\"\n{extra}\n")
-}
-
-fn chaos(name: &str, config: &str) -> String {
-    format!(
-        "[[plugin]]\nname = {name:?}\nlibrary = \"chaos\"\nsubscribe = [\"{name}.>\"]\nrestart = \"never\"\n[plugin.config]\n{config}\n"
-    )
+/// A `chaos` instance of `NAME.>` with `config`.
+fn chaos(name: &str, config: serde_json::Value) -> Plugin {
+    Plugin::new(name, "chaos")
+        .subscribe([format!("{name}.>")])
+        .config(config)
 }
 
 fn finish(mut host: Running) -> Vec<String> {
@@ -146,11 +143,10 @@ fn count(lines: &[String], needle: &str) -> usize {
 #[test]
 fn header_timeout_closes_connections_that_never_finish_their_headers() {
     let s = Scratch::new("http-header-timeout");
-    let config = s.config(&format!(
-        "{}{}",
-        status_section("header_timeout = \"1s\"\nidle_timeout = \"60s\""),
-        chaos("a", "health = \"ok\"")
-    ));
+    let config = Config::new()
+        .status(Status::any_port().header_timeout("1s").idle_timeout("60s"))
+        .plugin(chaos("a", json!({"health": "ok"})))
+        .write(&s);
     let mut host = Running::start(&config);
     let address = host.status_address();
     // Half say nothing at all, half stop in the middle of their headers.
@@ -182,11 +178,10 @@ fn header_timeout_closes_connections_that_never_finish_their_headers() {
 #[test]
 fn a_kept_alive_connection_waits_idle_timeout_for_its_next_request_then_closes() {
     let s = Scratch::new("http-idle-timeout");
-    let config = s.config(&format!(
-        "{}{}",
-        status_section("header_timeout = \"1s\"\nidle_timeout = \"4s\""),
-        chaos("a", "health = \"ok\"")
-    ));
+    let config = Config::new()
+        .status(Status::any_port().header_timeout("1s").idle_timeout("4s"))
+        .plugin(chaos("a", json!({"health": "ok"})))
+        .write(&s);
     let mut host = Running::start(&config);
     let address = host.status_address();
     let mut stream = connect(&address);
@@ -207,11 +202,10 @@ fn a_kept_alive_connection_waits_idle_timeout_for_its_next_request_then_closes()
 #[test]
 fn max_connections_refuses_new_connections_at_once_and_serves_again_when_one_closes() {
     let s = Scratch::new("http-max-connections");
-    let config = s.config(&format!(
-        "{}{}",
-        status_section("max_connections = 4\nheader_timeout = \"60s\""),
-        chaos("a", "health = \"ok\"")
-    ));
+    let config = Config::new()
+        .status(Status::any_port().max_connections(4).header_timeout("60s"))
+        .plugin(chaos("a", json!({"health": "ok"})))
+        .write(&s);
     let mut host = Running::start(&config);
     let address = host.status_address();
     let mut open: Vec<TcpStream> = (0..4)
@@ -273,12 +267,11 @@ fn read_to_close_or_answer(stream: &mut TcpStream) -> Vec<u8> {
 fn after_a_descriptor_storm_the_control_socket_and_status_server_answer_again() {
     let s = Scratch::new("http-fd-storm");
     let socket = s.path("ctl.sock");
-    let config = s.config(&format!(
-        "control_socket = {:?}\n{}{}",
-        socket.display().to_string(),
-        status_section("header_timeout = \"60s\""),
-        chaos("a", "health = \"ok\"")
-    ));
+    let config = Config::new()
+        .control_socket(&socket)
+        .status(Status::any_port().header_timeout("60s"))
+        .plugin(chaos("a", json!({"health": "ok"})))
+        .write(&s);
     let mut host = Running::start_with_fd_limit(&config, 128);
     let address = host.status_address();
     assert_eq!(ctl(&socket, &["list"]).0, 0);
@@ -400,20 +393,27 @@ fn a_flood_of_route_calls_to_a_busy_plugin_neither_starves_health_nor_grows_thre
     // The test's ends of the flood, and the host's (which inherits the limit).
     allow_descriptors(2 * FLOOD as u64 + 1024);
     let s = Scratch::new("http-route-flood");
-    let config = s.config(&format!(
-        "shutdown_timeout = \"1s\"\n{}{}{}",
-        status_section(
-            "check_timeout = \"2s\"\nroute_timeout = \"120s\"\nmax_connections = 4096\nheader_timeout = \"120s\""
-        ),
+    let config = Config::new()
+        .shutdown_timeout("1s")
+        .status(
+            Status::any_port()
+                .check_timeout("2s")
+                .route_timeout("120s")
+                .max_connections(4096)
+                .header_timeout("120s"),
+        )
         // Busy for longer than the test: the admitted calls stay pending.
-        chaos("busy", "sleep_ms = 120000\nlog_events = true\nroutes = [\"/echo\"]"),
-        chaos("other", "health = \"ok\"")
-    ));
+        .plugin(chaos(
+            "busy",
+            json!({"sleep_ms": 120000, "log_events": true, "routes": ["/echo"]}),
+        ))
+        .plugin(chaos("other", json!({"health": "ok"})))
+        .write(&s);
     let mut host = Running::start(&config);
     let address = host.status_address();
     let pid = host.child.id();
     let before = threads(pid);
-    host.send(&event("busy.work", serde_json::json!(1)));
+    host.send(&event("busy.work", json!(1)));
     host.wait_for_stderr("took busy.work");
     let started = Instant::now();
     let mut flood: Vec<(TcpStream, Vec<u8>)> = (0..FLOOD)
@@ -480,11 +480,10 @@ fn a_flood_of_route_calls_to_a_busy_plugin_neither_starves_health_nor_grows_thre
 fn a_plugin_cannot_frame_its_own_answer_or_send_an_invalid_status() {
     let s = Scratch::new("http-framing");
     let library = cc_fixture(&s, "framing", "framing", &[]);
-    let config = s.config(&format!(
-        "{}[[plugin]]\nname = \"framing\"\nlibrary = {:?}\n",
-        status_section(""),
-        library.display().to_string()
-    ));
+    let config = Config::new()
+        .status(Status::any_port())
+        .plugin(Plugin::new("framing", &library))
+        .write(&s);
     let mut host = Running::start(&config);
     let address = host.status_address();
     let mut stream = connect(&address);

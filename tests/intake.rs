@@ -14,25 +14,22 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-fn logger(name: &str, subscribe: &str, path: &Path) -> String {
-    format!(
-        "[[plugin]]\nname = {name:?}\nlibrary = \"logger\"\nsubscribe = {subscribe}\n[plugin.config]\npath = {:?}\n",
-        path.display().to_string()
-    )
-}
-
 /// The `intruder` fixture (a thread-mode C plugin that tries what a hostile
 /// one would, see tests/fixtures/intruder.c), built into `s`.
 fn intruder(s: &Scratch, flags: &[&str]) -> PathBuf {
     cc_fixture(s, "intruder", "intruder", flags)
 }
 
-fn intruder_instance(name: &str, library: &Path, isolation: &str) -> String {
-    format!(
-        "[[plugin]]\nname = {name:?}\nlibrary = {:?}\nisolation = {isolation:?}\n\
-         subscribe = [\"intruder.forge\", \"intruder.call\", \"intruder.big\", \"intruder.log\", \"intruder.fail\"]\n",
-        library.display().to_string()
-    )
+/// An instance of the `intruder` at `library`, subscribed to the topics
+/// that make it act.
+fn intruder_instance(name: &str, library: &Path, isolation: Isolation) -> Plugin {
+    Plugin::new(name, library).isolation(isolation).subscribe([
+        "intruder.forge",
+        "intruder.call",
+        "intruder.big",
+        "intruder.log",
+        "intruder.fail",
+    ])
 }
 
 fn finish(mut host: Running) -> (std::process::Output, Vec<String>) {
@@ -76,14 +73,18 @@ fn forged_host_events_are_refused_and_counted_at_every_entry_point() {
     let s = Scratch::new("forged");
     let socket = s.path("host.sock");
     let library = intruder(&s, &[]);
-    let config = s.config(&format!(
-        "control_socket = {:?}\n[status]\naddress = \"127.0.0.1:0\"\ningest = true\n{}{}{}\
-         [[plugin]]\nname = \"caller\"\nlibrary = \"chaos\"\nsubscribe = [\"cmd.call\"]\n[plugin.config]\ncall_on = \"cmd.call\"\n",
-        socket.display().to_string(),
-        logger("log", r#"[">"]"#, &s.path("log.jsonl")),
-        intruder_instance("intruder", &library, "thread"),
-        intruder_instance("isolated", &library, "process"),
-    ));
+    let config = Config::new()
+        .control_socket(&socket)
+        .status(Status::any_port().ingest(true))
+        .plugin(logger("log", &s.path("log.jsonl")).subscribe([">"]))
+        .plugin(intruder_instance("intruder", &library, Isolation::Thread))
+        .plugin(intruder_instance("isolated", &library, Isolation::Process))
+        .plugin(
+            Plugin::new("caller", "chaos")
+                .subscribe(["cmd.call"])
+                .config(json!({"call_on": "cmd.call"})),
+        )
+        .write(&s);
     let mut host = Running::start(&config);
     let address = host.status_address();
     let forged = json!({"name": "log", "library": "liblogger.so", "reason": "forged"});
@@ -186,11 +187,9 @@ fn forged_host_events_are_refused_and_counted_at_every_entry_point() {
 #[test]
 fn an_events_file_is_the_source_file_and_its_refusals_are_counted_as_file() {
     let s = Scratch::new("events-file");
-    let config = s.config(&logger(
-        "log",
-        r#"["orders.>", "internal.>"]"#,
-        &s.path("log.jsonl"),
-    ));
+    let config = Config::new()
+        .plugin(logger("log", &s.path("log.jsonl")).subscribe(["orders.>", "internal.>"]))
+        .write(&s);
     let events = s.write(
         "events.jsonl",
         &(event("internal.metrics.event_fired", json!({})) + &event("orders.file", json!(1))),
@@ -232,12 +231,13 @@ fn an_event_larger_than_max_event_bytes_is_refused_at_every_entry_point() {
     let socket = s.path("host.sock");
     let library = intruder(&s, &[]);
     // ingest_max_bytes (1 MiB by default) would take it: the host's limit decides.
-    let config = s.config(&format!(
-        "control_socket = {:?}\nmax_event_bytes = 1024\n[status]\naddress = \"127.0.0.1:0\"\ningest = true\n{}{}",
-        socket.display().to_string(),
-        logger("log", r#"["orders.>", "intruder.big.out"]"#, &s.path("log.jsonl")),
-        intruder_instance("intruder", &library, "thread"),
-    ));
+    let config = Config::new()
+        .control_socket(&socket)
+        .max_event_bytes(1024)
+        .status(Status::any_port().ingest(true))
+        .plugin(logger("log", &s.path("log.jsonl")).subscribe(["orders.>", "intruder.big.out"]))
+        .plugin(intruder_instance("intruder", &library, Isolation::Thread))
+        .write(&s);
     let mut host = Running::start(&config);
     let address = host.status_address();
     let big = "x".repeat(2000);
@@ -279,10 +279,10 @@ fn an_event_larger_than_max_event_bytes_is_refused_at_every_entry_point() {
 #[test]
 fn an_input_line_too_long_for_any_event_is_skipped_without_being_held() {
     let s = Scratch::new("long-line");
-    let config = s.config(&format!(
-        "max_event_bytes = 1024\n{}",
-        logger("log", r#"["a"]"#, &s.path("log.jsonl"))
-    ));
+    let config = Config::new()
+        .max_event_bytes(1024)
+        .plugin(logger("log", &s.path("log.jsonl")).subscribe(["a"]))
+        .write(&s);
     // Longer than 2 × 1024 + 64 KiB, with no newline for most of it.
     let long = format!(
         "{{\"topic\": \"a\", \"payload\": \"{}\"}}\n",
@@ -307,7 +307,9 @@ fn an_input_line_too_long_for_any_event_is_skipped_without_being_held() {
 #[test]
 fn invalid_utf8_in_events_is_skipped_with_its_line_number_and_the_rest_delivered() {
     let s = Scratch::new("utf8");
-    let config = s.config(&logger("log", r#"["a"]"#, &s.path("log.jsonl")));
+    let config = Config::new()
+        .plugin(logger("log", &s.path("log.jsonl")).subscribe(["a"]))
+        .write(&s);
     let mut input = event("a", json!(1)).into_bytes();
     input.extend_from_slice(b"{\"topic\": \"a\", \"payload\": \"\xff\xfe\"}\n");
     input.extend_from_slice(event("a", json!(3)).as_bytes());
@@ -343,7 +345,9 @@ fn invalid_utf8_in_events_is_skipped_with_its_line_number_and_the_rest_delivered
 #[test]
 fn events_from_a_directory_exit_1_with_one_line() {
     let s = Scratch::new("events-dir");
-    let config = s.config(&logger("log", r#"[">"]"#, &s.path("log.jsonl")));
+    let config = Config::new()
+        .plugin(logger("log", &s.path("log.jsonl")).subscribe([">"]))
+        .write(&s);
     let out = run(
         &[
             "run",
@@ -368,7 +372,9 @@ fn events_from_a_directory_exit_1_with_one_line() {
 fn a_newline_in_a_topic_or_a_plugins_message_never_forges_a_log_line() {
     let s = Scratch::new("forge-log");
     let library = intruder(&s, &[]);
-    let config = s.config(&intruder_instance("intruder", &library, "thread"));
+    let config = Config::new()
+        .plugin(intruder_instance("intruder", &library, Isolation::Thread))
+        .write(&s);
     let input = format!(
         "{{\"topic\": \"a\\nFORGED by stdin\", \"payload\": 1}}\n{}{}",
         event("intruder.log", json!(null)),
@@ -427,10 +433,11 @@ impl Client {
 fn the_control_socket_refuses_unknown_fields_invalid_utf8_and_long_lines_and_goes_on() {
     let s = Scratch::new("ctl-hygiene");
     let socket = s.path("host.sock");
-    let config = s.config(&format!(
-        "control_socket = {:?}\ncontrol_max_line_bytes = 1024\n[[plugin]]\nname = \"count\"\nlibrary = \"counter\"\nsubscribe = [\"work.>\"]\n",
-        socket.display().to_string()
-    ));
+    let config = Config::new()
+        .control_socket(&socket)
+        .control_max_line_bytes(1024)
+        .plugin(Plugin::new("count", "counter").subscribe(["work.>"]))
+        .write(&s);
     let host = Running::start(&config);
     let mut client = Client::connect(&socket);
     for (request, error) in [
@@ -467,18 +474,20 @@ fn the_control_socket_refuses_unknown_fields_invalid_utf8_and_long_lines_and_goe
 fn a_reload_names_the_changed_keys_that_need_a_restart() {
     let s = Scratch::new("reload-restart");
     let socket = s.path("host.sock");
-    let write = |socket: &Path, extra: &str| {
-        s.config(&format!(
-            "control_socket = {:?}\n{extra}[[plugin]]\nname = \"count\"\nlibrary = \"counter\"\nsubscribe = [\"work.>\"]\n",
-            socket.display().to_string()
-        ))
-    };
-    let config = write(&socket, "");
+    let count = Plugin::new("count", "counter").subscribe(["work.>"]);
+    let config = Config::new()
+        .control_socket(&socket)
+        .plugin(count.clone())
+        .write(&s);
     let host = Running::start(&config);
-    write(
-        &s.path("other.sock"),
-        "shutdown_timeout = \"7s\"\nmax_event_bytes = 2048\n[status]\naddress = \"127.0.0.1:0\"\n[state]\nenabled = true\n",
-    );
+    Config::new()
+        .control_socket(&s.path("other.sock"))
+        .shutdown_timeout("7s")
+        .max_event_bytes(2048)
+        .status(Status::any_port())
+        .state(State::new().enabled(true))
+        .plugin(count)
+        .write(&s);
     let (code, text, err) = ctl(&socket, &["reload"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(
@@ -503,4 +512,94 @@ fn a_reload_names_the_changed_keys_that_need_a_restart() {
         )
     );
     finish(host);
+}
+
+/// `--log-format json`: every log line is one JSON object (timestamp,
+/// level, target, and the message and fields), a plugin's own lines and the
+/// host's lines about it carry its name, and foreign text (a newline in a
+/// plugin's message) cannot break a line.
+#[test]
+fn log_format_json_writes_every_log_line_as_one_json_object() {
+    let s = Scratch::new("log-json");
+    let library = intruder(&s, &[]);
+    let config = Config::new()
+        .plugin(
+            Plugin::new("chatty", "chaos")
+                .subscribe(["work.>"])
+                .config(json!({"log_events": true, "error_on": "work.bad"})),
+        )
+        .plugin(intruder_instance("intruder", &library, Isolation::Thread))
+        .write(&s);
+    let input = event("work.item", json!(1))
+        + &event("work.bad", json!(2))
+        + &event("intruder.log", json!(null));
+    let out = run(
+        &[
+            "--log-format",
+            "json",
+            "run",
+            config.to_str().unwrap(),
+            "--events",
+            "-",
+        ],
+        &input,
+    );
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let lines: Vec<Value> = err
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"))
+        })
+        .collect();
+    for line in &lines {
+        let keys: Vec<&str> = line
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, ["fields", "level", "target", "timestamp"], "{line}");
+        assert!(line["fields"]["message"].is_string(), "{line}");
+    }
+    let find = |message: &str| {
+        lines
+            .iter()
+            .find(|l| l["fields"]["message"] == message)
+            .unwrap_or_else(|| panic!("no line {message:?} in:\n{err}"))
+    };
+    assert_eq!(find("2 plugin instance(s) running")["level"], "INFO");
+    let took = find("took work.item 1");
+    assert_eq!(
+        (&took["level"], &took["fields"]["plugin"]),
+        (&json!("INFO"), &json!("chatty"))
+    );
+    let failed = lines
+        .iter()
+        .find(|l| {
+            l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.ends_with("on work.bad failed: chaos: told to fail on work.bad"))
+        })
+        .unwrap_or_else(|| panic!("no handler error in:\n{err}"));
+    assert_eq!(
+        (&failed["level"], &failed["fields"]["plugin"]),
+        (&json!("WARN"), &json!("chatty"))
+    );
+    // The intruder's message holds a newline and a forged log line: still
+    // one line, one object, with the newline escaped.
+    let forged = lines
+        .iter()
+        .find(|l| {
+            l["fields"]["plugin"] == "intruder"
+                && l["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("a message"))
+        })
+        .unwrap_or_else(|| panic!("no intruder line in:\n{err}"));
+    let message = forged["fields"]["message"].as_str().unwrap();
+    assert!(message.starts_with("a message\\n2099-01-01"), "{message}");
+    assert!(!message.contains('\n'), "{message}");
+    // The summary is not a log: plain text on stdout.
+    assert_eq!(summary_row(&out, "chatty").failed, 1);
 }

@@ -9,30 +9,11 @@ use serde_json::json;
 #[test]
 fn two_different_plugins_and_two_instances_of_one_library_run_side_by_side() {
     let s = Scratch::new("two-plugins");
-    let config = s.config(&format!(
-        r#"
-[[plugin]]
-name = "all"
-library = "logger"
-subscribe = ["orders.>", "counter.summary"]
-[plugin.config]
-path = {all:?}
-
-[[plugin]]
-name = "eu"
-library = "logger"
-subscribe = ["orders.*.eu"]
-[plugin.config]
-path = {eu:?}
-
-[[plugin]]
-name = "count"
-library = "counter"
-subscribe = ["orders.>"]
-"#,
-        all = s.path("all.log").display().to_string(),
-        eu = s.path("eu.log").display().to_string(),
-    ));
+    let config = Config::new()
+        .plugin(logger("all", &s.path("all.log")).subscribe(["orders.>", "counter.summary"]))
+        .plugin(logger("eu", &s.path("eu.log")).subscribe(["orders.*.eu"]))
+        .plugin(Plugin::new("count", "counter").subscribe(["orders.>"]))
+        .write(&s);
     let events = [
         event("orders.created", json!({"id": 1})),
         event("orders.created.eu", json!({"id": 2})),
@@ -72,29 +53,12 @@ fn check_names_each_library_it_opened() {
     // abi_stable's `load_from_file` would hand back the first library for
     // every path; each line must name its own plugin.
     let s = Scratch::new("check");
-    let config = s.config(&format!(
-        r#"
-[[plugin]]
-name = "a"
-library = "logger"
-[plugin.config]
-path = {:?}
-
-[[plugin]]
-name = "b"
-library = "counter"
-
-[[plugin]]
-name = "c"
-library = "chaos"
-
-[[plugin]]
-name = "off"
-library = "does-not-exist"
-enabled = false
-"#,
-        s.path("a.log").display().to_string()
-    ));
+    let config = Config::new()
+        .plugin(logger("a", &s.path("a.log")))
+        .plugin(Plugin::new("b", "counter"))
+        .plugin(Plugin::new("c", "chaos"))
+        .plugin(Plugin::new("off", "does-not-exist").enabled(false))
+        .write(&s);
     let out = run(&["check", config.to_str().unwrap()], "");
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
@@ -147,10 +111,10 @@ fn discover_lists_plugins_and_says_why_others_are_not() {
 #[test]
 fn a_missing_library_lists_every_place_it_looked() {
     let s = Scratch::new("missing");
-    let config = s.write(
-        "plugins.toml",
-        "[host]\nplugin_dirs = [\"first\", \"/opt/second\"]\n[[plugin]]\nname = \"x\"\nlibrary = \"nowhere\"\n",
-    );
+    let config = Config::new()
+        .plugin_dirs(["first", "/opt/second"])
+        .plugin(Plugin::new("x", "nowhere"))
+        .write(&s);
     let out = run(&["run", config.to_str().unwrap()], "");
     let line = assert_one_line_error(&out);
     let first = s.path("first/libnowhere.so");
@@ -170,10 +134,7 @@ fn a_shared_library_that_is_not_a_plugin_is_refused_in_one_line() {
     let mut candidates = vec![plain];
     candidates.extend(system_libz());
     for library in candidates {
-        let config = s.config(&format!(
-            "[[plugin]]\nname = \"x\"\nlibrary = {:?}\n",
-            library.display().to_string()
-        ));
+        let config = Config::new().plugin(plugin_at(&library)).write(&s);
         let out = run(&["run", config.to_str().unwrap()], "");
         let line = assert_one_line_error(&out);
         assert_eq!(
@@ -237,10 +198,7 @@ fn files_that_are_not_libraries_are_refused_with_their_own_reason() {
         ("libdir.so", "is a directory, not a plugin library"),
     ];
     for (file, reason) in cases {
-        let config = s.config(&format!(
-            "[[plugin]]\nname = \"x\"\nlibrary = {:?}\n",
-            s.path(file).display().to_string()
-        ));
+        let config = Config::new().plugin(plugin_at(&s.path(file))).write(&s);
         let out = run(&["run", config.to_str().unwrap()], "");
         let line = assert_one_line_error(&out);
         assert_eq!(
@@ -253,23 +211,10 @@ fn files_that_are_not_libraries_are_refused_with_their_own_reason() {
 #[test]
 fn a_failing_init_is_one_clear_line_and_exit_1() {
     let s = Scratch::new("fail-init");
-    let config = s.config(&format!(
-        r#"
-[[plugin]]
-name = "log"
-library = "logger"
-subscribe = [">"]
-[plugin.config]
-path = {:?}
-
-[[plugin]]
-name = "bad"
-library = "chaos"
-[plugin.config]
-fail_init = true
-"#,
-        s.path("log.jsonl").display().to_string()
-    ));
+    let config = Config::new()
+        .plugin(logger("log", &s.path("log.jsonl")).subscribe([">"]))
+        .plugin(Plugin::new("bad", "chaos").config(json!({"fail_init": true})))
+        .write(&s);
     let out = run(&["run", config.to_str().unwrap(), "--events", "-"], "");
     let line = assert_one_line_error(&out);
     assert_eq!(
@@ -284,8 +229,9 @@ fail_init = true
 #[test]
 fn a_plugin_config_the_plugin_refuses_is_an_init_error() {
     let s = Scratch::new("bad-plugin-config");
-    let config = s
-        .config("[[plugin]]\nname = \"log\"\nlibrary = \"logger\"\n[plugin.config]\npth = \"x\"\n");
+    let config = Config::new()
+        .plugin(Plugin::new("log", "logger").config(json!({"pth": "x"})))
+        .write(&s);
     let out = run(&["run", config.to_str().unwrap()], "");
     let line = assert_one_line_error(&out);
     assert_eq!(
@@ -308,11 +254,9 @@ fn chmod(path: &std::path::Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
-fn plugin_at(path: &std::path::Path, extra: &str) -> String {
-    format!(
-        "[[plugin]]\nname = \"x\"\nlibrary = {:?}\n{extra}\n",
-        path.display().to_string()
-    )
+/// The instance `x` of the library at `path`, with no other key.
+fn plugin_at(path: &std::path::Path) -> Plugin {
+    Plugin::new("x", path)
 }
 
 #[test]
@@ -320,7 +264,7 @@ fn a_world_writable_library_is_refused_unless_explicitly_allowed() {
     let s = Scratch::new("world-writable");
     let library = copy_plugin(&s, "counter");
     chmod(&library, 0o666);
-    let config = s.config(&plugin_at(&library, ""));
+    let config = Config::new().plugin(plugin_at(&library)).write(&s);
     let line = assert_one_line_error(&run(&["run", config.to_str().unwrap()], ""));
     assert_eq!(
         line,
@@ -329,7 +273,9 @@ fn a_world_writable_library_is_refused_unless_explicitly_allowed() {
             library.display()
         )
     );
-    let config = s.config(&plugin_at(&library, "allow_insecure_permissions = true"));
+    let config = Config::new()
+        .plugin(plugin_at(&library).allow_insecure_permissions(true))
+        .write(&s);
     let out = run(&["check", config.to_str().unwrap()], "");
     assert!(out.status.success(), "{}", stdout(&out));
 }
@@ -342,7 +288,7 @@ fn a_library_in_a_world_writable_directory_is_refused() {
     chmod(&dir, 0o777);
     let library = dir.join("libcounter.so");
     std::fs::copy(plugin_path("counter"), &library).unwrap();
-    let config = s.config(&plugin_at(&library, ""));
+    let config = Config::new().plugin(plugin_at(&library)).write(&s);
     let line = assert_one_line_error(&run(&["run", config.to_str().unwrap()], ""));
     assert!(
         line.contains(&format!(
@@ -366,7 +312,9 @@ fn a_sha256_pin_is_checked_before_loading() {
     let s = Scratch::new("sha256");
     let library = copy_plugin(&s, "counter");
     let good = sha256_hex(&library);
-    let config = s.config(&plugin_at(&library, &format!("sha256 = {good:?}")));
+    let config = Config::new()
+        .plugin(plugin_at(&library).sha256(&good))
+        .write(&s);
     let out = run(&["check", config.to_str().unwrap()], "");
     assert!(out.status.success(), "{}", stdout(&out));
     let wrong = format!(
@@ -374,7 +322,9 @@ fn a_sha256_pin_is_checked_before_loading() {
         &good[..63],
         if good.ends_with('0') { '1' } else { '0' }
     );
-    let config = s.config(&plugin_at(&library, &format!("sha256 = {wrong:?}")));
+    let config = Config::new()
+        .plugin(plugin_at(&library).sha256(&wrong))
+        .write(&s);
     let line = assert_one_line_error(&run(&["run", config.to_str().unwrap()], ""));
     assert_eq!(
         line,
@@ -383,7 +333,9 @@ fn a_sha256_pin_is_checked_before_loading() {
             library.display()
         )
     );
-    let config = s.config(&plugin_at(&library, "sha256 = \"abc\""));
+    let config = Config::new()
+        .plugin(plugin_at(&library).sha256("abc"))
+        .write(&s);
     let line = assert_one_line_error(&run(&["check", config.to_str().unwrap()], ""));
     assert!(
         line.ends_with("`sha256` must be 64 hexadecimal digits"),
@@ -415,7 +367,7 @@ fn truncated_foreign_and_dangling_libraries_are_each_refused_with_their_own_reas
         ),
     ];
     for (file, reason) in &cases {
-        let config = s.config(&plugin_at(&s.path(file), ""));
+        let config = Config::new().plugin(plugin_at(&s.path(file))).write(&s);
         let out = run(&["run", config.to_str().unwrap()], "");
         let line = assert_one_line_error(&out);
         let prefix = format!("error: plugin `x`: {}: {reason}", s.path(file).display());
@@ -429,14 +381,12 @@ fn check_reports_every_problem_of_a_config_at_once() {
     s.write("libempty.so", "");
     let writable = copy_plugin(&s, "counter");
     chmod(&writable, 0o666);
-    let config = s.config(&format!(
-        "[[plugin]]\nname = \"fine\"\nlibrary = \"logger\"\n[plugin.config]\npath = \"x\"\n\
-         [[plugin]]\nname = \"missing\"\nlibrary = \"nowhere\"\n\
-         [[plugin]]\nname = \"empty\"\nlibrary = {:?}\n\
-         [[plugin]]\nname = \"writable\"\nlibrary = {:?}\n",
-        s.path("libempty.so").display().to_string(),
-        writable.display().to_string()
-    ));
+    let config = Config::new()
+        .plugin(Plugin::new("fine", "logger").config(json!({"path": "x"})))
+        .plugin(Plugin::new("missing", "nowhere"))
+        .plugin(Plugin::new("empty", s.path("libempty.so")))
+        .plugin(Plugin::new("writable", &writable))
+        .write(&s);
     let out = run(&["check", config.to_str().unwrap()], "");
     assert_eq!(out.status.code(), Some(1));
     let text = stdout(&out);
@@ -452,34 +402,19 @@ fn check_reports_every_problem_of_a_config_at_once() {
 #[test]
 fn check_has_each_rust_plugin_read_its_config_without_running_it() {
     let s = Scratch::new("check-config");
-    let config = s.config(
-        r#"
-[[plugin]]
-name = "bridge"
-library = "nats_bridge"
-[plugin.config]
-url = "nats://127.0.0.1:1"
-export = ["orders.>"]
-
-[[plugin]]
-name = "no-consumer"
-library = "nats_bridge"
-[plugin.config]
-url = "nats://127.0.0.1:1"
-import = ["orders.>"]
-jetstream = "ORDERS"
-
-[[plugin]]
-name = "typo"
-library = "chaos"
-[plugin.config]
-panic_evry = 3
-
-[[plugin]]
-name = "echo"
-library = "echo_c"
-"#,
-    );
+    let config = Config::new()
+        .plugin(
+            Plugin::new("bridge", "nats_bridge")
+                .config(json!({"url": "nats://127.0.0.1:1", "export": ["orders.>"]})),
+        )
+        .plugin(Plugin::new("no-consumer", "nats_bridge").config(json!({
+            "url": "nats://127.0.0.1:1",
+            "import": ["orders.>"],
+            "jetstream": "ORDERS",
+        })))
+        .plugin(Plugin::new("typo", "chaos").config(json!({"panic_evry": 3})))
+        .plugin(Plugin::new("echo", "echo_c"))
+        .write(&s);
     let out = run(&["check", config.to_str().unwrap()], "");
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let text = stdout(&out);
@@ -688,6 +623,48 @@ export_plugin!(Newer);
     profile.join(format!("lib{}.so", package.replace('-', "_")))
 }
 
+/// How often the host handed a plugin library to the dynamic loader, from
+/// glibc's `LD_DEBUG=files` trace of a `plughost run` of `config`: the host
+/// loads every library through a descriptor of its own, and glibc prints one
+/// `file=/proc/self/fd/N [0];  dynamically loaded by` line per such dlopen
+/// that it has not seen under that name, before it even looks at the file.
+fn dlopens_of_plugin_libraries(config: &std::path::Path) -> usize {
+    let out = run_with_env(
+        &["run", config.to_str().unwrap(), "--events", "-"],
+        "",
+        &[("LD_DEBUG", "files")],
+    );
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    err.lines()
+        .filter(|l| l.contains("file=/proc/self/fd/") && l.contains("dynamically loaded by"))
+        .count()
+}
+
+#[test]
+fn a_library_listed_twice_is_opened_once() {
+    let s = Scratch::new("opened-once");
+    let counter = plugin_path("counter");
+    let link = s.path("libcounter-link.so");
+    std::os::unix::fs::symlink(&counter, &link).unwrap();
+    // Two instances by bare name and a third through a symbolic link: one file.
+    let config = Config::new()
+        .plugin(Plugin::new("one", "counter"))
+        .plugin(Plugin::new("two", "counter"))
+        .plugin(Plugin::new("three", &link))
+        .write(&s);
+    assert_eq!(dlopens_of_plugin_libraries(&config), 1);
+
+    // The observation sees every library the host loads: another library
+    // beside the two instances is a second dlopen.
+    let config = Config::new()
+        .plugin(Plugin::new("one", "counter"))
+        .plugin(Plugin::new("two", "counter"))
+        .plugin(Plugin::new("other", "chaos"))
+        .write(&s);
+    assert_eq!(dlopens_of_plugin_libraries(&config), 2);
+}
+
 // Hostile libraries: inspecting or listing a library runs none of its code
 // in the inspecting process, and a library that crashes, exits or hangs
 // while it loads is reported as such, with the listing going on.
@@ -725,7 +702,7 @@ fn no_code_of_a_library_that_is_not_a_plugin_ever_runs() {
     assert_eq!(out.status.code(), Some(1));
     assert!(!marker.exists(), "discover ran the library's constructor");
 
-    let config = s.config(&plugin_at(&library, ""));
+    let config = Config::new().plugin(plugin_at(&library)).write(&s);
     let out = run(&["check", config.to_str().unwrap()], "");
     assert_eq!(
         stdout(&out),
@@ -839,13 +816,11 @@ fn check_inspects_each_library_in_a_child_process_with_a_time_limit() {
     let s = Scratch::new("hostile-check");
     let blocks = cc_fixture(&s, "hostile", "blocks", &["-DHOSTILE_ENTRY_BLOCKS"]);
     let aborts = cc_fixture(&s, "hostile", "aborts", &["-DHOSTILE_CONSTRUCTOR_ABORT"]);
-    let config = s.config(&format!(
-        "[[plugin]]\nname = \"blocks\"\nlibrary = {:?}\n\
-         [[plugin]]\nname = \"aborts\"\nlibrary = {:?}\n\
-         [[plugin]]\nname = \"count\"\nlibrary = \"counter\"\n",
-        blocks.display().to_string(),
-        aborts.display().to_string()
-    ));
+    let config = Config::new()
+        .plugin(Plugin::new("blocks", &blocks))
+        .plugin(Plugin::new("aborts", &aborts))
+        .plugin(Plugin::new("count", "counter"))
+        .write(&s);
     let out = run_bounded(&["check", "--inspect-timeout", "1s", config.to_str().unwrap()]);
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
@@ -896,7 +871,7 @@ fn a_descriptor_cannot_forge_lines_of_check_or_discover() {
             library.display()
         )
     );
-    let config = s.config(&plugin_at(&library, ""));
+    let config = Config::new().plugin(plugin_at(&library)).write(&s);
     let out = run(&["check", config.to_str().unwrap()], "");
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
@@ -931,10 +906,10 @@ fn a_closed_pipe_ends_discover_and_ctl_quietly() {
     assert_eq!(stderr(&out), "");
 
     let socket = s.path("host.sock");
-    let config = s.config(&format!(
-        "control_socket = {:?}\n[[plugin]]\nname = \"count\"\nlibrary = \"counter\"\n",
-        socket.display().to_string()
-    ));
+    let config = Config::new()
+        .control_socket(&socket)
+        .plugin(Plugin::new("count", "counter"))
+        .write(&s);
     let mut host = Running::start(&config);
     for command in [&["list"][..], &["status"], &["ready"], &["--json", "list"]] {
         let args: Vec<&str> = ["ctl", "--socket", socket.to_str().unwrap()]
@@ -953,7 +928,9 @@ fn a_closed_pipe_ends_discover_and_ctl_quietly() {
 #[test]
 fn a_platform_file_name_given_as_library_says_where_it_looked_and_what_to_write() {
     let s = Scratch::new("bare-file-name");
-    let config = s.config("[[plugin]]\nname = \"x\"\nlibrary = \"libcounter.so\"\n");
+    let config = Config::new()
+        .plugin(Plugin::new("x", "libcounter.so"))
+        .write(&s);
     let line = assert_one_line_error(&run_refused(&config));
     assert_eq!(
         line,
@@ -965,7 +942,9 @@ fn a_platform_file_name_given_as_library_says_where_it_looked_and_what_to_write(
         )
     );
     // Found nowhere: the same advice, without the pointer.
-    let config = s.config("[[plugin]]\nname = \"x\"\nlibrary = \"libnowhere.so\"\n");
+    let config = Config::new()
+        .plugin(Plugin::new("x", "libnowhere.so"))
+        .write(&s);
     let out = run(&["check", config.to_str().unwrap()], "");
     assert_eq!(
         stdout(&out),
@@ -993,7 +972,7 @@ fn a_link_inside_a_directory_others_can_write_is_refused() {
     std::os::unix::fs::symlink(&library, &link).unwrap();
     let hint =
         "fix it (chmod o-w / chown), or set allow_insecure_permissions = true for this plugin";
-    let config = s.config(&plugin_at(&link, ""));
+    let config = Config::new().plugin(plugin_at(&link)).write(&s);
     let line = assert_one_line_error(&run_refused(&config));
     assert_eq!(
         line,
@@ -1003,7 +982,9 @@ fn a_link_inside_a_directory_others_can_write_is_refused() {
             open.display()
         )
     );
-    let config = s.config(&plugin_at(&link, "allow_insecure_permissions = true"));
+    let config = Config::new()
+        .plugin(plugin_at(&link).allow_insecure_permissions(true))
+        .write(&s);
     let out = run(&["check", config.to_str().unwrap()], "");
     assert!(out.status.success(), "{}", stdout(&out));
 
@@ -1012,7 +993,9 @@ fn a_link_inside_a_directory_others_can_write_is_refused() {
     std::fs::create_dir(&deep).unwrap();
     chmod(&deep, 0o755);
     std::fs::copy(plugin_path("counter"), deep.join("libcounter.so")).unwrap();
-    let config = s.config(&plugin_at(&deep.join("libcounter.so"), ""));
+    let config = Config::new()
+        .plugin(plugin_at(&deep.join("libcounter.so")))
+        .write(&s);
     let line = assert_one_line_error(&run_refused(&config));
     assert!(
         line.ends_with(&format!(
@@ -1025,7 +1008,9 @@ fn a_link_inside_a_directory_others_can_write_is_refused() {
     let via = s.path("via");
     std::fs::create_dir(&via).unwrap();
     std::os::unix::fs::symlink("../open/sub/libcounter.so", via.join("libcounter.so")).unwrap();
-    let config = s.config(&plugin_at(&via.join("libcounter.so"), ""));
+    let config = Config::new()
+        .plugin(plugin_at(&via.join("libcounter.so")))
+        .write(&s);
     let line = assert_one_line_error(&run_refused(&config));
     assert!(
         line.contains(&format!("directory {} on the way", open.display())),
@@ -1033,7 +1018,7 @@ fn a_link_inside_a_directory_others_can_write_is_refused() {
     );
     // A sticky one (like /tmp) is fine: others cannot replace what is ours.
     chmod(&open, 0o1777);
-    let config = s.config(&plugin_at(&link, ""));
+    let config = Config::new().plugin(plugin_at(&link)).write(&s);
     let out = run(&["check", config.to_str().unwrap()], "");
     assert!(out.status.success(), "{}", stdout(&out));
 }
@@ -1050,7 +1035,9 @@ fn a_directory_on_the_way_owned_by_another_user_is_refused() {
     std::fs::create_dir(&theirs).unwrap();
     std::fs::copy(plugin_path("counter"), theirs.join("libcounter.so")).unwrap();
     std::os::unix::fs::chown(&theirs, Some(4242), None).unwrap();
-    let config = s.config(&plugin_at(&theirs.join("libcounter.so"), ""));
+    let config = Config::new()
+        .plugin(plugin_at(&theirs.join("libcounter.so")))
+        .write(&s);
     let line = assert_one_line_error(&run_refused(&config));
     assert!(
         line.ends_with(&format!(
@@ -1061,12 +1048,82 @@ fn a_directory_on_the_way_owned_by_another_user_is_refused() {
     );
 }
 
+/// A library file owned by another user (not root) is refused: whoever owns
+/// it can change the code the host runs. Tests run as root, so the file can
+/// be given to `nobody`.
+#[test]
+fn a_library_owned_by_another_user_is_refused_unless_explicitly_allowed() {
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: only root can give a file to another user");
+        return;
+    }
+    let s = Scratch::new("foreign-file");
+    let library = copy_plugin(&s, "counter");
+    chmod(&library, 0o644);
+    std::os::unix::fs::chown(&library, Some(65534), Some(65534)).unwrap();
+    let config = Config::new().plugin(plugin_at(&library)).write(&s);
+    let refusal = format!(
+        "{}: is owned by uid 65534, not by this user or root: fix it (chmod o-w / chown), or set allow_insecure_permissions = true for this plugin",
+        library.display()
+    );
+    let line = assert_one_line_error(&run_refused(&config));
+    assert_eq!(line, format!("error: plugin `x`: {refusal}"));
+    let out = run(&["check", config.to_str().unwrap()], "");
+    assert_eq!(
+        (out.status.code(), stdout(&out)),
+        (Some(1), format!("x: error: {refusal}\n"))
+    );
+    let config = Config::new()
+        .plugin(plugin_at(&library).allow_insecure_permissions(true))
+        .write(&s);
+    let out = run(&["check", config.to_str().unwrap()], "");
+    assert!(out.status.success(), "{}", stdout(&out));
+}
+
+/// A directory anyone may write to but with the sticky bit (like /tmp) is
+/// fine: others cannot remove or replace a file they do not own there. The
+/// library in it loads and runs.
+#[test]
+fn a_library_in_a_sticky_world_writable_directory_loads_and_runs() {
+    let s = Scratch::new("sticky-dir");
+    let sticky = s.path("sticky");
+    std::fs::create_dir(&sticky).unwrap();
+    chmod(&sticky, 0o1777);
+    let library = sticky.join("libcounter.so");
+    std::fs::copy(plugin_path("counter"), &library).unwrap();
+    chmod(&library, 0o644);
+    let config = Config::new()
+        .plugin(plugin_at(&library).subscribe(["t"]))
+        .write(&s);
+    let out = run(&["check", config.to_str().unwrap()], "");
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let out = run(
+        &["run", config.to_str().unwrap(), "--events", "-"],
+        &event("t", json!(1)),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(summary_row(&out, "x").processed, 1);
+    // Without the sticky bit, the same directory is refused.
+    chmod(&sticky, 0o777);
+    let line = assert_one_line_error(&run_refused(&config));
+    assert!(
+        line.contains(&format!(
+            "its directory {} is writable by others",
+            sticky.display()
+        )),
+        "{line}"
+    );
+}
+
 #[test]
 fn a_plugin_built_with_panic_abort_is_refused_in_thread_isolation_and_runs_in_a_process() {
     let library = fixture_plugin(&api_crate_version(), Panic::Abort);
     let s = Scratch::new("panic-abort");
     let reason = "built with panic = \"abort\": its first panic would end the host, so it cannot run on a host thread; set isolation = \"process\" for this plugin, or rebuild it with panic = \"unwind\"";
-    let config = s.config(&plugin_at(&library, "subscribe = [\"t\"]"));
+    let config = Config::new()
+        .plugin(plugin_at(&library).subscribe(["t"]))
+        .write(&s);
     let line = assert_one_line_error(&run_refused(&config));
     assert_eq!(
         line,
@@ -1093,10 +1150,14 @@ fn a_plugin_built_with_panic_abort_is_refused_in_thread_isolation_and_runs_in_a_
     );
 
     // In a process of its own, a panic ends only that process.
-    let config = s.config(&plugin_at(
-        &library,
-        "subscribe = [\"t\", \"boom\"]\nisolation = \"process\"\nrestart = \"never\"",
-    ));
+    let config = Config::new()
+        .plugin(
+            plugin_at(&library)
+                .subscribe(["t", "boom"])
+                .isolation(Isolation::Process)
+                .restart(Restart::Never),
+        )
+        .write(&s);
     let out = run(&["check", config.to_str().unwrap()], "");
     assert!(out.status.success(), "{}", stdout(&out));
     let out = run(
@@ -1107,7 +1168,7 @@ fn a_plugin_built_with_panic_abort_is_refused_in_thread_isolation_and_runs_in_a_
     assert_eq!(summary_row(&out, "x").processed, 2);
     // The same library built to unwind is refused nowhere.
     let unwinding = fixture_plugin(&api_crate_version(), Panic::Unwind);
-    let config = s.config(&plugin_at(&unwinding, ""));
+    let config = Config::new().plugin(plugin_at(&unwinding)).write(&s);
     let out = run(&["check", config.to_str().unwrap()], "");
     assert!(out.status.success(), "{}", stdout(&out));
 }

@@ -60,10 +60,16 @@ fn children_of(parent: u32) -> Vec<i32> {
 fn kill_9_of_a_logger_s_process_loses_no_line_it_counted() {
     for library in LOGGERS {
         let s = Scratch::new(&format!("logger-kill-{library}"));
-        let config = s.config(&format!(
-            "[status]\naddress = \"127.0.0.1:0\"\n[[plugin]]\nname = \"log\"\nlibrary = {library:?}\nisolation = \"process\"\nrestart = \"never\"\nsubscribe = [\"work.>\"]\n[plugin.config]\npath = {:?}\n",
-            s.path("log.jsonl").display().to_string()
-        ));
+        let config = Config::new()
+            .status(Status::any_port())
+            .plugin(
+                Plugin::new("log", library)
+                    .isolation(Isolation::Process)
+                    .restart(Restart::Never)
+                    .subscribe(["work.>"])
+                    .set("path", s.path("log.jsonl").display().to_string()),
+            )
+            .write(&s);
         let mut host = Running::start(&config);
         let address = host.status_address();
         let child = children_of(host.child.id());
@@ -89,11 +95,19 @@ fn kill_9_of_a_logger_s_process_loses_no_line_it_counted() {
 fn a_host_killed_by_another_plugin_s_crash_leaves_every_counted_line_written() {
     for library in LOGGERS {
         let s = Scratch::new(&format!("logger-host-crash-{library}"));
-        let config = s.config(&format!(
-            "[status]\naddress = \"127.0.0.1:0\"\n[[plugin]]\nname = \"log\"\nlibrary = {library:?}\nsubscribe = [\"work.item\"]\n[plugin.config]\npath = {:?}\n\
-             [[plugin]]\nname = \"crashy\"\nlibrary = \"chaos_c\"\nsubscribe = [\"work.crash\"]\n[plugin.config]\nsegfault_on = \"work.crash\"\n",
-            s.path("log.jsonl").display().to_string()
-        ));
+        let config = Config::new()
+            .status(Status::any_port())
+            .plugin(
+                Plugin::new("log", library)
+                    .subscribe(["work.item"])
+                    .set("path", s.path("log.jsonl").display().to_string()),
+            )
+            .plugin(
+                Plugin::new("crashy", "chaos_c")
+                    .subscribe(["work.crash"])
+                    .config(json!({"segfault_on": "work.crash"})),
+            )
+            .write(&s);
         let mut host = Running::start(&config);
         let address = host.status_address();
         host.send(&events(300));
@@ -110,12 +124,19 @@ fn a_host_killed_by_another_plugin_s_crash_leaves_every_counted_line_written() {
 #[test]
 fn both_loggers_write_the_same_lines_with_fsync_on() {
     let s = Scratch::new("logger-fsync");
-    let config = s.config(&format!(
-        "[[plugin]]\nname = \"rust\"\nlibrary = \"logger\"\nsubscribe = [\"work.>\"]\n[plugin.config]\npath = {:?}\nfsync = true\n\
-         [[plugin]]\nname = \"c\"\nlibrary = \"logger_c\"\nsubscribe = [\"work.>\"]\n[plugin.config]\npath = {:?}\nfsync = true\n",
-        s.path("rust.jsonl").display().to_string(),
-        s.path("c.jsonl").display().to_string()
-    ));
+    let config = Config::new()
+        .plugin(
+            logger("rust", &s.path("rust.jsonl"))
+                .subscribe(["work.>"])
+                .set("fsync", true),
+        )
+        .plugin(
+            Plugin::new("c", "logger_c")
+                .subscribe(["work.>"])
+                .set("path", s.path("c.jsonl").display().to_string())
+                .set("fsync", true),
+        )
+        .write(&s);
     let out = run(
         &["run", config.to_str().unwrap(), "--events", "-"],
         &events(200),
@@ -133,9 +154,9 @@ fn both_loggers_refuse_an_fsync_that_is_not_a_boolean() {
         ("logger_c", "`fsync` must be true or false"),
     ];
     for (library, reason) in reasons {
-        let config = s.config(&format!(
-            "[[plugin]]\nname = \"log\"\nlibrary = {library:?}\n[plugin.config]\npath = \"x.jsonl\"\nfsync = \"yes\"\n"
-        ));
+        let config = Config::new()
+            .plugin(Plugin::new("log", library).config(json!({"path": "x.jsonl", "fsync": "yes"})))
+            .write(&s);
         let line = assert_one_line_error(&run(&["run", config.to_str().unwrap()], ""));
         assert!(
             line.contains("failed to initialize: invalid config"),

@@ -46,11 +46,19 @@ fn took(lines: &[String]) -> Vec<(String, usize)> {
 fn a_batch_of_big_events_reaches_a_process_plugin_whole_and_in_order() {
     let s = Scratch::new("big-batch");
     let release = s.path("release");
-    let config = s.config(&format!(
-        "[status]\naddress = \"127.0.0.1:0\"\n[[plugin]]\nname = \"proc\"\nlibrary = \"chaos\"\nisolation = \"process\"\nsubscribe = [\"work.>\"]\n\
-         [plugin.config]\nsleep_on = \"work.first\"\nwait_for = {:?}\nlog_sizes = true\n",
-        release.display().to_string()
-    ));
+    let config = Config::new()
+        .status(Status::any_port())
+        .plugin(
+            Plugin::new("proc", "chaos")
+                .isolation(Isolation::Process)
+                .subscribe(["work.>"])
+                .config(json!({
+                    "sleep_on": "work.first",
+                    "wait_for": release.display().to_string(),
+                    "log_sizes": true,
+                })),
+        )
+        .write(&s);
     let mut host = Running::start(&config);
     let address = host.status_address();
     host.send(&event("work.first", json!(0)));
@@ -95,9 +103,15 @@ fn a_batch_of_big_events_reaches_a_process_plugin_whole_and_in_order() {
 #[test]
 fn an_event_as_large_as_max_event_bytes_allows_reaches_a_process_plugin() {
     let s = Scratch::new("big-event");
-    let config = s.config(
-        "max_event_bytes = 75497472\n[[plugin]]\nname = \"proc\"\nlibrary = \"chaos\"\nisolation = \"process\"\nsubscribe = [\"work.>\"]\n[plugin.config]\nlog_sizes = true\n",
-    );
+    let config = Config::new()
+        .max_event_bytes(72 << 20)
+        .plugin(
+            Plugin::new("proc", "chaos")
+                .isolation(Isolation::Process)
+                .subscribe(["work.>"])
+                .config(json!({"log_sizes": true})),
+        )
+        .write(&s);
     let events = zeros("work.big", 66 << 20) + &event("work.item", json!(1));
     let out = run(&["run", config.to_str().unwrap(), "--events", "-"], &events);
     let err = stderr(&out);
@@ -120,14 +134,17 @@ fn an_event_as_large_as_max_event_bytes_allows_reaches_a_process_plugin() {
 
 /// `chaos` in `isolation` publishing `publish_bytes` bytes on `topic` for
 /// each event; returns the run's output and stderr.
-fn publishing(isolation: &str, topic: &str, bytes: usize) -> (std::process::Output, String) {
+fn publishing(isolation: Isolation, topic: &str, bytes: usize) -> (std::process::Output, String) {
     let s = Scratch::new(&format!("publish-limit-{isolation}"));
-    let config = s.config(&format!(
-        "[[plugin]]\nname = \"sink\"\nlibrary = \"logger\"\nsubscribe = [\">\"]\n[plugin.config]\npath = {:?}\n\
-         [[plugin]]\nname = \"pub\"\nlibrary = \"chaos\"\nisolation = {isolation:?}\nsubscribe = [\"work.>\"]\n\
-         [plugin.config]\npublish_topic = {topic:?}\npublish_bytes = {bytes}\n",
-        s.path("sink.jsonl").display().to_string()
-    ));
+    let config = Config::new()
+        .plugin(logger("sink", &s.path("sink.jsonl")).subscribe([">"]))
+        .plugin(
+            Plugin::new("pub", "chaos")
+                .isolation(isolation)
+                .subscribe(["work.>"])
+                .config(json!({"publish_topic": topic, "publish_bytes": bytes})),
+        )
+        .write(&s);
     let out = run(
         &["run", config.to_str().unwrap(), "--events", "-"],
         &(event("work.item", json!(1)) + &event("work.item", json!(2))),
@@ -152,7 +169,7 @@ fn publishing(isolation: &str, topic: &str, bytes: usize) -> (std::process::Outp
 
 #[test]
 fn a_process_plugin_publishing_over_max_event_bytes_gets_an_error_and_stays_up() {
-    let (out, err) = publishing("process", "big.out", (64 << 20) + 3);
+    let (out, err) = publishing(Isolation::Process, "big.out", (64 << 20) + 3);
     let row = summary_row(&out, "pub");
     assert_eq!(
         (
@@ -190,7 +207,7 @@ fn a_process_plugin_publishing_over_max_event_bytes_gets_an_error_and_stays_up()
 
 #[test]
 fn a_topic_over_max_topic_bytes_is_refused_in_both_isolation_modes() {
-    for isolation in ["thread", "process"] {
+    for isolation in [Isolation::Thread, Isolation::Process] {
         // 70,000 bytes: more than a 16-bit length, once cut silently.
         let topic = format!("big.{}", "t".repeat(70_000));
         let (out, err) = publishing(isolation, &topic, 1);
@@ -211,11 +228,16 @@ fn a_topic_over_max_topic_bytes_is_refused_in_both_isolation_modes() {
 #[test]
 fn a_huge_log_line_is_cut_with_a_marker_in_both_isolation_modes() {
     // 65 MiB: over the old frame limit in process mode, which killed the child.
-    for (isolation, bytes) in [("thread", 1 << 20), ("process", 65 << 20)] {
+    for (isolation, bytes) in [(Isolation::Thread, 1 << 20), (Isolation::Process, 65 << 20)] {
         let s = Scratch::new(&format!("log-cut-{isolation}"));
-        let config = s.config(&format!(
-            "[[plugin]]\nname = \"loud\"\nlibrary = \"chaos\"\nisolation = {isolation:?}\nsubscribe = [\"work.>\"]\n[plugin.config]\nlog_bytes = {bytes}\n"
-        ));
+        let config = Config::new()
+            .plugin(
+                Plugin::new("loud", "chaos")
+                    .isolation(isolation)
+                    .subscribe(["work.>"])
+                    .config(json!({"log_bytes": bytes})),
+            )
+            .write(&s);
         let out = run(
             &["run", config.to_str().unwrap(), "--events", "-"],
             &event("work.item", json!(1)),
@@ -242,11 +264,15 @@ fn a_huge_log_line_is_cut_with_a_marker_in_both_isolation_modes() {
 #[test]
 fn an_http_answer_over_max_event_bytes_from_a_process_plugin_is_a_502() {
     let s = Scratch::new("http-answer-limit");
-    let config = s.config(&format!(
-        "max_event_bytes = 1048576\n[status]\naddress = \"127.0.0.1:0\"\n[[plugin]]\nname = \"web\"\nlibrary = \"chaos\"\nisolation = \"process\"\n\
-         [plugin.config]\nroutes = [\"/big\"]\nhttp_body_bytes = {}\n",
-        (1 << 20) + 1
-    ));
+    let config = Config::new()
+        .max_event_bytes(1 << 20)
+        .status(Status::any_port())
+        .plugin(
+            Plugin::new("web", "chaos")
+                .isolation(Isolation::Process)
+                .config(json!({"routes": ["/big"], "http_body_bytes": (1 << 20) + 1})),
+        )
+        .write(&s);
     let mut host = Running::start(&config);
     let address = host.status_address();
     let (code, body) = http(&address, "GET", "/plugins/web/big", "");
@@ -271,11 +297,14 @@ fn an_http_answer_over_max_event_bytes_from_a_process_plugin_is_a_502() {
 #[test]
 fn an_http_answer_over_the_old_frame_limit_no_longer_kills_the_process() {
     let s = Scratch::new("http-answer-kill");
-    let config = s.config(&format!(
-        "[status]\naddress = \"127.0.0.1:0\"\n[[plugin]]\nname = \"web\"\nlibrary = \"chaos\"\nisolation = \"process\"\n\
-         [plugin.config]\nroutes = [\"/big\"]\nhttp_body_bytes = {}\n",
-        65 << 20
-    ));
+    let config = Config::new()
+        .status(Status::any_port())
+        .plugin(
+            Plugin::new("web", "chaos")
+                .isolation(Isolation::Process)
+                .config(json!({"routes": ["/big"], "http_body_bytes": 65 << 20})),
+        )
+        .write(&s);
     let mut host = Running::start(&config);
     let address = host.status_address();
     let (code, body) = http(&address, "GET", "/plugins/web/big", "");
@@ -292,4 +321,48 @@ fn an_http_answer_over_the_old_frame_limit_no_longer_kills_the_process() {
     drop(host.stdin.take());
     let (out, _) = host.wait(Duration::from_secs(30));
     assert!(out.status.success());
+}
+
+/// A process plugin's `call` or `cast` command larger than
+/// `max_event_bytes` is refused at the call, with the reason (the call's
+/// answer says it; the host's log says it for a cast), and the plugin goes
+/// on.
+#[test]
+fn a_process_plugin_s_command_over_max_event_bytes_is_refused_at_its_call() {
+    let s = Scratch::new("command-limit");
+    let config = Config::new()
+        .max_event_bytes(1024)
+        .plugin(logger("log", &s.path("log.jsonl")).subscribe(["chaos.answer"]))
+        .plugin(
+            Plugin::new("caller", "chaos")
+                .isolation(Isolation::Process)
+                .subscribe(["cmd.>"])
+                .config(json!({"call_on": "cmd.call", "cast_on": "cmd.cast", "call_pad": 2000})),
+        )
+        .write(&s);
+    let events = event("cmd.call", json!({"cmd": "list"}))
+        + &event("cmd.cast", json!({"cmd": "list"}))
+        + &event("cmd.call", json!({"cmd": "list"}));
+    let out = run(&["run", config.to_str().unwrap(), "--events", "-"], &events);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    // {"cmd":"list","pad":"x...x"}: 21 + 2000 + 2 bytes.
+    let reason = "command of 2023 bytes is over max_event_bytes (1024 bytes)";
+    let answers: Vec<Value> = s
+        .log_lines("log.jsonl")
+        .into_iter()
+        .map(|l| l["payload"].clone())
+        .collect();
+    let refused = json!({"ok": false, "error": format!("call refused: {reason}")});
+    assert_eq!(answers, [refused.clone(), refused]);
+    for what in ["call", "cast"] {
+        assert!(
+            err.lines().any(|l| l.contains("plugin=\"caller\"")
+                && l.contains(&format!("{what} refused: {reason}"))),
+            "{what}: {err}"
+        );
+    }
+    let row = summary_row(&out, "caller");
+    assert_eq!((row.processed, row.failed), (3, 0), "it goes on");
+    assert!(!err.contains("its process"), "never killed: {err}");
 }

@@ -4,20 +4,15 @@
 mod common;
 
 use common::*;
-use serde_json::json;
+use serde_json::{Value, json};
 use std::time::Duration;
-
-fn logger(name: &str, subscribe: &str, path: &std::path::Path) -> String {
-    format!(
-        "[[plugin]]\nname = {name:?}\nlibrary = \"logger\"\nsubscribe = {subscribe}\n[plugin.config]\npath = {:?}\n",
-        path.display().to_string()
-    )
-}
 
 #[test]
 fn a_hundred_thousand_events_reach_a_logger_exactly_once_in_order() {
     let s = Scratch::new("100k");
-    let config = s.config(&logger("log", r#"["load.>"]"#, &s.path("log.jsonl")));
+    let config = Config::new()
+        .plugin(logger("log", &s.path("log.jsonl")).subscribe(["load.>"]))
+        .write(&s);
     let events: String = (0..100_000)
         .map(|n| format!("{{\"topic\":\"load.test\",\"payload\":{{\"n\":{n}}}}}\n"))
         .collect();
@@ -48,18 +43,19 @@ fn a_hundred_thousand_events_reach_a_logger_exactly_once_in_order() {
 #[test]
 fn wildcards_route_each_event_to_exactly_the_matching_subscribers() {
     let s = Scratch::new("wildcards");
-    let subscriptions = [
-        ("star", r#"["orders.*"]"#),
-        ("rest", r#"["orders.>"]"#),
-        ("all", r#"[">"]"#),
-        ("created", r#"["*.created"]"#),
-        ("two", r#"["orders.created", "payments.*"]"#),
+    let subscriptions: [(&str, &[&str]); 5] = [
+        ("star", &["orders.*"]),
+        ("rest", &["orders.>"]),
+        ("all", &[">"]),
+        ("created", &["*.created"]),
+        ("two", &["orders.created", "payments.*"]),
     ];
-    let config: String = subscriptions
+    let config = subscriptions
         .iter()
-        .map(|(name, sub)| logger(name, sub, &s.path(&format!("{name}.jsonl"))))
-        .collect();
-    let config = s.config(&config);
+        .fold(Config::new(), |config, (name, sub)| {
+            config.plugin(logger(name, &s.path(&format!("{name}.jsonl"))).subscribe(*sub))
+        })
+        .write(&s);
     let topics = [
         "orders",
         "orders.created",
@@ -88,7 +84,9 @@ fn wildcards_route_each_event_to_exactly_the_matching_subscribers() {
 #[test]
 fn payloads_arrive_as_compact_json_or_raw_bytes() {
     let s = Scratch::new("payloads");
-    let config = s.config(&logger("log", r#"[">"]"#, &s.path("log.jsonl")));
+    let config = Config::new()
+        .plugin(logger("log", &s.path("log.jsonl")).subscribe([">"]))
+        .write(&s);
     let events = "{\"topic\": \"a\", \"payload\": { \"z\" : 1, \"a\" : [ 1, 2 ] }}\n{\"topic\": \"b\", \"payload_base64\": \"AAH/\"}\n";
     let out = run(&["run", config.to_str().unwrap(), "--events", "-"], events);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -104,7 +102,9 @@ fn payloads_arrive_as_compact_json_or_raw_bytes() {
 #[test]
 fn a_malformed_input_line_is_reported_with_its_number_and_skipped() {
     let s = Scratch::new("bad-lines");
-    let config = s.config(&logger("log", r#"["*"]"#, &s.path("log.jsonl")));
+    let config = Config::new()
+        .plugin(logger("log", &s.path("log.jsonl")).subscribe(["*"]))
+        .write(&s);
     let events = format!(
         "{}not json\n{}{{\"topic\": \"bad topic\"}}\n{}",
         event("a", json!(1)),
@@ -140,10 +140,14 @@ fn a_malformed_input_line_is_reported_with_its_number_and_skipped() {
 #[test]
 fn a_plugin_receives_what_it_publishes_on_a_topic_it_subscribes_to() {
     let s = Scratch::new("self-publish");
-    let config = s.config(&format!(
-        "{}[[plugin]]\nname = \"echo\"\nlibrary = \"chaos\"\nsubscribe = [\"loop.>\"]\n[plugin.config]\nforward_to = \"loop.again\"\nforward_limit = 5\n",
-        logger("log", r#"["loop.>"]"#, &s.path("log.jsonl"))
-    ));
+    let config = Config::new()
+        .plugin(logger("log", &s.path("log.jsonl")).subscribe(["loop.>"]))
+        .plugin(
+            Plugin::new("echo", "chaos")
+                .subscribe(["loop.>"])
+                .config(json!({"forward_to": "loop.again", "forward_limit": 5})),
+        )
+        .write(&s);
     let out = run(
         &["run", config.to_str().unwrap(), "--events", "-"],
         &event("loop.start", json!("x")),
@@ -174,41 +178,75 @@ fn a_plugin_receives_what_it_publishes_on_a_topic_it_subscribes_to() {
 #[test]
 fn two_plugins_publishing_to_each_other_with_full_queues_never_deadlock() {
     let s = Scratch::new("ping-pong");
-    let config = s.config(
-        r#"
-[[plugin]]
-name = "ping"
-library = "chaos"
-subscribe = ["ping"]
-queue_capacity = 1
-[plugin.config]
-forward_to = "pong"
-forward_limit = 3000
-
-[[plugin]]
-name = "pong"
-library = "chaos"
-subscribe = ["pong"]
-queue_capacity = 1
-[plugin.config]
-forward_to = "ping"
-forward_limit = 3000
-"#,
-    );
+    let config = Config::new()
+        .plugin(
+            Plugin::new("ping", "chaos")
+                .subscribe(["ping"])
+                .queue_capacity(1)
+                .config(json!({"forward_to": "pong", "forward_limit": 3000})),
+        )
+        .plugin(
+            Plugin::new("pong", "chaos")
+                .subscribe(["pong"])
+                .queue_capacity(1)
+                .config(json!({"forward_to": "ping", "forward_limit": 3000})),
+        )
+        .write(&s);
     let events: String = (0..2000)
         .map(|i| event(if i % 2 == 0 { "ping" } else { "pong" }, json!(i)))
         .collect();
     let mut host = Running::start(&config);
     host.send(&events);
     drop(host.stdin.take());
-    let (out, _) = host.wait(Duration::from_secs(60));
-    assert!(out.status.success(), "{}", stderr(&out));
-    for name in ["ping", "pong"] {
-        let row = summary_row(&out, name);
-        assert_eq!(row.state, "stopped");
-        assert_accounted(&row);
-        assert!(row.processed >= 1000, "{name}: {row:?}");
-    }
+    let (out, err) = host.wait(Duration::from_secs(60));
+    let err = err.join("\n");
+    assert!(out.status.success(), "{err}");
+    // Whenever the two block on each other's full mailbox, the one listed
+    // first (`ping`, the lower position) drops the event it is blocked on,
+    // counts it as dropped for `pong`, and says so once.
+    let cycle = "publishers blocked on each other in a cycle";
+    let warned = |name: &str| {
+        err.lines()
+            .filter(|l| l.contains(cycle) && l.contains(&format!("plugin={name}")))
+            .count() as u64
+    };
+    let ping = summary_row(&out, "ping");
+    let pong = summary_row(&out, "pong");
+    assert!(
+        pong.dropped >= 1,
+        "the queues of one slot made a cycle: {pong:?}"
+    );
+    assert_eq!(
+        (warned("ping"), warned("pong")),
+        (0, pong.dropped),
+        "one warning per drop, all of them for pong:\n{err}"
+    );
+    // Each handles its 1000 events from stdin and forwards what it handles
+    // to the other, 3000 at most; a dropped forward is still routed to (and
+    // counted by) its receiver. Nothing else is lost.
+    let routed_to = |other: &Row| 1000 + other.processed.min(3000);
+    assert_eq!(
+        ping,
+        Row {
+            state: "stopped".into(),
+            received: routed_to(&pong),
+            processed: routed_to(&pong),
+            dropped: 0,
+            failed: 0
+        }
+    );
+    assert_eq!(
+        pong,
+        Row {
+            state: "stopped".into(),
+            received: routed_to(&ping),
+            processed: routed_to(&ping) - pong.dropped,
+            dropped: pong.dropped,
+            failed: 0
+        }
+    );
+    // ping handled all it was sent, so it forwarded its 3000.
+    assert_eq!(pong.received, 4000);
 }
 
 /// Events sent into a two-slot mailbox while its plugin is busy, for the drop
@@ -217,24 +255,18 @@ forward_limit = 3000
 /// once, so exactly two fit and eight meet a full mailbox. `chaos` forwards
 /// what it handles to a logger, so what survived is visible, in order.
 /// Returns the slow instance's summary row and the payloads it handled.
-fn burst_into_a_busy_two_slot_mailbox(overflow: &str) -> (Row, Vec<serde_json::Value>) {
+fn burst_into_a_busy_two_slot_mailbox(overflow: Overflow) -> (Row, Vec<serde_json::Value>) {
     let s = Scratch::new(&format!("overflow-{overflow}"));
-    let config = s.config(&format!(
-        r#"
-[[plugin]]
-name = "slow"
-library = "chaos"
-subscribe = ["work.>"]
-queue_capacity = 2
-overflow = "{overflow}"
-[plugin.config]
-sleep_ms = 800
-log_events = true
-forward_to = "handled"
-
-{}"#,
-        logger("handled", r#"["handled"]"#, &s.path("handled.jsonl"))
-    ));
+    let config = Config::new()
+        .plugin(
+            Plugin::new("slow", "chaos")
+                .subscribe(["work.>"])
+                .queue_capacity(2)
+                .overflow(overflow)
+                .config(json!({"sleep_ms": 800, "log_events": true, "forward_to": "handled"})),
+        )
+        .plugin(logger("handled", &s.path("handled.jsonl")).subscribe(["handled"]))
+        .write(&s);
     let mut host = Running::start(&config);
     host.send(&event("work.item", json!(0)));
     // Its mailbox is empty again and it sleeps for 800 ms: time enough for
@@ -258,7 +290,7 @@ forward_to = "handled"
 
 /// Under `policy`, the handler took event 0, then the mailbox kept `kept`;
 /// of the 11 received, the other 8 are counted as dropped.
-fn assert_the_burst_kept(policy: &str, kept: [u64; 2]) {
+fn assert_the_burst_kept(policy: Overflow, kept: [u64; 2]) {
     let (row, handled) = burst_into_a_busy_two_slot_mailbox(policy);
     assert_eq!(handled, [json!(0), json!(kept[0]), json!(kept[1])]);
     assert_eq!(
@@ -276,11 +308,76 @@ fn assert_the_burst_kept(policy: &str, kept: [u64; 2]) {
 #[test]
 fn drop_newest_keeps_what_was_queued_first_and_counts_the_rest() {
     // The mailbox kept 1 and 2; 3..=10 found it full and were dropped.
-    assert_the_burst_kept("drop_newest", [1, 2]);
+    assert_the_burst_kept(Overflow::DropNewest, [1, 2]);
 }
 
 #[test]
 fn drop_oldest_keeps_the_latest_events_and_counts_the_rest() {
     // Each arrival pushed out the oldest waiting event: 9 and 10 remained.
-    assert_the_burst_kept("drop_oldest", [9, 10]);
+    assert_the_burst_kept(Overflow::DropOldest, [9, 10]);
+}
+
+/// The host's resident memory, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("host status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// Topics with subscribers are interned, but only up to 1 MiB of them: a
+/// publisher that invents a new topic for every event cannot grow the host
+/// without bound, and every such event is still delivered and counted.
+#[test]
+fn a_publisher_inventing_a_topic_per_event_leaves_the_host_s_memory_bounded() {
+    let s = Scratch::new("intern-bound");
+    let socket = s.path("host.sock");
+    let config = Config::new()
+        .control_socket(&socket)
+        .plugin(Plugin::new("sink", "chaos").subscribe(["invented.>"]))
+        .write(&s);
+    let mut host = Running::start(&config);
+    let pid = host.child.id();
+    let padding = "p".repeat(180);
+    // Topics of about 200 bytes, each new.
+    let invent = |range: std::ops::Range<u64>| -> String {
+        range
+            .map(|n| format!("{{\"topic\":\"invented.{n}.{padding}\",\"payload\":{n}}}\n"))
+            .collect()
+    };
+    let processed = |n: u64| {
+        eventually(&format!("{n} events processed"), || {
+            let (_, text, _) = ctl(&socket, &["--json", "list"]);
+            let list: Value = serde_json::from_str(&text).unwrap_or_default();
+            list["result"][0]["processed"] == n
+        })
+    };
+    // 6000 topics, 1.2 MB: past the intern limit, and the route cache (4096
+    // topics per publishing thread) has filled up once.
+    host.send(&invent(0..6000));
+    processed(6000);
+    let before = rss_kib(pid);
+    // 100,000 more: 20 MB of topics nobody will publish on again.
+    host.send(&invent(6000..106_000));
+    processed(106_000);
+    let after = rss_kib(pid);
+    assert!(
+        after < before + 8 * 1024,
+        "the host grew from {before} KiB to {after} KiB for 20 MB of new topics"
+    );
+    drop(host.stdin.take());
+    let (out, err) = host.wait(Duration::from_secs(60));
+    assert!(out.status.success(), "{}", err.join("\n"));
+    assert_eq!(
+        summary_row(&out, "sink"),
+        Row {
+            state: "stopped".into(),
+            received: 106_000,
+            processed: 106_000,
+            dropped: 0,
+            failed: 0
+        }
+    );
 }

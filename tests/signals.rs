@@ -11,15 +11,12 @@ use std::time::Duration;
 /// A config with the `intruder` fixture built to take SIGTERM, SIGHUP
 /// (swallowed by its own handler) and SIGINT (ignored) in its `create`, and
 /// a logger behind it.
-fn config_with_signal_thief(s: &Scratch, extra: &str) -> std::path::PathBuf {
+fn config_with_signal_thief(s: &Scratch) -> Config {
     let library = cc_fixture(s, "intruder", "intruder", &["-DINTRUDER_SIGNALS"]);
-    s.config(&format!(
-        "control_socket = {:?}\n[[plugin]]\nname = \"thief\"\nlibrary = {:?}\nsubscribe = [\"work.>\"]\n\
-         [[plugin]]\nname = \"log\"\nlibrary = \"logger\"\nsubscribe = [\"work.>\"]\n[plugin.config]\npath = {:?}\n{extra}",
-        s.path("host.sock").display().to_string(),
-        library.display().to_string(),
-        s.path("log.jsonl").display().to_string(),
-    ))
+    Config::new()
+        .control_socket(&s.path("host.sock"))
+        .plugin(Plugin::new("thief", &library).subscribe(["work.>"]))
+        .plugin(logger("log", &s.path("log.jsonl")).subscribe(["work.>"]))
 }
 
 /// Send `count` events and wait until both instances have processed them
@@ -52,14 +49,13 @@ fn assert_drained(out: &std::process::Output, s: &Scratch, sent: u64) {
 #[test]
 fn a_plugin_that_takes_sigterm_and_sighup_does_not_stop_shutdown_or_reload() {
     let s = Scratch::new("signal-thief");
-    let config = config_with_signal_thief(&s, "");
+    let config = config_with_signal_thief(&s).write(&s);
     let mut host = Running::start(&config);
     send_work(&s, &mut host, 500);
     // SIGHUP still reloads: the added instance starts.
-    config_with_signal_thief(
-        &s,
-        "[[plugin]]\nname = \"added\"\nlibrary = \"counter\"\nsubscribe = [\"work.>\"]\n",
-    );
+    config_with_signal_thief(&s)
+        .plugin(Plugin::new("added", "counter").subscribe(["work.>"]))
+        .write(&s);
     host.signal(libc::SIGHUP);
     host.wait_for_stderr("reload 1: added [\"added\"]");
     // SIGTERM still drains and exits 0.
@@ -74,7 +70,7 @@ fn a_plugin_that_takes_sigterm_and_sighup_does_not_stop_shutdown_or_reload() {
 #[test]
 fn a_plugin_that_ignores_sigint_does_not_stop_ctrl_c() {
     let s = Scratch::new("sigint-thief");
-    let config = config_with_signal_thief(&s, "");
+    let config = config_with_signal_thief(&s).write(&s);
     let mut host = Running::start(&config);
     send_work(&s, &mut host, 200);
     host.signal(libc::SIGINT);
@@ -116,11 +112,14 @@ const HOST_SIGNALS: u64 = 1 << 0 | 1 << 1 | 1 << 14;
 fn the_host_blocks_its_signals_but_the_children_it_forks_start_without_that_mask() {
     let s = Scratch::new("child-mask");
     let library = cc_fixture(&s, "intruder", "intruder", &[]);
-    let config = s.config(&format!(
-        "[[plugin]]\nname = \"proc\"\nlibrary = \"counter\"\nisolation = \"process\"\nsubscribe = [\"work.>\"]\n\
-         [[plugin]]\nname = \"spawner\"\nlibrary = {:?}\nsubscribe = [\"intruder.spawn\"]\n",
-        library.display().to_string()
-    ));
+    let config = Config::new()
+        .plugin(
+            Plugin::new("proc", "counter")
+                .isolation(Isolation::Process)
+                .subscribe(["work.>"]),
+        )
+        .plugin(Plugin::new("spawner", &library).subscribe(["intruder.spawn"]))
+        .write(&s);
     let mut host = Running::start(&config);
     let pid = host.child.id();
     assert_eq!(
@@ -161,16 +160,19 @@ fn the_host_blocks_its_signals_but_the_children_it_forks_start_without_that_mask
 }
 
 #[test]
-fn sigterm_during_a_startup_that_hangs_stops_at_once_and_exits_0() {
+fn sighup_is_ignored_and_sigterm_stops_a_startup_that_hangs_at_once_with_exit_0() {
     use std::io::BufRead;
     let s = Scratch::new("startup-signal");
-    let config = s.config(&format!(
-        "control_socket = {:?}\n\
-         [[plugin]]\nname = \"log\"\nlibrary = \"logger\"\nsubscribe = [\"work.>\"]\n[plugin.config]\npath = {:?}\n\
-         [[plugin]]\nname = \"stuck\"\nlibrary = \"chaos\"\nsubscribe = [\"work.>\"]\nstart_timeout = \"1h\"\n[plugin.config]\nhang_in_init = true\n",
-        s.path("host.sock").display().to_string(),
-        s.path("log.jsonl").display().to_string(),
-    ));
+    let config = Config::new()
+        .control_socket(&s.path("host.sock"))
+        .plugin(logger("log", &s.path("log.jsonl")).subscribe(["work.>"]))
+        .plugin(
+            Plugin::new("stuck", "chaos")
+                .subscribe(["work.>"])
+                .start_timeout("1h")
+                .config(json!({"hang_in_init": true})),
+        )
+        .write(&s);
     let mut child = std::process::Command::new(plughost_bin())
         .args(["run", config.to_str().unwrap()])
         .current_dir(&s.dir)
@@ -199,10 +201,25 @@ fn sigterm_during_a_startup_that_hangs_stops_at_once_and_exits_0() {
             return;
         }
     };
-    // `log` started; `stuck` is in its init, which never returns.
+    // `log` started; `stuck` is in its init, which never returns, on its
+    // own thread.
     wait_for("started plugin=log");
-    std::thread::sleep(Duration::from_millis(200));
+    let pid = child.id();
+    eventually("stuck's thread, in its init", || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|task| {
+                std::fs::read_to_string(task.path().join("comm"))
+                    .is_ok_and(|comm| comm.trim_end() == "plughost:stuck")
+            })
+    });
+    // A SIGHUP now has nothing to reload: ignored, with a warning.
     // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGHUP) }, 0);
+    wait_for("SIGHUP during startup: ignored (nothing to reload yet)");
+    // SAFETY: as above.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
     wait_for("SIGTERM during startup: the instances started so far were stopped");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -29,59 +29,48 @@ const INSTANCES: [(&str, &[&str]); 5] = [
 /// plugin config (restarted in place) and `newest`'s capacity (a new mailbox).
 fn config(s: &Scratch, socket: &std::path::Path, generation: u64) -> std::path::PathBuf {
     let flip = generation % 2 == 1;
-    s.config(&format!(
-        r#"shutdown_timeout = "30s"
-control_socket = {socket:?}
-
-[status]
-address = "127.0.0.1:0"
-ingest = true
-
-[[plugin]]
-name = "oldest"
-library = "chaos"
-subscribe = ["soak.>"]
-queue_capacity = 64
-overflow = "drop_oldest"
-[plugin.config]
-ready = {flip}
-
-[[plugin]]
-name = "newest"
-library = "chaos"
-subscribe = ["soak.a"]
-queue_capacity = {}
-overflow = "drop_newest"
-
-[[plugin]]
-name = "blocker"
-library = "chaos"
-subscribe = ["soak.>"]
-queue_capacity = 1024
-overflow = "block"
-
-[[plugin]]
-name = "flaky"
-library = "chaos"
-subscribe = ["soak.b"]
-overflow = "drop_oldest"
-max_restarts = 1000
-restart_window = "1s"
-[plugin.config]
-panic_every = 20000
-
-[[plugin]]
-name = "proc"
-library = "chaos"
-isolation = "process"
-subscribe = ["soak.>"]
-overflow = "drop_oldest"
-max_restarts = 1000
-restart_window = "1s"
-"#,
-        if flip { 32 } else { 16 },
-        socket = socket.display().to_string(),
-    ))
+    Config::new()
+        .shutdown_timeout("30s")
+        .control_socket(socket)
+        .status(Status::any_port().ingest(true))
+        .plugin(
+            Plugin::new("oldest", "chaos")
+                .subscribe(["soak.>"])
+                .queue_capacity(64)
+                .overflow(Overflow::DropOldest)
+                .config(serde_json::json!({"ready": flip})),
+        )
+        .plugin(
+            Plugin::new("newest", "chaos")
+                .subscribe(["soak.a"])
+                .queue_capacity(if flip { 32 } else { 16 })
+                .overflow(Overflow::DropNewest),
+        )
+        .plugin(
+            Plugin::new("blocker", "chaos")
+                .subscribe(["soak.>"])
+                .queue_capacity(1024)
+                .overflow(Overflow::Block),
+        )
+        .plugin(
+            Plugin::new("flaky", "chaos")
+                .subscribe(["soak.b"])
+                .overflow(Overflow::DropOldest)
+                .restart(Restart::OnFailure)
+                .max_restarts(1000)
+                .restart_window("1s")
+                .config(serde_json::json!({"panic_every": 20000})),
+        )
+        .plugin(
+            Plugin::new("proc", "chaos")
+                .isolation(Isolation::Process)
+                .subscribe(["soak.>"])
+                .overflow(Overflow::DropOldest)
+                .restart(Restart::OnFailure)
+                .max_restarts(1000)
+                .restart_window("1s"),
+        )
+        .write(s)
 }
 
 fn rss_kib(pid: u32) -> u64 {

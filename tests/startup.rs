@@ -11,11 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-fn logger(s: &Scratch) -> String {
-    format!(
-        "[[plugin]]\nname = \"log\"\nlibrary = \"logger\"\nsubscribe = [\"work.>\", \"plughost.plugin.*\"]\n[plugin.config]\npath = {:?}\n",
-        s.path("log.jsonl").display().to_string()
-    )
+/// `log`: a logger of `work.>` and the lifecycle into log.jsonl.
+fn log(s: &Scratch) -> Plugin {
+    logger("log", &s.path("log.jsonl")).subscribe(["work.>", "plughost.plugin.*"])
 }
 
 /// `plughost run CONFIG --events -` with `stdin`; killed (and the test
@@ -52,17 +50,22 @@ fn run_within(config: &std::path::Path, stdin: &str, limit: Duration) -> std::pr
     child.wait_with_output().unwrap()
 }
 
-fn hanging(s: &Scratch, isolation: &str, extra: &str) -> std::path::PathBuf {
-    s.config(&format!(
-        "{}[[plugin]]\nname = \"hang\"\nlibrary = \"chaos\"\nisolation = {isolation:?}\nsubscribe = [\"work.>\"]\nstart_timeout = \"1s\"\n{extra}[plugin.config]\nhang_in_init = true\n",
-        logger(s)
-    ))
+/// `hang`: a `chaos` whose `init` never returns, with a `start_timeout` of 1s.
+fn hanging(isolation: Isolation) -> Plugin {
+    Plugin::new("hang", "chaos")
+        .isolation(isolation)
+        .subscribe(["work.>"])
+        .start_timeout("1s")
+        .config(json!({"hang_in_init": true}))
 }
 
 #[test]
 fn an_init_that_never_returns_in_a_thread_fails_the_start_at_start_timeout_with_one_line() {
     let s = Scratch::new("hang-thread");
-    let config = hanging(&s, "thread", "");
+    let config = Config::new()
+        .plugin(log(&s))
+        .plugin(hanging(Isolation::Thread))
+        .write(&s);
     let out = run_within(&config, "", Duration::from_secs(30));
     let line = assert_one_line_error(&out);
     let expected = format!(
@@ -99,7 +102,10 @@ fn children_of(parent: u32) -> Vec<i32> {
 #[test]
 fn an_init_that_never_returns_in_a_child_process_gets_it_killed_and_fails_the_start() {
     let s = Scratch::new("hang-process");
-    let config = hanging(&s, "process", "");
+    let config = Config::new()
+        .plugin(log(&s))
+        .plugin(hanging(Isolation::Process))
+        .write(&s);
     let mut host = std::process::Command::new(plughost_bin())
         .args(["run", config.to_str().unwrap(), "--events", "-"])
         .current_dir(scratch_root())
@@ -146,9 +152,17 @@ fn an_init_that_never_returns_in_a_child_process_gets_it_killed_and_fails_the_st
 
 #[test]
 fn an_instance_that_is_not_required_fails_under_its_restart_policy_and_the_start_goes_on() {
-    for isolation in ["thread", "process"] {
+    for isolation in [Isolation::Thread, Isolation::Process] {
         let s = Scratch::new(&format!("not-required-{isolation}"));
-        let config = hanging(&s, isolation, "required = false\nmax_restarts = 1\n");
+        let config = Config::new()
+            .plugin(log(&s))
+            .plugin(
+                hanging(isolation)
+                    .required(false)
+                    .restart(Restart::OnFailure)
+                    .max_restarts(1),
+            )
+            .write(&s);
         let mut host = Running::start(&config);
         // The first start timed out; the restart policy restarts it in the
         // background, and it times out again: flapping.
@@ -188,16 +202,22 @@ fn an_instance_that_is_not_required_fails_under_its_restart_policy_and_the_start
 fn an_init_that_hangs_after_a_reload_is_a_failure_for_the_restart_policy() {
     let s = Scratch::new("hang-reload");
     let socket = s.path("host.sock");
-    let write = |chaos: &str| {
-        s.config(&format!(
-            "control_socket = {:?}\n{}[[plugin]]\nname = \"hang\"\nlibrary = \"chaos\"\nsubscribe = [\"work.>\"]\nstart_timeout = \"500ms\"\nrestart = \"never\"\n[plugin.config]\n{chaos}\n",
-            socket.display().to_string(),
-            logger(&s)
-        ))
+    let write = |hang_in_init: bool| {
+        Config::new()
+            .control_socket(&socket)
+            .plugin(log(&s))
+            .plugin(
+                Plugin::new("hang", "chaos")
+                    .subscribe(["work.>"])
+                    .start_timeout("500ms")
+                    .restart(Restart::Never)
+                    .config(json!({"hang_in_init": hang_in_init})),
+            )
+            .write(&s)
     };
-    let config = write("");
+    let config = write(false);
     let mut host = Running::start(&config);
-    write("hang_in_init = true");
+    write(true);
     let (code, _, err) = ctl(&socket, &["reload"]);
     assert_eq!(code, 1);
     assert!(
@@ -219,24 +239,38 @@ fn an_init_that_hangs_after_a_reload_is_a_failure_for_the_restart_policy() {
     assert_eq!(summary_row(&out, "log").processed, 1 + 3);
 }
 
-fn library_config(s: &Scratch, chaos: &str) -> plughost::Config {
-    let text = format!(
-        "[host]\nplugin_dirs = [{:?}]\n{}[[plugin]]\nname = \"slow\"\nlibrary = \"chaos\"\nstart_timeout = \"60s\"\n[plugin.config]\n{chaos}\n",
-        plugin_dir().display().to_string(),
-        logger(s)
-    );
-    let path = s.write("plugins.toml", &text);
+/// The config of a `Host` started by the library: `log`, then `slow` (a
+/// `chaos` whose `init` never returns when `hang_in_init`).
+fn library_config(s: &Scratch, hang_in_init: bool) -> plughost::Config {
+    let path = Config::new()
+        .plugin(log(s))
+        .plugin(
+            Plugin::new("slow", "chaos")
+                .start_timeout("60s")
+                .config(json!({"hang_in_init": hang_in_init})),
+        )
+        .write(s);
     plughost::Config::load(&path).unwrap()
 }
 
 #[test]
 fn a_start_cancelled_while_an_init_runs_stops_what_it_started_and_says_cancelled() {
     let s = Scratch::new("cancel");
-    let config = library_config(&s, "hang_in_init = true");
+    let config = library_config(&s, true);
     let cancelled = Arc::new(AtomicBool::new(false));
     let flag = cancelled.clone();
+    // Cancel once `slow`'s init runs, on its thread in this very process.
     let canceller = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(300));
+        eventually("slow's thread, in its init", || {
+            std::fs::read_dir("/proc/self/task")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|task| {
+                    std::fs::read_to_string(task.path().join("comm"))
+                        .is_ok_and(|comm| comm.trim_end() == "plughost:slow")
+                })
+        });
         flag.store(true, Ordering::Release);
     });
     let asked = Instant::now();
@@ -261,7 +295,7 @@ fn a_start_cancelled_while_an_init_runs_stops_what_it_started_and_says_cancelled
 #[test]
 fn a_start_cancelled_before_it_begins_starts_nothing() {
     let s = Scratch::new("cancel-early");
-    let config = library_config(&s, "");
+    let config = library_config(&s, false);
     let outcome = plughost::Host::start_cancellable(config, Arc::new(AtomicBool::new(true)));
     assert!(matches!(outcome, Err(plughost::StartError::Cancelled)));
     assert!(!s.path("log.jsonl").exists(), "no plugin was created");

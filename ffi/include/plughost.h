@@ -384,8 +384,13 @@ typedef struct plughost_plugin {
                       char *error,
                       size_t error_capacity);
   /*
-   Optional (NULL: nothing to do). Flush and release what the instance
-   holds open; called once, after its last event.
+   Optional (NULL: nothing to do). Flush what the instance holds; called
+   once. It may publish: every subscriber gets it, wherever it is listed.
+   At the host's shutdown, `on_event` may still be called after `stop`
+   returned, until `destroy`, with events published after the queues
+   drained (by other instances' `stop`, or in reaction to those); nothing
+   else is. Keep what `on_event` needs until `destroy`. On `ctl stop`, a
+   restart or a reload, `destroy` follows `stop` at once.
    */
   int32_t (*stop)(void *instance, char *error, size_t error_capacity);
   /*

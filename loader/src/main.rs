@@ -556,7 +556,15 @@ fn ctl(socket: &Path, json: bool, command: CtlCommand) -> anyhow::Result<ExitCod
         return Ok(ExitCode::FAILURE);
     }
     if json {
-        return Ok(ExitCode::SUCCESS);
+        // The exit code says the same whatever the format: `ready` fails
+        // when the host is not ready, as a probe expects.
+        let not_ready =
+            matches!(command, CtlCommand::Ready(_)) && answer["result"]["ready"] != true;
+        return Ok(if not_ready {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        });
     }
     let result = &answer["result"];
     match command {

@@ -2,6 +2,13 @@
 //! configs into a scratch directory, run the real `plughost` binary.
 #![allow(dead_code, reason = "each test file uses a different part")]
 
+mod config;
+#[allow(
+    unused_imports,
+    reason = "a test file that writes no config uses none of it"
+)]
+pub use config::*;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
