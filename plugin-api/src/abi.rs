@@ -172,7 +172,8 @@ pub struct PluginVTable {
     /// Handle one event.
     pub on_event:
         unsafe extern "C" fn(state: *mut c_void, event: EventRef<'_>) -> RResult<(), CallError>,
-    /// Flush and release resources; `drop` follows.
+    /// Flush what the instance holds; called once. Only `on_event` may
+    /// follow it (at the host's shutdown), then `drop`.
     pub stop: unsafe extern "C" fn(state: *mut c_void) -> RResult<(), CallError>,
     /// Health, or `RNone` when the plugin does not report it.
     pub health:
@@ -222,7 +223,7 @@ impl PluginHandle {
         unsafe { (self.vtable.on_event())(self.state, event) }
     }
 
-    /// Flush and release resources.
+    /// Flush what the instance holds (see [`PluginVTable::stop`]).
     pub fn stop(&mut self) -> RResult<(), CallError> {
         // SAFETY: as in `on_event`.
         unsafe { (self.vtable.stop())(self.state) }
