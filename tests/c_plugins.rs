@@ -149,13 +149,13 @@ fn check_and_discover_show_language_and_abi_version() {
         "{text}"
     );
     assert!(
-        text.contains("count: ok: counter 0.1.0 (rust, plughost-api 0.1.0) from "),
+        text.contains("count: ok: counter 0.1.0 (rust, plughost-api ABI 1.0) from "),
         "{text}"
     );
     std::fs::copy(plugin_path("echo_c"), s.path("libecho_c.so")).unwrap();
     let out = run(&["discover", s.dir.to_str().unwrap()], "");
     assert!(
-        stdout(&out).contains("libecho_c.so: echo_c 0.1.0 (c, plughost.h 1.2): compatible"),
+        stdout(&out).contains("libecho_c.so: echo_c 0.1.0 (c, plughost.h 1.2): fully supported"),
         "{}",
         stdout(&out)
     );
@@ -212,11 +212,30 @@ fn a_wrong_major_version_is_refused_naming_both_versions() {
 }
 
 #[test]
-fn a_newer_minor_version_is_refused_naming_both_versions() {
+fn a_newer_minor_version_that_sets_nothing_this_host_lacks_loads_fully() {
+    // Built against a newer header, its descriptor ends where this host's
+    // does: it uses nothing this host lacks (docs/compatibility.md). One
+    // that sets more is in tests/compat.rs.
+    let s = Scratch::new("c-newer-minor");
+    let library = cc_fixture(&s, "versioned", "versioned", &["-DFIXTURE_MINOR=7"]);
+    let config = Config::new()
+        .plugin(Plugin::new("v", &library).subscribe(["t"]))
+        .write(&s);
+    let out = run(&["check", config.to_str().unwrap()], "");
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     assert_eq!(
-        refused(&["-DFIXTURE_MINOR=7"]),
-        "built for C ABI 1.7, newer than this host's 1.2: upgrade plughost or rebuild it against this host's plughost.h"
+        stdout(&out),
+        format!(
+            "v: ok: versioned 0.0.1 (c, plughost.h 1.7) from {} (config not checked: this plugin reads it only when it starts)\n",
+            library.display()
+        )
     );
+    let out = run(
+        &["run", config.to_str().unwrap(), "--events", "-"],
+        &event("t", json!(1)),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(summary_row(&out, "v").processed, 1);
 }
 
 #[test]
@@ -229,6 +248,16 @@ fn a_too_small_descriptor_is_refused() {
     assert!(
         line.ends_with(" of C ABI 1.0: set `size = sizeof(plughost_plugin)`"),
         "{line}"
+    );
+}
+
+#[test]
+fn a_descriptor_larger_than_any_1_x_descriptor_is_refused() {
+    // The host reads a newer plugin's descriptor up to its declared size:
+    // a size no 1.x descriptor comes near is refused before any of it is read.
+    assert_eq!(
+        refused(&["-DFIXTURE_SIZE=5000"]),
+        "its plughost_plugin descriptor declares 5000 bytes, more than the 4096 any C ABI 1.x descriptor may have: set `size = sizeof(plughost_plugin)`"
     );
 }
 
@@ -409,7 +438,10 @@ fn logger_c_agrees_with_serde_json_on_which_payloads_are_json() {
     let out = run(&["run", config.to_str().unwrap(), "--events", "-"], &events);
     assert!(out.status.success(), "{}", stderr(&out));
     let (rust, c) = (s.read("rust.jsonl"), s.read("c.jsonl"));
-    assert_eq!(rust.lines().count(), payloads.len());
+    assert_eq!(
+        (rust.lines().count(), c.lines().count()),
+        (payloads.len(), payloads.len())
+    );
     for ((r, c), payload) in rust.lines().zip(c.lines()).zip(&payloads) {
         assert_eq!(r, c, "for payload {:?}", String::from_utf8_lossy(payload));
     }
@@ -532,4 +564,61 @@ fn a_stack_overflow_in_a_thread_mode_plugin_is_named_and_rust_still_reports_it()
         ours_at.is_some() && rusts_at.is_some() && ours_at < rusts_at,
         "wanted our line, then Rust's stack overflow report, in:\n{err}"
     );
+}
+
+/// A C plugin's `publish` takes a concrete topic only: one holding a
+/// wildcard (`*` or `>`) is refused at the call (the plugin sees
+/// PLUGHOST_ERROR), counted, and never routed, in both isolation modes.
+#[test]
+fn a_c_plugin_publishing_on_a_wildcard_topic_is_refused() {
+    for isolation in [Isolation::Thread, Isolation::Process] {
+        let s = Scratch::new(&format!("c-wildcard-{isolation}"));
+        let echo = |name: &str, prefix: &str| {
+            Plugin::new(name, "echo_c")
+                .isolation(isolation)
+                .subscribe(["in.>"])
+                .set("prefix", prefix)
+        };
+        let config = Config::new()
+            .plugin(logger("log", &s.path("log.jsonl")).subscribe([">"]))
+            .plugin(echo("star", "star.*."))
+            .plugin(echo("rest", "rest.>."))
+            .plugin(echo("plain", "plain."))
+            .write(&s);
+        let events: String = (0..3).map(|i| event("in.x", json!(i))).collect();
+        let out = run(&["run", config.to_str().unwrap(), "--events", "-"], &events);
+        let err = stderr(&out);
+        assert!(out.status.success(), "{isolation}: {err}");
+        for name in ["star", "rest"] {
+            let row = summary_row(&out, name);
+            assert_eq!(
+                (row.received, row.processed, row.failed, row.dropped),
+                (3, 0, 3, 0),
+                "{isolation}: {name} failed each event with the refusal"
+            );
+        }
+        let refusals = err
+            .lines()
+            .filter(|l| l.contains("on in.x failed: publish refused"))
+            .count();
+        assert_eq!(refusals, 6, "{isolation}: {err}");
+        assert_eq!(summary_row(&out, "plain").processed, 3, "{isolation}");
+        assert!(
+            stdout(&out)
+                .lines()
+                .any(|l| l == "refused: 6 event(s) from plugin (invalid_topic)"),
+            "{isolation}: {}",
+            stdout(&out)
+        );
+        let mut topics: Vec<String> = s
+            .log_lines("log.jsonl")
+            .iter()
+            .map(|l| l["topic"].as_str().unwrap().to_owned())
+            .filter(|t| !t.starts_with("plughost."))
+            .collect();
+        topics.sort();
+        let mut wanted = vec!["in.x"; 3];
+        wanted.extend(["plain.in.x"; 3]);
+        assert_eq!(topics, wanted, "{isolation}: nothing wild was routed");
+    }
 }

@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// `chaos`: a `chaos` of `work.>` with `config`, left failed when it fails.
 fn chaos_never_restarted(config: serde_json::Value) -> Plugin {
@@ -303,4 +303,204 @@ fn handler_errors_past_the_first_ten_are_thinned_out_and_the_log_says_how_many_i
         (chaos.state.as_str(), chaos.failed, chaos.processed),
         ("stopped", 2500, 0)
     );
+}
+
+/// A handler that returns an error: that event counts as failed, the
+/// instance goes on with the next ones (no failure, no restart), and the log
+/// names the event and the error. One body for `chaos` (Rust) and `chaos_c`
+/// (C), in both isolation modes.
+fn a_handler_error_fails_that_event_and_the_instance_goes_on(library: &str) {
+    for isolation in [Isolation::Thread, Isolation::Process] {
+        let case = format!("{library} in {isolation} isolation");
+        let s = Scratch::new(&format!("handler-error-{library}-{isolation}"));
+        let config = Config::new()
+            .plugin(logger("log", &s.path("log.jsonl")).subscribe(["work.>", "plughost.plugin.*"]))
+            .plugin(
+                Plugin::new("erring", library)
+                    .isolation(isolation)
+                    .subscribe(["work.>"])
+                    // Were an error a failure, the events after it would be
+                    // dropped, not processed.
+                    .restart(Restart::Never)
+                    .config(json!({"error_on": "work.bad"})),
+            )
+            .write(&s);
+        let events: String = (0..30)
+            .map(|i| event(if i % 3 == 1 { "work.bad" } else { "work.item" }, json!(i)))
+            .collect();
+        let out = run(&["run", config.to_str().unwrap(), "--events", "-"], &events);
+        let err = stderr(&out);
+        assert!(out.status.success(), "{case}: {err}");
+        assert_eq!(
+            summary_row(&out, "erring"),
+            Row {
+                state: "stopped".into(),
+                received: 30,
+                processed: 20,
+                dropped: 0,
+                failed: 10
+            },
+            "{case}"
+        );
+        let lines = s.log_lines("log.jsonl");
+        let lifecycle: Vec<(&str, &str)> = lines
+            .iter()
+            .filter(|l| l["topic"].as_str().unwrap().starts_with("plughost."))
+            .map(|l| {
+                (
+                    l["topic"].as_str().unwrap(),
+                    l["payload"]["name"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            lifecycle,
+            [
+                ("plughost.plugin.started", "log"),
+                ("plughost.plugin.started", "erring"),
+                ("plughost.plugin.stopped", "erring")
+            ],
+            "{case}: an error is no failure (no failed, no restarted)"
+        );
+        // Each error is logged with its event's id and topic, and the
+        // plugin's message.
+        let bad_ids: Vec<u64> = lines
+            .iter()
+            .filter(|l| l["topic"] == "work.bad")
+            .map(|l| l["id"].as_u64().unwrap())
+            .collect();
+        assert_eq!(bad_ids.len(), 10, "{case}");
+        for id in bad_ids {
+            let wanted =
+                format!("event {id} on work.bad failed: {library}: told to fail on work.bad");
+            assert_eq!(
+                err.lines().filter(|l| l.contains(&wanted)).count(),
+                1,
+                "{case}: {wanted:?} once in:\n{err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_rust_handler_returning_an_error_fails_that_event_and_the_instance_goes_on() {
+    a_handler_error_fails_that_event_and_the_instance_goes_on("chaos");
+}
+
+#[test]
+fn a_c_handler_returning_an_error_fails_that_event_and_the_instance_goes_on() {
+    a_handler_error_fails_that_event_and_the_instance_goes_on("chaos_c");
+}
+
+/// A panic in `tick` or in an HTTP route fails the instance like a panic in
+/// `on_event`: reported with its reason, and the restart policy applies; the
+/// host and the other instances go on. Both isolation modes.
+#[test]
+fn a_panic_in_tick_fails_the_instance_and_it_is_restarted() {
+    for isolation in [Isolation::Thread, Isolation::Process] {
+        let s = Scratch::new(&format!("panic-tick-{isolation}"));
+        let config = Config::new()
+            .plugin(logger("log", &s.path("log.jsonl")).subscribe(["work.>", "plughost.plugin.*"]))
+            .plugin(
+                Plugin::new("ticking", "chaos")
+                    .isolation(isolation)
+                    .subscribe(["work.>"])
+                    .tick_interval("10ms")
+                    .restart(Restart::OnFailure)
+                    .max_restarts(1)
+                    .config(json!({"panic_in_tick": true})),
+            )
+            .write(&s);
+        let mut host = Running::start(&config);
+        // The first tick panics, the restarted instance's first tick too:
+        // one restart allowed, so the second failure is flapping.
+        host.wait_for_stderr("flapping: 1 restarts within 60s");
+        host.send(&event("work.item", json!(1)));
+        drop(host.stdin.take());
+        let (out, err) = host.wait(std::time::Duration::from_secs(30));
+        assert!(out.status.success(), "{isolation}: {}", err.join("\n"));
+        let row = summary_row(&out, "ticking");
+        assert_eq!(
+            (row.state.as_str(), row.received, row.dropped),
+            ("flapping", 1, 1),
+            "{isolation}"
+        );
+        assert_eq!(summary_row(&out, "log").processed, 1 + 2 + 2 + 1 + 1);
+        let failed: Vec<Value> = s
+            .log_lines("log.jsonl")
+            .into_iter()
+            .filter(|l| l["topic"] == "plughost.plugin.failed")
+            .map(|l| l["payload"].clone())
+            .collect();
+        assert_eq!(failed.len(), 2, "{isolation}: {failed:?}");
+        for payload in failed {
+            let reason = payload["reason"].as_str().unwrap();
+            assert!(
+                reason.starts_with("tick panicked at ")
+                    && reason.ends_with("chaos: told to panic in tick"),
+                "{isolation}: {reason}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_panic_in_an_http_route_answers_502_and_fails_the_instance_alone() {
+    for isolation in [Isolation::Thread, Isolation::Process] {
+        let s = Scratch::new(&format!("panic-route-{isolation}"));
+        let config = Config::new()
+            .status(Status::any_port())
+            .plugin(logger("log", &s.path("log.jsonl")).subscribe(["work.>", "plughost.plugin.*"]))
+            .plugin(
+                Plugin::new("web", "chaos")
+                    .isolation(isolation)
+                    .subscribe(["work.>"])
+                    .restart(Restart::Never)
+                    .config(json!({"routes": ["/boom"], "panic_in_route": true})),
+            )
+            .write(&s);
+        let mut host = Running::start(&config);
+        let address = host.status_address();
+        let (code, body) = http(&address, "GET", "/plugins/web/boom", "");
+        assert_eq!(code, 502, "{isolation}: {body}");
+        assert!(
+            body.contains("chaos: told to panic in route /boom"),
+            "{isolation}: {body}"
+        );
+        host.wait_for_stderr("plugin failed: http panicked at ");
+        let (_, plugins) = get_json(&address, "/plugins");
+        let web = plugins
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "web")
+            .unwrap();
+        assert_eq!(web["state"], "failed", "{isolation}: {web}");
+        host.send(&event("work.item", json!(1)));
+        drop(host.stdin.take());
+        let (out, err) = host.wait(std::time::Duration::from_secs(30));
+        assert!(out.status.success(), "{isolation}: {}", err.join("\n"));
+        assert_eq!(
+            (
+                summary_row(&out, "log").processed,
+                summary_row(&out, "web").dropped
+            ),
+            (1 + 2 + 1, 1),
+            "{isolation}: the host and the logger go on; the failed instance misses the event"
+        );
+        let failed: Vec<Value> = s
+            .log_lines("log.jsonl")
+            .into_iter()
+            .filter(|l| l["topic"] == "plughost.plugin.failed")
+            .map(|l| l["payload"].clone())
+            .collect();
+        assert_eq!(failed.len(), 1, "{isolation}: {failed:?}");
+        assert_eq!(failed[0]["name"], "web");
+        let reason = failed[0]["reason"].as_str().unwrap();
+        assert!(
+            reason.starts_with("http panicked at ")
+                && reason.ends_with("chaos: told to panic in route /boom"),
+            "{isolation}: {reason}"
+        );
+    }
 }

@@ -513,3 +513,93 @@ fn a_reload_names_the_changed_keys_that_need_a_restart() {
     );
     finish(host);
 }
+
+/// `--log-format json`: every log line is one JSON object (timestamp,
+/// level, target, and the message and fields), a plugin's own lines and the
+/// host's lines about it carry its name, and foreign text (a newline in a
+/// plugin's message) cannot break a line.
+#[test]
+fn log_format_json_writes_every_log_line_as_one_json_object() {
+    let s = Scratch::new("log-json");
+    let library = intruder(&s, &[]);
+    let config = Config::new()
+        .plugin(
+            Plugin::new("chatty", "chaos")
+                .subscribe(["work.>"])
+                .config(json!({"log_events": true, "error_on": "work.bad"})),
+        )
+        .plugin(intruder_instance("intruder", &library, Isolation::Thread))
+        .write(&s);
+    let input = event("work.item", json!(1))
+        + &event("work.bad", json!(2))
+        + &event("intruder.log", json!(null));
+    let out = run(
+        &[
+            "--log-format",
+            "json",
+            "run",
+            config.to_str().unwrap(),
+            "--events",
+            "-",
+        ],
+        &input,
+    );
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let lines: Vec<Value> = err
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"))
+        })
+        .collect();
+    for line in &lines {
+        let keys: Vec<&str> = line
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, ["fields", "level", "target", "timestamp"], "{line}");
+        assert!(line["fields"]["message"].is_string(), "{line}");
+    }
+    let find = |message: &str| {
+        lines
+            .iter()
+            .find(|l| l["fields"]["message"] == message)
+            .unwrap_or_else(|| panic!("no line {message:?} in:\n{err}"))
+    };
+    assert_eq!(find("2 plugin instance(s) running")["level"], "INFO");
+    let took = find("took work.item 1");
+    assert_eq!(
+        (&took["level"], &took["fields"]["plugin"]),
+        (&json!("INFO"), &json!("chatty"))
+    );
+    let failed = lines
+        .iter()
+        .find(|l| {
+            l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.ends_with("on work.bad failed: chaos: told to fail on work.bad"))
+        })
+        .unwrap_or_else(|| panic!("no handler error in:\n{err}"));
+    assert_eq!(
+        (&failed["level"], &failed["fields"]["plugin"]),
+        (&json!("WARN"), &json!("chatty"))
+    );
+    // The intruder's message holds a newline and a forged log line: still
+    // one line, one object, with the newline escaped.
+    let forged = lines
+        .iter()
+        .find(|l| {
+            l["fields"]["plugin"] == "intruder"
+                && l["fields"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("a message"))
+        })
+        .unwrap_or_else(|| panic!("no intruder line in:\n{err}"));
+    let message = forged["fields"]["message"].as_str().unwrap();
+    assert!(message.starts_with("a message\\n2099-01-01"), "{message}");
+    assert!(!message.contains('\n'), "{message}");
+    // The summary is not a log: plain text on stdout.
+    assert_eq!(summary_row(&out, "chatty").failed, 1);
+}

@@ -322,3 +322,47 @@ fn an_http_answer_over_the_old_frame_limit_no_longer_kills_the_process() {
     let (out, _) = host.wait(Duration::from_secs(30));
     assert!(out.status.success());
 }
+
+/// A process plugin's `call` or `cast` command larger than
+/// `max_event_bytes` is refused at the call, with the reason (the call's
+/// answer says it; the host's log says it for a cast), and the plugin goes
+/// on.
+#[test]
+fn a_process_plugin_s_command_over_max_event_bytes_is_refused_at_its_call() {
+    let s = Scratch::new("command-limit");
+    let config = Config::new()
+        .max_event_bytes(1024)
+        .plugin(logger("log", &s.path("log.jsonl")).subscribe(["chaos.answer"]))
+        .plugin(
+            Plugin::new("caller", "chaos")
+                .isolation(Isolation::Process)
+                .subscribe(["cmd.>"])
+                .config(json!({"call_on": "cmd.call", "cast_on": "cmd.cast", "call_pad": 2000})),
+        )
+        .write(&s);
+    let events = event("cmd.call", json!({"cmd": "list"}))
+        + &event("cmd.cast", json!({"cmd": "list"}))
+        + &event("cmd.call", json!({"cmd": "list"}));
+    let out = run(&["run", config.to_str().unwrap(), "--events", "-"], &events);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    // {"cmd":"list","pad":"x...x"}: 21 + 2000 + 2 bytes.
+    let reason = "command of 2023 bytes is over max_event_bytes (1024 bytes)";
+    let answers: Vec<Value> = s
+        .log_lines("log.jsonl")
+        .into_iter()
+        .map(|l| l["payload"].clone())
+        .collect();
+    let refused = json!({"ok": false, "error": format!("call refused: {reason}")});
+    assert_eq!(answers, [refused.clone(), refused]);
+    for what in ["call", "cast"] {
+        assert!(
+            err.lines().any(|l| l.contains("plugin=\"caller\"")
+                && l.contains(&format!("{what} refused: {reason}"))),
+            "{what}: {err}"
+        );
+    }
+    let row = summary_row(&out, "caller");
+    assert_eq!((row.processed, row.failed), (3, 0), "it goes on");
+    assert!(!err.contains("its process"), "never killed: {err}");
+}

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use serde_json::json;
+use serde_json::{Value, json};
 use std::time::Duration;
 
 #[test]
@@ -198,14 +198,55 @@ fn two_plugins_publishing_to_each_other_with_full_queues_never_deadlock() {
     let mut host = Running::start(&config);
     host.send(&events);
     drop(host.stdin.take());
-    let (out, _) = host.wait(Duration::from_secs(60));
-    assert!(out.status.success(), "{}", stderr(&out));
-    for name in ["ping", "pong"] {
-        let row = summary_row(&out, name);
-        assert_eq!(row.state, "stopped");
-        assert_accounted(&row);
-        assert!(row.processed >= 1000, "{name}: {row:?}");
-    }
+    let (out, err) = host.wait(Duration::from_secs(60));
+    let err = err.join("\n");
+    assert!(out.status.success(), "{err}");
+    // Whenever the two block on each other's full mailbox, the one listed
+    // first (`ping`, the lower position) drops the event it is blocked on,
+    // counts it as dropped for `pong`, and says so once.
+    let cycle = "publishers blocked on each other in a cycle";
+    let warned = |name: &str| {
+        err.lines()
+            .filter(|l| l.contains(cycle) && l.contains(&format!("plugin={name}")))
+            .count() as u64
+    };
+    let ping = summary_row(&out, "ping");
+    let pong = summary_row(&out, "pong");
+    assert!(
+        pong.dropped >= 1,
+        "the queues of one slot made a cycle: {pong:?}"
+    );
+    assert_eq!(
+        (warned("ping"), warned("pong")),
+        (0, pong.dropped),
+        "one warning per drop, all of them for pong:\n{err}"
+    );
+    // Each handles its 1000 events from stdin and forwards what it handles
+    // to the other, 3000 at most; a dropped forward is still routed to (and
+    // counted by) its receiver. Nothing else is lost.
+    let routed_to = |other: &Row| 1000 + other.processed.min(3000);
+    assert_eq!(
+        ping,
+        Row {
+            state: "stopped".into(),
+            received: routed_to(&pong),
+            processed: routed_to(&pong),
+            dropped: 0,
+            failed: 0
+        }
+    );
+    assert_eq!(
+        pong,
+        Row {
+            state: "stopped".into(),
+            received: routed_to(&ping),
+            processed: routed_to(&ping) - pong.dropped,
+            dropped: pong.dropped,
+            failed: 0
+        }
+    );
+    // ping handled all it was sent, so it forwarded its 3000.
+    assert_eq!(pong.received, 4000);
 }
 
 /// Events sent into a two-slot mailbox while its plugin is busy, for the drop
@@ -274,4 +315,69 @@ fn drop_newest_keeps_what_was_queued_first_and_counts_the_rest() {
 fn drop_oldest_keeps_the_latest_events_and_counts_the_rest() {
     // Each arrival pushed out the oldest waiting event: 9 and 10 remained.
     assert_the_burst_kept(Overflow::DropOldest, [9, 10]);
+}
+
+/// The host's resident memory, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("host status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// Topics with subscribers are interned, but only up to 1 MiB of them: a
+/// publisher that invents a new topic for every event cannot grow the host
+/// without bound, and every such event is still delivered and counted.
+#[test]
+fn a_publisher_inventing_a_topic_per_event_leaves_the_host_s_memory_bounded() {
+    let s = Scratch::new("intern-bound");
+    let socket = s.path("host.sock");
+    let config = Config::new()
+        .control_socket(&socket)
+        .plugin(Plugin::new("sink", "chaos").subscribe(["invented.>"]))
+        .write(&s);
+    let mut host = Running::start(&config);
+    let pid = host.child.id();
+    let padding = "p".repeat(180);
+    // Topics of about 200 bytes, each new.
+    let invent = |range: std::ops::Range<u64>| -> String {
+        range
+            .map(|n| format!("{{\"topic\":\"invented.{n}.{padding}\",\"payload\":{n}}}\n"))
+            .collect()
+    };
+    let processed = |n: u64| {
+        eventually(&format!("{n} events processed"), || {
+            let (_, text, _) = ctl(&socket, &["--json", "list"]);
+            let list: Value = serde_json::from_str(&text).unwrap_or_default();
+            list["result"][0]["processed"] == n
+        })
+    };
+    // 6000 topics, 1.2 MB: past the intern limit, and the route cache (4096
+    // topics per publishing thread) has filled up once.
+    host.send(&invent(0..6000));
+    processed(6000);
+    let before = rss_kib(pid);
+    // 100,000 more: 20 MB of topics nobody will publish on again.
+    host.send(&invent(6000..106_000));
+    processed(106_000);
+    let after = rss_kib(pid);
+    assert!(
+        after < before + 8 * 1024,
+        "the host grew from {before} KiB to {after} KiB for 20 MB of new topics"
+    );
+    drop(host.stdin.take());
+    let (out, err) = host.wait(Duration::from_secs(60));
+    assert!(out.status.success(), "{}", err.join("\n"));
+    assert_eq!(
+        summary_row(&out, "sink"),
+        Row {
+            state: "stopped".into(),
+            received: 106_000,
+            processed: 106_000,
+            dropped: 0,
+            failed: 0
+        }
+    );
 }

@@ -160,7 +160,7 @@ fn the_host_blocks_its_signals_but_the_children_it_forks_start_without_that_mask
 }
 
 #[test]
-fn sigterm_during_a_startup_that_hangs_stops_at_once_and_exits_0() {
+fn sighup_is_ignored_and_sigterm_stops_a_startup_that_hangs_at_once_with_exit_0() {
     use std::io::BufRead;
     let s = Scratch::new("startup-signal");
     let config = Config::new()
@@ -201,10 +201,25 @@ fn sigterm_during_a_startup_that_hangs_stops_at_once_and_exits_0() {
             return;
         }
     };
-    // `log` started; `stuck` is in its init, which never returns.
+    // `log` started; `stuck` is in its init, which never returns, on its
+    // own thread.
     wait_for("started plugin=log");
-    std::thread::sleep(Duration::from_millis(200));
+    let pid = child.id();
+    eventually("stuck's thread, in its init", || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|task| {
+                std::fs::read_to_string(task.path().join("comm"))
+                    .is_ok_and(|comm| comm.trim_end() == "plughost:stuck")
+            })
+    });
+    // A SIGHUP now has nothing to reload: ignored, with a warning.
     // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGHUP) }, 0);
+    wait_for("SIGHUP during startup: ignored (nothing to reload yet)");
+    // SAFETY: as above.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
     wait_for("SIGTERM during startup: the instances started so far were stopped");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -259,8 +259,18 @@ fn a_start_cancelled_while_an_init_runs_stops_what_it_started_and_says_cancelled
     let config = library_config(&s, true);
     let cancelled = Arc::new(AtomicBool::new(false));
     let flag = cancelled.clone();
+    // Cancel once `slow`'s init runs, on its thread in this very process.
     let canceller = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(300));
+        eventually("slow's thread, in its init", || {
+            std::fs::read_dir("/proc/self/task")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|task| {
+                    std::fs::read_to_string(task.path().join("comm"))
+                        .is_ok_and(|comm| comm.trim_end() == "plughost:slow")
+                })
+        });
         flag.store(true, Ordering::Release);
     });
     let asked = Instant::now();

@@ -26,12 +26,11 @@
 //! median of several repetitions; timings are printed, never asserted.
 
 use abi_stable::library::lib_header_from_path;
-use abi_stable::sabi_trait::TD_Opaque;
-use abi_stable::std_types::{RArc, ROk, RResult, RSlice, RStr, RString};
+use abi_stable::std_types::{RSlice, RStr};
 use crossbeam_channel::RecvTimeoutError;
 use plughost::{Config, Host, InstanceReport};
 use plughost_api::LogLevel;
-use plughost_api::abi::{EventRef, HostApi, HostApi_TO, PluginModuleRef};
+use plughost_api::abi::{EventRef, HostFunctions, HostHandle, PluginModuleRef};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -149,17 +148,21 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-/// The `HostApi` the `raw` baseline hands the plugin: takes everything, does nothing.
+/// The host the `raw` baseline hands the plugin: takes everything, does nothing.
 struct NullHost;
 
-impl HostApi for NullHost {
-    fn instance_name(&self) -> RStr<'_> {
-        RStr::from_str("raw")
+impl HostFunctions for NullHost {
+    fn instance_name(&self) -> &str {
+        "raw"
     }
-    fn publish(&self, _topic: RStr<'_>, _payload: RSlice<'_, u8>) -> RResult<(), RString> {
-        ROk(())
+    fn publish(&self, _topic: &str, _payload: &[u8]) -> Result<(), String> {
+        Ok(())
     }
-    fn log(&self, _level: LogLevel, _message: RStr<'_>) {}
+    fn log(&self, _level: LogLevel, _message: &str) {}
+    fn call(&self, _request: &str) -> Result<String, String> {
+        Err("the raw baseline runs no commands".to_owned())
+    }
+    fn cast(&self, _request: &str) {}
 }
 
 /// One instance of a host scenario.
@@ -264,7 +267,7 @@ impl Bench {
         let module = self.module()?;
         let _ = std::fs::remove_file(self.result_path("raw"));
         let config = json!({"result_path": self.result_path("raw")}).to_string();
-        let host = HostApi_TO::from_ptr(RArc::new(NullHost), TD_Opaque);
+        let host = HostHandle::new(std::sync::Arc::new(NullHost));
         let mut plugin = (module.create())(RStr::from_str(&config), host)
             .into_result()
             .map_err(|e| format!("raw: create failed: {}", e.message))?;

@@ -44,6 +44,13 @@ const struct plughost_plugin *plughost_plugin_entry(void);
 }  /* extern "C" */
 #endif
 
+/*
+ Whether the host table `host` has the function `field` (such as `call`): a
+ plugin built against a newer header than its host's runs there too, so it
+ checks before calling a host function added after ABI 1.0.
+ */
+#define PLUGHOST_HOST_HAS(host, field) ((host)->size >= offsetof(struct plughost_host, field) + sizeof((host)->field) && (host)->field != NULL)
+
 
 /*
  The ABI major version this header describes. A host refuses a plugin
@@ -52,8 +59,8 @@ const struct plughost_plugin *plughost_plugin_entry(void);
 #define PLUGHOST_ABI_MAJOR 1
 
 /*
- The ABI minor version this header describes. A host refuses a plugin
- whose minor version is newer than its own.
+ The ABI minor version this header describes. Hosts of every 1.x minor
+ load the plugin; one older than this header calls only what it knows.
  */
 #define PLUGHOST_ABI_MINOR 2
 
@@ -143,7 +150,8 @@ typedef struct plughost_host {
    */
   void (*log)(void *ctx, int32_t level, const char *message, size_t message_len);
   /*
-   Since ABI 1.2 (check `size` before use). Run a host command, given as
+   Since ABI 1.2 (check with `PLUGHOST_HOST_HAS(host, call)` before use:
+   an older host's table ends before it). Run a host command, given as
    `request_len` bytes of JSON such as `{"cmd": "list"}` (the commands of
    `plughost ctl`), and write the host's JSON answer, NUL-terminated and
    cut at `answer_capacity` bytes, into `answer`. Returns PLUGHOST_OK when
@@ -156,7 +164,8 @@ typedef struct plughost_host {
                   char *answer,
                   size_t answer_capacity);
   /*
-   Since ABI 1.2. Run a host command without waiting for it.
+   Since ABI 1.2 (check with `PLUGHOST_HOST_HAS(host, cast)`). Run a host
+   command without waiting for it.
    */
   void (*cast)(void *ctx, const char *request, size_t request_len);
 } plughost_host;
@@ -375,8 +384,13 @@ typedef struct plughost_plugin {
                       char *error,
                       size_t error_capacity);
   /*
-   Optional (NULL: nothing to do). Flush and release what the instance
-   holds open; called once, after its last event.
+   Optional (NULL: nothing to do). Flush what the instance holds; called
+   once. It may publish: every subscriber gets it, wherever it is listed.
+   At the host's shutdown, `on_event` may still be called after `stop`
+   returned, until `destroy`, with events published after the queues
+   drained (by other instances' `stop`, or in reaction to those); nothing
+   else is. Keep what `on_event` needs until `destroy`. On `ctl stop`, a
+   restart or a reload, `destroy` follows `stop` at once.
    */
   int32_t (*stop)(void *instance, char *error, size_t error_capacity);
   /*

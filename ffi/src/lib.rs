@@ -2,11 +2,15 @@
 //! this file into `ffi/include/plughost.h`; the host uses the same types, so
 //! the header and the loader cannot disagree.
 //!
-//! Versioning: [`plughost_plugin`] and [`plughost_host`] start with their
-//! size; fields are only ever appended, with a minor version bump. A host
-//! reads a plugin descriptor up to the size the plugin declares, and treats
-//! fields beyond it as NULL. Major versions must match; a plugin's minor
-//! version must not exceed the host's.
+//! Versioning (`docs/compatibility.md`): [`plughost_plugin`] and
+//! [`plughost_host`] carry their size; fields are only ever appended to them,
+//! with a minor version bump. A host reads a plugin descriptor up to the size
+//! the plugin declares, and treats fields beyond it as NULL. Major versions
+//! must match. A plugin of a newer minor than its host loads too: the host
+//! never calls the descriptor fields past its own (and reports the plugin
+//! partly supported when any is set), and the plugin checks the host table's
+//! `size` (`PLUGHOST_HOST_HAS`) before calling a host function added after
+//! 1.0. Every other struct here stays as it is for the whole major version.
 #![allow(non_camel_case_types, reason = "C names, as they appear in plughost.h")]
 #![warn(missing_docs)]
 
@@ -15,8 +19,8 @@ use std::ffi::{c_char, c_void};
 /// The ABI major version this header describes. A host refuses a plugin
 /// whose major version differs.
 pub const PLUGHOST_ABI_MAJOR: u16 = 1;
-/// The ABI minor version this header describes. A host refuses a plugin
-/// whose minor version is newer than its own.
+/// The ABI minor version this header describes. Hosts of every 1.x minor
+/// load the plugin; one older than this header calls only what it knows.
 pub const PLUGHOST_ABI_MINOR: u16 = 2;
 
 /// Success.
@@ -184,7 +188,8 @@ pub struct plughost_host {
             message_len: usize,
         ),
     >,
-    /// Since ABI 1.2 (check `size` before use). Run a host command, given as
+    /// Since ABI 1.2 (check with `PLUGHOST_HOST_HAS(host, call)` before use:
+    /// an older host's table ends before it). Run a host command, given as
     /// `request_len` bytes of JSON such as `{"cmd": "list"}` (the commands of
     /// `plughost ctl`), and write the host's JSON answer, NUL-terminated and
     /// cut at `answer_capacity` bytes, into `answer`. Returns PLUGHOST_OK when
@@ -199,7 +204,8 @@ pub struct plughost_host {
             answer_capacity: usize,
         ) -> i32,
     >,
-    /// Since ABI 1.2. Run a host command without waiting for it.
+    /// Since ABI 1.2 (check with `PLUGHOST_HOST_HAS(host, cast)`). Run a host
+    /// command without waiting for it.
     pub cast:
         Option<unsafe extern "C" fn(ctx: *mut c_void, request: *const c_char, request_len: usize)>,
 }
@@ -247,8 +253,13 @@ pub struct plughost_plugin {
             error_capacity: usize,
         ) -> i32,
     >,
-    /// Optional (NULL: nothing to do). Flush and release what the instance
-    /// holds open; called once, after its last event.
+    /// Optional (NULL: nothing to do). Flush what the instance holds; called
+    /// once. It may publish: every subscriber gets it, wherever it is listed.
+    /// At the host's shutdown, `on_event` may still be called after `stop`
+    /// returned, until `destroy`, with events published after the queues
+    /// drained (by other instances' `stop`, or in reaction to those); nothing
+    /// else is. Keep what `on_event` needs until `destroy`. On `ctl stop`, a
+    /// restart or a reload, `destroy` follows `stop` at once.
     pub stop: Option<
         unsafe extern "C" fn(
             instance: *mut c_void,

@@ -94,6 +94,12 @@ impl Bus {
         }
     }
 
+    /// The id the next event published will get: every event published so
+    /// far has a smaller one.
+    pub(crate) fn next_event_id(&self) -> u64 {
+        self.next_event_id.load(Ordering::Acquire)
+    }
+
     /// A reload changed `[host] max_event_bytes`.
     pub(crate) fn set_max_event_bytes(&self, limit: usize) {
         self.max_event_bytes.store(limit, Ordering::Relaxed);

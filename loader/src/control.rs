@@ -26,7 +26,7 @@ pub enum Command {
     List(NoArgs),
     /// One instance (or all) in detail, with health.
     Status(StatusArgs),
-    /// Whether the host and its plugins are ready.
+    /// Whether the host and its plugins are ready (exit 1 when not).
     Ready(NoArgs),
     /// Publish an event (source `ctl`; a plugin's call: its own name).
     Publish(PublishArgs),

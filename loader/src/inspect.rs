@@ -6,7 +6,7 @@
 //! __inspect`), under a time limit: a constructor or entry point that
 //! crashes, exits or hangs ends only that child, and is reported as such.
 
-use crate::library::{self, Language, LoadError, Trust};
+use crate::library::{self, Language, LoadError, Support, Trust};
 use crate::{ConfigCheck, LibraryInfo};
 use std::io::{BufRead, Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -23,6 +23,7 @@ enum Answer {
         version: String,
         language: Language,
         abi: String,
+        support: Support,
         /// What the plugin said of the config, when asked.
         config: Option<Verdict>,
     },
@@ -49,7 +50,7 @@ pub(crate) fn inspect(
     config: Option<&serde_json::Value>,
     time_limit: Duration,
 ) -> Result<(LibraryInfo, Option<ConfigCheck>), LoadError> {
-    library::vet(path, trust)?;
+    let panic_abort = library::vet(path, trust)?.panic_abort();
     let unusable = |reason: String| LoadError::Unusable {
         path: path.to_owned(),
         reason,
@@ -122,7 +123,9 @@ pub(crate) fn inspect(
     }
     let status = status.flatten();
     match (answer.flatten(), status) {
-        (Some(answer), Some(status)) if status.success() => answer_to_result(path, answer),
+        (Some(answer), Some(status)) if status.success() => {
+            answer_to_result(path, answer, panic_abort)
+        }
         (_, status) => Err(unusable(ended(status))),
     }
 }
@@ -150,6 +153,7 @@ fn ended(status: Option<ExitStatus>) -> String {
 fn answer_to_result(
     path: &Path,
     answer: Answer,
+    panic_abort: bool,
 ) -> Result<(LibraryInfo, Option<ConfigCheck>), LoadError> {
     match answer {
         Answer::Unusable(reason) => Err(LoadError::Unusable {
@@ -161,6 +165,7 @@ fn answer_to_result(
             version,
             language,
             abi,
+            support,
             config,
         } => Ok((
             LibraryInfo {
@@ -169,6 +174,8 @@ fn answer_to_result(
                 version,
                 language,
                 abi,
+                support,
+                panic_abort,
             },
             config.map(|verdict| match verdict {
                 Verdict::Valid => ConfigCheck::Valid,
@@ -204,6 +211,7 @@ pub fn child_main(path: &Path, parent: u32, trust: &Trust, check_config: bool) -
             version: library.version.clone(),
             language: library.language,
             abi: library.abi.clone(),
+            support: library.support.clone(),
             config: check_config.then(|| match library.validate_config(&config) {
                 Some(Ok(())) => Verdict::Valid,
                 Some(Err(reason)) => Verdict::Invalid(reason),

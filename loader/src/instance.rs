@@ -8,7 +8,9 @@
 //! are taken in mailbox order; a failed instance never sees another event, and
 //! its queued events are counted as dropped the moment it fails for good. An
 //! instance's counters belong to its name: a reload that gives it a new
-//! mailbox carries them over.
+//! mailbox carries them over. At the host's shutdown an instance's `stop`
+//! runs while it still takes events, and it ends only later (see
+//! [`Control::StopInPlace`]); any other stop ends it right after its `stop`.
 
 use crate::bus::Bus;
 use crate::config::{Overflow, PluginConfig};
@@ -534,8 +536,20 @@ impl Slot {
 
 /// Orders for an instance's thread, looked at before its next queued event.
 pub(crate) enum Control {
-    /// Stop: first handle (`drain`) or drop what is queued, then call `stop`.
+    /// Stop: first handle (`drain`) or drop what is queued, then call `stop`
+    /// (unless a [`Control::StopInPlace`] ran it already), and end.
     Stop { drain: bool },
+    /// The host's shutdown: first handle what is queued now (`drop_before`
+    /// is `None`), or drop what was published before event id
+    /// `drop_before` (the shutdown deadline) and handle the rest, then call
+    /// `stop`, but keep the instance and its mailbox: events that arrive
+    /// afterwards (what other instances' stops publish) still reach its
+    /// `on_event`, until a [`Control::Stop`] ends it. Nothing restarts it
+    /// from then on. The reply says whether `stop` ran cleanly.
+    StopInPlace {
+        drop_before: Option<u64>,
+        reply: Sender<bool>,
+    },
     /// Ask the plugin something between events; answer through the reply.
     Probe(Probe, Reply<(usize, ProbeAnswer)>),
     /// Answer an HTTP request to one of its routes (`None`: 404).
@@ -809,6 +823,10 @@ pub(crate) struct Worker {
     /// Events taken from the mailbox but never handled (the instance died
     /// first): the restarted instance gets them before the mailbox.
     requeue: std::collections::VecDeque<Event>,
+    /// The host's shutdown ran the plugin's `stop` ([`Control::StopInPlace`]):
+    /// it still takes events, but no tick, check, route or restart, and its
+    /// `stop` is not called again.
+    stop_ran: bool,
     /// Dropped with the worker, when the instance's last thread ends: the
     /// host waits on its receiver.
     _done: Sender<()>,
@@ -850,13 +868,14 @@ impl Worker {
             errors: ErrorLog::default(),
             pending_failure: None,
             requeue: Default::default(),
+            stop_ran: false,
             _done: done,
         }
     }
 
     /// Call the plugin's `tick` if it is due; returns when the next one is.
     fn tick_if_due(&mut self, next: &mut Option<Instant>) {
-        let Some(interval) = self.supervision.tick else {
+        let Some(interval) = self.supervision.tick.filter(|_| !self.stop_ran) else {
             *next = None;
             return;
         };
@@ -1040,14 +1059,16 @@ impl Worker {
                 self.log_error(event, &message);
             }
             Err(failure) => {
-                bump(&consumer.failed);
                 let failure = match failure {
                     CallFailure::Panic(message) => {
                         CallFailure::Panic(format!("on_event({}) {message}", event.topic()))
                     }
                     other => other,
                 };
+                // Failed (or restarting) before its event counts as
+                // finished: see `handle_batch`.
                 self.fail(failure);
+                bump(&self.slot.stats.consumer.failed);
             }
         }
         true
@@ -1085,15 +1106,18 @@ impl Worker {
         let outcome = watched(&consumer.busy_since, || instance.on_batch(events));
         let done = outcome.processed + outcome.errors.len() as u64;
         consumer.handler.record(started.elapsed(), done);
-        add(&consumer.processed, outcome.processed);
-        add(&consumer.failed, outcome.errors.len() as u64);
         for (index, message) in &outcome.errors {
             self.log_error(&events[*index], message);
         }
+        // The instance is failed (or restarting) before the batch's events
+        // count as finished: whoever sees every event finished and no
+        // instance restarting (shutdown's drain) must not catch it in
+        // between, still running, with a restart on its way.
+        let mut discarded = 0;
         if let Some(failure) = outcome.fatal {
             let lost = outcome.lost;
             if lost > 0 {
-                add(&self.slot.stats.consumer.discarded, lost);
+                discarded += lost;
                 tracing::error!(plugin = %self.slot.name, "{lost} event(s) in flight were lost");
             }
             self.fail(failure);
@@ -1101,9 +1125,13 @@ impl Worker {
             if self.slot.state() == State::Restarting {
                 self.requeue.extend(tail.iter().cloned());
             } else {
-                add(&self.slot.stats.consumer.discarded, tail.len() as u64);
+                discarded += tail.len() as u64;
             }
         }
+        let consumer = &self.slot.stats.consumer;
+        add(&consumer.discarded, discarded);
+        add(&consumer.processed, outcome.processed);
+        add(&consumer.failed, outcome.errors.len() as u64);
     }
 
     fn log_error(&mut self, event: &Event, message: &str) {
@@ -1143,7 +1171,7 @@ impl Worker {
     fn fail(&mut self, failure: CallFailure) {
         // Drop it here, on its own thread (a process instance reaps its child).
         self.instance = None;
-        let next = if self.supervision.wants_restart(&failure) {
+        let next = if !self.stop_ran && self.supervision.wants_restart(&failure) {
             State::Restarting
         } else {
             State::Failed
@@ -1162,10 +1190,7 @@ impl Worker {
     /// starts it: what waits for it is counted as dropped now, not when
     /// someone restarts it or the host stops.
     fn drop_backlog(&mut self) {
-        let requeued = self.requeue.len() as u64;
-        self.requeue.clear();
-        add(&self.slot.stats.consumer.discarded, requeued);
-        let dropped = requeued + self.slot.drop_queued();
+        let dropped = self.drop_queue();
         if dropped > 0 {
             tracing::warn!(
                 plugin = %self.slot.name,
@@ -1179,7 +1204,7 @@ impl Worker {
     /// declare the instance flapping, or leave it failed.
     fn supervise(&mut self, failure: CallFailure) -> Next {
         let slot = self.slot.clone();
-        if !self.supervision.wants_restart(&failure) {
+        if self.stop_ran || !self.supervision.wants_restart(&failure) {
             self.drop_backlog();
             return Next::Go;
         }
@@ -1217,8 +1242,9 @@ impl Worker {
                 match self.control.recv_deadline(until) {
                     Ok(order) => {
                         let next = self.obey(order);
-                        // A stop, a replacement, or a replacement that failed.
-                        if !next.go() || self.pending_failure.is_some() {
+                        // A stop, a replacement, a replacement that failed,
+                        // or the shutdown's stop: no restart.
+                        if !next.go() || self.pending_failure.is_some() || self.stop_ran {
                             return next;
                         }
                     }
@@ -1251,6 +1277,14 @@ impl Worker {
     fn obey(&mut self, order: Control) -> Next {
         match order {
             Control::Stop { drain } => Next::Stop(drain),
+            Control::StopInPlace { drop_before, reply } => {
+                let _ = reply.send(self.stop_in_place(drop_before));
+                Next::Go
+            }
+            Control::Replace { reply, .. } if self.stop_ran => {
+                let _ = reply.send(Err("the host is shutting down".to_owned()));
+                Next::Go
+            }
             Control::Probe(probe, reply) => {
                 reply((self.slot.index, self.probe(probe)));
                 Next::Go
@@ -1291,7 +1325,8 @@ impl Worker {
                 Next::Go
             }
             Control::Http(request, reply) => {
-                let answer = match self.instance.as_mut() {
+                let stop_ran = self.stop_ran;
+                let answer = match self.instance.as_mut().filter(|_| !stop_ran) {
                     None => Err(format!(
                         "`{}` is {}",
                         self.slot.name,
@@ -1323,6 +1358,9 @@ impl Worker {
     }
 
     fn probe(&mut self, probe: Probe) -> ProbeAnswer {
+        if self.stop_ran {
+            return ProbeAnswer::Failed(self.slot.state().as_str().to_owned());
+        }
         let Some(instance) = self.instance.as_mut() else {
             return ProbeAnswer::Failed(
                 self.slot
@@ -1346,31 +1384,20 @@ impl Worker {
         }
     }
 
+    /// End the instance: handle (`drain`) or drop what is queued, run its
+    /// `stop`, drop it. After the shutdown's [`Worker::stop_in_place`], only
+    /// the last step is left: see [`Worker::tear_down`].
     fn finish(mut self, drain: bool) {
+        if self.stop_ran {
+            return self.tear_down();
+        }
         if matches!(self.slot.state(), State::Running | State::Restarting) {
             self.slot.set_state(State::Stopping);
         }
-        let rx = self.slot.rx.clone();
-        let batched = self.instance.as_ref().is_some_and(|i| i.batched());
-        loop {
-            let mut batch: Vec<Event> = self.requeue.drain(..).collect();
-            batch.extend(rx.try_iter().take(BATCH.saturating_sub(batch.len())));
-            if batch.is_empty() {
-                break;
-            }
-            if !drain {
-                add(&self.slot.stats.consumer.discarded, batch.len() as u64);
-            } else if batched {
-                self.handle_batch(&batch);
-            } else {
-                let started = Instant::now();
-                let mut called = 0;
-                for event in &batch {
-                    called += u64::from(self.handle(event));
-                }
-                let handler = &self.slot.stats.consumer.handler;
-                handler.record(started.elapsed(), called);
-            }
+        if drain {
+            self.handle_queued(usize::MAX);
+        } else {
+            self.drop_queue();
         }
         self.flush_error_log();
         if let Some(mut instance) = self.instance.take() {
@@ -1382,6 +1409,125 @@ impl Worker {
             // It died while draining: it stops failed.
             self.slot.set_state(State::Failed);
         }
+    }
+
+    /// Hand the instance up to `limit` events from its mailbox (those a
+    /// failure left first), in runs of up to [`BATCH`]; once it has failed,
+    /// the rest of a run is counted as dropped.
+    fn handle_queued(&mut self, mut limit: usize) {
+        let batched = self.instance.as_ref().is_some_and(|i| i.batched());
+        while limit > 0 {
+            let mut batch: Vec<Event> = self.requeue.drain(..).collect();
+            let room = BATCH.min(limit).saturating_sub(batch.len());
+            batch.extend(self.slot.rx.try_iter().take(room));
+            if batch.is_empty() {
+                break;
+            }
+            limit = limit.saturating_sub(batch.len());
+            if batched {
+                self.handle_batch(&batch);
+            } else {
+                let started = Instant::now();
+                let mut called = 0;
+                for event in &batch {
+                    called += u64::from(self.handle(event));
+                }
+                let handler = &self.slot.stats.consumer.handler;
+                handler.record(started.elapsed(), called);
+            }
+        }
+    }
+
+    /// Count what is queued (and what a failure left) as dropped, unhandled;
+    /// returns how much.
+    fn drop_queue(&mut self) -> u64 {
+        let requeued = self.requeue.len() as u64;
+        self.requeue.clear();
+        add(&self.slot.stats.consumer.discarded, requeued);
+        requeued + self.slot.drop_queued()
+    }
+
+    /// Count as dropped what is queued and was published before event id
+    /// `deadline`; keep the rest (published since: what other instances'
+    /// `stop`s publish while this one's order waits) at the front of the
+    /// queue, in order. Returns how many were dropped.
+    fn drop_queued_before(&mut self, deadline: u64) -> u64 {
+        let queued = self.slot.rx.len();
+        let held: Vec<Event> = self
+            .requeue
+            .drain(..)
+            .chain(self.slot.rx.try_iter().take(queued))
+            .collect();
+        let (old, new): (Vec<Event>, Vec<Event>) =
+            held.into_iter().partition(|event| event.id() < deadline);
+        self.requeue.extend(new);
+        add(&self.slot.stats.consumer.discarded, old.len() as u64);
+        old.len() as u64
+    }
+
+    /// The shutdown's stop phase ([`Control::StopInPlace`]): handle what is
+    /// queued now, or drop what was queued at the deadline (`drop_before`),
+    /// then run the plugin's `stop`, and keep the instance taking events.
+    /// Returns whether `stop` ran and returned cleanly. An instance that is
+    /// down (failed, flapping, waiting to restart) stays down: what waits for
+    /// it is dropped, counted.
+    fn stop_in_place(&mut self, drop_before: Option<u64>) -> bool {
+        self.stop_ran = true;
+        if self.instance.is_none() {
+            if self.slot.state() == State::Restarting {
+                self.slot.set_state(State::Failed);
+            }
+            self.drop_backlog();
+            return false;
+        }
+        self.slot.set_state(State::Stopping);
+        match drop_before {
+            None => {
+                // What is queued now, and no more: a plugin that feeds its own
+                // mailbox cannot keep its `stop` from running.
+                let queued = self.requeue.len() + self.slot.rx.len();
+                self.handle_queued(queued);
+            }
+            Some(deadline) => {
+                // Not what another instance's `stop` published since the
+                // deadline, which the stops running together deliver.
+                let dropped = self.drop_queued_before(deadline);
+                if dropped > 0 {
+                    tracing::warn!(
+                        plugin = %self.slot.name,
+                        "{dropped} event(s) still queued at the shutdown deadline were dropped (counted)"
+                    );
+                }
+                self.handle_queued(self.requeue.len());
+            }
+        }
+        self.flush_error_log();
+        let Some(instance) = self.instance.as_mut() else {
+            return false; // it failed on one of them, for good (see `fail`)
+        };
+        match instance.stop() {
+            Ok(()) => true,
+            Err(failure) => {
+                self.instance = None;
+                self.slot.fail(&self.bus, format!("stop {failure}"));
+                self.drop_backlog();
+                false
+            }
+        }
+    }
+
+    /// The shutdown's last phase, after [`Worker::stop_in_place`]: the
+    /// instance is dropped (a C plugin's `destroy` runs, a process child
+    /// exits and is reaped) without its `stop` again. It takes no event from
+    /// the moment it is `stopped`: what is still queued then, or published to
+    /// it later, is counted as dropped (the host logs how many).
+    fn tear_down(mut self) {
+        self.flush_error_log();
+        if self.instance.is_some() {
+            self.slot.set_state(State::Stopped);
+        }
+        self.drop_queue();
+        drop(self.instance.take());
     }
 }
 

@@ -32,7 +32,7 @@ pub use event::Event;
 pub use host::{Host, InstanceReport, PluginHealth, PluginJob, PluginReadiness, StartError};
 pub use instance::{Counts, State};
 pub use intake::{Entry, PublishError, Refused};
-pub use library::{Language, LoadError, Trust, platform_file_name, resolve};
+pub use library::{Language, LoadError, Support, Trust, platform_file_name, resolve};
 pub use supervisor::ReloadReport;
 
 use plughost_api::LogLevel;
@@ -51,6 +51,10 @@ pub struct LibraryInfo {
     pub language: Language,
     /// The ABI it was built against.
     pub abi: String,
+    /// How much of it this host can use.
+    pub support: Support,
+    /// Built with `panic = "abort"`: it runs only with `isolation = "process"`.
+    pub panic_abort: bool,
 }
 
 /// How long `plughost check` and `plughost discover` give one library to

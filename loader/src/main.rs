@@ -33,10 +33,23 @@ fn print_line(line: std::fmt::Arguments<'_>) {
     }
 }
 
+/// `plughost --version`: the release, and the plugin ABIs it speaks
+/// (docs/compatibility.md).
+static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{} (Rust plugin ABI {}.{}, C plugin ABI {}.{})",
+        env!("CARGO_PKG_VERSION"),
+        plughost_api::abi::ABI_MAJOR,
+        plughost_api::abi::ABI_MINOR,
+        plughost_ffi::PLUGHOST_ABI_MAJOR,
+        plughost_ffi::PLUGHOST_ABI_MINOR
+    )
+});
+
 #[derive(Parser)]
 #[command(
     name = "plughost",
-    version,
+    version = VERSION.as_str(),
     about = "A host for native plugins written in Rust or C"
 )]
 struct Cli {
@@ -543,7 +556,15 @@ fn ctl(socket: &Path, json: bool, command: CtlCommand) -> anyhow::Result<ExitCod
         return Ok(ExitCode::FAILURE);
     }
     if json {
-        return Ok(ExitCode::SUCCESS);
+        // The exit code says the same whatever the format: `ready` fails
+        // when the host is not ready, as a probe expects.
+        let not_ready =
+            matches!(command, CtlCommand::Ready(_)) && answer["result"]["ready"] != true;
+        return Ok(if not_ready {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        });
     }
     let result = &answer["result"];
     match command {
@@ -726,12 +747,16 @@ fn check(config_path: &Path, time_limit: Duration) -> anyhow::Result<ExitCode> {
                 );
             }
             Ok((info, checked)) => out!(
-                "{name}: ok: {} {} ({}, {}) from {}{}",
+                "{name}: ok: {} {} ({}, {}) from {}{}{}",
                 Escaped(&info.name),
                 Escaped(&info.version),
                 info.language,
                 Escaped(&info.abi),
                 Escaped(&info.path.display().to_string()),
+                match &info.support {
+                    plughost::Support::Partly(what) => format!(" (partly supported: {what})"),
+                    _ => String::new(),
+                },
                 match checked {
                     plughost::ConfigCheck::Valid => "",
                     _ => " (config not checked: this plugin reads it only when it starts)",
@@ -771,11 +796,20 @@ fn discover(dirs: &[PathBuf], time_limit: Duration) -> anyhow::Result<ExitCode> 
             let shown = Escaped(&shown);
             match plughost::inspect(&path, &plughost::Trust::default(), time_limit) {
                 Ok(info) => out!(
-                    "{shown}: {} {} ({}, {}): compatible",
+                    "{shown}: {} {} ({}, {}): {}{}",
                     Escaped(&info.name),
                     Escaped(&info.version),
                     info.language,
-                    Escaped(&info.abi)
+                    Escaped(&info.abi),
+                    match &info.support {
+                        plughost::Support::Partly(what) => format!("partly supported: {what}"),
+                        _ => "fully supported".to_owned(),
+                    },
+                    if info.panic_abort {
+                        "; built with panic = \"abort\", so it runs only with isolation = \"process\""
+                    } else {
+                        ""
+                    }
                 ),
                 Err(plughost::LoadError::Unusable { reason, .. }) => {
                     unusable += 1;

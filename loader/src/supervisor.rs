@@ -45,7 +45,7 @@ impl WorkerHandle {
     /// Put `order` on the control lane and have the thread look there before
     /// its next event (send first: the thread clears the flag, then reads).
     pub(crate) fn order(&self, order: Control) {
-        if let Control::Stop { .. } = order {
+        if let Control::Stop { .. } | Control::StopInPlace { .. } = order {
             self.slot.stop_asked.store(true, Ordering::Release);
         }
         if self.control.send(order).is_ok() {

@@ -1,23 +1,38 @@
-#![allow(
-    non_local_definitions,
-    reason = "abi_stable's sabi_trait expands to impls inside consts"
-)]
-
-//! The stable ABI between the host and a Rust plugin: an abi_stable root module
-//! whose `create` returns a trait object. Plugin authors never touch this module;
-//! `export_plugin!` builds it and the host loads it.
+//! The stable ABI between the host and a Rust plugin: an abi_stable root
+//! module whose `create` returns a plugin object (a state pointer and a table
+//! of `extern "C"` functions), handed a host object built the same way.
+//! Plugin authors never touch this module; `export_plugin!` builds the plugin
+//! side, and the host builds the host side with [`HostHandle::new`].
 //!
-//! Versioning: every type here is layout-checked by abi_stable at load time. New
-//! capabilities are appended as defaulted methods after `last_prefix_field`, so a
-//! plugin built against an older minor version keeps loading.
+//! Versioning (see `docs/compatibility.md`): [`ABI_VERSION`] is declared by
+//! every plugin and changes only when this module does. Everything that may
+//! grow is an abi_stable prefix type ([`PluginModule`], [`PluginVTable`],
+//! [`HostVTable`]); new capabilities are appended after the field marked
+//! `last_prefix_field`, never inserted, and their accessors answer `None` for
+//! a table built against an older ABI. Every other type here is frozen for
+//! the whole major version: new data travels through new functions.
 
 use abi_stable::{
     StableAbi, declare_root_module_statics,
     library::RootModule,
-    package_version_strings, sabi_trait,
+    prefix_type::WithMetadata,
     sabi_types::VersionStrings,
-    std_types::{RArc, RBox, RNone, ROption, RResult, RSlice, RStr, RString, RVec},
+    staticref,
+    std_types::{RErr, ROption, RResult, RSlice, RStr, RString, RVec},
 };
+use std::ffi::c_void;
+use std::sync::Arc;
+
+/// The plugin ABI this crate speaks, as `major.minor.0`. Every plugin
+/// declares it (its root module's version); a host loads a plugin of the same
+/// major. It changes only when this module's types do: a minor for an
+/// appended capability, a major for anything else. Its major is the crate's
+/// major (abi_stable records the crate's version in every type's layout).
+pub const ABI_VERSION: &str = "1.0.0";
+/// [`ABI_VERSION`]'s major.
+pub const ABI_MAJOR: u32 = 1;
+/// [`ABI_VERSION`]'s minor.
+pub const ABI_MINOR: u32 = 0;
 
 /// An event as the plugin sees it for the duration of one call.
 #[repr(C)]
@@ -60,79 +75,6 @@ pub struct CallError {
     pub panicked: bool,
     /// Human-readable reason, without a trailing newline.
     pub message: RString,
-}
-
-/// What the host offers a plugin instance. Implemented by the host.
-#[sabi_trait]
-pub trait HostApi: Send + Sync {
-    /// The instance name from `plugins.toml`.
-    fn instance_name(&self) -> RStr<'_>;
-
-    /// Publish an event; routed like any other event.
-    fn publish(&self, topic: RStr<'_>, payload: RSlice<'_, u8>) -> RResult<(), RString>;
-
-    /// Log a line into the host's `tracing` output, tagged with the instance name.
-    #[sabi(last_prefix_field)]
-    fn log(&self, level: LogLevel, message: RStr<'_>);
-
-    /// Run a host command (JSON, as `plughost ctl` sends it) and return the
-    /// host's JSON answer. Hosts older than this method answer an error.
-    fn call(&self, request: RStr<'_>) -> RResult<RString, RString> {
-        let _ = request;
-        RResult::RErr(RString::from("this host does not support call"))
-    }
-
-    /// Run a host command without waiting for its answer.
-    fn cast(&self, request: RStr<'_>) {
-        let _ = request;
-    }
-}
-
-/// A host handle as plugins hold it.
-pub type HostHandle = HostApi_TO<'static, RArc<()>>;
-
-/// One live plugin instance. Implemented by `export_plugin!`'s adapter, which
-/// catches every panic before it reaches this boundary.
-#[sabi_trait]
-pub trait PluginObject: Send {
-    /// Handle one event.
-    fn on_event(&mut self, event: EventRef<'_>) -> RResult<(), CallError>;
-
-    /// Flush and release resources; the object is dropped right after.
-    #[sabi(last_prefix_field)]
-    fn stop(&mut self) -> RResult<(), CallError>;
-
-    /// Health, or `RNone` when the plugin does not report it. (Added after
-    /// `stop`: plugins built before it get this default.)
-    fn health(&mut self) -> RResult<ROption<HealthReport>, CallError> {
-        RResult::ROk(RNone)
-    }
-
-    /// Readiness, or `RNone` when the plugin does not report it.
-    fn ready(&mut self) -> RResult<ROption<ReadinessReport>, CallError> {
-        RResult::ROk(RNone)
-    }
-
-    /// Job queues, or `RNone` when the plugin does not report them.
-    fn jobs(&mut self) -> RResult<ROption<RVec<JobReportAbi>>, CallError> {
-        RResult::ROk(RNone)
-    }
-
-    /// Background work, every `tick_interval`, between events.
-    fn tick(&mut self) -> RResult<(), CallError> {
-        RResult::ROk(())
-    }
-
-    /// The routes it serves under `/plugins/NAME` (`/path`, or `/prefix/*`).
-    fn routes(&self) -> RVec<RString> {
-        RVec::new()
-    }
-
-    /// Answer a request to one of its routes; `RNone` for 404.
-    fn http(&mut self, request: HttpRequestAbi) -> RResult<ROption<HttpResponseAbi>, CallError> {
-        let _ = request;
-        RResult::ROk(RNone)
-    }
 }
 
 /// A health report across the ABI. `status`: 0 ok, 1 degraded, 2 failing.
@@ -217,36 +159,387 @@ pub struct HttpResponseAbi {
     pub body: RVec<u8>,
 }
 
-/// A plugin instance as the host holds it.
-pub type PluginHandle = PluginObject_TO<'static, RBox<()>>;
+/// What one instance of a plugin can do, as `extern "C"` functions of its
+/// state. Made by `export_plugin!`, whose functions catch every panic before
+/// it reaches this boundary. Called by one thread at a time.
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = PluginVTableRef)))]
+#[sabi(missing_field(option))]
+pub struct PluginVTable {
+    /// Drop the instance; called once, last.
+    pub drop: unsafe extern "C" fn(state: *mut c_void),
+    /// Handle one event.
+    pub on_event:
+        unsafe extern "C" fn(state: *mut c_void, event: EventRef<'_>) -> RResult<(), CallError>,
+    /// Flush what the instance holds; called once. Only `on_event` may
+    /// follow it (at the host's shutdown), then `drop`.
+    pub stop: unsafe extern "C" fn(state: *mut c_void) -> RResult<(), CallError>,
+    /// Health, or `RNone` when the plugin does not report it.
+    pub health:
+        unsafe extern "C" fn(state: *mut c_void) -> RResult<ROption<HealthReport>, CallError>,
+    /// Readiness, or `RNone` when the plugin does not report it.
+    pub ready:
+        unsafe extern "C" fn(state: *mut c_void) -> RResult<ROption<ReadinessReport>, CallError>,
+    /// Job queues, or `RNone` when the plugin does not report them.
+    pub jobs:
+        unsafe extern "C" fn(state: *mut c_void) -> RResult<ROption<RVec<JobReportAbi>>, CallError>,
+    /// Background work, every `tick_interval`, between events.
+    pub tick: unsafe extern "C" fn(state: *mut c_void) -> RResult<(), CallError>,
+    /// The routes it serves under `/plugins/NAME` (`/path`, or `/prefix/*`).
+    /// Reads the state only.
+    pub routes: unsafe extern "C" fn(state: *mut c_void) -> RResult<RVec<RString>, CallError>,
+    /// Answer a request to one of its routes; `RNone` for 404.
+    #[sabi(last_prefix_field)]
+    pub http: unsafe extern "C" fn(
+        state: *mut c_void,
+        request: HttpRequestAbi,
+    ) -> RResult<ROption<HttpResponseAbi>, CallError>,
+    // Appended capabilities go below, each with the ABI minor that added it;
+    // `PluginHandle` answers `None` for them when the plugin predates them.
+}
+
+/// One live plugin instance, owned by the host: the plugin's state and its
+/// functions. Dropping it drops the instance inside the plugin.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct PluginHandle {
+    /// The plugin's state, passed to every function of `vtable`.
+    pub state: *mut c_void,
+    /// What the instance can do.
+    pub vtable: PluginVTableRef,
+}
+
+// SAFETY: the state is a `Plugin`, which is `Send`, behind functions that
+// touch nothing else; the host calls them from one thread at a time.
+unsafe impl Send for PluginHandle {}
+
+impl PluginHandle {
+    /// Handle one event.
+    #[inline]
+    pub fn on_event(&mut self, event: EventRef<'_>) -> RResult<(), CallError> {
+        // SAFETY: `state` came from the `create` that made this vtable, and
+        // `&mut self` makes this the only call into it.
+        unsafe { (self.vtable.on_event())(self.state, event) }
+    }
+
+    /// Flush what the instance holds (see [`PluginVTable::stop`]).
+    pub fn stop(&mut self) -> RResult<(), CallError> {
+        // SAFETY: as in `on_event`.
+        unsafe { (self.vtable.stop())(self.state) }
+    }
+
+    /// Health, or `RNone` when the plugin does not report it.
+    pub fn health(&mut self) -> RResult<ROption<HealthReport>, CallError> {
+        // SAFETY: as in `on_event`.
+        unsafe { (self.vtable.health())(self.state) }
+    }
+
+    /// Readiness, or `RNone` when the plugin does not report it.
+    pub fn ready(&mut self) -> RResult<ROption<ReadinessReport>, CallError> {
+        // SAFETY: as in `on_event`.
+        unsafe { (self.vtable.ready())(self.state) }
+    }
+
+    /// Job queues, or `RNone` when the plugin does not report them.
+    pub fn jobs(&mut self) -> RResult<ROption<RVec<JobReportAbi>>, CallError> {
+        // SAFETY: as in `on_event`.
+        unsafe { (self.vtable.jobs())(self.state) }
+    }
+
+    /// Background work.
+    pub fn tick(&mut self) -> RResult<(), CallError> {
+        // SAFETY: as in `on_event`.
+        unsafe { (self.vtable.tick())(self.state) }
+    }
+
+    /// The routes it serves.
+    pub fn routes(&self) -> RResult<RVec<RString>, CallError> {
+        // SAFETY: `state` came from the `create` that made this vtable; the
+        // function only reads it, and `&self` excludes every call that writes.
+        unsafe { (self.vtable.routes())(self.state) }
+    }
+
+    /// Answer a request to one of its routes; `RNone` for 404.
+    pub fn http(
+        &mut self,
+        request: HttpRequestAbi,
+    ) -> RResult<ROption<HttpResponseAbi>, CallError> {
+        // SAFETY: as in `on_event`.
+        unsafe { (self.vtable.http())(self.state, request) }
+    }
+}
+
+impl Drop for PluginHandle {
+    fn drop(&mut self) {
+        // SAFETY: called once, last; nothing uses `state` afterwards.
+        unsafe { (self.vtable.drop())(self.state) }
+    }
+}
+
+/// What the host offers one plugin instance, as `extern "C"` functions of
+/// the host's context. Every function is thread-safe: a plugin may call them
+/// from any of its threads while the instance exists.
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = HostVTableRef)))]
+#[sabi(missing_field(option))]
+pub struct HostVTable {
+    /// The host's [`ABI_VERSION`], for messages about what it lacks.
+    pub abi_version: RStr<'static>,
+    /// Release the context; called once, when the instance is dropped.
+    pub release: unsafe extern "C" fn(ctx: *const c_void),
+    /// The instance name from `plugins.toml`, valid until `release`.
+    pub instance_name: unsafe extern "C" fn(ctx: *const c_void) -> RStr<'static>,
+    /// Publish an event; routed like any other event.
+    pub publish: unsafe extern "C" fn(
+        ctx: *const c_void,
+        topic: RStr<'_>,
+        payload: RSlice<'_, u8>,
+    ) -> RResult<(), RString>,
+    /// Log a line into the host's `tracing` output, tagged with the instance name.
+    pub log: unsafe extern "C" fn(ctx: *const c_void, level: LogLevel, message: RStr<'_>),
+    /// Run a host command (JSON, as `plughost ctl` sends it) and return the
+    /// host's JSON answer.
+    pub call:
+        unsafe extern "C" fn(ctx: *const c_void, request: RStr<'_>) -> RResult<RString, RString>,
+    /// Run a host command without waiting for its answer.
+    #[sabi(last_prefix_field)]
+    pub cast: unsafe extern "C" fn(ctx: *const c_void, request: RStr<'_>),
+    // Appended host functions go below, each with the ABI minor that added
+    // it; a plugin reaches them through an accessor that answers `None` on a
+    // host that predates them.
+}
+
+/// The host as one plugin instance holds it: the host's context and its
+/// functions. Made by the host, moved into `create`, released when dropped.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct HostHandle {
+    /// The host's context, passed to every function of `vtable`.
+    pub ctx: *const c_void,
+    /// What the host offers.
+    pub vtable: HostVTableRef,
+}
+
+// SAFETY: the ABI requires every host function to be thread-safe, and the
+// context is the host's, shared and immutable behind them.
+unsafe impl Send for HostHandle {}
+// SAFETY: as above.
+unsafe impl Sync for HostHandle {}
+
+impl HostHandle {
+    /// The host's ABI version, as it declares it.
+    pub fn abi_version(&self) -> &str {
+        self.vtable.abi_version().as_str()
+    }
+
+    /// The instance name.
+    pub fn instance_name(&self) -> &str {
+        // SAFETY: `ctx` belongs to this vtable and lives until `release`,
+        // which only `drop` calls; the name lives as long.
+        unsafe { (self.vtable.instance_name())(self.ctx) }.as_str()
+    }
+
+    /// Publish an event.
+    pub fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), String> {
+        // SAFETY: as in `instance_name`; the host copies what it keeps.
+        unsafe {
+            (self.vtable.publish())(self.ctx, RStr::from_str(topic), RSlice::from_slice(payload))
+        }
+        .into_result()
+        .map_err(RString::into_string)
+    }
+
+    /// Log a line through the host.
+    pub fn log(&self, level: LogLevel, message: &str) {
+        // SAFETY: as in `instance_name`.
+        unsafe { (self.vtable.log())(self.ctx, level, RStr::from_str(message)) }
+    }
+
+    /// Run a host command and return its JSON answer.
+    pub fn call(&self, request: &str) -> Result<String, String> {
+        // SAFETY: as in `instance_name`.
+        unsafe { (self.vtable.call())(self.ctx, RStr::from_str(request)) }
+            .into_result()
+            .map(RString::into_string)
+            .map_err(RString::into_string)
+    }
+
+    /// Run a host command without waiting.
+    pub fn cast(&self, request: &str) {
+        // SAFETY: as in `instance_name`.
+        unsafe { (self.vtable.cast())(self.ctx, RStr::from_str(request)) }
+    }
+
+    /// Hand `host` to a plugin: its functions become this handle's.
+    pub fn new<H: HostFunctions>(host: Arc<H>) -> HostHandle {
+        HostHandle {
+            ctx: Arc::into_raw(host).cast(),
+            vtable: HostVTableOf::<H>::VTABLE,
+        }
+    }
+}
+
+impl Drop for HostHandle {
+    fn drop(&mut self) {
+        // SAFETY: called once; nothing uses `ctx` afterwards.
+        unsafe { (self.vtable.release())(self.ctx) }
+    }
+}
+
+/// What a host implements to be handed to plugins through
+/// [`HostHandle::new`]. A panic in any of these is caught at the boundary.
+pub trait HostFunctions: Send + Sync + 'static {
+    /// The instance name from `plugins.toml`.
+    fn instance_name(&self) -> &str;
+    /// Publish an event.
+    fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), String>;
+    /// Log a line tagged with the instance name.
+    fn log(&self, level: LogLevel, message: &str);
+    /// Run a host command (JSON) and return the host's JSON answer.
+    fn call(&self, request: &str) -> Result<String, String>;
+    /// Run a host command without waiting.
+    fn cast(&self, request: &str);
+}
+
+/// The host table for a [`HostFunctions`] type: one static per type.
+struct HostVTableOf<H>(H);
+
+impl<H: HostFunctions> HostVTableOf<H> {
+    /// # Safety
+    /// `ctx` must come from `HostHandle::new::<H>` and not be released yet.
+    unsafe fn host<'a>(ctx: *const c_void) -> &'a H {
+        // SAFETY: per the caller, an `Arc<H>` made by `HostHandle::new`.
+        unsafe { &*ctx.cast::<H>() }
+    }
+
+    unsafe extern "C" fn release(ctx: *const c_void) {
+        // SAFETY: the reference `HostHandle::new` gave away, returned once.
+        let host = unsafe { Arc::from_raw(ctx.cast::<H>()) };
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(host)));
+    }
+
+    unsafe extern "C" fn instance_name(ctx: *const c_void) -> RStr<'static> {
+        // SAFETY: per the vtable's contract. The name lives as long as `ctx`,
+        // which the plugin's handle keeps alive while it uses the name.
+        let name = unsafe { Self::host(ctx) }.instance_name();
+        // SAFETY: `name` is valid UTF-8 for as long as the ABI promises.
+        unsafe { RStr::from_raw_parts(name.as_ptr(), name.len()) }
+    }
+
+    unsafe extern "C" fn publish(
+        ctx: *const c_void,
+        topic: RStr<'_>,
+        payload: RSlice<'_, u8>,
+    ) -> RResult<(), RString> {
+        // SAFETY: per the vtable's contract.
+        let host = unsafe { Self::host(ctx) };
+        caught(|| {
+            host.publish(topic.as_str(), payload.as_slice())
+                .map_err(RString::from)
+        })
+    }
+
+    unsafe extern "C" fn log(ctx: *const c_void, level: LogLevel, message: RStr<'_>) {
+        // SAFETY: per the vtable's contract.
+        let host = unsafe { Self::host(ctx) };
+        let _ = caught(|| {
+            host.log(level, message.as_str());
+            Ok(())
+        });
+    }
+
+    unsafe extern "C" fn call(ctx: *const c_void, request: RStr<'_>) -> RResult<RString, RString> {
+        // SAFETY: per the vtable's contract.
+        let host = unsafe { Self::host(ctx) };
+        caught(|| {
+            host.call(request.as_str())
+                .map(RString::from)
+                .map_err(RString::from)
+        })
+    }
+
+    unsafe extern "C" fn cast(ctx: *const c_void, request: RStr<'_>) {
+        // SAFETY: per the vtable's contract.
+        let host = unsafe { Self::host(ctx) };
+        let _ = caught(|| {
+            host.cast(request.as_str());
+            Ok(())
+        });
+    }
+
+    staticref! {
+        const TABLE: WithMetadata<HostVTable> = WithMetadata::new(HostVTable {
+            abi_version: RStr::from_str(ABI_VERSION),
+            release: Self::release,
+            instance_name: Self::instance_name,
+            publish: Self::publish,
+            log: Self::log,
+            call: Self::call,
+            cast: Self::cast,
+        })
+    }
+
+    const VTABLE: HostVTableRef = HostVTableRef(Self::TABLE.as_prefix());
+}
+
+/// Run host code called by a plugin: a panic becomes an error, never an
+/// unwind into the plugin.
+fn caught<T>(f: impl FnOnce() -> Result<T, RString>) -> RResult<T, RString> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(result) => result.into(),
+        Err(_) => RErr(RString::from("the host failed while handling this call")),
+    }
+}
 
 /// The root module every Rust plugin library exports.
 #[repr(C)]
 #[derive(StableAbi)]
 #[sabi(kind(Prefix(prefix_ref = PluginModuleRef)))]
-#[sabi(missing_field(panic))]
+#[sabi(missing_field(option))]
 pub struct PluginModule {
     /// The plugin's name (its crate name).
     pub name: RStr<'static>,
     /// The plugin's version (its crate version).
     pub version: RStr<'static>,
-    /// Create one instance from its config (the JSON text of `[plugin.config]`).
-    #[sabi(last_prefix_field)]
-    pub create: extern "C" fn(
-        config_json: RStr<'_>,
-        host: HostApi_TO<'static, RArc<()>>,
-    ) -> RResult<PluginObject_TO<'static, RBox<()>>, CallError>,
+    /// Create one instance from its config (the JSON text of
+    /// `[plugin.config]`). The plugin owns `host` from here on, also when it
+    /// fails.
+    pub create:
+        extern "C" fn(config_json: RStr<'_>, host: HostHandle) -> RResult<PluginHandle, CallError>,
     /// Check a config (the JSON text of `[plugin.config]`) as `create` would
     /// read it, without creating an instance: what `plughost check` runs.
-    /// Appended after `create`: plugins built before it lack it, and the
-    /// accessor answers `None` for them.
-    #[sabi(missing_field(option))]
+    #[sabi(last_prefix_field)]
     pub validate_config: extern "C" fn(config_json: RStr<'_>) -> RResult<(), CallError>,
+    // Appended fields go below, each with the ABI minor that added it.
 }
 
 impl RootModule for PluginModuleRef {
     declare_root_module_statics! {PluginModuleRef}
     const BASE_NAME: &'static str = "plughost_plugin";
     const NAME: &'static str = "plughost plugin";
-    const VERSION_STRINGS: VersionStrings = package_version_strings!();
+    const VERSION_STRINGS: VersionStrings = VersionStrings::new(ABI_VERSION);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_abi_version_and_its_parts_agree() {
+        assert_eq!(ABI_VERSION, format!("{ABI_MAJOR}.{ABI_MINOR}.0"));
+    }
+
+    #[test]
+    fn the_crate_major_is_the_abi_major_and_its_minor_not_older() {
+        // abi_stable puts the crate's version into every type's layout and
+        // refuses another major: the crate's major is the ABI's.
+        let major: u32 = env!("CARGO_PKG_VERSION_MAJOR").parse().unwrap();
+        let minor: u32 = env!("CARGO_PKG_VERSION_MINOR").parse().unwrap();
+        assert_eq!(major, ABI_MAJOR);
+        // The crate's minor is not behind the ABI's (`minor >= ABI_MINOR`,
+        // spelled so that clippy accepts it while ABI_MINOR is 0).
+        assert!(ABI_MINOR.checked_sub(minor).is_none_or(|ahead| ahead == 0));
+    }
 }

@@ -2,7 +2,6 @@
 
 use crate::Result;
 use crate::abi::{HostHandle, LogLevel};
-use abi_stable::std_types::{RSlice, RStr};
 use serde::Serialize;
 use std::fmt::Display;
 
@@ -19,16 +18,15 @@ impl Context {
 
     /// This instance's name from `plugins.toml`.
     pub fn name(&self) -> &str {
-        self.host.instance_name().as_str()
+        self.host.instance_name()
     }
 
     /// Publish `payload` on `topic`. The event is routed like any other one,
     /// including back to this plugin if it subscribes to the topic.
     pub fn publish(&self, topic: &str, payload: impl AsRef<[u8]>) -> Result<()> {
         self.host
-            .publish(RStr::from_str(topic), RSlice::from_slice(payload.as_ref()))
-            .into_result()
-            .map_err(|e| e.into_string().into())
+            .publish(topic, payload.as_ref())
+            .map_err(Into::into)
     }
 
     /// Publish `value` serialized as compact JSON.
@@ -42,12 +40,8 @@ impl Context {
     /// itself (stop, restart) or a reload is accepted and runs after the call
     /// returns, so a plugin can never deadlock on itself.
     pub fn call(&self, command: &serde_json::Value) -> Result<serde_json::Value> {
-        let answer = self
-            .host
-            .call(RStr::from_str(&command.to_string()))
-            .into_result()
-            .map_err(|e| e.into_string())?;
-        let mut answer: serde_json::Value = serde_json::from_str(answer.as_str())?;
+        let answer = self.host.call(&command.to_string())?;
+        let mut answer: serde_json::Value = serde_json::from_str(&answer)?;
         match answer["ok"].as_bool() {
             Some(true) => Ok(answer["result"].take()),
             _ => Err(answer["error"]
@@ -59,12 +53,12 @@ impl Context {
 
     /// Run a host command without waiting for it.
     pub fn cast(&self, command: &serde_json::Value) {
-        self.host.cast(RStr::from_str(&command.to_string()));
+        self.host.cast(&command.to_string());
     }
 
     /// Log through the host at `level`; the line carries this instance's name.
     pub fn log(&self, level: LogLevel, message: impl Display) {
-        self.host.log(level, RStr::from_str(&message.to_string()));
+        self.host.log(level, &message.to_string());
     }
 
     /// Log at error level.

@@ -5,15 +5,16 @@
 //! unwind ever crosses the ABI (abi_stable would abort the whole process).
 
 use crate::abi::{
-    CallError, EventRef, HealthReport, HostHandle, JobReportAbi, PluginHandle, PluginModule,
-    PluginModuleRef, PluginObject, PluginObject_TO, ReadinessReport,
+    CallError, EventRef, HeaderAbi, HealthReport, HostHandle, HttpRequestAbi, HttpResponseAbi,
+    JobReportAbi, PluginHandle, PluginModule, PluginModuleRef, PluginVTable, PluginVTableRef,
+    ReadinessReport,
 };
-use crate::abi::{HeaderAbi, HttpRequestAbi, HttpResponseAbi};
 use crate::{Context, Event, HealthStatus, HttpRequest, Plugin, Result};
-use abi_stable::prefix_type::PrefixTypeTrait;
-use abi_stable::sabi_trait::TD_Opaque;
+use abi_stable::prefix_type::{PrefixTypeTrait, WithMetadata};
+use abi_stable::staticref;
 use abi_stable::std_types::{RErr, ROk, ROption, RResult, RStr, RString, RVec};
 use std::cell::{Cell, RefCell};
+use std::ffi::c_void;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Once;
 
@@ -67,36 +68,54 @@ fn guard<T>(call: impl FnOnce() -> Result<T>) -> RResult<T, CallError> {
     }
 }
 
+/// One instance: the plugin and its context, behind a `PluginHandle`.
 struct Adapter<P> {
-    plugin: Option<P>,
+    plugin: P,
     ctx: Context,
 }
 
-impl<P: Plugin> PluginObject for Adapter<P> {
-    fn on_event(&mut self, event: EventRef<'_>) -> RResult<(), CallError> {
-        let ctx = &self.ctx;
-        match self.plugin.as_mut() {
-            Some(plugin) => guard(|| plugin.on_event(&Event::from_raw(event), ctx)),
-            None => RErr(CallError {
-                panicked: false,
-                message: "instance already dropped".into(),
-            }),
-        }
+/// The plugin functions for plugin type `P`: one static table per type.
+struct Functions<P>(P);
+
+impl<P: Plugin> Functions<P> {
+    /// # Safety
+    /// `state` must come from `create::<P>` and not be dropped yet, and no
+    /// other call may use it at the same time.
+    unsafe fn adapter<'a>(state: *mut c_void) -> &'a mut Adapter<P> {
+        // SAFETY: per the caller, a live `Box<Adapter<P>>` lent to this call alone.
+        unsafe { &mut *state.cast::<Adapter<P>>() }
     }
 
-    fn stop(&mut self) -> RResult<(), CallError> {
-        let ctx = &self.ctx;
-        match self.plugin.as_mut() {
-            Some(plugin) => guard(|| plugin.stop(ctx)),
-            None => ROk(()),
-        }
+    unsafe extern "C" fn drop(state: *mut c_void) {
+        // SAFETY: the box `create` leaked, returned once, last.
+        let adapter = unsafe { Box::from_raw(state.cast::<Adapter<P>>()) };
+        let Adapter { plugin, ctx } = *adapter;
+        // A panicking destructor must not unwind into the host either.
+        let _ = guard(|| {
+            drop(plugin);
+            Ok(())
+        });
+        drop(ctx);
     }
 
-    fn health(&mut self) -> RResult<ROption<HealthReport>, CallError> {
-        let ctx = &self.ctx;
-        let Some(plugin) = self.plugin.as_mut() else {
-            return ROk(ROption::RNone);
-        };
+    unsafe extern "C" fn on_event(
+        state: *mut c_void,
+        event: EventRef<'_>,
+    ) -> RResult<(), CallError> {
+        // SAFETY: per the vtable's contract.
+        let Adapter { plugin, ctx } = unsafe { Self::adapter(state) };
+        guard(|| plugin.on_event(&Event::from_raw(event), ctx))
+    }
+
+    unsafe extern "C" fn stop(state: *mut c_void) -> RResult<(), CallError> {
+        // SAFETY: per the vtable's contract.
+        let Adapter { plugin, ctx } = unsafe { Self::adapter(state) };
+        guard(|| plugin.stop(ctx))
+    }
+
+    unsafe extern "C" fn health(state: *mut c_void) -> RResult<ROption<HealthReport>, CallError> {
+        // SAFETY: per the vtable's contract.
+        let Adapter { plugin, ctx } = unsafe { Self::adapter(state) };
         guard(|| {
             Ok(ROption::from(plugin.health(ctx).map(|h| HealthReport {
                 status: match h.status {
@@ -109,11 +128,9 @@ impl<P: Plugin> PluginObject for Adapter<P> {
         })
     }
 
-    fn ready(&mut self) -> RResult<ROption<ReadinessReport>, CallError> {
-        let ctx = &self.ctx;
-        let Some(plugin) = self.plugin.as_mut() else {
-            return ROk(ROption::RNone);
-        };
+    unsafe extern "C" fn ready(state: *mut c_void) -> RResult<ROption<ReadinessReport>, CallError> {
+        // SAFETY: per the vtable's contract.
+        let Adapter { plugin, ctx } = unsafe { Self::adapter(state) };
         guard(|| {
             Ok(ROption::from(plugin.ready(ctx).map(|r| ReadinessReport {
                 ready: r.ready,
@@ -122,11 +139,11 @@ impl<P: Plugin> PluginObject for Adapter<P> {
         })
     }
 
-    fn jobs(&mut self) -> RResult<ROption<RVec<JobReportAbi>>, CallError> {
-        let ctx = &self.ctx;
-        let Some(plugin) = self.plugin.as_mut() else {
-            return ROk(ROption::RNone);
-        };
+    unsafe extern "C" fn jobs(
+        state: *mut c_void,
+    ) -> RResult<ROption<RVec<JobReportAbi>>, CallError> {
+        // SAFETY: per the vtable's contract.
+        let Adapter { plugin, ctx } = unsafe { Self::adapter(state) };
         guard(|| {
             Ok(ROption::from(plugin.jobs(ctx).map(|jobs| {
                 jobs.into_iter()
@@ -146,31 +163,24 @@ impl<P: Plugin> PluginObject for Adapter<P> {
         })
     }
 
-    fn tick(&mut self) -> RResult<(), CallError> {
-        let ctx = &self.ctx;
-        match self.plugin.as_mut() {
-            Some(plugin) => guard(|| plugin.tick(ctx)),
-            None => ROk(()),
-        }
+    unsafe extern "C" fn tick(state: *mut c_void) -> RResult<(), CallError> {
+        // SAFETY: per the vtable's contract.
+        let Adapter { plugin, ctx } = unsafe { Self::adapter(state) };
+        guard(|| plugin.tick(ctx))
     }
 
-    fn routes(&self) -> RVec<abi_stable::std_types::RString> {
-        match self.plugin.as_ref() {
-            Some(plugin) => guard(|| Ok(plugin.routes()))
-                .into_result()
-                .unwrap_or_default()
-                .into_iter()
-                .map(Into::into)
-                .collect(),
-            None => RVec::new(),
-        }
+    unsafe extern "C" fn routes(state: *mut c_void) -> RResult<RVec<RString>, CallError> {
+        // SAFETY: a live `Box<Adapter<P>>` from `create`, only read here.
+        let Adapter { plugin, .. } = unsafe { &*state.cast::<Adapter<P>>() };
+        guard(|| Ok(plugin.routes().into_iter().map(RString::from).collect()))
     }
 
-    fn http(&mut self, request: HttpRequestAbi) -> RResult<ROption<HttpResponseAbi>, CallError> {
-        let ctx = &self.ctx;
-        let Some(plugin) = self.plugin.as_mut() else {
-            return ROk(ROption::RNone);
-        };
+    unsafe extern "C" fn http(
+        state: *mut c_void,
+        request: HttpRequestAbi,
+    ) -> RResult<ROption<HttpResponseAbi>, CallError> {
+        // SAFETY: per the vtable's contract.
+        let Adapter { plugin, ctx } = unsafe { Self::adapter(state) };
         let request = HttpRequest {
             method: request.method.into_string(),
             path: request.path.into_string(),
@@ -199,18 +209,22 @@ impl<P: Plugin> PluginObject for Adapter<P> {
             })))
         })
     }
-}
 
-impl<P> Drop for Adapter<P> {
-    fn drop(&mut self) {
-        if let Some(plugin) = self.plugin.take() {
-            // A panicking destructor must not unwind into the host either.
-            let _ = guard(|| {
-                drop(plugin);
-                Ok(())
-            });
-        }
+    staticref! {
+        const TABLE: WithMetadata<PluginVTable> = WithMetadata::new(PluginVTable {
+            drop: Self::drop,
+            on_event: Self::on_event,
+            stop: Self::stop,
+            health: Self::health,
+            ready: Self::ready,
+            jobs: Self::jobs,
+            tick: Self::tick,
+            routes: Self::routes,
+            http: Self::http,
+        })
     }
+
+    const VTABLE: PluginVTableRef = PluginVTableRef(Self::TABLE.as_prefix());
 }
 
 extern "C" fn create<P: Plugin>(
@@ -224,14 +238,9 @@ extern "C" fn create<P: Plugin>(
             .map_err(|e| format!("invalid config: {e}"))?;
         P::init(config, &ctx)
     });
-    plugin.map(|plugin| {
-        PluginObject_TO::from_value(
-            Adapter {
-                plugin: Some(plugin),
-                ctx,
-            },
-            TD_Opaque,
-        )
+    plugin.map(|plugin| PluginHandle {
+        state: Box::into_raw(Box::new(Adapter { plugin, ctx })).cast(),
+        vtable: Functions::<P>::VTABLE,
     })
 }
 

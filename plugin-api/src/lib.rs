@@ -8,6 +8,8 @@ mod duration;
 mod event;
 mod export;
 mod http;
+#[doc(hidden)]
+pub mod loading;
 mod plugin;
 mod status;
 pub mod topic;

@@ -25,7 +25,16 @@ pub trait Plugin: Send + Sized + 'static {
     /// Handle one event. An error counts the event as failed; the instance goes on.
     fn on_event(&mut self, event: &Event<'_>, ctx: &Context) -> Result<()>;
 
-    /// Flush and release resources before the instance is dropped.
+    /// Flush what the instance holds before it is dropped; called once. It
+    /// may publish: every subscriber gets it, wherever it is listed.
+    ///
+    /// At the host's shutdown, `on_event` may still be called after `stop`
+    /// returned, until the instance is dropped, with events published after
+    /// the queues drained (by other instances' `stop`, or in reaction to
+    /// those). Nothing else is called after `stop`. Keep what `on_event`
+    /// needs until `Drop`, and handle such an event at once (or return an
+    /// error: it counts as failed). On `plughost ctl stop`, a restart or a
+    /// reload, the instance is dropped right after `stop`.
     fn stop(&mut self, ctx: &Context) -> Result<()> {
         let _ = ctx;
         Ok(())

@@ -1,7 +1,10 @@
 /* chaos_c, for tests: misbehaves in the ways only native code can. Every event
  * first sleeps `sleep_ms`; one whose topic matches `abort_on`, `segfault_on`,
  * `spin_on` or `exit_on` then aborts the process, writes through NULL, spins
- * forever, or calls exit(`exit_code`) (default 0). */
+ * forever, or calls exit(`exit_code`) (default 0); one that matches
+ * `error_on` returns PLUGHOST_ERROR with the message
+ * `chaos_c: told to fail on <topic>` (the event counts as failed, the
+ * instance goes on), as `chaos`'s `error_on` does. */
 #define _POSIX_C_SOURCE 199309L
 #include "plughost.h"
 #include "plughost_util.h"
@@ -18,6 +21,7 @@ typedef struct {
     char segfault_on[256];
     char spin_on[256];
     char exit_on[256];
+    char error_on[256];
     long long sleep_ms;
     long long exit_code;
 } chaos;
@@ -62,7 +66,8 @@ static int32_t integer(const char *config, size_t config_len, const char *key, l
 static int32_t chaos_create(const plughost_host *host, const char *config, size_t config_len, void **instance_out,
                             char *error, size_t error_capacity) {
     (void)host;
-    static const char *const known[] = {"abort_on", "segfault_on", "spin_on", "exit_on", "exit_code", "sleep_ms", NULL};
+    static const char *const known[] = {"abort_on", "segfault_on", "spin_on",  "exit_on",
+                                        "error_on", "exit_code",   "sleep_ms", NULL};
     if (ph_config_check_keys(config, config_len, known, error, error_capacity) != PLUGHOST_OK) {
         return PLUGHOST_ERROR;
     }
@@ -75,6 +80,7 @@ static int32_t chaos_create(const plughost_host *host, const char *config, size_
                 error_capacity) ||
         pattern(config, config_len, "spin_on", self->spin_on, sizeof self->spin_on, error, error_capacity) ||
         pattern(config, config_len, "exit_on", self->exit_on, sizeof self->exit_on, error, error_capacity) ||
+        pattern(config, config_len, "error_on", self->error_on, sizeof self->error_on, error, error_capacity) ||
         integer(config, config_len, "sleep_ms", LLONG_MAX, &self->sleep_ms, error, error_capacity) ||
         integer(config, config_len, "exit_code", 255, &self->exit_code, error, error_capacity)) {
         free(self);
@@ -89,8 +95,6 @@ static int matches(const char *pattern, const plughost_event *event) {
 }
 
 static int32_t chaos_on_event(void *instance, const plughost_event *event, char *error, size_t error_capacity) {
-    (void)error;
-    (void)error_capacity;
     chaos *self = instance;
     if (self->sleep_ms > 0) {
         struct timespec pause = {(time_t)(self->sleep_ms / 1000), (long)(self->sleep_ms % 1000) * 1000000L};
@@ -110,6 +114,9 @@ static int32_t chaos_on_event(void *instance, const plughost_event *event, char 
     }
     if (matches(self->exit_on, event)) {
         exit((int)self->exit_code);
+    }
+    if (matches(self->error_on, event)) {
+        return ph_fail(error, error_capacity, "chaos_c: told to fail on %.*s", (int)event->topic_len, event->topic);
     }
     if (matches(self->spin_on, event)) {
         /* The volatile access keeps C11's "loops may be assumed to terminate"

@@ -6,7 +6,9 @@
  * goes out with one write() on a file opened with O_APPEND, before on_event
  * returns, whole or not at all. A crash of this process (or of the host) loses
  * no line it counted and never leaves half a line. With `fsync = true` each
- * line is also on disk (fdatasync) before on_event returns. Syncs on stop. */
+ * line is also on disk (fdatasync) before on_event returns. Syncs on stop, and
+ * again in destroy if lines came after stop (at the host's shutdown, what other
+ * instances publish in their own stop). */
 #define _POSIX_C_SOURCE 200809L
 #include "plughost.h"
 #include "plughost_util.h"
@@ -31,6 +33,7 @@ typedef struct {
 typedef struct {
     int fd;
     int fsync; /* fdatasync after every line */
+    int unsynced; /* lines written since the last fdatasync */
     bytes line; /* the line being formatted */
     char path[4096];
 } logger;
@@ -502,7 +505,9 @@ static int32_t logger_on_event(void *instance, const plughost_event *event, char
     if (status != 0) {
         return ph_fail(error, error_capacity, "cannot write to %s: %s", self->path, strerror(status));
     }
-    if (self->fsync && fdatasync(self->fd) != 0) {
+    if (!self->fsync) {
+        self->unsynced = 1;
+    } else if (fdatasync(self->fd) != 0) {
         return ph_fail(error, error_capacity, "cannot sync %s: %s", self->path, strerror(errno));
     }
     return PLUGHOST_OK;
@@ -513,11 +518,16 @@ static int32_t logger_stop(void *instance, char *error, size_t error_capacity) {
     if (fdatasync(self->fd) != 0) {
         return ph_fail(error, error_capacity, "cannot sync %s: %s", self->path, strerror(errno));
     }
+    self->unsynced = 0;
     return PLUGHOST_OK;
 }
 
 static void logger_destroy(void *instance) {
     logger *self = instance;
+    /* Lines written after stop are made as durable as those before it. */
+    if (self->unsynced) {
+        (void)fdatasync(self->fd);
+    }
     close(self->fd);
     logger_free(self);
 }

@@ -28,8 +28,15 @@ pub(crate) struct CLibrary {
     pub version: String,
     pub abi_major: u16,
     pub abi_minor: u16,
+    /// Built against a newer minor, it sets fields past this host's
+    /// descriptor: capabilities this host does not know and never calls.
+    pub unknown_capabilities: bool,
     descriptor: Arc<Descriptor>,
 }
+
+/// The most a descriptor may declare: far beyond any 1.x descriptor (a few
+/// hundred bytes), small enough that reading it is no risk.
+const DESCRIPTOR_MAX_BYTES: usize = 4096;
 
 /// A plugin's descriptor, copied out of the library at load.
 struct Descriptor(plughost_plugin);
@@ -65,20 +72,29 @@ impl CLibrary {
                 "built for C ABI {major}.{minor}, but this host speaks {host}: rebuild it against this host's plughost.h"
             )));
         }
-        if minor > PLUGHOST_ABI_MINOR {
-            return Err(refuse(format!(
-                "built for C ABI {major}.{minor}, newer than this host's {host}: upgrade plughost or rebuild it against this host's plughost.h"
-            )));
-        }
         if size < PLUGHOST_PLUGIN_MIN_SIZE {
             return Err(refuse(format!(
                 "its plughost_plugin descriptor declares {size} bytes, fewer than the {PLUGHOST_PLUGIN_MIN_SIZE} of C ABI {major}.0: set `size = sizeof(plughost_plugin)`"
             )));
         }
+        if size > DESCRIPTOR_MAX_BYTES {
+            return Err(refuse(format!(
+                "its plughost_plugin descriptor declares {size} bytes, more than the {DESCRIPTOR_MAX_BYTES} any C ABI {major}.x descriptor may have: set `size = sizeof(plughost_plugin)`"
+            )));
+        }
+        // A newer minor may set fields this host does not know: they are
+        // never called, and the plugin is reported as partly supported.
+        let ours = std::mem::size_of::<plughost_plugin>();
+        let unknown_capabilities = minor > PLUGHOST_ABI_MINOR
+            && size > ours
+            // SAFETY: the plugin vouches for `size` readable bytes at `raw`.
+            && unsafe { std::slice::from_raw_parts(raw.cast::<u8>(), size) }[ours..]
+                .iter()
+                .any(|&byte| byte != 0);
         // Fields the plugin's version does not have stay zero, that is NULL.
         // SAFETY: all-zero is a valid plughost_plugin (null pointers, `None`s, zeros).
         let mut descriptor: plughost_plugin = unsafe { std::mem::zeroed() };
-        let known = size.min(std::mem::size_of::<plughost_plugin>());
+        let known = size.min(ours);
         // SAFETY: the plugin vouches for `size` readable bytes at `raw`; we copy
         // at most that many, and no more than our own struct holds.
         unsafe {
@@ -112,6 +128,7 @@ impl CLibrary {
             version: text(descriptor.version, "version")?,
             abi_major: major,
             abi_minor: minor,
+            unknown_capabilities,
             descriptor: Arc::new(Descriptor(descriptor)),
         })
     }

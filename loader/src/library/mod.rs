@@ -81,12 +81,26 @@ impl fmt::Display for Language {
     }
 }
 
+/// How much of a plugin library this host can use (`docs/compatibility.md`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Support {
+    /// Everything it offers: built against this host's ABI or an older minor.
+    Full,
+    /// Built against a newer minor: what this host does not know, it does
+    /// not call. The text says so, naming both versions.
+    Partly(String),
+}
+
 /// A loaded plugin library.
 pub(crate) struct Library {
     pub path: PathBuf,
     pub name: String,
     pub version: String,
+    /// The ABI it was built against, as shown: `plughost-api ABI 1.0`, `plughost.h 1.2`.
     pub abi: String,
+    pub support: Support,
     pub language: Language,
     /// SHA-256 of the file's content, lowercase hex: what a reload compares.
     pub sha256: String,
@@ -118,7 +132,7 @@ impl Library {
     /// library cannot (C plugins, Rust plugins built before the check).
     pub(crate) fn validate_config(&self, config_json: &str) -> Option<Result<(), String>> {
         match &self.kind {
-            Kind::Rust(library) => library.validate_config(config_json),
+            Kind::Rust(library) => Some(library.validate_config(config_json)),
             Kind::C(_) => None,
         }
     }
@@ -388,6 +402,13 @@ pub(crate) struct Vetted {
     file: File,
     meta: std::fs::Metadata,
     exports: elf::Exports,
+}
+
+impl Vetted {
+    /// Built with `panic = "abort"`.
+    pub(crate) fn panic_abort(&self) -> bool {
+        self.exports.panic_abort
+    }
 }
 
 /// Every check that needs no code of the library to run: the file is a
@@ -712,28 +733,56 @@ fn load(
     // number names the library to the loader.
     let handle = std::mem::ManuallyDrop::new(handle);
     std::mem::forget(file);
-    if exports.rust_root {
+    let library = if exports.rust_root {
         let library = RustLibrary::load(path, &fd_path)?;
-        return Ok(Library {
+        let support = match library.support() {
+            plughost_api::loading::Support::Full => Support::Full,
+            _ => Support::Partly(format!(
+                "this host speaks plugin ABI {}; what ABI {} added is not called",
+                plughost_api::loading::AbiVersion::HOST,
+                library.abi()
+            )),
+        };
+        Library {
             path: path.to_owned(),
             name: library.name(),
             version: library.version(),
-            abi: format!("plughost-api {}", library.api_version()),
+            abi: format!("plughost-api ABI {}", library.abi()),
+            support,
             language: Language::Rust,
             sha256,
             kind: Kind::Rust(library),
-        });
+        }
+    } else {
+        let library = CLibrary::load(path, &handle)?;
+        let support = match library.unknown_capabilities {
+            false => Support::Full,
+            true => Support::Partly(format!(
+                "this host speaks C ABI {}.{}; what the plugin sets beyond it is not called",
+                plughost_ffi::PLUGHOST_ABI_MAJOR,
+                plughost_ffi::PLUGHOST_ABI_MINOR
+            )),
+        };
+        Library {
+            path: path.to_owned(),
+            name: library.name.clone(),
+            version: library.version.clone(),
+            abi: format!("plughost.h {}.{}", library.abi_major, library.abi_minor),
+            support,
+            language: Language::C,
+            sha256,
+            kind: Kind::C(library),
+        }
+    };
+    if let Support::Partly(what) = &library.support {
+        tracing::warn!(
+            "{}: built against {}, newer than this host: {}",
+            path.display(),
+            Escaped(&library.abi),
+            what
+        );
     }
-    let library = CLibrary::load(path, &handle)?;
-    Ok(Library {
-        path: path.to_owned(),
-        name: library.name.clone(),
-        version: library.version.clone(),
-        abi: format!("plughost.h {}.{}", library.abi_major, library.abi_minor),
-        language: Language::C,
-        sha256,
-        kind: Kind::C(library),
-    })
+    Ok(library)
 }
 
 /// Turn the loader's message into one line about `path`.

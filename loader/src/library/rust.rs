@@ -7,11 +7,13 @@ use super::fatal::Culprit;
 use super::{LoadError, SharedHost};
 use crate::event::EventView;
 use crate::instance::{CallFailure, Instance};
-use abi_stable::library::{LibraryError, RootModule, lib_header_from_path};
-use abi_stable::sabi_trait::TD_Opaque;
-use abi_stable::std_types::{RArc, RErr, ROk, RResult, RSlice, RStr, RString};
-use plughost_api::abi::{CallError, EventRef, HostApi, HostApi_TO, PluginHandle, PluginModuleRef};
-use plughost_api::abi::{HeaderAbi, HttpRequestAbi};
+use abi_stable::library::{LibraryError, lib_header_from_path};
+use abi_stable::std_types::{RSlice, RStr};
+use plughost_api::abi::{
+    CallError, EventRef, HeaderAbi, HostFunctions, HostHandle, HttpRequestAbi, PluginHandle,
+    PluginModuleRef,
+};
+use plughost_api::loading::{AbiVersion, LoadFailure, Support, load_root_module};
 use plughost_api::{
     Health, HealthStatus, HttpRequest, HttpResponse, JobReport, LogLevel, Readiness,
 };
@@ -23,29 +25,36 @@ pub(super) const ROOT_SYMBOL: &[u8] = b"_1as_0lib_1header_0root_bmodule_bloader\
 
 pub(crate) struct RustLibrary {
     module: PluginModuleRef,
-    /// The plughost-api version the library was built against.
-    api_version: String,
+    /// The plugin ABI the library declares it was built against.
+    abi: AbiVersion,
+    support: Support,
 }
 
 impl RustLibrary {
     pub(super) fn load(path: &Path, fd_path: &Path) -> Result<RustLibrary, LoadError> {
-        let header = lib_header_from_path(fd_path)
-            .map_err(|e| LoadError::unusable(path, describe(&e, None)))?;
-        // What the library declares in its header, which may differ from this
-        // host's version and still be compatible (a newer patch release).
-        let api_version = header.version_strings().version.to_string();
-        let module = header
-            .init_root_module::<PluginModuleRef>()
-            .map_err(|e| LoadError::unusable(path, describe(&e, Some(&api_version))))?;
+        let header =
+            lib_header_from_path(fd_path).map_err(|e| LoadError::unusable(path, describe(&e)))?;
+        let loaded = load_root_module(header).map_err(|failure| {
+            if let LoadFailure::Layout { report, .. } = &failure {
+                tracing::debug!("{}: abi_stable's report:\n{report}", path.display());
+            }
+            LoadError::unusable(path, failure.to_string())
+        })?;
         Ok(RustLibrary {
-            module,
-            api_version,
+            module: loaded.module,
+            abi: loaded.abi,
+            support: loaded.support(),
         })
     }
 
-    /// The plughost-api version the library declares it was built against.
-    pub(crate) fn api_version(&self) -> &str {
-        &self.api_version
+    /// The plugin ABI the library declares it was built against.
+    pub(crate) fn abi(&self) -> AbiVersion {
+        self.abi
+    }
+
+    /// Whether this host can use all of it.
+    pub(crate) fn support(&self) -> Support {
+        self.support
     }
 
     pub(crate) fn name(&self) -> String {
@@ -57,14 +66,11 @@ impl RustLibrary {
     }
 
     /// Check `config_json` as `create` would read it, without creating an
-    /// instance; `None` when the plugin was built before plugins could.
-    pub(crate) fn validate_config(&self, config_json: &str) -> Option<Result<(), String>> {
-        let validate = self.module.validate_config()?;
-        Some(
-            validate(RStr::from_str(config_json))
-                .into_result()
-                .map_err(|e| e.message.into_string()),
-        )
+    /// instance.
+    pub(crate) fn validate_config(&self, config_json: &str) -> Result<(), String> {
+        (self.module.validate_config())(RStr::from_str(config_json))
+            .into_result()
+            .map_err(|e| e.message.into_string())
     }
 
     pub(crate) fn create(
@@ -73,47 +79,25 @@ impl RustLibrary {
         host: SharedHost,
         culprit: Arc<Culprit>,
     ) -> Result<Box<dyn Instance>, CallFailure> {
-        let host = HostApi_TO::from_ptr(RArc::new(Link(host)), TD_Opaque);
+        let host = HostHandle::new(Arc::new(Link(host)));
         let created = {
             let _calling = culprit.calling("create");
             (self.module.create())(RStr::from_str(config_json), host)
         };
-        match created {
-            ROk(plugin) => Ok(Box::new(RustInstance { plugin, culprit })),
-            RErr(error) => Err(failure(error)),
+        match created.into_result() {
+            Ok(plugin) => Ok(Box::new(RustInstance { plugin, culprit })),
+            Err(error) => Err(failure(error)),
         }
     }
 }
 
-/// One line for a loading error; `library_api` is the plughost-api version
-/// the library declares, once its header could be read.
-fn describe(error: &LibraryError, library_api: Option<&str>) -> String {
-    let host_api = PluginModuleRef::VERSION_STRINGS.version;
-    let other_api = |library_api: &dyn std::fmt::Display| {
-        format!(
-            "built against plughost-api {library_api}, but this host speaks {host_api}: rebuild the plugin against plughost-api {host_api}"
-        )
-    };
-    match (error, library_api) {
-        // abi_stable refuses an older 0.x minor (or another major) here ...
-        (LibraryError::IncompatibleVersionNumber { actual_version, .. }, _) => {
-            other_api(actual_version)
-        }
-        // ... and a newer 0.x minor in the layout check, as a package version
-        // mismatch: the same problem for the user, so the same line.
-        (LibraryError::AbiInstability(_), Some(library_api)) if library_api != host_api.as_str() => {
-            other_api(&library_api)
-        }
-        (LibraryError::AbiInstability(_), _) => {
-            "its plugin ABI layout differs from this host's (built against another plughost-api?): rebuild the plugin against this host's plughost-api".to_owned()
-        }
-        (LibraryError::InvalidAbiHeader(_) | LibraryError::InvalidCAbi { .. }, _) => {
+/// One line for an error reading a library's abi_stable header.
+fn describe(error: &LibraryError) -> String {
+    match error {
+        LibraryError::InvalidAbiHeader(_) | LibraryError::InvalidCAbi { .. } => {
             "built with an incompatible abi_stable: rebuild the plugin against this host's plughost-api".to_owned()
         }
-        (LibraryError::RootModule { err, .. }, _) => {
-            format!("its root module failed to initialize: {}", one_line(&err.to_string()))
-        }
-        (other, _) => one_line(&other.to_string()),
+        other => one_line(&other.to_string()),
     }
 }
 
@@ -193,11 +177,12 @@ impl Instance for RustInstance {
 
     fn routes(&self) -> Vec<String> {
         let _calling = self.culprit.calling("routes");
+        // A plugin whose `routes` fails serves none.
         self.plugin
             .routes()
-            .into_iter()
-            .map(|r| r.into_string())
-            .collect()
+            .into_result()
+            .map(|routes| routes.into_iter().map(|r| r.into_string()).collect())
+            .unwrap_or_default()
     }
 
     fn http(&mut self, request: HttpRequest) -> Result<Option<HttpResponse>, CallFailure> {
@@ -259,30 +244,24 @@ impl Instance for RustInstance {
 /// The plugin's `Context` calls land here.
 struct Link(SharedHost);
 
-impl HostApi for Link {
-    fn instance_name(&self) -> RStr<'_> {
-        RStr::from_str(self.0.instance_name())
+impl HostFunctions for Link {
+    fn instance_name(&self) -> &str {
+        self.0.instance_name()
     }
 
-    fn publish(&self, topic: RStr<'_>, payload: RSlice<'_, u8>) -> RResult<(), RString> {
-        match self.0.publish(topic.as_str(), payload.as_slice()) {
-            Ok(()) => ROk(()),
-            Err(e) => RErr(RString::from(e)),
-        }
+    fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), String> {
+        self.0.publish(topic, payload)
     }
 
-    fn log(&self, level: LogLevel, message: RStr<'_>) {
-        self.0.log(level, message.as_str());
+    fn log(&self, level: LogLevel, message: &str) {
+        self.0.log(level, message);
     }
 
-    fn call(&self, request: RStr<'_>) -> RResult<RString, RString> {
-        match self.0.call(request.as_str()) {
-            Ok(answer) => ROk(answer.into()),
-            Err(e) => RErr(e.into()),
-        }
+    fn call(&self, request: &str) -> Result<String, String> {
+        self.0.call(request)
     }
 
-    fn cast(&self, request: RStr<'_>) {
-        self.0.cast(request.as_str());
+    fn cast(&self, request: &str) {
+        self.0.cast(request);
     }
 }

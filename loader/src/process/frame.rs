@@ -54,7 +54,14 @@ pub(crate) enum Frame<'a> {
     Batch {
         events: Vec<EventView<'a>>,
     },
+    /// Run the plugin's `stop` (answered by `StopDone`), and go on serving
+    /// batches: at the host's shutdown, other instances' stops may publish
+    /// to it afterwards.
     Stop,
+    /// Drop the instance (a C plugin's `destroy` runs) and exit, unanswered;
+    /// what the drop logs or publishes still comes first. The socket
+    /// closing means the same.
+    Exit,
     Probe {
         kind: u8,
     },
@@ -174,6 +181,7 @@ const PROBE: u8 = 4;
 const TICK: u8 = 5;
 const HTTP: u8 = 6;
 const CALL_ANSWER: u8 = 7;
+const EXIT: u8 = 8;
 const INIT_DONE: u8 = 10;
 const PUBLISH: u8 = 11;
 const LOG: u8 = 12;
@@ -299,6 +307,7 @@ pub(crate) fn encode(out: &mut Vec<u8>, frame: &Frame<'_>) {
             encode_batch(out, events.iter().copied(), usize::MAX);
         }
         Frame::Stop => Encoder::begin(out, STOP).end(),
+        Frame::Exit => Encoder::begin(out, EXIT).end(),
         Frame::Probe { kind } => Encoder::begin(out, PROBE).u8(*kind).end(),
         Frame::Tick => Encoder::begin(out, TICK).end(),
         Frame::Http { request } => headers(
@@ -530,6 +539,7 @@ pub(crate) fn decode(body: &[u8]) -> Result<Frame<'_>, FrameError> {
             Frame::Batch { events }
         }
         STOP => Frame::Stop,
+        EXIT => Frame::Exit,
         PROBE => Frame::Probe { kind: d.u8()? },
         TICK => Frame::Tick,
         HTTP => Frame::Http {
@@ -707,6 +717,7 @@ mod tests {
         });
         round_trip(Frame::Batch { events: vec![] });
         round_trip(Frame::Stop);
+        round_trip(Frame::Exit);
         round_trip(Frame::Probe { kind: 2 });
         round_trip(Frame::InitDone { error: None });
         round_trip(Frame::InitDone { error: Some("bad") });
@@ -1030,7 +1041,7 @@ mod properties {
 
         #[test]
         fn frames_with_a_valid_kind_and_random_bodies_never_panic(
-            kind in prop_oneof![1u8..=7, 10u8..=21],
+            kind in prop_oneof![1u8..=8, 10u8..=21],
             body in proptest::collection::vec(any::<u8>(), 0..128),
         ) {
             let mut bytes = vec![kind];

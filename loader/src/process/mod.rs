@@ -15,6 +15,12 @@
 //! outlives it. Children die with the host: they ask the kernel for SIGKILL
 //! when their parent exits, and leave when the socket closes.
 //!
+//! Stopping takes two frames, as a thread instance's `stop` and drop are two
+//! steps: `Stop` runs the plugin's `stop` and the child goes on serving
+//! batches (at the host's shutdown, other instances' stops may publish to
+//! it); `Exit`, sent when the host drops the instance, drops it in the child
+//! (a C plugin's `destroy`) and ends the child, which the host reaps.
+//!
 //! Limits ([`frame::Limits`], from `[host] max_event_bytes`) hold on both
 //! sides: what a plugin may not send is refused at its call, with the reason
 //! in its error and in the host's log, never by a frame the other end drops.
@@ -46,6 +52,10 @@ use std::time::Duration;
 
 /// The descriptor the child finds its socket on.
 const CHILD_FD: i32 = 3;
+
+/// How long the host waits for a child told to exit to say anything more
+/// (or to end) before it kills it.
+const EXIT_WAIT: Duration = Duration::from_secs(5);
 
 /// The exit status of a child, once its monitor has reaped it.
 #[derive(Default)]
@@ -410,6 +420,30 @@ impl ProcessInstance {
         }
     }
 
+    fn reaped(&self) -> bool {
+        let status = self.reaped.status.lock();
+        status.unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+
+    /// Tell the child to exit, and route what it sends until it has: its
+    /// instance's drop (a C plugin's `destroy`) may still log or publish.
+    /// Each read waits at most [`EXIT_WAIT`]; the caller kills what is left.
+    fn exit(&mut self) {
+        self.out.clear();
+        encode(&mut self.out, &Frame::Exit);
+        if self.writer.write_all(&self.out).is_err()
+            || self
+                .reader
+                .get_ref()
+                .set_read_timeout(Some(EXIT_WAIT))
+                .is_err()
+        {
+            return;
+        }
+        // Until the socket closes (`reply` fails), or the child stays silent.
+        while self.reply().is_ok() {}
+    }
+
     fn protocol_error(&self, what: &str) -> CallFailure {
         self.kill();
         CallFailure::Panic(format!("its process broke the protocol: {what}"))
@@ -658,11 +692,11 @@ impl Instance for ProcessInstance {
         outcome
     }
 
+    /// The child runs the plugin's `stop` and stays, serving batches, until
+    /// the instance is dropped ([`ProcessInstance::exit`]).
     fn stop(&mut self) -> Result<(), CallFailure> {
         self.send(&Frame::Stop)?;
-        let answer = self.reply()?;
-        self.reaped.wait(Duration::from_secs(5));
-        match answer {
+        match self.reply()? {
             Reply::Done(None) => Ok(()),
             Reply::Done(Some(error)) => Err(CallFailure::Error(error)),
             _ => Err(self.protocol_error("expected the stop answer")),
@@ -726,6 +760,9 @@ impl Instance for ProcessInstance {
 
 impl Drop for ProcessInstance {
     fn drop(&mut self) {
+        if !self.reaped() {
+            self.exit();
+        }
         self.kill();
         self.reaped.wait(Duration::from_secs(5));
         let _ =
@@ -1143,13 +1180,17 @@ pub fn child_main(
                 sent
             }
             (Frame::Stop, Some(plugin)) => {
+                // The instance stays: at the host's shutdown, batches of what
+                // other instances' stops publish may follow, until `Exit`.
                 let error = serving(&link, || plugin.stop())
                     .err()
                     .map(|e| cut(&e.to_string()));
-                drop(instance.take());
-                let _ = link.send(&Frame::StopDone {
+                link.send(&Frame::StopDone {
                     error: error.as_deref(),
-                });
+                })
+            }
+            (Frame::Exit, _) => {
+                drop(instance.take());
                 return 0;
             }
             _ => return 2,

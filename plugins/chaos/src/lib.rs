@@ -17,10 +17,14 @@
 //!   instead of the echo;
 //! - `error_on`: a topic pattern; events matching it make `on_event` return
 //!   an error (the event counts as failed, the instance goes on);
-//! - `fail_init`: `init` returns an error;
+//! - `fail_init`: `init` returns an error; `fail_init_if_exists`: a path;
+//!   `init` returns an error while that file exists (so a test can make a
+//!   restart's `init` fail after a first start that succeeded);
 //! - `sleep_in_init_ms`: `init` sleeps this long first; `hang_in_init`:
 //!   `init` never returns;
-//! - `panic_in_init`, `panic_on_stop`: panic there;
+//! - `panic_in_init`, `panic_on_stop`, `panic_in_tick`, `panic_in_route`:
+//!   panic there (`tick` runs with the instance's `tick_interval`; a route is
+//!   one of `routes`); `hang_in_stop`: `stop` never returns;
 //! - `forward_to`: republish every event's payload on this topic, at most
 //!   `forward_limit` times in all (default: no limit);
 //! - `health` (`ok` | `degraded` | `failing`), `ready` (bool), `health_delay_ms`:
@@ -29,7 +33,8 @@
 //! - `routes`: HTTP routes it serves, answering 200 with the request echoed;
 //! - `call_on` / `cast_on`: topic patterns; a matching event's payload is a
 //!   host command (JSON) to `call` (the answer is published on `chaos.answer`)
-//!   or `cast`.
+//!   or `cast`; `call_pad`: add a field `pad` of this many bytes to the
+//!   command first (to make it too large).
 
 use plughost_api::topic::Pattern;
 use plughost_api::{
@@ -55,10 +60,14 @@ struct Config {
     http_body_bytes: Option<usize>,
     error_on: Option<String>,
     fail_init: bool,
+    fail_init_if_exists: Option<std::path::PathBuf>,
     sleep_in_init_ms: u64,
     hang_in_init: bool,
     panic_in_init: bool,
     panic_on_stop: bool,
+    panic_in_tick: bool,
+    panic_in_route: bool,
+    hang_in_stop: bool,
     forward_to: Option<String>,
     forward_limit: Option<u64>,
     health: Option<HealthConfig>,
@@ -68,6 +77,7 @@ struct Config {
     routes: Vec<String>,
     call_on: Option<String>,
     cast_on: Option<String>,
+    call_pad: usize,
 }
 
 #[derive(Clone, Copy, Deserialize)]
@@ -89,6 +99,17 @@ struct Chaos {
     seen: u64,
 }
 
+impl Chaos {
+    /// The host command an event's payload holds, padded by `call_pad`.
+    fn command(&self, event: &Event<'_>) -> Result<serde_json::Value> {
+        let mut command: serde_json::Value = event.json()?;
+        if self.config.call_pad > 0 {
+            command["pad"] = "x".repeat(self.config.call_pad).into();
+        }
+        Ok(command)
+    }
+}
+
 impl Plugin for Chaos {
     type Config = Config;
 
@@ -104,6 +125,9 @@ impl Plugin for Chaos {
         }
         if config.fail_init {
             return Err("fail_init is set".into());
+        }
+        if let Some(path) = config.fail_init_if_exists.as_ref().filter(|p| p.exists()) {
+            return Err(format!("{} exists (fail_init_if_exists)", path.display()).into());
         }
         Ok(Chaos {
             sleep_on: config.sleep_on.as_deref().map(Pattern::parse).transpose()?,
@@ -177,7 +201,7 @@ impl Plugin for Chaos {
             .as_ref()
             .is_some_and(|p| p.matches(event.topic()))
         {
-            let answer = match ctx.call(&event.json()?) {
+            let answer = match ctx.call(&self.command(event)?) {
                 Ok(result) => serde_json::json!({"ok": true, "result": result}),
                 Err(error) => serde_json::json!({"ok": false, "error": error.to_string()}),
             };
@@ -188,7 +212,7 @@ impl Plugin for Chaos {
             .as_ref()
             .is_some_and(|p| p.matches(event.topic()))
         {
-            ctx.cast(&event.json()?);
+            ctx.cast(&self.command(event)?);
         }
         if let Some(topic) = &self.config.forward_to
             && self.forwards_left > 0
@@ -202,6 +226,11 @@ impl Plugin for Chaos {
     fn stop(&mut self, _ctx: &Context) -> Result<()> {
         if self.config.panic_on_stop {
             panic!("chaos: told to panic on stop");
+        }
+        if self.config.hang_in_stop {
+            loop {
+                std::thread::park();
+            }
         }
         Ok(())
     }
@@ -227,11 +256,21 @@ impl Plugin for Chaos {
         Some(Readiness { ready, message })
     }
 
+    fn tick(&mut self, _ctx: &Context) -> Result<()> {
+        if self.config.panic_in_tick {
+            panic!("chaos: told to panic in tick");
+        }
+        Ok(())
+    }
+
     fn routes(&self) -> Vec<String> {
         self.config.routes.clone()
     }
 
     fn http(&mut self, request: &HttpRequest, _ctx: &Context) -> Option<HttpResponse> {
+        if self.config.panic_in_route {
+            panic!("chaos: told to panic in route {}", request.path);
+        }
         if let Some(n) = self.config.http_body_bytes {
             return Some(HttpResponse {
                 status: 200,

@@ -1,5 +1,10 @@
 //! `counter`: counts the events it receives per topic and, when it stops,
 //! publishes `counter.summary` with `{"counts": {topic: n, ...}, "total": n}`.
+//!
+//! At the host's shutdown, events may still arrive after its `stop` (what
+//! other instances publish in their own `stop`). They are counted, and count
+//! as processed (counting them is all it does), but the summary is already
+//! out: they are in none, and the first of them is logged saying so.
 
 use plughost_api::{Context, Event, NoConfig, Plugin, Result, export_plugin};
 use std::collections::BTreeMap;
@@ -7,6 +12,10 @@ use std::collections::BTreeMap;
 #[derive(Default)]
 struct Counter {
     counts: BTreeMap<String, u64>,
+    /// The summary is published: what comes now is in none.
+    summarized: bool,
+    /// Events counted after the summary.
+    late: u64,
 }
 
 impl Plugin for Counter {
@@ -16,7 +25,16 @@ impl Plugin for Counter {
         Ok(Counter::default())
     }
 
-    fn on_event(&mut self, event: &Event<'_>, _ctx: &Context) -> Result<()> {
+    fn on_event(&mut self, event: &Event<'_>, ctx: &Context) -> Result<()> {
+        if self.summarized {
+            self.late += 1;
+            if self.late == 1 {
+                ctx.info(format!(
+                    "{} arrived after the summary (published by another instance's stop): counted, but in no summary",
+                    event.topic()
+                ));
+            }
+        }
         match self.counts.get_mut(event.topic()) {
             Some(n) => *n += 1,
             None => {
@@ -27,6 +45,7 @@ impl Plugin for Counter {
     }
 
     fn stop(&mut self, ctx: &Context) -> Result<()> {
+        self.summarized = true;
         let total: u64 = self.counts.values().sum();
         ctx.info(format!(
             "{total} event(s) on {} topic(s)",

@@ -9,7 +9,9 @@
 //! process, or of the whole host, loses no line it counted, and never leaves
 //! half a line. With `fsync = true` each line is also on disk
 //! (`fdatasync`) before `on_event` returns: it then survives a power loss too,
-//! at the cost of a disk flush per event.
+//! at the cost of a disk flush per event. Without it, the file is synced at
+//! `stop`, and again when the instance is dropped if lines came after `stop`
+//! (at the host's shutdown, what other instances publish in their `stop`).
 
 use base64::Engine as _;
 use plughost_api::{Context, Event, Plugin, Result, export_plugin};
@@ -35,6 +37,8 @@ struct Logger {
     fsync: bool,
     /// The line being written, kept between events for its allocation.
     line: Vec<u8>,
+    /// Lines were written since the last sync.
+    unsynced: bool,
 }
 
 /// What one huge event may leave allocated for the next ones.
@@ -95,6 +99,7 @@ impl Plugin for Logger {
             path: config.path,
             fsync: config.fsync,
             line: Vec::with_capacity(1024),
+            unsynced: false,
         })
     }
 
@@ -123,6 +128,8 @@ impl Plugin for Logger {
             self.file
                 .sync_data()
                 .map_err(|e| format!("cannot sync {}: {e}", self.path.display()))?;
+        } else {
+            self.unsynced = true;
         }
         Ok(())
     }
@@ -131,7 +138,17 @@ impl Plugin for Logger {
         self.file
             .sync_data()
             .map_err(|e| format!("cannot sync {}: {e}", self.path.display()))?;
+        self.unsynced = false;
         Ok(())
+    }
+}
+
+impl Drop for Logger {
+    fn drop(&mut self) {
+        // Lines written after `stop` are made as durable as those before it.
+        if self.unsynced {
+            let _ = self.file.sync_data();
+        }
     }
 }
 

@@ -10,6 +10,11 @@
 //! runtime imported, from a second bounded queue. Nothing on the plugin's
 //! thread waits for the network, except `stop`, which flushes.
 //!
+//! `stop` closes the connection. An event to export that still arrives
+//! afterwards (at the host's shutdown, what another instance publishes in
+//! its own `stop`) fails with an error saying so: the host counts it as
+//! `failed` and logs it; it is never dropped silently.
+//!
 //! No loops: events this bridge published (imports) are never exported
 //! again, and every export carries this run's origin id in a header, so a
 //! bridge skips its own messages when they come back from NATS. Exports are
@@ -316,6 +321,13 @@ impl Plugin for Bridge {
         if event.source() != ctx.name()
             && self.config.export.iter().any(|p| p.matches(event.topic()))
         {
+            if self.outgoing.is_none() {
+                return Err(format!(
+                    "cannot export {}: the bridge has stopped and its connection is closed",
+                    event.topic()
+                )
+                .into());
+            }
             self.export(event.topic(), event.payload());
         }
         self.drain(ctx);

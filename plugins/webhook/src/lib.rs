@@ -20,6 +20,11 @@
 //! once (without the backoff), so a stop takes at most
 //! `(retries + 1) × timeout` per waiting batch.
 //!
+//! At the host's shutdown, events may still arrive after `stop` (what other
+//! instances publish in their own `stop`): no batch waits any more, each is
+//! POSTed at once, with its attempts without backoff, and one that cannot
+//! be delivered fails (counted as `failed` by the host, and logged).
+//!
 //! Events are sent as the `logger` writes them (`id`, `topic`, `source`,
 //! `timestamp`, `payload` or `payload_base64`). Plain `http://` only.
 //!
@@ -97,6 +102,8 @@ struct Webhook {
     undeliverable_events: u64,
     last_error: String,
     warned_no_tick: bool,
+    /// `stop` ran: nothing waits for a later flush any more.
+    stopped: bool,
 }
 
 impl Webhook {
@@ -241,6 +248,7 @@ impl Plugin for Webhook {
             undeliverable_events: 0,
             last_error: String::new(),
             warned_no_tick: false,
+            stopped: false,
         })
     }
 
@@ -256,7 +264,20 @@ impl Plugin for Webhook {
         }
         self.batch.push(entry);
         self.batch_since.get_or_insert_with(Instant::now);
-        self.flush(ctx, false);
+        if !self.stopped {
+            self.flush(ctx, false);
+            return Ok(());
+        }
+        // After `stop` no flush would come: send it now.
+        let undeliverable = self.undeliverable_events;
+        self.flush(ctx, true);
+        if self.undeliverable_events > undeliverable {
+            return Err(format!(
+                "arrived after stop and could not be delivered: {}",
+                self.last_error
+            )
+            .into());
+        }
         Ok(())
     }
 
@@ -268,6 +289,7 @@ impl Plugin for Webhook {
     fn stop(&mut self, ctx: &Context) -> Result<()> {
         // Each waiting batch gets its remaining attempts now.
         self.flush(ctx, true);
+        self.stopped = true;
         ctx.info(format!(
             "delivered {} batch(es); undeliverable: {} batch(es), {} event(s)",
             self.delivered_batches, self.undeliverable_batches, self.undeliverable_events

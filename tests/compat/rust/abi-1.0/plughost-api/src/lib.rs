@@ -1,0 +1,40 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+#[doc(hidden)]
+pub mod abi;
+mod context;
+mod duration;
+mod event;
+mod export;
+mod http;
+#[doc(hidden)]
+pub mod loading;
+mod plugin;
+mod status;
+pub mod topic;
+
+pub use abi::LogLevel;
+pub use context::Context;
+pub use duration::HumanDuration;
+pub use event::Event;
+pub use http::{HttpRequest, HttpResponse};
+pub use plugin::{NoConfig, Plugin};
+pub use status::{Health, HealthStatus, JobReport, Readiness};
+
+/// The error a plugin returns: anything that implements `std::error::Error`,
+/// or a `String` / `&str` through `?` and `.into()`.
+pub type Error = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result` with the plugin [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::abi::PluginModuleRef;
+    pub use crate::export::{PANIC_ABORT_SYMBOL, root_module};
+    pub use abi_stable::library::{
+        __call_root_module_loader as call_root_module_loader, CheckTypeLayout, LibHeader,
+        RootModuleResult,
+    };
+}

@@ -1,0 +1,92 @@
+//! What a plugin may report about itself: health, readiness, job queues
+//! (RoadRunner's JobsReport fields). All optional: a plugin that does not
+//! report one is left out of that aggregate.
+
+/// How a plugin is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthStatus {
+    /// Working normally.
+    Ok,
+    /// Working, but impaired (the host's `/health` still answers 200).
+    Degraded,
+    /// Not working (the host's `/health` answers 503).
+    Failing,
+}
+
+impl HealthStatus {
+    /// `ok`, `degraded` or `failing`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::Ok => "ok",
+            HealthStatus::Degraded => "degraded",
+            HealthStatus::Failing => "failing",
+        }
+    }
+}
+
+/// A health report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// The verdict.
+    pub status: HealthStatus,
+    /// Why, for operators (may be empty).
+    pub message: String,
+}
+
+impl Health {
+    /// Healthy, no message.
+    pub fn ok() -> Health {
+        Health {
+            status: HealthStatus::Ok,
+            message: String::new(),
+        }
+    }
+
+    /// Impaired, with a reason.
+    pub fn degraded(message: impl Into<String>) -> Health {
+        Health {
+            status: HealthStatus::Degraded,
+            message: message.into(),
+        }
+    }
+
+    /// Not working, with a reason.
+    pub fn failing(message: impl Into<String>) -> Health {
+        Health {
+            status: HealthStatus::Failing,
+            message: message.into(),
+        }
+    }
+}
+
+/// A readiness report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    /// Whether it is ready to take work.
+    pub ready: bool,
+    /// Why not, for operators (may be empty).
+    pub message: String,
+}
+
+/// One job pipeline's state, with RoadRunner's JobsReport fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobReport {
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Pipeline priority.
+    pub priority: u64,
+    /// Whether the pipeline is ready to consume.
+    pub ready: bool,
+    /// Queue name.
+    pub queue: String,
+    /// Jobs being processed.
+    pub active: i64,
+    /// Jobs delayed.
+    pub delayed: i64,
+    /// Jobs reserved.
+    pub reserved: i64,
+    /// Driver name (`memory`, `amqp`, ...).
+    pub driver: String,
+    /// The last error, if any (empty otherwise).
+    pub error_message: String,
+}
