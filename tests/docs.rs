@@ -6,7 +6,12 @@
 use std::path::{Path, PathBuf};
 
 /// The documents whose rules name their tests.
-const DOCUMENTS: [&str; 3] = ["README.md", "docs/reliability.md", "docs/operating.md"];
+const DOCUMENTS: [&str; 4] = [
+    "README.md",
+    "docs/reliability.md",
+    "docs/operating.md",
+    "docs/multi-host.md",
+];
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -1715,6 +1715,19 @@ mod tests {
     }
 
     #[test]
+    fn every_failure_is_restarted_unless_the_policy_is_never() {
+        for (policy, restarts) in [("never", false), ("on-failure", true), ("always", true)] {
+            let s = Supervision::new(&plugin(&format!("restart = \"{policy}\"\n")));
+            for failure in [
+                CallFailure::Error("e".into()),
+                CallFailure::Panic("p".into()),
+            ] {
+                assert_eq!(s.wants_restart(&failure), restarts, "{policy}: {failure:?}");
+            }
+        }
+    }
+
+    #[test]
     fn the_restart_backoff_doubles_from_50ms_up_to_5s() {
         let mut s = supervision(10_000, "24h");
         let mut now = Instant::now();
