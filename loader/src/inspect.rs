@@ -55,7 +55,7 @@ pub(crate) fn inspect(
         path: path.to_owned(),
         reason,
     };
-    let exe = crate::process::child_executable()
+    let exe = crate::library::process::child_executable()
         .map_err(|e| unusable(format!("cannot inspect it: {e}")))?;
     let mut command = Command::new(exe);
     command
@@ -140,7 +140,7 @@ fn ended(status: Option<ExitStatus>) -> String {
     let how = match status.map(|s| (s.code(), s.signal())) {
         Some((_, Some(signal))) => format!(
             "crashed while it was being loaded (killed by {})",
-            crate::process::signal_name(signal)
+            crate::library::process::signal_name(signal)
         ),
         Some((Some(code), _)) => format!(
             "ended the process that loaded it (exit status {code}) before it could be inspected"

@@ -751,7 +751,7 @@ fn give_up(slot: &Slot, thread: std::thread::JoinHandle<()>) -> String {
     match slot.settings().isolation {
         crate::config::Isolation::Process => {
             // Its thread sees the child die, and ends.
-            crate::process::kill(slot);
+            crate::library::process::kill(slot);
             "its process was killed".to_owned()
         }
         crate::config::Isolation::Thread => {

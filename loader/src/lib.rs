@@ -17,8 +17,6 @@ mod instance;
 mod intake;
 mod library;
 pub mod listen;
-#[doc(hidden)]
-pub mod process;
 pub mod status;
 mod supervisor;
 mod text;
@@ -99,6 +97,11 @@ pub fn check_config(
     let (info, checked) = inspect::inspect(path, trust, Some(config), time_limit)?;
     Ok((info, checked.unwrap_or(ConfigCheck::Unchecked)))
 }
+
+/// The hidden `plughost __child` command: serve one process-isolated
+/// instance (see `library::process`).
+#[doc(hidden)]
+pub use library::process::child_main as process_child_main;
 
 /// The hidden `plughost __inspect` command that [`inspect`] runs.
 #[doc(hidden)]

@@ -164,7 +164,7 @@ fn main() -> ExitCode {
             allow_insecure_permissions: *allow_insecure_permissions,
             thread_isolation: false,
         };
-        let code = plughost::process::child_main(
+        let code = plughost::process_child_main(
             library,
             name,
             *parent,

@@ -15,6 +15,7 @@
 mod c;
 mod elf;
 mod fatal;
+pub(crate) mod process;
 mod rust;
 
 use crate::bus::Bus;
