@@ -224,17 +224,6 @@ pub enum Restart {
     Always,
 }
 
-impl PluginConfig {
-    /// What must hold of this plugin's library file before it is loaded.
-    pub fn trust(&self) -> crate::library::Trust {
-        crate::library::Trust {
-            sha256: self.sha256.clone(),
-            allow_insecure_permissions: self.allow_insecure_permissions,
-            thread_isolation: self.isolation == Isolation::Thread,
-        }
-    }
-}
-
 impl Config {
     /// Read and validate a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -1273,10 +1262,10 @@ enabled = false
             pin.to_uppercase()
         ))
         .unwrap();
-        let a = config.plugins[0].trust();
+        let a = crate::library::Trust::of(&config.plugins[0]);
         assert_eq!(a.sha256.as_deref(), Some(pin.as_str()));
         assert!(!a.allow_insecure_permissions && a.thread_isolation);
-        let b = config.plugins[1].trust();
+        let b = crate::library::Trust::of(&config.plugins[1]);
         assert_eq!(b.sha256, None);
         assert!(b.allow_insecure_permissions && !b.thread_isolation);
     }

@@ -15,7 +15,6 @@ use crate::bus::Bus;
 use crate::config::Config;
 use crate::config::Isolation;
 use crate::instance::{Control, Counts, Probe, ProbeAnswer, Reply, Slot, State};
-use crate::library::process;
 use crate::library::{self, LoadError};
 use crate::supervisor::{Start, WorkerHandle, announce_stopped};
 use crossbeam_channel::{RecvTimeoutError, Sender};
@@ -250,7 +249,7 @@ impl Host {
             }
             let load = || {
                 let path = library::resolve(&plugin.library, &config.host.plugin_dirs, &base)?;
-                library::open(&path, &plugin.trust())
+                library::open(&path, &library::Trust::of(plugin))
             };
             let library = load().map_err(|cause| StartError::Load {
                 name: plugin.name.clone(),
@@ -375,7 +374,7 @@ impl Host {
                 });
                 host.inner.bus.publish_host("plughost.plugin.stuck", payload);
                 if settings.isolation == Isolation::Process {
-                    process::kill(&slot);
+                    slot.child.kill();
                 }
             }
         });
@@ -840,7 +839,7 @@ fn await_all<T>(
     let overdue: Vec<usize> = (0..waits.len()).filter(|&i| answers[i].is_none()).collect();
     for &i in &overdue {
         if in_process(waits[i].0) {
-            process::kill(&waits[i].0.slot);
+            waits[i].0.slot.child.kill();
         }
     }
     let killed = Instant::now() + KILL_WAIT;

@@ -140,7 +140,7 @@ fn ended(status: Option<ExitStatus>) -> String {
     let how = match status.map(|s| (s.code(), s.signal())) {
         Some((_, Some(signal))) => format!(
             "crashed while it was being loaded (killed by {})",
-            crate::library::process::signal_name(signal)
+            crate::library::signal::name(signal)
         ),
         Some((Some(code), _)) => format!(
             "ended the process that loaded it (exit status {code}) before it could be inspected"

@@ -301,7 +301,7 @@ pub(crate) struct Slot {
     /// The `busy_since` the watchdog last reported as stuck.
     pub stuck_at: AtomicU64,
     /// The pid of the instance's process, for process isolation (0: none).
-    pub child_pid: std::sync::atomic::AtomicI32,
+    pub child: Arc<crate::library::process::ChildPid>,
     /// Removed from the config by a reload: no longer listed or routed to.
     pub retired: AtomicBool,
     /// The HTTP routes its plugin serves (as its instance declared them).
@@ -358,7 +358,7 @@ impl Slot {
             restarts: predecessor.map_or_else(Arc::default, |p| p.restarts.clone()),
             abandoned_threads: AtomicU64::new(0),
             stuck_at: AtomicU64::new(0),
-            child_pid: std::sync::atomic::AtomicI32::new(0),
+            child: Arc::default(),
             retired: AtomicBool::new(false),
             routes: Mutex::new(Vec::new()),
             waiting_on: AtomicUsize::new(0),
@@ -751,7 +751,7 @@ fn give_up(slot: &Slot, thread: std::thread::JoinHandle<()>) -> String {
     match slot.settings().isolation {
         crate::config::Isolation::Process => {
             // Its thread sees the child die, and ends.
-            crate::library::process::kill(slot);
+            slot.child.kill();
             "its process was killed".to_owned()
         }
         crate::config::Isolation::Thread => {

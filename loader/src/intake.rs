@@ -96,6 +96,10 @@ pub enum PublishError {
         /// The topic.
         topic: String,
     },
+    /// The host cannot be reached: a plugin in its own process whose host
+    /// is gone (the reason is the socket's).
+    #[error("the host is gone: {0}")]
+    HostGone(String),
     /// The payload is larger than `[host] max_event_bytes`.
     #[error("the event is {bytes} bytes, more than max_event_bytes ({limit})")]
     TooLarge {
@@ -110,7 +114,7 @@ impl PublishError {
     /// The reason it is counted under, if it is a refusal (not a shutdown).
     pub(crate) fn reason(&self) -> Option<Reason> {
         match self {
-            PublishError::ShuttingDown => None,
+            PublishError::ShuttingDown | PublishError::HostGone(_) => None,
             PublishError::Topic(_) => Some(Reason::InvalidTopic),
             PublishError::Reserved { .. } => Some(Reason::ReservedTopic),
             PublishError::TooLarge { .. } => Some(Reason::TooLarge),

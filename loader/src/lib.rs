@@ -33,7 +33,6 @@ pub use intake::{Entry, PublishError, Refused};
 pub use library::{Language, LoadError, Support, Trust, platform_file_name, resolve};
 pub use supervisor::ReloadReport;
 
-use plughost_api::LogLevel;
 use std::path::Path;
 
 /// What `plughost check` and `plughost discover` say about a library.
@@ -107,20 +106,4 @@ pub use library::process::child_main as process_child_main;
 #[doc(hidden)]
 pub fn inspect_child_main(library: &Path, parent: u32, trust: &Trust, check_config: bool) -> i32 {
     inspect::child_main(library, parent, trust, check_config)
-}
-
-/// Route a plugin's log line into `tracing`, tagged with its instance name,
-/// cut to [`text::MAX_MESSAGE_BYTES`] (with a marker) in either isolation mode.
-pub(crate) fn plugin_log(name: &str, level: LogLevel, message: &str) {
-    const TARGET: &str = "plughost::plugin";
-    let message = text::cut(message);
-    // A newline in a plugin's message must not forge a line of the host's.
-    let message = text::Escaped(&message);
-    match level {
-        LogLevel::Error => tracing::error!(target: TARGET, plugin = name, "{message}"),
-        LogLevel::Warn => tracing::warn!(target: TARGET, plugin = name, "{message}"),
-        LogLevel::Info => tracing::info!(target: TARGET, plugin = name, "{message}"),
-        LogLevel::Debug => tracing::debug!(target: TARGET, plugin = name, "{message}"),
-        LogLevel::Trace => tracing::trace!(target: TARGET, plugin = name, "{message}"),
-    }
 }

@@ -734,7 +734,12 @@ fn check(config_path: &Path, time_limit: Duration) -> anyhow::Result<ExitCode> {
         }
         let inspected = plughost::resolve(&plugin.library, &config.host.plugin_dirs, &base)
             .and_then(|path| {
-                plughost::check_config(&path, &plugin.trust(), &plugin.config, time_limit)
+                plughost::check_config(
+                    &path,
+                    &plughost::Trust::of(plugin),
+                    &plugin.config,
+                    time_limit,
+                )
             });
         let name = Escaped(&plugin.name);
         match inspected {

@@ -13,8 +13,9 @@ use crate::bus::Bus;
 use crate::config::{Config, Isolation, PluginConfig};
 use crate::host::{Host, StartError};
 use crate::instance::{Control, Factory, Init, Reply, Slot, State, Supervision, Worker, incarnate};
+use crate::intake::{PublishError, Publisher, Reason};
 use crate::library::process;
-use crate::library::{self, HostLink, Library};
+use crate::library::{self, Library, PluginHost, plugin_log};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use plughost_api::{HttpRequest, HttpResponse};
 use std::sync::Arc;
@@ -164,35 +165,124 @@ fn factory(
         control.clone(),
         Arc::downgrade(&host.inner),
     );
-    let (isolation, trust, config_json) =
-        (plugin.isolation, plugin.trust(), plugin.config.to_string());
+    let (isolation, trust, config_json) = (
+        plugin.isolation,
+        library::Trust::of(plugin),
+        plugin.config.to_string(),
+    );
     let limits = process::frame::Limits {
         max_event_bytes: host.config().host.max_event_bytes,
     };
-    Arc::new(move || match isolation {
-        Isolation::Thread => {
-            let link = HostLink {
-                slot: slot.clone(),
-                bus: bus.clone(),
-                host: weak.clone(),
-            };
-            library.create(&config_json, Arc::new(link))
+    Arc::new(move || {
+        let local = Arc::new(LocalHost {
+            slot: slot.clone(),
+            bus: bus.clone(),
+            host: weak.clone(),
+        });
+        match isolation {
+            Isolation::Thread => library.create(&config_json, local),
+            Isolation::Process => {
+                let child = slot.child.clone();
+                let (control, slot) = (control.clone(), slot.clone());
+                // The child's end, however it comes: a failure for the
+                // restart policy, unless the instance was replaced since.
+                let died = Box::new(move |pid, failure| {
+                    if control.send(Control::Died { pid, failure }).is_ok() {
+                        slot.control_pending.store(true, Ordering::Release);
+                    }
+                });
+                process::spawn(&library, &trust, &config_json, local, child, died, limits)
+            }
         }
-        Isolation::Process => process::spawn(
-            &library,
-            &trust,
-            &config_json,
-            HostLink {
-                slot: slot.clone(),
-                bus: bus.clone(),
-                host: weak.clone(),
-            },
-            control.clone(),
-            limits,
-        ),
     })
 }
 
+/// How long a plugin's `call` waits for a command about another instance.
+const CALL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The host itself, as its plugin instances see it (a thread instance, and
+/// the host's side of a process instance): publishes go on the bus from the
+/// instance's slot, logs to the host's log, calls and casts to the host's
+/// commands.
+struct LocalHost {
+    slot: Arc<Slot>,
+    bus: Arc<Bus>,
+    /// For `call` / `cast`: the host, unless it is gone.
+    host: std::sync::Weak<crate::host::Inner>,
+}
+
+impl PluginHost for LocalHost {
+    fn instance_name(&self) -> &str {
+        &self.slot.name
+    }
+
+    fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), PublishError> {
+        self.bus
+            .publish(&self.slot, topic, payload.into())
+            .map(|_| ())
+    }
+
+    fn log(&self, level: plughost_api::LogLevel, message: &str) {
+        plugin_log(&self.slot.name, level, message);
+    }
+
+    fn refused(&self, reason: Reason, message: &str) {
+        self.bus.refusals.count_reason(Publisher::Plugin, reason);
+        self.log(
+            plughost_api::LogLevel::Warn,
+            &format!("publish refused: {message}"),
+        );
+    }
+
+    /// Commands run on a thread of their own, never on the caller's: one
+    /// about the caller itself (or a reload) is accepted at once and runs
+    /// after the call returns; others are waited for, up to `CALL_WAIT`.
+    fn call(&self, request: &str) -> Result<String, String> {
+        let host = self
+            .host
+            .upgrade()
+            .map(|inner| crate::host::Host { inner })
+            .ok_or("the host is shutting down")?;
+        let command = crate::control::parse(request.as_bytes())?;
+        let about_myself = command.changes() == Some(&*self.slot.name)
+            || matches!(command, crate::control::Command::Reload(_));
+        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+        let caller = crate::control::Caller::Plugin(self.slot.name.clone());
+        std::thread::Builder::new()
+            .name(format!("plughost:{}:call", self.slot.name))
+            .spawn(move || {
+                let _ = reply_tx.send(crate::control::run(&host, &caller, command));
+            })
+            .map_err(|e| format!("cannot run the command: {e}"))?;
+        if about_myself {
+            return Ok(serde_json::json!({"ok": true, "result": "accepted"}).to_string());
+        }
+        match reply_rx.recv_timeout(CALL_WAIT) {
+            Ok(answer) => Ok(answer.to_string()),
+            Err(_) => Err(format!(
+                "the command still runs after {CALL_WAIT:?}; not waiting for it"
+            )),
+        }
+    }
+
+    fn cast(&self, request: &str) {
+        let Some(host) = self.host.upgrade().map(|inner| crate::host::Host { inner }) else {
+            return;
+        };
+        let request = request.to_owned();
+        let name = self.slot.name.clone();
+        let _ = std::thread::Builder::new()
+            .name(format!("plughost:{name}:cast"))
+            .spawn(move || {
+                let caller = crate::control::Caller::Plugin(name.clone());
+                let answer = crate::control::answer(&host, &caller, request.as_bytes());
+                if answer["ok"] != true {
+                    let error = answer["error"].as_str().unwrap_or_default();
+                    tracing::warn!(plugin = %name, "cast {} failed: {}", crate::text::Escaped(&request), crate::text::Escaped(error));
+                }
+            });
+    }
+}
 impl Host {
     /// A slot for `plugin`, at the end of the bus's list, not yet attached.
     /// It carries on the totals of the last slot of the same name, if a
@@ -473,7 +563,7 @@ impl Host {
         let mut problems = Vec::new();
         for plugin in new.plugins.iter().filter(|p| p.enabled) {
             let opened = library::resolve(&plugin.library, &new.host.plugin_dirs, &base)
-                .and_then(|path| library::open(&path, &plugin.trust()));
+                .and_then(|path| library::open(&path, &library::Trust::of(plugin)));
             match opened {
                 Ok(library) => libraries.push((plugin.clone(), library)),
                 Err(e) => problems.push(format!("plugin `{}`: {e}", plugin.name)),

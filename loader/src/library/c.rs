@@ -1,10 +1,10 @@
 //! C plugins: the descriptor behind `plughost_plugin_entry`, checked for its
 //! ABI version and size, and the adapter that calls its function pointers.
-//! The host table handed to C points at the instance's `SharedHost`; its functions catch
+//! The host table handed to C points at the instance's `Arc<dyn PluginHost>`; its functions catch
 //! every panic, since unwinding into C is undefined behaviour.
 
 use super::fatal::Culprit;
-use super::{LoadError, SharedHost};
+use super::{LoadError, PluginHost};
 use crate::event::EventView;
 use crate::instance::{CallFailure, Instance};
 use plughost_api::{
@@ -136,12 +136,12 @@ impl CLibrary {
     pub(crate) fn create(
         &self,
         config_json: &str,
-        host: SharedHost,
+        host: Arc<dyn PluginHost>,
         culprit: Arc<Culprit>,
     ) -> Result<Box<dyn Instance>, CallFailure> {
         let name = CString::new(host.instance_name())
             .map_err(|_| CallFailure::Error("instance name holds a NUL".into()))?;
-        let link: Box<SharedHost> = Box::new(host);
+        let link: Box<Arc<dyn PluginHost>> = Box::new(host);
         let table = Box::new(plughost_host {
             size: std::mem::size_of::<plughost_host>() as u32,
             instance_name: name.as_ptr(),
@@ -204,13 +204,13 @@ struct CInstance {
     culprit: Arc<Culprit>,
     error: Box<[c_char]>,
     _table: Box<plughost_host>,
-    _link: Box<SharedHost>,
+    _link: Box<Arc<dyn PluginHost>>,
     _name: CString,
 }
 
 // SAFETY: the C instance is used only by the thread that owns this value, one
 // call at a time, as the header promises plugins; the host table it points
-// at is immutable and its SharedHost is Sync.
+// at is immutable and its Arc<dyn PluginHost> is Sync.
 unsafe impl Send for CInstance {}
 
 impl CInstance {
@@ -436,13 +436,13 @@ unsafe fn bytes<'a>(ptr: *const u8, len: usize) -> Option<&'a [u8]> {
     }
 }
 
-/// The `SharedHost` behind a host table's `ctx`.
+/// The `Arc<dyn PluginHost>` behind a host table's `ctx`.
 ///
 /// # Safety
 /// `ctx` must be the `ctx` of a live host table made by `CLibrary::create`.
-unsafe fn link<'a>(ctx: *mut c_void) -> Option<&'a SharedHost> {
-    // SAFETY: per the caller, a pointer to a boxed SharedHost that outlives the instance.
-    unsafe { ctx.cast::<SharedHost>().as_ref() }
+unsafe fn link<'a>(ctx: *mut c_void) -> Option<&'a Arc<dyn PluginHost>> {
+    // SAFETY: per the caller, a pointer to a boxed Arc<dyn PluginHost> that outlives the instance.
+    unsafe { ctx.cast::<Arc<dyn PluginHost>>().as_ref() }
 }
 
 unsafe extern "C" fn host_publish(
@@ -462,13 +462,7 @@ unsafe extern "C" fn host_publish(
             )
         };
         let topic = std::str::from_utf8(topic).ok()?;
-        match link.publish(topic, payload) {
-            Ok(()) => Some(()),
-            Err(e) => {
-                link.log(LogLevel::Warn, &format!("publish refused: {e}"));
-                None
-            }
-        }
+        link.publish_or_log(topic, payload).then_some(())
     };
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(publish)) {
         Ok(Some(())) => PLUGHOST_OK,

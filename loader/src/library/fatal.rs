@@ -27,19 +27,6 @@ const FATAL: [libc::c_int; 7] = [
     libc::SIGTRAP,
 ];
 
-fn signal_name(signal: libc::c_int) -> &'static [u8] {
-    match signal {
-        libc::SIGSEGV => b"SIGSEGV",
-        libc::SIGBUS => b"SIGBUS",
-        libc::SIGILL => b"SIGILL",
-        libc::SIGFPE => b"SIGFPE",
-        libc::SIGABRT => b"SIGABRT",
-        libc::SIGSYS => b"SIGSYS",
-        libc::SIGTRAP => b"SIGTRAP",
-        _ => b"a fatal signal",
-    }
-}
-
 /// Who an instance is, formatted once, when it is created: `plugin `NAME`
 /// (library PATH)`, with control characters escaped.
 pub(crate) struct Culprit {
@@ -232,7 +219,7 @@ extern "C" fn on_fatal_signal(
         // on this thread (the guard that set it is on this thread's stack).
         line.push(unsafe { &(*current.culprit).who });
         line.push(b" crashed with ");
-        line.push(signal_name(signal));
+        line.push(super::signal::known(signal).map_or(b"a fatal signal".as_slice(), str::as_bytes));
         if current.topic.is_null() {
             line.push(b" in its `");
             line.push(current.call.as_bytes());

@@ -4,7 +4,7 @@
 //! which caches the first module of a type for the whole process.
 
 use super::fatal::Culprit;
-use super::{LoadError, SharedHost};
+use super::{LoadError, PluginHost};
 use crate::event::EventView;
 use crate::instance::{CallFailure, Instance};
 use abi_stable::library::{LibraryError, lib_header_from_path};
@@ -76,10 +76,10 @@ impl RustLibrary {
     pub(crate) fn create(
         &self,
         config_json: &str,
-        host: SharedHost,
+        host: Arc<dyn PluginHost>,
         culprit: Arc<Culprit>,
     ) -> Result<Box<dyn Instance>, CallFailure> {
-        let host = HostHandle::new(Arc::new(Link(host)));
+        let host = HostHandle::new(Arc::new(AbiHost(host)));
         let created = {
             let _calling = culprit.calling("create");
             (self.module.create())(RStr::from_str(config_json), host)
@@ -241,16 +241,17 @@ impl Instance for RustInstance {
     }
 }
 
-/// The plugin's `Context` calls land here.
-struct Link(SharedHost);
+/// The plugin host, handed to a Rust plugin as the ABI's host functions:
+/// its `Context` calls land here.
+struct AbiHost(Arc<dyn PluginHost>);
 
-impl HostFunctions for Link {
+impl HostFunctions for AbiHost {
     fn instance_name(&self) -> &str {
         self.0.instance_name()
     }
 
     fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), String> {
-        self.0.publish(topic, payload)
+        self.0.publish(topic, payload).map_err(|e| e.to_string())
     }
 
     fn log(&self, level: LogLevel, message: &str) {

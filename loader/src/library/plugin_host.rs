@@ -1,0 +1,69 @@
+//! The host as a plugin instance sees it, whatever the plugin's language or
+//! isolation: what its context (Rust) or host table (C) calls land on. The
+//! library only calls it; the host hands each instance one at its creation.
+//! In the host's process that is the host itself (`supervisor`'s
+//! `LocalHost`); in a plugin's own process, a `RemoteHost` that forwards
+//! over the socket (`process::child`).
+//!
+//! Every method may be called from any of the plugin's threads, not only
+//! the instance's own: each is safe there, or refuses cleanly.
+
+use crate::intake::{PublishError, Reason};
+use crate::text;
+use plughost_api::LogLevel;
+
+/// What a plugin instance can ask of the host.
+pub(crate) trait PluginHost: Send + Sync {
+    /// The instance's name (`[[plugin]] name`).
+    fn instance_name(&self) -> &str;
+
+    /// Publish an event with the instance's name as its source.
+    fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), PublishError>;
+
+    /// A line for the host's log, tagged with the instance's name.
+    fn log(&self, level: LogLevel, message: &str);
+
+    /// Run a host command (a JSON request, as `plughost ctl` sends it) and
+    /// return the host's JSON answer; the error is the text the plugin is
+    /// given (the shape of the plugin ABI's `call`).
+    fn call(&self, request: &str) -> Result<String, String>;
+
+    /// Run a host command without waiting for its answer.
+    fn cast(&self, request: &str);
+
+    /// A publish the plugin's own process refused before it reached the
+    /// host (it checks the same limits): counted and logged where the host
+    /// counts its own refusals. Only the host's side is told.
+    fn refused(&self, reason: Reason, message: &str) {
+        let _ = reason;
+        self.log(LogLevel::Warn, &format!("publish refused: {message}"));
+    }
+
+    /// [`PluginHost::publish`], saying why in the log when it is refused
+    /// (a plugin may drop the error on the floor); whether it was published.
+    fn publish_or_log(&self, topic: &str, payload: &[u8]) -> bool {
+        match self.publish(topic, payload) {
+            Ok(()) => true,
+            Err(error) => {
+                self.log(LogLevel::Warn, &format!("publish refused: {error}"));
+                false
+            }
+        }
+    }
+}
+
+/// Route a plugin's log line into `tracing`, tagged with its instance name,
+/// cut to [`text::MAX_MESSAGE_BYTES`] (with a marker) in either isolation mode.
+pub(crate) fn plugin_log(name: &str, level: LogLevel, message: &str) {
+    const TARGET: &str = "plughost::plugin";
+    let message = text::cut(message);
+    // A newline in a plugin's message must not forge a line of the host's.
+    let message = text::Escaped(&message);
+    match level {
+        LogLevel::Error => tracing::error!(target: TARGET, plugin = name, "{message}"),
+        LogLevel::Warn => tracing::warn!(target: TARGET, plugin = name, "{message}"),
+        LogLevel::Info => tracing::info!(target: TARGET, plugin = name, "{message}"),
+        LogLevel::Debug => tracing::debug!(target: TARGET, plugin = name, "{message}"),
+        LogLevel::Trace => tracing::trace!(target: TARGET, plugin = name, "{message}"),
+    }
+}
