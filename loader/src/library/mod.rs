@@ -16,6 +16,7 @@ mod c;
 mod elf;
 mod error;
 mod fatal;
+pub(crate) mod inspect;
 mod load;
 mod plugin_host;
 pub(crate) mod process;

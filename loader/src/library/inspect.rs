@@ -6,13 +6,74 @@
 //! __inspect`), under a time limit: a constructor or entry point that
 //! crashes, exits or hangs ends only that child, and is reported as such.
 
-use crate::library::{self, Language, LoadError, Support, Trust};
-use crate::{ConfigCheck, LibraryInfo};
+use super::{Language, LoadError, Support, Trust};
 use std::io::{BufRead, Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+/// What `plughost check` and `plughost discover` say about a library.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LibraryInfo {
+    /// The file.
+    pub path: std::path::PathBuf,
+    /// Plugin name, as the library declares it.
+    pub name: String,
+    /// Plugin version.
+    pub version: String,
+    /// Language.
+    pub language: Language,
+    /// The ABI it was built against.
+    pub abi: String,
+    /// How much of it this host can use.
+    pub support: Support,
+    /// Built with `panic = "abort"`: it runs only with `isolation = "process"`.
+    pub panic_abort: bool,
+}
+
+/// How long `plughost check` and `plughost discover` give one library to
+/// load in its inspection process, unless told otherwise.
+pub const INSPECT_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Check that the library at `path` is a plugin this host can run, without
+/// running any of it in this process: what the file alone tells is checked
+/// here (a file that is not a plugin never runs), then the library is loaded
+/// in a child process that may take at most `time_limit`. A library whose
+/// initialisers or entry point crash, exit or hang is refused, saying so.
+pub fn inspect(
+    path: &Path,
+    trust: &Trust,
+    time_limit: std::time::Duration,
+) -> Result<LibraryInfo, LoadError> {
+    inspect_in_child(path, trust, None, time_limit).map(|(info, _)| info)
+}
+
+/// What a library says about an instance's `[plugin.config]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigCheck {
+    /// The plugin accepts it.
+    Valid,
+    /// The plugin refuses it, with its reason.
+    Invalid(String),
+    /// The library cannot check a config without running the plugin (C
+    /// plugins, and Rust plugins built before plugins could).
+    Unchecked,
+}
+
+/// [`inspect`] the library at `path`, and have the plugin check `config`
+/// (an instance's `[plugin.config]` as JSON) the way it would read it at
+/// start, without creating an instance; in the same child process.
+pub fn check_config(
+    path: &Path,
+    trust: &Trust,
+    config: &serde_json::Value,
+    time_limit: std::time::Duration,
+) -> Result<(LibraryInfo, ConfigCheck), LoadError> {
+    let (info, checked) = inspect_in_child(path, trust, Some(config), time_limit)?;
+    Ok((info, checked.unwrap_or(ConfigCheck::Unchecked)))
+}
 
 /// What the inspecting child answers, as one JSON line.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -44,18 +105,18 @@ const ANSWER_MAX_BYTES: u64 = 1024 * 1024;
 
 /// Inspect the library at `path` (and have it check `config`, when given)
 /// in a child process that may take at most `time_limit`.
-pub(crate) fn inspect(
+fn inspect_in_child(
     path: &Path,
     trust: &Trust,
     config: Option<&serde_json::Value>,
     time_limit: Duration,
 ) -> Result<(LibraryInfo, Option<ConfigCheck>), LoadError> {
-    let panic_abort = library::vet(path, trust)?.panic_abort();
+    let panic_abort = super::vet(path, trust)?.panic_abort();
     let unusable = |reason: String| LoadError::Unusable {
         path: path.to_owned(),
         reason,
     };
-    let exe = crate::library::process::child_executable()
+    let exe = super::process::child_executable()
         .map_err(|e| unusable(format!("cannot inspect it: {e}")))?;
     let mut command = Command::new(exe);
     command
@@ -140,7 +201,7 @@ fn ended(status: Option<ExitStatus>) -> String {
     let how = match status.map(|s| (s.code(), s.signal())) {
         Some((_, Some(signal))) => format!(
             "crashed while it was being loaded (killed by {})",
-            crate::library::signal::name(signal)
+            super::signal::name(signal)
         ),
         Some((Some(code), _)) => format!(
             "ended the process that loaded it (exit status {code}) before it could be inspected"
@@ -203,7 +264,7 @@ pub fn child_main(path: &Path, parent: u32, trust: &Trust, check_config: bool) -
     if check_config && std::io::stdin().read_to_string(&mut config).is_err() {
         return 1;
     }
-    let answer = match library::open(path, trust) {
+    let answer = match super::open(path, trust) {
         Err(LoadError::Unusable { reason, .. }) => Answer::Unusable(reason),
         Err(other) => Answer::Unusable(other.to_string()),
         Ok(library) => Answer::Usable {
