@@ -15,8 +15,8 @@
 
 use crate::config::Overflow;
 use crate::event::{Event, Name, now_ms};
-use crate::instance::Slot;
 use crate::intake::{PublishError, Publisher, Refusals};
+use crate::mailbox::Slot;
 use crate::text::Escaped;
 use crossbeam_channel::{SendTimeoutError, TrySendError};
 use crossbeam_utils::CachePadded;
@@ -580,10 +580,11 @@ mod properties {
     use super::*;
     use crate::config::{Config, PluginConfig};
     use crate::event::EventView;
-    use crate::instance::{
-        CallFailure, Control, Factory, Init, Instance, State, Supervision, Worker, incarnate,
-    };
+    use crate::instance::{CallFailure, Instance};
     use crate::intake::Entry;
+    use crate::mailbox::State;
+    use crate::supervisor::policy::Supervision;
+    use crate::worker::{Control, Factory, Init, Worker, incarnate};
     use plughost_api::{Health, JobReport, Readiness};
     use proptest::prelude::*;
     use std::sync::Mutex;

@@ -14,9 +14,11 @@
 use crate::bus::Bus;
 use crate::config::Config;
 use crate::config::Isolation;
-use crate::instance::{Control, Counts, Probe, ProbeAnswer, Reply, Slot, State};
 use crate::library::{self, LoadError};
-use crate::supervisor::{Start, WorkerHandle, announce_stopped};
+use crate::mailbox::{Counts, Slot, State};
+use crate::observe::lifecycle::{self, Lifecycle};
+use crate::supervisor::{Start, WorkerHandle};
+use crate::worker::{Control, Probe, ProbeAnswer, Reply};
 use crossbeam_channel::{RecvTimeoutError, Sender};
 use plughost_api::JobReport;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -366,13 +368,8 @@ impl Host {
                     continue;
                 }
                 tracing::error!(plugin = %slot.name, "stuck: a handler has run for {running:?} (handler_timeout {limit:?})");
-                let payload = serde_json::json!({
-                    "name": &*slot.name,
-                    "library": settings.library,
-                    "running_ms": running.as_millis() as u64,
-                    "handler_timeout_ms": limit.as_millis() as u64,
-                });
-                host.inner.bus.publish_host("plughost.plugin.stuck", payload);
+                let stuck = Lifecycle::Stuck { running, handler_timeout: limit };
+                lifecycle::publish(&host.inner.bus, &slot, stuck);
                 if settings.isolation == Isolation::Process {
                     slot.child.kill();
                 }
@@ -702,7 +699,7 @@ impl Host {
             let late = format!("did not finish its `stop` by shutdown_timeout + {STOP_GRACE:?}");
             stopped[left] = await_all(vec![wait], stops_deadline, &late).pop().flatten();
             if stopped[left] == Some(true) {
-                announce_stopped(bus, &live[left].slot);
+                lifecycle::stopped(bus, &live[left].slot);
             }
             idle = self.wait_idle(stops_deadline);
             if !idle {
@@ -732,7 +729,7 @@ impl Host {
             for (i, answer) in answers.into_iter().enumerate().rev() {
                 stopped[i] = answer;
                 if answer == Some(true) {
-                    announce_stopped(bus, &live[i].slot);
+                    lifecycle::stopped(bus, &live[i].slot);
                 }
             }
             if !self.wait_idle(until) {

@@ -16,9 +16,14 @@ mod instance;
 mod intake;
 mod library;
 pub mod listen;
+mod mailbox;
+mod observe;
 pub mod status;
 mod supervisor;
+#[cfg(test)]
+mod testing;
 mod text;
+mod worker;
 
 /// Foreign text (names, versions, messages from plugins) made safe to print.
 #[doc(hidden)]
@@ -27,10 +32,10 @@ pub use text::Escaped;
 pub use config::{Config, ConfigError};
 pub use event::Event;
 pub use host::{Host, InstanceReport, PluginHealth, PluginJob, PluginReadiness, StartError};
-pub use instance::{Counts, State};
 pub use intake::{Entry, PublishError, Refused};
 pub use library::inspect::{ConfigCheck, INSPECT_TIME_LIMIT, LibraryInfo, check_config, inspect};
 pub use library::{Language, LoadError, Support, Trust, platform_file_name, resolve};
+pub use mailbox::{Counts, State};
 pub use supervisor::ReloadReport;
 
 /// The hidden `plughost __child` command: serve one process-isolated

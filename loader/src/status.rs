@@ -8,7 +8,7 @@
 
 use crate::config::StatusConfig;
 use crate::host::Host;
-use crate::instance::{HANDLER_BUCKETS, State};
+use crate::mailbox::{HANDLER_BUCKETS, State};
 use crate::supervisor::RouteAnswer;
 use crate::text::Escaped;
 use axum::Router;
@@ -252,7 +252,7 @@ async fn metrics(Shared(state): Shared<Arc<StatusState>>) -> Response {
 }
 
 /// Picks one count out of an instance's counts.
-type CountOf = fn(&crate::instance::Counts) -> u64;
+type CountOf = fn(&crate::mailbox::Counts) -> u64;
 
 /// `ANY /plugins/NAME/...`: forwarded to that plugin's thread; 404 when it
 /// serves no such route, 503 at once when `route_max_pending` requests

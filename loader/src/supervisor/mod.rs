@@ -9,15 +9,20 @@
 //! wait there while the old instance handles what it had queued; then the
 //! new instance starts (see [`Host::swap_mailbox`]).
 
+pub(crate) mod policy;
+
 use crate::bus::Bus;
 use crate::config::{Config, Isolation, PluginConfig};
 use crate::host::{Host, StartError};
-use crate::instance::{Control, Factory, Init, Reply, Slot, State, Supervision, Worker, incarnate};
 use crate::intake::{PublishError, Publisher, Reason};
 use crate::library::process;
 use crate::library::{self, Library, PluginHost, plugin_log};
+use crate::mailbox::{Slot, State};
+use crate::observe::lifecycle;
+use crate::worker::{Control, Factory, Init, Reply, Worker, incarnate};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use plughost_api::{HttpRequest, HttpResponse};
+use policy::Supervision;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -98,17 +103,10 @@ impl Waiter {
     fn finish(self, bus: &Bus) -> Result<(), String> {
         self.wait()?;
         if self.slot.state() == State::Stopped {
-            announce_stopped(bus, &self.slot);
+            lifecycle::stopped(bus, &self.slot);
         }
         Ok(())
     }
-}
-
-/// Log and publish that the instance in `slot` stopped cleanly.
-pub(crate) fn announce_stopped(bus: &Bus, slot: &Slot) {
-    tracing::info!(plugin = %slot.name, "stopped");
-    let payload = serde_json::json!({"name": &*slot.name, "library": slot.library()});
-    bus.publish_host_except(slot, "plughost.plugin.stopped", payload);
 }
 
 /// Which start of an instance [`Host::launch`] runs.
@@ -366,13 +364,9 @@ impl Host {
         let failure = match incarnate(&slot, &make, plugin.start_timeout, cancelled) {
             Init::Ready { worker: to, thread } => {
                 slot.set_state(State::Running);
-                let lifecycle = serde_json::json!({"name": plugin.name, "library": slot.library()});
                 match start {
-                    Start::Reload => announce_restarted(&bus, &slot),
-                    Start::Initial { .. } | Start::Later => {
-                        tracing::info!(plugin = %plugin.name, library = %crate::text::Escaped(&slot.library()), "started");
-                        bus.publish_host("plughost.plugin.started", lifecycle);
-                    }
+                    Start::Reload => lifecycle::restarted(&bus, &slot),
+                    Start::Initial { .. } | Start::Later => lifecycle::started(&bus, &slot),
                 }
                 // Its thread waits for nothing else: it cannot be gone.
                 let _ = to.send(worker);
@@ -381,7 +375,8 @@ impl Host {
             }
             Init::Failed(failure) => failure,
             Init::NoThread(cause) => {
-                slot.fail(&bus, format!("cannot start its thread: {cause}"));
+                let reason = format!("cannot start its thread: {cause}");
+                lifecycle::failed(&bus, &slot, reason, State::Failed);
                 slot.drop_queued();
                 return (handle, Err(StartError::Spawn { name, cause }));
             }
@@ -399,7 +394,7 @@ impl Host {
             reason: reason.clone(),
         };
         if cancelled.is_some() && plugin.required {
-            slot.fail(&bus, format!("init {reason}"));
+            lifecycle::failed(&bus, &slot, format!("init {reason}"), State::Failed);
             slot.drop_queued();
             return (handle, Err(error));
         }
@@ -547,7 +542,7 @@ impl Host {
             .recv_timeout(patience)
             .map_err(|_| format!("`{}` did not restart within {patience:?}", slot.name))?;
         if outcome.is_ok() {
-            announce_restarted(&self.inner.bus, &slot);
+            lifecycle::restarted(&self.inner.bus, &slot);
         }
         outcome
     }
@@ -739,16 +734,6 @@ impl Host {
     pub fn reloads(&self) -> u64 {
         self.inner.reloads.load(Ordering::Acquire)
     }
-}
-
-/// Count a restart of the instance in `slot`, log and publish it.
-fn announce_restarted(bus: &Bus, slot: &Slot) {
-    let restarts = slot.restarts.fetch_add(1, Ordering::AcqRel) + 1;
-    tracing::info!(plugin = %slot.name, "restarted (restart {restarts})");
-    bus.publish_host(
-        "plughost.plugin.restarted",
-        serde_json::json!({"name": &*slot.name, "library": slot.library(), "restarts": restarts}),
-    );
 }
 
 /// Move what waits in `from`'s mailbox (its thread has ended) into `to`'s,
