@@ -755,6 +755,19 @@ mod properties {
             }
             let sent: u64 = publishers.iter().map(|&(count, _)| u64::from(count)).sum();
             for (instance, (overflow, capacity, _)) in running.iter().zip(&instances) {
+                // Stop once every event is finished, the restart of a panic
+                // included: a stop ordered while the instance waits out its
+                // restart backoff ends it without a restart, and what is
+                // queued is dropped (counted), which is another promise.
+                let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                while std::time::Instant::now() < deadline {
+                    let counts = instance.slot.counts();
+                    let finished = counts.processed + counts.failed + counts.dropped;
+                    if finished == counts.received && instance.slot.state() != State::Restarting {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
                 instance.control.send(Control::Stop { drain: true }).unwrap();
                 // The worker's end drops its `done` sender.
                 prop_assert!(instance.done.recv_timeout(Duration::from_secs(60)).is_err());
