@@ -1030,7 +1030,7 @@ mod tests {
     #[test]
     fn a_buffer_is_given_back_only_when_big_and_about_to_hold_a_small_frame() {
         let mut buffer = Vec::new();
-        let mut read = |len: usize, buffer: &mut Vec<u8>| {
+        let read = |len: usize, buffer: &mut Vec<u8>| {
             assert!(read_frame(&mut frame_of(len).as_slice(), buffer, usize::MAX).unwrap());
         };
         // Exactly 4 batches' worth: kept (only more than that is given back).
