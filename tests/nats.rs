@@ -823,8 +823,9 @@ fn an_importer_without_ticks_is_degraded_after_5s_of_waiting_imports() {
     let s = Scratch::new("nats-degraded");
     let server = NatsServer::start(&s);
     let mut raw = RawClient::connect(&server);
-    // The bridge's `init` runs after this: its imports cannot have waited
-    // longer than the time since.
+    plugin_dir();
+    // The bridge's `init` runs after this (and after the plugins are
+    // built): its imports cannot have waited longer than the time since.
     let started = Instant::now();
     let mut b = Host::start(
         &s,

@@ -4,7 +4,7 @@ use crate::event::EventView;
 use proptest::prelude::*;
 
 /// How many kinds of frame [`sample`] makes.
-const KINDS: usize = 25;
+const KINDS: usize = 26;
 /// How many strings, byte strings and numbers [`sample`] draws from.
 const POOL: usize = 6;
 
@@ -111,6 +111,7 @@ fn sample<'a>(kind: usize, s: &'a [String], b: &'a [Vec<u8>], n: &[u64]) -> Fram
         23 => Frame::TickDone {
             outcome: Outcome::Ok,
         },
+        24 => Frame::Exit,
         _ => Frame::Batch { events: vec![] },
     }
 }
@@ -231,7 +232,15 @@ proptest! {
             .collect();
         let mut out = Vec::new();
         prop_assert_eq!(encode_batch(&mut out, views.iter().copied(), usize::MAX), views.len());
-        prop_assert_eq!(decode(&out[4..]).unwrap(), Frame::Batch { events: views });
+        // What `event_bytes` counts is what the events take in the frame.
+        let counted: usize = views.iter().map(event_bytes).sum();
+        prop_assert_eq!(out.len(), 4 + 1 + 4 + counted);
+        let Ok(Frame::Batch { events: decoded }) = decode(&out[4..]) else {
+            return Err(TestCaseError::fail("a batch decodes as a batch"));
+        };
+        // Field by field, not only through `EventView`'s `==`.
+        let fields = |e: &EventView<'_>| (e.id, e.timestamp_ms, e.topic.to_owned(), e.source.to_owned(), e.payload.to_vec());
+        prop_assert_eq!(decoded.iter().map(fields).collect::<Vec<_>>(), views.iter().map(fields).collect::<Vec<_>>());
     }
 
     /// Packing a run of events into frames by size, as a process

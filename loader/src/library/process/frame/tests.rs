@@ -190,6 +190,177 @@ fn a_buffer_grown_for_a_big_frame_is_given_back() {
 }
 
 #[test]
+fn events_are_equal_only_when_every_field_is() {
+    let base = event_of(b"x");
+    assert_eq!(base, event_of(b"x"));
+    for other in [
+        EventView { id: 9, ..base },
+        EventView {
+            timestamp_ms: 9,
+            ..base
+        },
+        EventView {
+            topic: "other",
+            ..base
+        },
+        EventView {
+            source: "other",
+            ..base
+        },
+        EventView {
+            payload: b"y",
+            ..base
+        },
+    ] {
+        assert_ne!(base, other);
+    }
+}
+
+#[test]
+fn the_frame_limit_is_the_larger_of_the_event_limit_and_32_mib_plus_room_for_its_strings() {
+    let overhead = MAX_TOPIC_BYTES + u16::MAX as usize + 1024;
+    let limits = |max_event_bytes| Limits { max_event_bytes };
+    assert_eq!(limits(1).max_frame(), (32 << 20) + overhead);
+    assert_eq!(limits(32 << 20).max_frame(), (32 << 20) + overhead);
+    assert_eq!(limits(1 << 30).max_frame(), (1 << 30) + overhead);
+    // The largest event of all: the longest topic, source and payload.
+    let (topic, source) = ("t".repeat(MAX_TOPIC_BYTES), "s".repeat(u16::MAX as usize));
+    let payload = vec![0u8; 32 << 20];
+    let event = EventView {
+        topic: &topic,
+        source: &source,
+        ..event_of(&payload)
+    };
+    let mut out = Vec::new();
+    encode_batch(&mut out, std::iter::once(event), BATCH_BYTES);
+    assert!(out.len() - 4 <= limits(1).max_frame());
+}
+
+#[test]
+fn a_count_larger_than_the_frame_is_refused_before_anything_is_allocated() {
+    let count = |n: u32| n.to_le_bytes().to_vec();
+    // A batch of 1 event in 23 bytes (an event takes at least 24).
+    let mut batch = vec![BATCH];
+    batch.extend(count(1));
+    batch.extend([0u8; 23]);
+    assert_eq!(
+        decode(&batch),
+        Err(FrameError("event count larger than the frame"))
+    );
+    // 2 routes in 7 bytes (a route takes at least 4).
+    let mut routes = vec![ROUTES];
+    routes.extend(count(2));
+    routes.extend([0u8; 7]);
+    assert_eq!(
+        decode(&routes),
+        Err(FrameError("route count larger than the frame"))
+    );
+    // 2 errors in 15 bytes (an error takes at least 8).
+    let mut done = vec![BATCH_DONE];
+    done.extend(count(0));
+    done.extend(count(2));
+    done.extend([0u8; 15]);
+    assert_eq!(
+        decode(&done),
+        Err(FrameError("error count larger than the frame"))
+    );
+    // 2 headers in 15 bytes (a header takes at least 8).
+    let mut http = vec![HTTP];
+    for _ in 0..3 {
+        http.extend(count(0));
+    }
+    http.extend(count(2));
+    http.extend([0u8; 15]);
+    assert_eq!(
+        decode(&http),
+        Err(FrameError("header count larger than the frame"))
+    );
+}
+
+#[test]
+fn a_malformed_frame_says_so() {
+    assert_eq!(
+        decode(&[]).unwrap_err().to_string(),
+        "malformed frame: empty"
+    );
+}
+
+#[test]
+fn a_frame_of_exactly_the_limit_is_read() {
+    let mut stream = 3u32.to_le_bytes().to_vec();
+    stream.extend([STOP, 1, 2]);
+    let mut buffer = Vec::new();
+    assert!(read_frame(&mut stream.as_slice(), &mut buffer, 3).unwrap());
+    assert_eq!(buffer, [STOP, 1, 2]);
+}
+
+#[test]
+fn a_read_interrupted_by_a_signal_is_retried() {
+    /// One byte per read, each after an `Interrupted`.
+    struct Interrupted<'a>(&'a [u8], bool);
+    impl std::io::Read for Interrupted<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.1 = !self.1;
+            if self.1 {
+                return Err(std::io::ErrorKind::Interrupted.into());
+            }
+            let n = buf.len().min(1).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+    let mut stream = 1u32.to_le_bytes().to_vec();
+    stream.push(STOP);
+    let mut buffer = Vec::new();
+    let mut reader = Interrupted(&stream, false);
+    assert!(read_frame(&mut reader, &mut buffer, 10).unwrap());
+    assert_eq!(decode(&buffer), Ok(Frame::Stop));
+    assert!(!read_frame(&mut reader, &mut buffer, 10).unwrap());
+    // Any other error ends the read.
+    struct Broken;
+    impl std::io::Read for Broken {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            Err(std::io::ErrorKind::ConnectionReset.into())
+        }
+    }
+    assert!(matches!(
+        read_frame(&mut Broken, &mut buffer, 10),
+        Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset
+    ));
+}
+
+/// A frame of `len` bytes (a STOP followed by zeros) on a stream.
+fn frame_of(len: usize) -> Vec<u8> {
+    let mut frame = (len as u32).to_le_bytes().to_vec();
+    frame.push(STOP);
+    frame.resize(4 + len, 0);
+    frame
+}
+
+#[test]
+fn a_buffer_is_given_back_only_when_big_and_about_to_hold_a_small_frame() {
+    let mut buffer = Vec::new();
+    let read = |len: usize, buffer: &mut Vec<u8>| {
+        assert!(read_frame(&mut frame_of(len).as_slice(), buffer, usize::MAX).unwrap());
+    };
+    // Exactly 4 batches' worth: kept (only more than that is given back).
+    read(4 * BATCH_BYTES, &mut buffer);
+    let at_the_bound = buffer.capacity();
+    assert!(at_the_bound >= 4 * BATCH_BYTES);
+    read(1, &mut buffer);
+    assert_eq!(buffer.capacity(), at_the_bound);
+    // Bigger, then another big frame: kept for it.
+    read(8 << 20, &mut buffer);
+    let big = buffer.capacity();
+    read(2 << 20, &mut buffer);
+    assert_eq!(buffer.capacity(), big);
+    // Then a small one: given back.
+    read(1, &mut buffer);
+    assert!(buffer.capacity() <= BATCH_BYTES);
+}
+
+#[test]
 fn garbage_is_an_error_not_a_panic() {
     assert!(decode(&[]).is_err());
     assert!(decode(&[99]).is_err());
