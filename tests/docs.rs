@@ -65,6 +65,33 @@ fn source_of(reference: &str) -> Option<(PathBuf, String)> {
         .map(|file| (file, function.to_owned()))
 }
 
+/// The text of a module's file, and of its test-only submodules in files
+/// of their own (`#[cfg(test)] mod tests;` in `a/mod.rs` is `a/tests.rs`):
+/// a module's unit tests are named after the module either way.
+fn with_test_modules(file: &Path) -> String {
+    let mut text = std::fs::read_to_string(file).unwrap();
+    if file.file_name().is_some_and(|name| name == "mod.rs") {
+        let dir = file.parent().unwrap();
+        let declared: Vec<String> = text
+            .split("#[cfg(test)]")
+            .skip(1)
+            .filter_map(|after| {
+                let item = after.trim_start().strip_prefix("mod ")?;
+                let name = item.split(';').next()?.trim();
+                name.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    .then(|| name.to_owned())
+            })
+            .collect();
+        for name in declared {
+            if let Ok(more) = std::fs::read_to_string(dir.join(format!("{name}.rs"))) {
+                text.push_str(&more);
+            }
+        }
+    }
+    text
+}
+
 /// The cells of a table row (`\|` is a pipe inside a cell).
 fn cells(row: &str) -> Vec<String> {
     let mut cells = vec![String::new()];
@@ -157,7 +184,7 @@ fn every_rule_in_the_docs_names_tests_that_exist() {
                 ));
                 continue;
             };
-            let source = std::fs::read_to_string(&file).unwrap();
+            let source = with_test_modules(&file);
             if !source.contains(&format!("fn {function}(")) {
                 problems.push(format!(
                     "{document}:{line}: `{reference}`: no fn {function} in {}",
@@ -189,11 +216,14 @@ fn the_checker_finds_references_and_tells_a_missing_test() {
             .0
             .ends_with("loader/src/config.rs")
     );
+    let (frame, _) = source_of("plughost::library::process::frame::x").unwrap();
+    assert!(frame.ends_with("loader/src/library/process/frame/mod.rs"));
+    // Its tests are in a test-only submodule of their own.
+    assert!(with_test_modules(&frame).contains("fn every_frame_round_trips("));
     assert!(
-        source_of("plughost::process::frame::x")
+        !std::fs::read_to_string(&frame)
             .unwrap()
-            .0
-            .ends_with("loader/src/process/frame.rs")
+            .contains("fn every_frame_round_trips(")
     );
     assert!(
         source_of("config::x")
