@@ -1,200 +1,22 @@
-//! The control socket (`[host] control_socket`), and the commands it shares
-//! with plugins' `call` / `cast`. One JSON object per line each way:
+//! The control socket (`[host] control_socket`): it takes the commands of
+//! [`crate::command`], one JSON object per line each way:
 //! `{"cmd": "stop", "name": "audit"}` in, `{"ok": true, "result": ...}` or
 //! `{"ok": false, "error": "..."}` out. The socket is created mode 0600.
 
-use crate::event::Name;
+use crate::command::{self, Caller};
 use crate::host::Host;
-use crate::intake::{Entry, Publisher};
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::path::Path;
-use std::time::Duration;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-/// A command: what `plughost ctl` takes on its command line, and what the
-/// socket and plugins' `call` / `cast` take as JSON (`{"cmd": "stop",
-/// "name": "audit"}`). One declaration serves both, so they cannot drift.
-/// Each variant's fields are a struct that refuses unknown fields: on an
-/// internally tagged enum, serde's `deny_unknown_fields` reaches struct
-/// variants but not unit ones (tried: `{"cmd": "list", "name": "a"}` was a
-/// plain `list`), and a struct per variant is also what clap needs.
-#[derive(Debug, Clone, Serialize, Deserialize, clap::Subcommand)]
-#[serde(tag = "cmd", rename_all = "lowercase")]
-pub enum Command {
-    /// Every instance, its state and counts.
-    List(NoArgs),
-    /// One instance (or all) in detail, with health.
-    Status(StatusArgs),
-    /// Whether the host and its plugins are ready (exit 1 when not).
-    Ready(NoArgs),
-    /// Publish an event (source `ctl`; a plugin's call: its own name).
-    Publish(PublishArgs),
-    /// Start a stopped (or failed) instance.
-    Start(Instance),
-    /// Stop an instance after its queue.
-    Stop(Instance),
-    /// Restart an instance (fresh init, queue kept).
-    Restart(Instance),
-    /// Re-read the config file and apply the difference.
-    Reload(NoArgs),
-}
-
-/// A command without arguments.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, clap::Args)]
-#[serde(deny_unknown_fields)]
-pub struct NoArgs {}
-
-/// The arguments of `status`.
-#[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
-#[serde(deny_unknown_fields)]
-pub struct StatusArgs {
-    /// The instance; all when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-}
-
-/// The arguments of `publish`.
-#[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
-#[serde(deny_unknown_fields)]
-pub struct PublishArgs {
-    /// The topic.
-    pub topic: String,
-    /// The payload (its bytes, as given).
-    #[serde(default)]
-    pub payload: String,
-}
-
-/// The instance a command acts on.
-#[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
-#[serde(deny_unknown_fields)]
-pub struct Instance {
-    /// The instance.
-    pub name: String,
-}
-
-impl Command {
-    /// The instance this command starts, stops or restarts, if any.
-    pub(crate) fn changes(&self) -> Option<&str> {
-        match self {
-            Command::Start(i) | Command::Stop(i) | Command::Restart(i) => Some(&i.name),
-            _ => None,
-        }
-    }
-}
-
-/// Who sent a command: an operator on the control socket, or a plugin
-/// instance (by name) through `call` / `cast`. A `publish` carries it as
-/// the event's source.
-#[derive(Clone)]
-pub(crate) enum Caller {
-    Socket,
-    Plugin(Name),
-}
-
-/// How long health and readiness checks may take for `status` and `ready`.
-fn check_timeout(host: &Host) -> Duration {
-    host.config()
-        .status
-        .as_ref()
-        .map_or(Duration::from_secs(1), |s| s.check_timeout)
-}
+pub use crate::command::{
+    Command, CommandError, Instance, NoArgs, PublishArgs, RequestError, StatusArgs,
+};
 
 /// Carry out `command` (blocking) as the control socket does, and return
 /// its result.
-pub fn execute(host: &Host, command: Command) -> Result<Value, String> {
-    execute_for(host, &Caller::Socket, command)
-}
-
-/// Carry out `command` (blocking) for `caller`.
-fn execute_for(host: &Host, caller: &Caller, command: Command) -> Result<Value, String> {
-    match command {
-        Command::List(NoArgs {}) => Ok(json!(host.report())),
-        Command::Status(StatusArgs { name }) => {
-            let reports = host.report();
-            if let Some(name) = &name
-                && !reports.iter().any(|r| &r.name == name)
-            {
-                return Err(format!("no plugin instance named `{name}`"));
-            }
-            let health = host.health(check_timeout(host), name.as_deref());
-            let entries: Vec<Value> = reports
-                .into_iter()
-                .filter(|r| name.as_ref().is_none_or(|n| &r.name == n))
-                .map(|r| {
-                    let h = health.iter().find(|h| h.name == r.name);
-                    let mut entry = json!(r);
-                    entry["health"] = h.map_or(
-                        Value::Null,
-                        |h| json!({"status": h.status, "message": h.message}),
-                    );
-                    entry
-                })
-                .collect();
-            Ok(
-                json!({"reloads": host.reloads(), "shutting_down": host.is_shutting_down(), "plugins": entries}),
-            )
-        }
-        Command::Ready(NoArgs {}) => {
-            let readiness = host.readiness(check_timeout(host), None);
-            let ready = !host.is_shutting_down() && readiness.iter().all(|r| r.ready);
-            Ok(json!({"ready": ready, "plugins": readiness}))
-        }
-        Command::Publish(PublishArgs { topic, payload }) => {
-            let payload = payload.into_bytes().into_boxed_slice();
-            let id = match caller {
-                Caller::Socket => host.publish_from(Entry::Ctl, &topic, payload),
-                // As the plugin itself, from this thread (not the plugin's:
-                // it waits for the answer, or has gone on after a cast).
-                Caller::Plugin(name) => host.inner.bus.publish_from(
-                    Publisher::Plugin,
-                    None,
-                    name.clone(),
-                    &topic,
-                    payload,
-                ),
-            }
-            .map_err(|e| e.to_string())?;
-            Ok(json!({"id": id, "topic": topic}))
-        }
-        Command::Start(Instance { name }) => host
-            .start_instance(&name)
-            .map(|()| json!({"started": name})),
-        Command::Stop(Instance { name }) => {
-            host.stop_instance(&name).map(|()| json!({"stopped": name}))
-        }
-        Command::Restart(Instance { name }) => host
-            .restart_instance(&name)
-            .map(|()| json!({"restarted": name})),
-        Command::Reload(NoArgs {}) => host.reload().map(|report| json!(report)),
-    }
-}
-
-/// Parse one request: UTF-8 text holding one JSON command.
-pub(crate) fn parse(line: &[u8]) -> Result<Command, String> {
-    let text = std::str::from_utf8(line).map_err(|e| {
-        format!(
-            "bad request: not UTF-8 (invalid byte at offset {}); send one JSON object per line",
-            e.valid_up_to()
-        )
-    })?;
-    serde_json::from_str::<Command>(text).map_err(|e| format!("bad request: {e}"))
-}
-
-/// Parse one request line for `caller` and answer it.
-pub(crate) fn answer(host: &Host, caller: &Caller, line: &[u8]) -> Value {
-    match parse(line) {
-        Ok(command) => run(host, caller, command),
-        Err(error) => json!({"ok": false, "error": error}),
-    }
-}
-
-/// Carry out `command` for `caller` and wrap the outcome as an answer.
-pub(crate) fn run(host: &Host, caller: &Caller, command: Command) -> Value {
-    match execute_for(host, caller, command) {
-        Ok(result) => json!({"ok": true, "result": result}),
-        Err(error) => json!({"ok": false, "error": error}),
-    }
+pub fn execute(host: &Host, command: Command) -> Result<Value, CommandError> {
+    command::execute(&host.supervisor, &Caller::Socket, command)
 }
 
 /// What reading one request line gave.
@@ -276,9 +98,11 @@ pub async fn serve_connection(host: Host, stream: tokio::net::UnixStream) {
             Ok(Line::Whole) => {
                 let host = host.clone();
                 let request = std::mem::take(&mut line);
-                tokio::task::spawn_blocking(move || answer(&host, &Caller::Socket, &request))
-                    .await
-                    .unwrap_or_else(|_| json!({"ok": false, "error": "the command failed"}))
+                tokio::task::spawn_blocking(move || {
+                    command::answer(&host.supervisor, &Caller::Socket, &request)
+                })
+                .await
+                .unwrap_or_else(|_| json!({"ok": false, "error": "the command failed"}))
             }
         };
         let mut text = reply.to_string();
@@ -357,60 +181,6 @@ pub fn request(socket: &Path, command: &Value) -> Result<Value, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_command_refuses_fields_it_does_not_know() {
-        for line in [
-            r#"{"cmd": "list", "name": "a"}"#,
-            r#"{"cmd": "ready", "x": 1}"#,
-            r#"{"cmd": "reload", "force": true}"#,
-            r#"{"cmd": "status", "name": "a", "verbose": true}"#,
-            r#"{"cmd": "publish", "topic": "a", "payload": "", "source": "host"}"#,
-            r#"{"cmd": "stop", "nmae": "a"}"#,
-            r#"{"cmd": "start", "name": "a", "now": 1}"#,
-            r#"{"cmd": "restart", "name": "a", "x": null}"#,
-        ] {
-            let error = parse(line.as_bytes()).unwrap_err();
-            assert!(error.contains("unknown field"), "{line}: {error}");
-        }
-    }
-
-    #[test]
-    fn commands_read_and_write_the_documented_json() {
-        for line in [
-            r#"{"cmd":"list"}"#,
-            r#"{"cmd":"status"}"#,
-            r#"{"cmd":"status","name":"a"}"#,
-            r#"{"cmd":"ready"}"#,
-            r#"{"cmd":"publish","topic":"t","payload":"text"}"#,
-            r#"{"cmd":"start","name":"a"}"#,
-            r#"{"cmd":"stop","name":"a"}"#,
-            r#"{"cmd":"restart","name":"a"}"#,
-            r#"{"cmd":"reload"}"#,
-        ] {
-            let command = parse(line.as_bytes()).unwrap();
-            assert_eq!(serde_json::to_string(&command).unwrap(), line);
-        }
-        let publish = parse(br#"{"cmd":"publish","topic":"t"}"#).unwrap();
-        assert!(
-            matches!(publish, Command::Publish(PublishArgs { payload, .. }) if payload.is_empty())
-        );
-        assert!(parse(br#"{"cmd":"stop"}"#).unwrap_err().contains("name"));
-        assert!(
-            parse(br#"{"cmd":"explode"}"#)
-                .unwrap_err()
-                .contains("unknown variant")
-        );
-    }
-
-    #[test]
-    fn a_request_that_is_not_utf8_is_refused_with_where() {
-        let error = parse(b"{\"cmd\": \"li\xffst\"}").unwrap_err();
-        assert_eq!(
-            error,
-            "bad request: not UTF-8 (invalid byte at offset 11); send one JSON object per line"
-        );
-    }
 
     async fn lines(input: &'static [u8], max: usize) -> Vec<String> {
         let mut reader = LineReader {

@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 mod bus;
+mod command;
 pub mod config;
 pub mod control;
 mod event;
@@ -29,9 +30,13 @@ mod worker;
 #[doc(hidden)]
 pub use text::Escaped;
 
+pub use command::{CommandError, RequestError};
 pub use config::{Config, ConfigError};
 pub use event::Event;
-pub use host::{Host, InstanceReport, PluginHealth, PluginJob, PluginReadiness, StartError};
+pub use host::{
+    Host, InstanceError, InstanceReport, PluginHealth, PluginJob, PluginReadiness, ReloadError,
+    StartError,
+};
 pub use intake::{Entry, PublishError, Refused};
 pub use library::inspect::{ConfigCheck, INSPECT_TIME_LIMIT, LibraryInfo, check_config, inspect};
 pub use library::{Language, LoadError, Support, Trust, platform_file_name, resolve};

@@ -312,7 +312,7 @@ async fn plugin_route(
         );
     }
     // Checked before a lane is made: a lane exists only for a real instance.
-    if !state.host.serves(&name, &request.path) {
+    if !state.host.supervisor.serves(&name, &request.path) {
         return not_found();
     }
     let max = state.config.route_max_pending;
@@ -332,7 +332,7 @@ async fn plugin_route(
         drop(turn);
         let _ = reply_tx.send(answer);
     });
-    if !state.host.route(&name, request, reply) {
+    if !state.host.supervisor.route(&name, request, reply) {
         return not_found();
     }
     let answer = match tokio::time::timeout_at(deadline, reply_rx).await {
@@ -485,7 +485,7 @@ impl std::fmt::Debug for Host {
 
 impl prometheus_client::collector::Collector for Collector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let slots = self.host.slots();
+        let slots = self.host.supervisor.slots();
         let counters: [(&str, &str, CountOf); 4] = [
             (
                 "plughost_events_received",
@@ -555,7 +555,7 @@ impl prometheus_client::collector::Collector for Collector {
             None,
             MetricType::Counter,
         )?;
-        for refused in self.host.inner.bus.refusals.all() {
+        for refused in self.host.supervisor.bus.refusals.all() {
             ConstCounter::new(refused.count).encode(
                 metric.encode_family(&[("entry", refused.entry), ("reason", refused.reason)])?,
             )?;

@@ -1,4 +1,9 @@
 //! What the host tells about its instances, beside their events: lifecycle
-//! events (`plughost.plugin.*`).
+//! events (`plughost.plugin.*`, `lifecycle`), Lightbus state events
+//! (`state`), reports and the answers to health, readiness and job checks
+//! (`report`, `probe`).
 
 pub(crate) mod lifecycle;
+pub(crate) mod probe;
+pub(crate) mod report;
+pub(crate) mod state;

@@ -2,6 +2,7 @@
 //! next queued event, and how their answers travel back.
 
 use crate::instance::{CallFailure, Instance};
+use crate::supervisor::InstanceError;
 use crate::supervisor::policy::Supervision;
 use crossbeam_channel::Sender;
 use plughost_api::{Health, HttpRequest, HttpResponse, JobReport, Readiness};
@@ -34,7 +35,7 @@ pub(crate) enum Control {
     Replace {
         factory: Factory,
         supervision: Supervision,
-        reply: Sender<Result<(), String>>,
+        reply: Sender<Result<(), InstanceError>>,
     },
 }
 

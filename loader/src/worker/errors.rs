@@ -1,7 +1,6 @@
 //! Handler errors in the log: every one is counted (as `failed`), the first
 //! ones are logged, then one in a thousand, with how many were left out.
 
-use super::Worker;
 use crate::event::Event;
 use crate::text::Escaped;
 
@@ -50,12 +49,13 @@ impl ErrorLog {
     }
 }
 
-impl Worker {
-    pub(super) fn log_error(&mut self, event: &Event, message: &str) {
+impl ErrorLog {
+    /// Instance `name`'s handler failed on `event` with `message`.
+    pub(super) fn log(&mut self, name: &str, event: &Event, message: &str) {
         // Every error is counted; the log says the first ones, then one in
         // a thousand, and says how many it left out.
-        let note = self.errors.record();
-        let (name, topic, message) = (&self.slot.name, Escaped(event.topic()), Escaped(message));
+        let note = self.record();
+        let (topic, message) = (Escaped(event.topic()), Escaped(message));
         let id = event.id();
         match note {
             ErrorNote::Log => {
@@ -74,11 +74,11 @@ impl Worker {
     }
 
     /// Say how many handler errors went unlogged since the last one logged.
-    pub(super) fn flush_error_log(&mut self) {
-        let unlogged = std::mem::take(&mut self.errors.unlogged);
+    pub(super) fn flush(&mut self, name: &str) {
+        let unlogged = std::mem::take(&mut self.unlogged);
         if unlogged > 0 {
             tracing::warn!(
-                plugin = %self.slot.name,
+                plugin = %name,
                 "{unlogged} handler error(s) since the last one logged were not logged; {ERRORS_COUNTED}"
             );
         }

@@ -299,7 +299,7 @@ impl Worker {
             Ok(()) => bump(&consumer.processed),
             Err(CallFailure::Error(message)) => {
                 bump(&consumer.failed);
-                self.log_error(event, &message);
+                self.errors.log(&self.slot.name, event, &message);
             }
             Err(failure) => {
                 let failure = match failure {
@@ -350,7 +350,7 @@ impl Worker {
         let done = outcome.processed + outcome.errors.len() as u64;
         consumer.handler.record(started.elapsed(), done);
         for (index, message) in &outcome.errors {
-            self.log_error(&events[*index], message);
+            self.errors.log(&self.slot.name, &events[*index], message);
         }
         // The instance is failed (or restarting) before the batch's events
         // count as finished: whoever sees every event finished and no

@@ -6,6 +6,7 @@ use super::control::{Control, Probe, ProbeAnswer};
 use super::{Init, Next, Worker, incarnate, watched};
 use crate::instance::CallFailure;
 use crate::mailbox::State;
+use crate::supervisor::InstanceError;
 use crate::text::Escaped;
 
 impl Worker {
@@ -18,7 +19,7 @@ impl Worker {
                 Next::Go
             }
             Control::Replace { reply, .. } if self.stop_ran => {
-                let _ = reply.send(Err("the host is shutting down".to_owned()));
+                let _ = reply.send(Err(InstanceError::ShuttingDown));
                 Next::Go
             }
             Control::Probe(probe, reply) => {
@@ -52,11 +53,13 @@ impl Worker {
                     }
                     Init::Cancelled => {
                         // A stop was ordered: the control lane has it.
-                        let _ = reply.send(Err("stopped during its init".to_owned()));
+                        let _ = reply.send(Err(InstanceError::StoppedDuringInit));
                         return Next::Go;
                     }
                 };
-                let _ = reply.send(Err(format!("init {failure}")));
+                let _ = reply.send(Err(InstanceError::InitFailed {
+                    reason: failure.to_string(),
+                }));
                 self.fail_init(failure);
                 Next::Go
             }

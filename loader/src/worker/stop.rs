@@ -24,7 +24,7 @@ impl Worker {
         } else {
             self.drop_queue();
         }
-        self.flush_error_log();
+        self.errors.flush(&self.slot.name);
         if let Some(mut instance) = self.instance.take() {
             match instance.stop() {
                 Ok(()) => self.slot.set_state(State::Stopped),
@@ -131,7 +131,7 @@ impl Worker {
                 self.handle_queued(self.requeue.len());
             }
         }
-        self.flush_error_log();
+        self.errors.flush(&self.slot.name);
         let Some(instance) = self.instance.as_mut() else {
             return false; // it failed on one of them, for good (see `fail`)
         };
@@ -153,7 +153,7 @@ impl Worker {
     /// the moment it is `stopped`: what is still queued then, or published to
     /// it later, is counted as dropped (the host logs how many).
     pub(super) fn tear_down(mut self) {
-        self.flush_error_log();
+        self.errors.flush(&self.slot.name);
         if self.instance.is_some() {
             self.slot.set_state(State::Stopped);
         }
