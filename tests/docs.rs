@@ -214,7 +214,7 @@ fn the_checker_finds_references_and_tells_a_missing_test() {
         source_of("plughost::config::anything")
             .unwrap()
             .0
-            .ends_with("loader/src/config.rs")
+            .ends_with("loader/src/config/mod.rs")
     );
     let (frame, _) = source_of("plughost::library::process::frame::x").unwrap();
     assert!(frame.ends_with("loader/src/library/process/frame/mod.rs"));
