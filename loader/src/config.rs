@@ -146,6 +146,10 @@ pub struct HostConfig {
     pub max_event_bytes: usize,
     /// The longest command line the control socket reads.
     pub control_max_line_bytes: usize,
+    /// Control connections served at once; more are refused at once.
+    pub control_max_connections: usize,
+    /// How long a control connection may wait for its next command line.
+    pub control_idle_timeout: Duration,
 }
 
 /// One `[[plugin]]` table.
@@ -238,10 +242,23 @@ impl PluginConfig {
 impl Config {
     /// Read and validate a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
+        use std::io::Read;
+        let read = |cause| ConfigError::Read {
             path: path.to_owned(),
             cause,
-        })?;
+        };
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .map_err(read)?
+            .take(limits::MAX_CONFIG_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(read)?;
+        if text.len() as u64 > limits::MAX_CONFIG_BYTES {
+            return Err(read(std::io::Error::other(format!(
+                "larger than {} MiB, the most a config file may be",
+                limits::MAX_CONFIG_BYTES >> 20
+            ))));
+        }
         Config::parse(path, &text)
     }
 
@@ -336,6 +353,25 @@ impl Config {
             &limits::CONTROL_MAX_LINE_BYTES,
             &file.host.control_max_line_bytes,
         );
+        let control_max_connections = checks.size(
+            &limits::CONTROL_MAX_CONNECTIONS,
+            &file.host.control_max_connections,
+        );
+        let control_idle_timeout = checks.duration(
+            "control_idle_timeout",
+            &file.host.control_idle_timeout,
+            Duration::from_secs(60),
+            Zero::Refused,
+        );
+        if let Some(extra) = file.plugin.get(limits::MAX_PLUGINS) {
+            checks.problem(
+                extra.name.span().start,
+                format!(
+                    "at most {} [[plugin]] tables (each is a thread and a mailbox): this is one more",
+                    limits::MAX_PLUGINS
+                ),
+            );
+        }
 
         let base = path
             .parent()
@@ -357,6 +393,8 @@ impl Config {
                 .map(|p| clean(&base.join(p))),
             max_event_bytes,
             control_max_line_bytes,
+            control_max_connections,
+            control_idle_timeout,
         };
 
         let mut seen: HashMap<String, usize> = HashMap::new();
@@ -522,8 +560,8 @@ impl Config {
 
 /// What a reload applies outside `[[plugin]]`: `[host] plugin_dirs`,
 /// `queue_capacity`, `overflow` (through the instances they change),
-/// `shutdown_timeout`, `max_event_bytes` and `control_max_line_bytes` take
-/// effect at once; `[host] control_socket`, `[status]`, `[state]` and
+/// `shutdown_timeout`, `max_event_bytes` and the `control_*` limits take
+/// effect at once (for control connections accepted from then on); `[host] control_socket`, `[status]`, `[state]` and
 /// `[metrics]` are set up at start and need a restart.
 impl Config {
     /// The keys that differ in `new` but that a reload cannot apply, as
@@ -544,6 +582,8 @@ impl Config {
             control_socket,
             max_event_bytes: _,
             control_max_line_bytes: _,
+            control_max_connections: _,
+            control_idle_timeout: _,
         } = &new.host;
         differs(
             "host",
@@ -712,6 +752,17 @@ pub mod limits {
         min: 1024,
         max: 1 << 30,
     };
+    /// `[host] control_max_connections`: control connections served at once.
+    pub const CONTROL_MAX_CONNECTIONS: Limit = Limit {
+        key: "control_max_connections",
+        default: 64,
+        min: 1,
+        max: 4096,
+    };
+    /// `[[plugin]]` tables in one config: each is a thread and a mailbox.
+    pub const MAX_PLUGINS: usize = 4096;
+    /// The largest config file read, in bytes.
+    pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
     /// `[status] ingest_max_bytes`: the largest `POST /events/TOPIC` body.
     pub const INGEST_MAX_BYTES: Limit = Limit {
         key: "ingest_max_bytes",
@@ -913,6 +964,8 @@ struct HostSection {
     control_socket: Option<PathBuf>,
     max_event_bytes: Option<Spanned<u64>>,
     control_max_line_bytes: Option<Spanned<u64>>,
+    control_max_connections: Option<Spanned<u64>>,
+    control_idle_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -1122,6 +1175,10 @@ enabled = false
                 "2:26: `control_max_line_bytes` must be between 1024 and 1073741824 (it is 10)",
             ),
             (
+                "[host]\ncontrol_max_connections = 4097\n",
+                "2:27: `control_max_connections` must be between 1 and 4096 (it is 4097)",
+            ),
+            (
                 "[status]\ningest_max_bytes = 9223372036854775807\n",
                 "2:20: `ingest_max_bytes` must be between 1 and 1073741824 (it is 9223372036854775807)",
             ),
@@ -1167,6 +1224,7 @@ enabled = false
             "[status]\nroute_timeout = \"86401s\"\n".to_owned(),
             "[status]\nheader_timeout = \"1441m\"\n".to_owned(),
             "[status]\nidle_timeout = \"90000s\"\n".to_owned(),
+            "[host]\ncontrol_idle_timeout = \"25h\"\n".to_owned(),
             "[state]\nping_interval = \"100h\"\n".to_owned(),
             format!("[[plugin]]\nname = \"a\"\nlibrary = \"x\"\ntick_interval = \"{huge}\"\n"),
             "[[plugin]]\nname = \"a\"\nlibrary = \"x\"\nhandler_timeout = \"48h\"\n".to_owned(),
@@ -1199,6 +1257,10 @@ enabled = false
         for (text, key) in [
             ("[status]\ncheck_timeout = \"0s\"\n", "check_timeout"),
             ("[status]\nidle_timeout = \"0ms\"\n", "idle_timeout"),
+            (
+                "[host]\ncontrol_idle_timeout = \"0s\"\n",
+                "control_idle_timeout",
+            ),
             ("[state]\nping_interval = \"0s\"\n", "ping_interval"),
             (
                 "[[plugin]]\nname = \"a\"\nlibrary = \"x\"\nrestart_window = \"0s\"\n",
@@ -1222,6 +1284,8 @@ enabled = false
         let config = parse("[status]\n[[plugin]]\nname = \"a\"\nlibrary = \"x\"\n").unwrap();
         assert_eq!(config.host.max_event_bytes, 64 << 20);
         assert_eq!(config.host.control_max_line_bytes, 64 << 20);
+        assert_eq!(config.host.control_max_connections, 64);
+        assert_eq!(config.host.control_idle_timeout, Duration::from_secs(60));
         let status = config.status.unwrap();
         assert_eq!(status.header_timeout, Duration::from_secs(10));
         assert_eq!(status.idle_timeout, Duration::from_secs(60));
@@ -1231,6 +1295,42 @@ enabled = false
         assert_eq!(config.plugins[0].start_timeout, Duration::from_secs(30));
         assert_eq!(config.plugins[0].max_restarts, 5);
         assert_eq!(config.plugins[0].queue_capacity.get(), 1024);
+    }
+
+    #[test]
+    fn the_number_of_instances_is_bounded_at_the_first_table_over() {
+        let table = |i: usize| format!("[[plugin]]\nname = \"p{i}\"\nlibrary = \"x\"\n");
+        let most: String = (0..limits::MAX_PLUGINS).map(table).collect();
+        assert_eq!(parse(&most).unwrap().plugins.len(), limits::MAX_PLUGINS);
+        let over = most + &table(limits::MAX_PLUGINS);
+        let line = 3 * limits::MAX_PLUGINS + 2;
+        assert_eq!(
+            parse(&over).unwrap_err(),
+            format!(
+                "/etc/plughost/plugins.toml:{line}:8: at most 4096 [[plugin]] tables (each is a thread and a mailbox): this is one more"
+            )
+        );
+    }
+
+    #[test]
+    fn a_config_file_larger_than_16_mib_is_refused_before_it_is_parsed() {
+        let dir = std::env::temp_dir().join(format!("plughost-config-size-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("plugins.toml");
+        // Comments only: valid TOML of any size, so only the size refuses it.
+        let line = format!("#{}\n", "x".repeat(1022));
+        std::fs::write(&path, line.repeat(16 * 1024)).unwrap();
+        Config::load(&path).unwrap();
+        std::fs::write(&path, line.repeat(16 * 1024) + "#\n").unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            err,
+            format!(
+                "cannot read config {}: larger than 16 MiB, the most a config file may be",
+                path.display()
+            )
+        );
     }
 
     #[test]
