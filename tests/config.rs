@@ -92,6 +92,18 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
+fn check_says_so_when_no_instance_is_configured() {
+    let s = Scratch::new("no-plugins");
+    let config = s.write("plugins.toml", "[host]\nqueue_capacity = 8\n");
+    let out = run(&["check", config.to_str().unwrap()], "");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        stdout(&out),
+        "no [[plugin]] instances configured: nothing to check\n"
+    );
+}
+
+#[test]
 fn check_and_run_report_every_invalid_value_at_once() {
     let s = Scratch::new("several");
     let config = s.write(

@@ -263,6 +263,59 @@ fn read_to_close_or_answer(stream: &mut TcpStream) -> Vec<u8> {
     seen
 }
 
+/// The soft and hard limits on open descriptors of a running process.
+fn fd_limits(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let numbers: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (numbers[0], numbers[1])
+}
+
+#[test]
+fn run_raises_its_descriptor_limit_and_warns_when_the_caps_exceed_it() {
+    let s = Scratch::new("http-fd-limit");
+    let config = Config::new()
+        .status(Status::any_port())
+        .plugin(chaos("a", json!({"health": "ok"})))
+        .write(&s);
+    let warning = "open descriptors are limited to";
+    // Soft 256 under a hard 4096: raised to 4096, which the default caps
+    // (1024 HTTP + 64 control connections) fit in: no warning.
+    let mut host = Running::start_with_fd_limits(&config, 256, 4096);
+    let address = host.status_address();
+    assert_eq!(fd_limits(host.child.id()), (4096, 4096));
+    assert_eq!(get_json(&address, "/health").0, 200);
+    let log = finish(host);
+    assert_eq!(count(&log, warning), 0, "{}", log.join("\n"));
+    // A hard limit of 256 cannot hold 1024 connections: said at start,
+    // naming the keys to lower, and the host runs.
+    let mut host = Running::start_with_fd_limits(&config, 128, 256);
+    let address = host.status_address();
+    assert_eq!(fd_limits(host.child.id()), (256, 256));
+    // The warning comes before the status server listens: already read.
+    let line = host
+        .stderr_seen
+        .iter()
+        .find(|l| l.contains(warning))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        line.contains(
+            "open descriptors are limited to 256 (ulimit -n), but [status] max_connections, \
+             [host] control_max_connections and 1 plugin instances may need 1156"
+        ),
+        "{line}"
+    );
+    assert_eq!(get_json(&address, "/health").0, 200);
+    finish(host);
+}
+
 #[test]
 fn after_a_descriptor_storm_the_control_socket_and_status_server_answer_again() {
     let s = Scratch::new("http-fd-storm");

@@ -470,6 +470,67 @@ fn the_control_socket_refuses_unknown_fields_invalid_utf8_and_long_lines_and_goe
     assert_eq!(summary_row(&out, "count").state, "stopped");
 }
 
+/// The next line a control connection gets, or `None` at its end.
+fn next_line(reader: &mut BufReader<std::os::unix::net::UnixStream>) -> Option<Value> {
+    let mut line = String::new();
+    match reader.read_line(&mut line).unwrap() {
+        0 => None,
+        _ => Some(serde_json::from_str(&line).unwrap()),
+    }
+}
+
+#[test]
+fn control_connections_are_capped_and_idle_ones_closed_so_the_socket_recovers() {
+    let s = Scratch::new("ctl-cap");
+    let socket = s.path("host.sock");
+    let config = Config::new()
+        .control_socket(&socket)
+        .control_max_connections(4)
+        .control_idle_timeout("1s")
+        .status(Status::any_port())
+        .plugin(Plugin::new("count", "counter").subscribe(["work.>"]))
+        .write(&s);
+    let mut host = Running::start(&config);
+    let address = host.status_address();
+    let connect = || {
+        let stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        BufReader::new(stream)
+    };
+    // Four connections that never send a command take every place...
+    let opened = std::time::Instant::now();
+    let mut idle: Vec<_> = (0..4).map(|_| connect()).collect();
+    // ...so a fifth is refused at once, with a line saying why, and closed.
+    let mut fifth = connect();
+    assert_eq!(
+        next_line(&mut fifth),
+        Some(
+            json!({"ok": false, "error": "too many control connections: 4 are open ([host] control_max_connections); try again later"})
+        )
+    );
+    assert_eq!(next_line(&mut fifth), None);
+    // The status server is not held up by any of it.
+    assert_eq!(get_json(&address, "/health").0, 200);
+    // Each idle connection is told and closed once it has been idle for
+    // `control_idle_timeout`, not before.
+    for reader in &mut idle {
+        assert_eq!(
+            next_line(reader),
+            Some(
+                json!({"ok": false, "error": "no command for 1s ([host] control_idle_timeout): the connection is closed"})
+            )
+        );
+        assert_eq!(next_line(reader), None);
+    }
+    assert!(opened.elapsed() >= Duration::from_secs(1));
+    // The places are free again: the operator gets in.
+    let (code, out, err) = ctl(&socket, &["list"]);
+    assert_eq!(code, 0, "{out}{err}");
+    finish(host);
+}
+
 #[test]
 fn a_reload_names_the_changed_keys_that_need_a_restart() {
     let s = Scratch::new("reload-restart");

@@ -88,8 +88,28 @@ pub async fn serve_connection(host: Host, stream: tokio::net::UnixStream) {
     };
     let mut line = Vec::new();
     loop {
-        let max = host.config().host.control_max_line_bytes;
-        let reply = match lines.next(&mut line, max).await {
+        let (max, idle) = {
+            let config = host.config();
+            (
+                config.host.control_max_line_bytes,
+                config.host.control_idle_timeout,
+            )
+        };
+        let reply = match tokio::time::timeout(idle, lines.next(&mut line, max)).await {
+            Err(_) => {
+                let text = format!(
+                    "{}\n",
+                    json!({
+                        "ok": false,
+                        "error": format!("no command for {idle:?} ([host] control_idle_timeout): the connection is closed")
+                    })
+                );
+                let _ = writer.write_all(text.as_bytes()).await;
+                break;
+            }
+            Ok(read) => read,
+        };
+        let reply = match reply {
             Ok(Line::End) | Err(_) => break,
             Ok(Line::TooLong) => json!({
                 "ok": false,
@@ -111,6 +131,20 @@ pub async fn serve_connection(host: Host, stream: tokio::net::UnixStream) {
             break;
         }
     }
+}
+
+/// Refuse a control connection over `[host] control_max_connections`: one
+/// error line if the socket takes it at once (never waiting on the client),
+/// then the connection is closed.
+pub fn refuse(stream: &tokio::net::UnixStream, max: usize) {
+    let text = format!(
+        "{}\n",
+        json!({
+            "ok": false,
+            "error": format!("too many control connections: {max} are open ([host] control_max_connections); try again later")
+        })
+    );
+    let _ = stream.try_write(text.as_bytes());
 }
 
 /// Bind the control socket with mode 0600, without a moment at another

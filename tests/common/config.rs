@@ -204,6 +204,18 @@ impl Config {
         self
     }
 
+    /// `[host] control_max_connections`.
+    pub fn control_max_connections(mut self, connections: u64) -> Config {
+        self.host.set("control_max_connections", count(connections));
+        self
+    }
+
+    /// `[host] control_idle_timeout`.
+    pub fn control_idle_timeout(mut self, timeout: &str) -> Config {
+        self.host.set("control_idle_timeout", timeout);
+        self
+    }
+
     /// The `[status]` section.
     pub fn status(mut self, status: Status) -> Config {
         self.status = Some(status);

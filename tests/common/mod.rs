@@ -301,12 +301,18 @@ impl Running {
     /// Like [`Running::start`], with at most `limit` open descriptors (as
     /// `ulimit -n` sets it), so a test can exhaust them.
     pub fn start_with_fd_limit(config: &Path, limit: u64) -> Running {
+        Running::start_with_fd_limits(config, limit, limit)
+    }
+
+    /// Like [`Running::start`], with the soft and hard limits on open
+    /// descriptors set to `soft` and `hard` (`ulimit -Sn`, `ulimit -Hn`).
+    pub fn start_with_fd_limits(config: &Path, soft: u64, hard: u64) -> Running {
         use std::os::unix::process::CommandExt;
         Running::start_with(config, |command| {
             let apply = move || {
                 let rlimit = libc::rlimit {
-                    rlim_cur: limit,
-                    rlim_max: limit,
+                    rlim_cur: soft,
+                    rlim_max: hard,
                 };
                 // SAFETY: setrlimit(2) reads the struct we pass and changes
                 // only the child's own limit.

@@ -20,6 +20,9 @@ pub(crate) fn check(config_path: &Path, time_limit: Duration) -> anyhow::Result<
     let config = Config::load(config_path)?;
     let base = config.base_dir();
     let mut problems = 0;
+    if config.plugins.is_empty() {
+        out!("no [[plugin]] instances configured: nothing to check");
+    }
     for plugin in &config.plugins {
         if !plugin.enabled {
             out!("{}: disabled (not checked)", Escaped(&plugin.name));

@@ -26,6 +26,7 @@ pub(crate) fn run(
     signals: Option<HostSignals>,
 ) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path)?;
+    raise_descriptor_limit(&config);
     let reader: Option<(Box<dyn std::io::BufRead + Send>, Entry, String)> = match events {
         None => None,
         Some("-") => Some((
@@ -177,15 +178,76 @@ pub(crate) fn run(
     }
 }
 
+/// Descriptors the host needs besides its connections and plugins: the
+/// binary's own files, logs, signal and event pipes, listening sockets.
+const DESCRIPTOR_RESERVE: u64 = 64;
+
+/// Raise the soft limit on open descriptors to the hard limit, as Go's
+/// runtime does at start (the soft default of 1024 is a relic of
+/// `select(2)`), and warn when the connection caps could still exhaust it:
+/// a server out of descriptors accepts nobody, not even the operator.
+fn raise_descriptor_limit(config: &Config) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if let (Some(soft), Some(hard)) = (limit.current, limit.maximum)
+        && soft < hard
+    {
+        let raised = Rlimit {
+            current: Some(hard),
+            maximum: Some(hard),
+        };
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            limit = raised;
+        }
+    }
+    let Some(available) = limit.current else {
+        return;
+    };
+    let connections = config.status.as_ref().map_or(0, |s| s.max_connections)
+        + config.host.control_max_connections;
+    // A process-isolated instance holds a few pipe ends; a thread one, its library.
+    let wanted = connections as u64 + 4 * config.plugins.len() as u64 + DESCRIPTOR_RESERVE;
+    if wanted > available {
+        tracing::warn!(
+            "open descriptors are limited to {available} (ulimit -n), but [status] max_connections, \
+             [host] control_max_connections and {} plugin instances may need {wanted}: \
+             lower the caps or raise the limit, or a connection storm will leave none for the host",
+            config.plugins.len()
+        );
+    }
+}
+
 /// Accept control connections while the host runs: a failed accept (no
-/// descriptor left, ...) is retried, never the end of the socket.
+/// descriptor left, ...) is retried, never the end of the socket. At most
+/// `[host] control_max_connections` are served at once: one more is
+/// answered with an error line and closed at once, never queued.
 async fn serve_control(host: Host, listener: tokio::net::UnixListener) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    /// Counts a served connection for as long as it lives.
+    struct Served(Arc<AtomicUsize>);
+    impl Drop for Served {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    let open = Arc::new(AtomicUsize::new(0));
     let mut retry = plughost::listen::Retry::new("control socket");
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 retry.accepted();
-                tokio::spawn(plughost::control::serve_connection(host.clone(), stream));
+                let max = host.config().host.control_max_connections;
+                if open.fetch_add(1, Ordering::Relaxed) >= max {
+                    open.fetch_sub(1, Ordering::Relaxed);
+                    plughost::control::refuse(&stream, max);
+                    continue;
+                }
+                let served = Served(open.clone());
+                let host = host.clone();
+                tokio::spawn(async move {
+                    plughost::control::serve_connection(host, stream).await;
+                    drop(served);
+                });
             }
             Err(error) => retry.failed(&error).await,
         }

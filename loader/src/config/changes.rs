@@ -4,8 +4,8 @@ use super::*;
 
 /// What a reload applies outside `[[plugin]]`: `[host] plugin_dirs`,
 /// `queue_capacity`, `overflow` (through the instances they change),
-/// `shutdown_timeout`, `max_event_bytes` and `control_max_line_bytes` take
-/// effect at once; `[host] control_socket`, `[status]`, `[state]` and
+/// `shutdown_timeout`, `max_event_bytes` and the `control_*` limits take
+/// effect at once (for control connections accepted from then on); `[host] control_socket`, `[status]`, `[state]` and
 /// `[metrics]` are set up at start and need a restart.
 impl Config {
     /// The keys that differ in `new` but that a reload cannot apply, as
@@ -26,6 +26,8 @@ impl Config {
             control_socket,
             max_event_bytes: _,
             control_max_line_bytes: _,
+            control_max_connections: _,
+            control_idle_timeout: _,
         } = &new.host;
         differs(
             "host",

@@ -74,6 +74,8 @@ pub(super) struct HostSection {
     pub(super) control_socket: Option<PathBuf>,
     pub(super) max_event_bytes: Option<Spanned<u64>>,
     pub(super) control_max_line_bytes: Option<Spanned<u64>>,
+    pub(super) control_max_connections: Option<Spanned<u64>>,
+    pub(super) control_idle_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -37,6 +37,17 @@ pub const CONTROL_MAX_LINE_BYTES: Limit = Limit {
     min: 1024,
     max: 1 << 30,
 };
+/// `[host] control_max_connections`: control connections served at once.
+pub const CONTROL_MAX_CONNECTIONS: Limit = Limit {
+    key: "control_max_connections",
+    default: 64,
+    min: 1,
+    max: 4096,
+};
+/// `[[plugin]]` tables in one config: each is a thread and a mailbox.
+pub const MAX_PLUGINS: usize = 4096;
+/// The largest config file read, in bytes.
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
 /// `[status] ingest_max_bytes`: the largest `POST /events/TOPIC` body.
 pub const INGEST_MAX_BYTES: Limit = Limit {
     key: "ingest_max_bytes",

@@ -11,10 +11,23 @@ use toml::Spanned;
 impl Config {
     /// Read and validate a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
+        use std::io::Read;
+        let read = |cause| ConfigError::Read {
             path: path.to_owned(),
             cause,
-        })?;
+        };
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .map_err(read)?
+            .take(limits::MAX_CONFIG_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(read)?;
+        if text.len() as u64 > limits::MAX_CONFIG_BYTES {
+            return Err(read(std::io::Error::other(format!(
+                "larger than {} MiB, the most a config file may be",
+                limits::MAX_CONFIG_BYTES >> 20
+            ))));
+        }
         Config::parse(path, &text)
     }
 
@@ -109,6 +122,25 @@ impl Config {
             &limits::CONTROL_MAX_LINE_BYTES,
             &file.host.control_max_line_bytes,
         );
+        let control_max_connections = checks.size(
+            &limits::CONTROL_MAX_CONNECTIONS,
+            &file.host.control_max_connections,
+        );
+        let control_idle_timeout = checks.duration(
+            "control_idle_timeout",
+            &file.host.control_idle_timeout,
+            Duration::from_secs(60),
+            Zero::Refused,
+        );
+        if let Some(extra) = file.plugin.get(limits::MAX_PLUGINS) {
+            checks.problem(
+                extra.name.span().start,
+                format!(
+                    "at most {} [[plugin]] tables (each is a thread and a mailbox): this is one more",
+                    limits::MAX_PLUGINS
+                ),
+            );
+        }
 
         let base = path
             .parent()
@@ -130,6 +162,8 @@ impl Config {
                 .map(|p| clean(&base.join(p))),
             max_event_bytes,
             control_max_line_bytes,
+            control_max_connections,
+            control_idle_timeout,
         };
 
         let mut seen: HashMap<String, usize> = HashMap::new();

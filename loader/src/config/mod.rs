@@ -156,6 +156,10 @@ pub struct HostConfig {
     pub max_event_bytes: usize,
     /// The longest command line the control socket reads.
     pub control_max_line_bytes: usize,
+    /// Control connections served at once; more are refused at once.
+    pub control_max_connections: usize,
+    /// How long a control connection may wait for its next command line.
+    pub control_idle_timeout: Duration,
 }
 
 /// One `[[plugin]]` table.

@@ -172,6 +172,10 @@ fn every_size_and_count_is_bounded_and_named_at_its_value() {
             "2:26: `control_max_line_bytes` must be between 1024 and 1073741824 (it is 10)",
         ),
         (
+            "[host]\ncontrol_max_connections = 4097\n",
+            "2:27: `control_max_connections` must be between 1 and 4096 (it is 4097)",
+        ),
+        (
             "[status]\ningest_max_bytes = 9223372036854775807\n",
             "2:20: `ingest_max_bytes` must be between 1 and 1073741824 (it is 9223372036854775807)",
         ),
@@ -217,6 +221,7 @@ fn every_duration_is_bounded_and_named_at_its_value() {
         "[status]\nroute_timeout = \"86401s\"\n".to_owned(),
         "[status]\nheader_timeout = \"1441m\"\n".to_owned(),
         "[status]\nidle_timeout = \"90000s\"\n".to_owned(),
+        "[host]\ncontrol_idle_timeout = \"25h\"\n".to_owned(),
         "[state]\nping_interval = \"100h\"\n".to_owned(),
         format!("[[plugin]]\nname = \"a\"\nlibrary = \"x\"\ntick_interval = \"{huge}\"\n"),
         "[[plugin]]\nname = \"a\"\nlibrary = \"x\"\nhandler_timeout = \"48h\"\n".to_owned(),
@@ -248,6 +253,10 @@ fn zero_means_off_now_or_is_refused_key_by_key() {
     for (text, key) in [
         ("[status]\ncheck_timeout = \"0s\"\n", "check_timeout"),
         ("[status]\nidle_timeout = \"0ms\"\n", "idle_timeout"),
+        (
+            "[host]\ncontrol_idle_timeout = \"0s\"\n",
+            "control_idle_timeout",
+        ),
         ("[state]\nping_interval = \"0s\"\n", "ping_interval"),
         (
             "[[plugin]]\nname = \"a\"\nlibrary = \"x\"\nrestart_window = \"0s\"\n",
@@ -271,6 +280,8 @@ fn new_limits_have_their_documented_defaults() {
     let config = parse("[status]\n[[plugin]]\nname = \"a\"\nlibrary = \"x\"\n").unwrap();
     assert_eq!(config.host.max_event_bytes, 64 << 20);
     assert_eq!(config.host.control_max_line_bytes, 64 << 20);
+    assert_eq!(config.host.control_max_connections, 64);
+    assert_eq!(config.host.control_idle_timeout, Duration::from_secs(60));
     let status = config.status.unwrap();
     assert_eq!(status.header_timeout, Duration::from_secs(10));
     assert_eq!(status.idle_timeout, Duration::from_secs(60));
@@ -280,6 +291,42 @@ fn new_limits_have_their_documented_defaults() {
     assert_eq!(config.plugins[0].start_timeout, Duration::from_secs(30));
     assert_eq!(config.plugins[0].max_restarts, 5);
     assert_eq!(config.plugins[0].queue_capacity.get(), 1024);
+}
+
+#[test]
+fn the_number_of_instances_is_bounded_at_the_first_table_over() {
+    let table = |i: usize| format!("[[plugin]]\nname = \"p{i}\"\nlibrary = \"x\"\n");
+    let most: String = (0..limits::MAX_PLUGINS).map(table).collect();
+    assert_eq!(parse(&most).unwrap().plugins.len(), limits::MAX_PLUGINS);
+    let over = most + &table(limits::MAX_PLUGINS);
+    let line = 3 * limits::MAX_PLUGINS + 2;
+    assert_eq!(
+        parse(&over).unwrap_err(),
+        format!(
+            "/etc/plughost/plugins.toml:{line}:8: at most 4096 [[plugin]] tables (each is a thread and a mailbox): this is one more"
+        )
+    );
+}
+
+#[test]
+fn a_config_file_larger_than_16_mib_is_refused_before_it_is_parsed() {
+    let dir = std::env::temp_dir().join(format!("plughost-config-size-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("plugins.toml");
+    // Comments only: valid TOML of any size, so only the size refuses it.
+    let line = format!("#{}\n", "x".repeat(1022));
+    std::fs::write(&path, line.repeat(16 * 1024)).unwrap();
+    Config::load(&path).unwrap();
+    std::fs::write(&path, line.repeat(16 * 1024) + "#\n").unwrap();
+    let err = Config::load(&path).unwrap_err().to_string();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(
+        err,
+        format!(
+            "cannot read config {}: larger than 16 MiB, the most a config file may be",
+            path.display()
+        )
+    );
 }
 
 #[test]
