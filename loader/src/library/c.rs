@@ -52,16 +52,22 @@ impl CLibrary {
         path: &Path,
         handle: &libloading::os::unix::Library,
     ) -> Result<CLibrary, LoadError> {
-        let refuse = |reason: String| LoadError::unusable(path, reason);
+        // Its descriptor does not keep the C ABI this host speaks.
+        let refuse = |reason: String| LoadError::abi_mismatch(path, reason);
         // SAFETY: the header declares the entry as `const plughost_plugin *(void)`.
         let entry = unsafe {
             handle.get::<unsafe extern "C" fn() -> *const plughost_plugin>(PLUGHOST_ENTRY_SYMBOL)
         }
-        .map_err(|e| refuse(format!("cannot read plughost_plugin_entry: {e}")))?;
+        .map_err(|e| {
+            LoadError::not_a_plugin(path, format!("cannot read plughost_plugin_entry: {e}"))
+        })?;
         // SAFETY: calling the plugin's own entry point, as the ABI prescribes.
         let raw = unsafe { entry() };
         if raw.is_null() {
-            return Err(refuse("plughost_plugin_entry returned NULL".to_owned()));
+            return Err(LoadError::load_failed(
+                path,
+                "plughost_plugin_entry returned NULL",
+            ));
         }
         // SAFETY: every ABI version starts with these three fields.
         let (major, minor, size) =

@@ -6,6 +6,7 @@
 //! __inspect`), under a time limit: a constructor or entry point that
 //! crashes, exits or hangs ends only that child, and is reported as such.
 
+use super::error::Kind;
 use super::{Language, LoadError, Support, Trust};
 use std::io::{BufRead, Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -89,7 +90,7 @@ enum Answer {
         config: Option<Verdict>,
     },
     /// Why the library cannot be used.
-    Unusable(String),
+    Unusable { kind: Kind, reason: String },
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -112,10 +113,7 @@ fn inspect_in_child(
     time_limit: Duration,
 ) -> Result<(LibraryInfo, Option<ConfigCheck>), LoadError> {
     let panic_abort = super::vet(path, trust)?.panic_abort();
-    let unusable = |reason: String| LoadError::Unusable {
-        path: path.to_owned(),
-        reason,
-    };
+    let unusable = |reason: String| LoadError::new(Kind::LoadFailed, path, reason);
     let exe = super::process::child_executable()
         .map_err(|e| unusable(format!("cannot inspect it: {e}")))?;
     let mut command = Command::new(exe);
@@ -217,10 +215,7 @@ fn answer_to_result(
     panic_abort: bool,
 ) -> Result<(LibraryInfo, Option<ConfigCheck>), LoadError> {
     match answer {
-        Answer::Unusable(reason) => Err(LoadError::Unusable {
-            path: path.to_owned(),
-            reason,
-        }),
+        Answer::Unusable { kind, reason } => Err(LoadError::new(kind, path, reason)),
         Answer::Usable {
             name,
             version,
@@ -265,8 +260,7 @@ pub fn child_main(path: &Path, parent: u32, trust: &Trust, check_config: bool) -
         return 1;
     }
     let answer = match super::open(path, trust) {
-        Err(LoadError::Unusable { reason, .. }) => Answer::Unusable(reason),
-        Err(other) => Answer::Unusable(other.to_string()),
+        Err(error) => refusal(&error),
         Ok(library) => Answer::Usable {
             name: library.name.clone(),
             version: library.version.clone(),
@@ -287,6 +281,21 @@ pub fn child_main(path: &Path, parent: u32, trust: &Trust, check_config: bool) -
     // (nor atexit handler) runs after the answer, since the host never runs
     // them either while it lives.
     unsafe { libc::_exit(if written.is_ok() { 0 } else { 1 }) }
+}
+
+/// The answer that carries `error` to the host: its kind and its reason,
+/// which the host makes into the same [`LoadError`] about its own path.
+fn refusal(error: &LoadError) -> Answer {
+    match error.kind() {
+        Some((kind, reason)) => Answer::Unusable {
+            kind,
+            reason: reason.to_owned(),
+        },
+        None => Answer::Unusable {
+            kind: Kind::LoadFailed,
+            reason: error.to_string(),
+        },
+    }
 }
 
 /// The answer's channel: standard output, moved to a descriptor of its own,
@@ -310,4 +319,35 @@ fn take_stdout() -> Option<std::fs::File> {
         return None;
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The host tells the kinds of refusal apart whether the library was
+    /// opened in its own process or inspected in a child: the kind travels
+    /// with the reason.
+    #[test]
+    fn a_refusal_keeps_its_kind_and_its_line_through_the_inspecting_child() {
+        let path = Path::new("/plugins/libx.so");
+        for kind in [
+            Kind::Io,
+            Kind::InsecurePermissions,
+            Kind::HashMismatch,
+            Kind::NotAPlugin,
+            Kind::AbiMismatch,
+            Kind::Incompatible,
+            Kind::LoadFailed,
+        ] {
+            let error = LoadError::new(kind, path, "what is wrong");
+            let line = serde_json::to_vec(&refusal(&error)).unwrap();
+            let answer: Answer = serde_json::from_slice(&line).unwrap();
+            let Err(back) = answer_to_result(path, answer, false) else {
+                panic!("{kind:?} came back usable");
+            };
+            assert_eq!(back.kind(), Some((kind, "what is wrong")));
+            assert_eq!(back.to_string(), "/plugins/libx.so: what is wrong");
+        }
+    }
 }

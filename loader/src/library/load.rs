@@ -133,7 +133,7 @@ pub(crate) fn open(path: &Path, trust: &Trust) -> Result<Arc<Library>, LoadError
         exports,
     } = vet(path, trust)?;
     let pinned = |found: &str| match &trust.sha256 {
-        Some(expected) if expected != found => Err(LoadError::unusable(
+        Some(expected) if expected != found => Err(LoadError::hash_mismatch(
             path,
             format!(
                 "sha256 mismatch: plugins.toml pins {expected}, the file is {found}; refusing to load it"
@@ -147,8 +147,7 @@ pub(crate) fn open(path: &Path, trust: &Trust) -> Result<Arc<Library>, LoadError
         pinned(&library.sha256)?;
         return Ok(library.clone());
     }
-    let sha256 =
-        sha256_of(&file).map_err(|e| LoadError::unusable(path, format!("cannot read: {e}")))?;
+    let sha256 = sha256_of(&file).map_err(|e| LoadError::io(path, format!("cannot read: {e}")))?;
     pinned(&sha256)?;
     if let Some(library) = registry.by_content.get(&sha256).cloned() {
         registry.by_file.insert(key, library.clone());
@@ -169,7 +168,7 @@ pub(crate) fn open(path: &Path, trust: &Trust) -> Result<Arc<Library>, LoadError
 fn private_copy(path: &Path, file: &File, sha256: &str) -> Result<File, LoadError> {
     use std::os::unix::io::FromRawFd;
     let fail = |what: &str, e: std::io::Error| {
-        LoadError::unusable(
+        LoadError::io(
             path,
             format!("cannot make a private copy to load ({what}: {e})"),
         )
@@ -191,7 +190,7 @@ fn private_copy(path: &Path, file: &File, sha256: &str) -> Result<File, LoadErro
     seal(&copy).map_err(|e| fail("seal", e))?;
     let copied = sha256_of(&copy).map_err(|e| fail("hash", e))?;
     if copied != sha256 {
-        return Err(LoadError::unusable(
+        return Err(LoadError::hash_mismatch(
             path,
             "the file changed while it was being loaded; try again once it is written",
         ));
@@ -281,7 +280,7 @@ fn load(
     let handle = unsafe {
         libloading::os::unix::Library::open(Some(&fd_path), libc::RTLD_NOW | libc::RTLD_LOCAL)
     }
-    .map_err(|e| LoadError::unusable(path, describe_dlopen_error(&e.to_string(), &fd_path)))?;
+    .map_err(|e| LoadError::load_failed(path, describe_dlopen_error(&e.to_string(), &fd_path)))?;
     // Never closed (see the module docs), and neither is the descriptor: its
     // number names the library to the loader.
     let handle = std::mem::ManuallyDrop::new(handle);

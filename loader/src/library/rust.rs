@@ -32,13 +32,15 @@ pub(crate) struct RustLibrary {
 
 impl RustLibrary {
     pub(super) fn load(path: &Path, fd_path: &Path) -> Result<RustLibrary, LoadError> {
-        let header =
-            lib_header_from_path(fd_path).map_err(|e| LoadError::unusable(path, describe(&e)))?;
+        let header = lib_header_from_path(fd_path).map_err(|e| describe(path, &e))?;
         let loaded = load_root_module(header).map_err(|failure| {
             if let LoadFailure::Layout { report, .. } = &failure {
                 tracing::debug!("{}: abi_stable's report:\n{report}", path.display());
             }
-            LoadError::unusable(path, failure.to_string())
+            match failure {
+                LoadFailure::Library(_) => LoadError::load_failed(path, failure.to_string()),
+                _ => LoadError::abi_mismatch(path, failure.to_string()),
+            }
         })?;
         Ok(RustLibrary {
             module: loaded.module,
@@ -92,12 +94,15 @@ impl RustLibrary {
 }
 
 /// One line for an error reading a library's abi_stable header.
-fn describe(error: &LibraryError) -> String {
+fn describe(path: &Path, error: &LibraryError) -> LoadError {
     match error {
         LibraryError::InvalidAbiHeader(_) | LibraryError::InvalidCAbi { .. } => {
-            "built with an incompatible abi_stable: rebuild the plugin against this host's plughost-api".to_owned()
+            LoadError::abi_mismatch(
+                path,
+                "built with an incompatible abi_stable: rebuild the plugin against this host's plughost-api",
+            )
         }
-        other => one_line(&other.to_string()),
+        other => LoadError::load_failed(path, one_line(&other.to_string())),
     }
 }
 
