@@ -152,11 +152,7 @@ impl Instance for RustInstance {
             .map_err(failure)?
             .into_option();
         Ok(report.map(|h| Health {
-            status: match h.status {
-                0 => HealthStatus::Ok,
-                1 => HealthStatus::Degraded,
-                _ => HealthStatus::Failing,
-            },
+            status: HealthStatus::from(i64::from(h.status)),
             message: h.message.into_string(),
         }))
     }
@@ -228,21 +224,7 @@ impl Instance for RustInstance {
             .into_result()
             .map_err(failure)?
             .into_option();
-        Ok(reports.map(|jobs| {
-            jobs.into_iter()
-                .map(|j| JobReport {
-                    pipeline: j.pipeline.into_string(),
-                    priority: j.priority,
-                    ready: j.ready,
-                    queue: j.queue.into_string(),
-                    active: j.active,
-                    delayed: j.delayed,
-                    reserved: j.reserved,
-                    driver: j.driver.into_string(),
-                    error_message: j.error_message.into_string(),
-                })
-                .collect()
-        }))
+        Ok(reports.map(|jobs| jobs.into_iter().map(JobReport::from).collect()))
     }
 }
 

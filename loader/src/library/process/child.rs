@@ -312,7 +312,7 @@ pub fn child_main(
                 let answer = match kind {
                     0 => plugin.health().map(|h| {
                         h.map(
-                            |h| serde_json::json!({"status": h.status as u8, "message": cut(&h.message)}),
+                            |h| serde_json::json!({"status": u8::from(h.status), "message": cut(&h.message)}),
                         )
                         .unwrap_or_default()
                     }),

@@ -363,13 +363,7 @@ pub(super) fn too_large(what: &str, len: usize, limits: Limits) -> String {
 }
 
 fn level_from(level: u8) -> LogLevel {
-    match level {
-        1 => LogLevel::Error,
-        2 => LogLevel::Warn,
-        4 => LogLevel::Debug,
-        5 => LogLevel::Trace,
-        _ => LogLevel::Info,
-    }
+    LogLevel::from(i64::from(level))
 }
 
 impl Instance for ProcessInstance {
@@ -471,11 +465,7 @@ impl Instance for ProcessInstance {
     fn health(&mut self) -> Result<Option<Health>, CallFailure> {
         let answer = self.probe(0)?;
         Ok(answer.as_object().map(|h| Health {
-            status: match h.get("status").and_then(|s| s.as_u64()) {
-                Some(0) => HealthStatus::Ok,
-                Some(1) => HealthStatus::Degraded,
-                _ => HealthStatus::Failing,
-            },
+            status: HealthStatus::from(h.get("status").and_then(|s| s.as_i64()).unwrap_or(-1)),
             message: text(h.get("message")),
         }))
     }
