@@ -59,6 +59,10 @@ mod testing;
 mod text;
 mod worker;
 
+/// A signal's name (`SIGTERM` for 15), from the host's one table of them.
+#[doc(hidden)]
+pub use library::signal_name;
+
 /// Foreign text (names, versions, messages from plugins) made safe to print.
 #[doc(hidden)]
 pub use text::Escaped;

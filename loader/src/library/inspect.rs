@@ -169,9 +169,9 @@ fn inspect_in_child(
             Ok(Event::Answer(got)) => answer = Some(got),
             Ok(Event::Exited(got)) => status = Some(got),
             Err(_) if status.is_none() => {
-                // SAFETY: kill(2) with plain integers, on the process group
-                // of our child, which is not reaped yet (no exit status came).
-                unsafe { libc::kill(-pid, libc::SIGKILL) };
+                // The process group of our child, which is not reaped yet
+                // (no exit status came).
+                super::process::kill_group(pid);
                 return Err(unusable(format!(
                     "did not finish loading within {time_limit:?} (a constructor or its entry point does not return), so its inspection was stopped; it would hang the host"
                 )));
@@ -247,8 +247,7 @@ fn answer_to_result(
 /// library's destructors. With `check_config`, standard input holds the
 /// config (JSON) to have the plugin check.
 pub fn child_main(path: &Path, parent: u32, trust: &Trust, check_config: bool) -> i32 {
-    // SAFETY: prctl(PR_SET_PDEATHSIG) only records a signal number for this process.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
     if std::os::unix::process::parent_id() != parent {
         return 1; // the inspecting command is gone
     }
@@ -302,18 +301,12 @@ fn refusal(error: &LoadError) -> Answer {
 /// with standard output itself sent to /dev/null, so that nothing a library
 /// prints can pass for an answer.
 fn take_stdout() -> Option<std::fs::File> {
-    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::fd::AsRawFd;
     let null = std::fs::OpenOptions::new()
         .write(true)
         .open("/dev/null")
         .ok()?;
-    // SAFETY: F_DUPFD_CLOEXEC duplicates our own descriptor 1 into a new one.
-    let fd = unsafe { libc::fcntl(libc::STDOUT_FILENO, libc::F_DUPFD_CLOEXEC, 3) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: `fd` was just created and nothing else owns it.
-    let out = unsafe { std::fs::File::from_raw_fd(fd) };
+    let out = std::fs::File::from(rustix::io::fcntl_dupfd_cloexec(std::io::stdout(), 3).ok()?);
     // SAFETY: dup2 onto descriptor 1, which std's stdout writes to unowned.
     if unsafe { libc::dup2(null.as_raw_fd(), libc::STDOUT_FILENO) } < 0 {
         return None;

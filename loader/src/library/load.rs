@@ -9,6 +9,7 @@ use super::trust::{Trust, Vetted, vet};
 use super::{LoadError, PluginHost, elf};
 use crate::instance::{CallFailure, Instance};
 use crate::text::Escaped;
+use rustix::fs::{MemfdFlags, SealFlags};
 use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
@@ -166,23 +167,17 @@ pub(crate) fn open(path: &Path, trust: &Trust) -> Result<Arc<Library>, LoadError
 /// the loader (never its cached copy of an older version), and it needs no
 /// writable, executable directory.
 fn private_copy(path: &Path, file: &File, sha256: &str) -> Result<File, LoadError> {
-    use std::os::unix::io::FromRawFd;
     let fail = |what: &str, e: std::io::Error| {
         LoadError::io(
             path,
             format!("cannot make a private copy to load ({what}: {e})"),
         )
     };
-    let name = c"plughost-plugin";
-    // SAFETY: memfd_create reads a NUL-terminated name and returns a new
-    // descriptor (or -1); no memory of ours is kept.
-    let fd =
-        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
-    if fd < 0 {
-        return Err(fail("memfd_create", std::io::Error::last_os_error()));
-    }
-    // SAFETY: `fd` was just created and nothing else owns it.
-    let copy = unsafe { File::from_raw_fd(fd) };
+    let flags = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
+    let copy = File::from(
+        rustix::fs::memfd_create(c"plughost-plugin", flags)
+            .map_err(|e| fail("memfd_create", e.into()))?,
+    );
     // Plain reads and writes: a `sendfile`/`splice` copy (what `io::copy`
     // does between files) can leave pages of the copy pinned for a moment,
     // and sealing then fails with EBUSY.
@@ -228,17 +223,16 @@ fn seal(copy: &File) -> std::io::Result<()> {
 
 /// [`seal`], with `wait` for the pauses between tries.
 fn seal_waiting(copy: &File, mut wait: impl FnMut(std::time::Duration)) -> std::io::Result<()> {
-    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
+    let seals = SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE | SealFlags::SEAL;
     let mut backoff = std::time::Duration::from_millis(1);
     let mut attempt = 1;
     loop {
-        // SAFETY: fcntl(F_ADD_SEALS) on our own descriptor takes an integer argument.
-        if unsafe { libc::fcntl(copy.as_raw_fd(), libc::F_ADD_SEALS, seals) } == 0 {
-            return Ok(());
-        }
-        let error = std::io::Error::last_os_error();
-        if error.raw_os_error() != Some(libc::EBUSY) || attempt >= SEAL_TRIES {
-            return Err(error);
+        let error = match rustix::fs::fcntl_add_seals(copy, seals) {
+            Ok(()) => return Ok(()),
+            Err(error) => error,
+        };
+        if error != rustix::io::Errno::BUSY || attempt >= SEAL_TRIES {
+            return Err(error.into());
         }
         wait(backoff);
         backoff = (backoff * 2).min(SEAL_BACKOFF_MAX);

@@ -194,8 +194,7 @@ fn directories_on_the_way(path: &Path) -> std::io::Result<(Vec<PathBuf>, PathBuf
 }
 
 fn rustix_euid() -> u32 {
-    // SAFETY: geteuid(2) cannot fail and touches no memory.
-    unsafe { libc::geteuid() }
+    rustix::process::geteuid().as_raw()
 }
 
 /// Open without following links, make sure it is a non-empty regular file

@@ -51,10 +51,9 @@ impl ChildPid {
     pub(crate) fn kill(&self) {
         let pid = self.0.load(Ordering::Acquire);
         if pid > 0 {
-            // SAFETY: kill(2) takes plain integers. The pid is our child's,
-            // cleared before the child is reaped, so it cannot name a reused
-            // pid for long.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // The pid is our child's, cleared before the child is reaped,
+            // so it cannot name a reused pid for long.
+            super::kill::kill_child(pid);
         }
     }
 }
@@ -192,8 +191,8 @@ impl ProcessInstance {
             .unwrap_or_else(|e| e.into_inner())
             .is_none()
         {
-            // SAFETY: kill(2) on our own child's pid, not yet reaped (so not reused).
-            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            // Our own child's pid, not yet reaped (so not reused).
+            super::kill::kill_child(self.pid);
         }
     }
 
