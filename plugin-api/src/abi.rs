@@ -28,11 +28,11 @@ use std::sync::Arc;
 /// major. It changes only when this module's types do: a minor for an
 /// appended capability, a major for anything else. Its major is the crate's
 /// major (abi_stable records the crate's version in every type's layout).
-pub const ABI_VERSION: &str = "1.0.0";
+pub const ABI_VERSION: &str = "1.1.0";
 /// [`ABI_VERSION`]'s major.
 pub const ABI_MAJOR: u32 = 1;
 /// [`ABI_VERSION`]'s minor.
-pub const ABI_MINOR: u32 = 0;
+pub const ABI_MINOR: u32 = 1;
 
 /// An event as the plugin sees it for the duration of one call.
 #[repr(C)]
@@ -355,6 +355,12 @@ pub struct HostVTable {
     // Appended host functions go below, each with the ABI minor that added
     // it; a plugin reaches them through an accessor that answers `None` on a
     // host that predates them.
+    /// ABI 1.1: take one more reference to the context, given back by its
+    /// own `release`: a handle that outlives the call it was made in (a
+    /// `Publisher`). While the instance lives, `publish` through it works
+    /// from any thread, as the instance; once the instance is dropped it
+    /// returns an error.
+    pub retain: unsafe extern "C" fn(ctx: *const c_void),
 }
 
 /// The host as one plugin instance holds it: the host's context and its
@@ -418,6 +424,19 @@ impl HostHandle {
         unsafe { (self.vtable.cast())(self.ctx, RStr::from_str(request)) }
     }
 
+    /// Another handle on the same context (ABI 1.1), or `None` from a host
+    /// that predates `retain`.
+    pub fn retained(&self) -> Option<HostHandle> {
+        let retain = self.vtable.retain()?;
+        // SAFETY: `ctx` belongs to this vtable and is alive (we hold it);
+        // the new reference is given back by the new handle's `drop`.
+        unsafe { retain(self.ctx) };
+        Some(HostHandle {
+            ctx: self.ctx,
+            vtable: self.vtable,
+        })
+    }
+
     /// Hand `host` to a plugin: its functions become this handle's.
     pub fn new<H: HostFunctions>(host: Arc<H>) -> HostHandle {
         HostHandle {
@@ -458,6 +477,12 @@ impl<H: HostFunctions> HostVTableOf<H> {
     unsafe fn host<'a>(ctx: *const c_void) -> &'a H {
         // SAFETY: per the caller, an `Arc<H>` made by `HostHandle::new`.
         unsafe { &*ctx.cast::<H>() }
+    }
+
+    unsafe extern "C" fn retain(ctx: *const c_void) {
+        // SAFETY: per the vtable's contract, an `Arc<H>` made by
+        // `HostHandle::new` and not released yet.
+        unsafe { Arc::increment_strong_count(ctx.cast::<H>()) };
     }
 
     unsafe extern "C" fn release(ctx: *const c_void) {
@@ -524,6 +549,7 @@ impl<H: HostFunctions> HostVTableOf<H> {
             log: Self::log,
             call: Self::call,
             cast: Self::cast,
+            retain: Self::retain,
         })
     }
 

@@ -15,7 +15,7 @@ mod status;
 pub mod topic;
 
 pub use abi::LogLevel;
-pub use context::Context;
+pub use context::{Context, Publisher};
 pub use duration::HumanDuration;
 pub use event::Event;
 pub use http::{HttpRequest, HttpResponse};

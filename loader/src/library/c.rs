@@ -186,7 +186,7 @@ impl CLibrary {
             culprit,
             error,
             _table: table,
-            _host: host,
+            host,
             _name: name,
         }))
     }
@@ -210,7 +210,7 @@ struct CInstance {
     culprit: Arc<Culprit>,
     error: Box<[c_char]>,
     _table: Box<plughost_host>,
-    _host: Box<Arc<dyn PluginHost>>,
+    host: Box<Arc<dyn PluginHost>>,
     _name: CString,
 }
 
@@ -421,6 +421,9 @@ impl Drop for CInstance {
             // SAFETY: called once, last, on the instance's own thread.
             unsafe { destroy(self.instance) };
         }
+        // From here on the table's functions must not be called (the header
+        // says so); a `publish` that still comes is refused, not routed.
+        self.host.retire();
     }
 }
 

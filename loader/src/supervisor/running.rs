@@ -6,7 +6,7 @@
 use super::error::InstanceError;
 use super::handle::WorkerHandle;
 use super::local::Commands;
-use crate::bus::Bus;
+use crate::bus::{Bus, Origin};
 use crate::config::Config;
 use crate::event::Name;
 use crate::intake::{Entry, PublishError, Publisher};
@@ -165,8 +165,13 @@ impl Supervisor {
             return Err(PublishError::ShuttingDown);
         }
         let source = Name::Interned(entry.source());
-        self.bus
-            .publish_from(Publisher::Entry(entry), None, source, topic, payload)
+        self.bus.publish_from(
+            Publisher::Entry(entry),
+            Origin::default(),
+            source,
+            topic,
+            payload,
+        )
     }
 
     /// Publish many payloads on one topic through `entry` (see
