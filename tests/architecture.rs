@@ -439,9 +439,8 @@ fn read_files() -> Vec<File> {
     for path in rust_files(&root) {
         let text = std::fs::read_to_string(&path).unwrap();
         let Some(module) = module_of(&root, &path) else {
-            // The binary's: only its size is checked.
-            let (code, test_lines) = without_test_items(&blank_literals(&text));
-            let _ = code;
+            // The binary's: its own graph is `read_binary_files`.
+            let (_, test_lines) = without_test_items(&blank_literals(&text));
             files.push(File {
                 path,
                 module: vec!["<main>".to_owned()],
@@ -452,19 +451,45 @@ fn read_files() -> Vec<File> {
             });
             continue;
         };
-        let blanked = blank_literals(&text);
-        let children = declared_children(&blanked);
-        let (code, test_lines) = without_test_items(&blanked);
-        files.push(File {
-            path,
-            module,
-            code,
-            lines: text.lines().count(),
-            test_lines,
-            children,
-        });
+        files.push(parse_file(path, module, &text));
     }
     files
+}
+
+/// The binary's files as a crate of their own: `main.rs` its root, `cli/`
+/// its modules (`crate::` in them is the binary's root).
+fn read_binary_files() -> Vec<File> {
+    let root = source_dir();
+    let mut files = Vec::new();
+    for path in rust_files(&root) {
+        let relative = path.strip_prefix(&root).unwrap().to_owned();
+        let module = if relative == Path::new("main.rs") {
+            Vec::new()
+        } else if relative.starts_with("cli") {
+            let mut module = vec!["cli".to_owned()];
+            module.extend(module_of(&root.join("cli"), &path).unwrap_or_default());
+            module
+        } else {
+            continue;
+        };
+        let text = std::fs::read_to_string(&path).unwrap();
+        files.push(parse_file(path, module, &text));
+    }
+    files
+}
+
+fn parse_file(path: PathBuf, module: ModPath, text: &str) -> File {
+    let blanked = blank_literals(text);
+    let children = declared_children(&blanked);
+    let (code, test_lines) = without_test_items(&blanked);
+    File {
+        path,
+        module,
+        code,
+        lines: text.lines().count(),
+        test_lines,
+        children,
+    }
 }
 
 /// `mod x;` / `mod x {` declarations in `code`, and whether each is
@@ -806,6 +831,22 @@ fn no_module_of_the_loader_imports_a_module_that_imports_it_back() {
         "the modules of loader/src import each other in a cycle; make the lower one \
          independent of the higher one (move the shared item down, or hand a callback \
          down):\n{}",
+        cycles.join("\n")
+    );
+}
+
+#[test]
+fn no_module_of_the_binary_imports_a_module_that_imports_it_back() {
+    let graph = Graph::build(&read_binary_files());
+    assert!(
+        graph.modules.len() > 2,
+        "the binary's modules were found ({})",
+        graph.modules.len()
+    );
+    let cycles: Vec<String> = graph.cycles().iter().map(|g| graph.describe(g)).collect();
+    assert!(
+        cycles.is_empty(),
+        "the binary's modules (main.rs, cli/) import each other in a cycle:\n{}",
         cycles.join("\n")
     );
 }

@@ -1,30 +1,32 @@
 //! plughost as a library: the [`Host`] that the `plughost` binary wraps, for
 //! embedding a plugin host in another program.
 //!
-//! The modules follow an event's path, and import only downward (no cycle:
-//! `tests/architecture.rs` checks it):
+//! The modules follow an event's path, top to bottom, and each imports only
+//! modules above it (no cycle: `tests/architecture.rs` checks it):
 //!
 //! ```text
 //!  config ──────────── what to load: plugins.toml, checked (limits, file, load)
 //!    │
+//!  instance, intake ── the Instance trait every adapter implements; the
+//!    │                 entry points and why a publish is refused
 //!  library ─────────── find, check, open: rust.rs, c.rs, process/ (the only
 //!    │                 place plugins are loaded or called); PluginHost is the
 //!    │                 host as a plugin sees it
-//!  instance ────────── the Instance trait every adapter implements
+//!  mailbox ─────────── an instance's slot: queue, counters, state
 //!    │
-//!  mailbox ─── worker  an instance's slot (queue, counters, state) and the
-//!    │           │     thread that takes its events and obeys its orders
-//!  intake ──── bus     entry points and refusals; routing topic -> mailboxes
-//!    │           │
+//!  bus ─────────────── routing: topic -> mailboxes, each event counted once
+//!    │
 //!  observe::lifecycle  plughost.plugin.* events
 //!    │
+//!  worker ──────────── the thread that takes a mailbox's events and obeys
+//!    │                 its control lane (it consults two leaves of the
+//!    │                 supervisor, `policy` and `error`, which import
+//!    │                 nothing below `mailbox`)
 //!  supervisor ──────── what runs: launch, operate (stop/start/restart),
 //!    │                 reload, restart policy, watchdog; plugins' call/cast
 //!    │                 reach the commands through `Commands`, handed down
-//!    │                 (the worker consults two leaves of it, `policy` and
-//!    │                 `error`, which import nothing above `mailbox`)
 //!  observe ─── command probes, reports, state events; the command set
-//!    │           │     (socket, `plughost ctl`, plugins' call/cast)
+//!    │                 (socket, `plughost ctl`, plugins' call/cast)
 //!  host ────────────── Host: start, publish, checks, shutdown in phases
 //!    │
 //!  control, status, input ── the control socket, the HTTP server, stdin

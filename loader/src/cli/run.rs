@@ -2,7 +2,7 @@
 //! events read from stdin or a file, and the end of it all (input ended or
 //! a signal), with the summary.
 
-use super::signals::HostSignals;
+use super::signals::{End, HostSignals};
 use anyhow::Context as _;
 use plughost::{Config, Entry, Escaped, Host, InstanceReport, input};
 use std::io::BufReader;
@@ -13,12 +13,6 @@ use std::sync::{Arc, OnceLock};
 
 /// The async runtime's threads for blocking work, at most.
 const BLOCKING_THREADS: usize = 64;
-
-pub(crate) enum End {
-    Input(std::io::Result<input::InputSummary>),
-    /// SIGTERM or SIGINT, by name.
-    Signal(&'static str),
-}
 
 pub(crate) fn run(
     config_path: &Path,

@@ -1,10 +1,16 @@
 //! The signals `plughost run` takes (SIGINT, SIGTERM, SIGHUP): blocked in
 //! every thread and taken by one, so no plugin can steal them.
 
-use super::run::End;
 use plughost::{Escaped, Host};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+
+/// How `plughost run` ends: its input ended (or failed), or a signal came.
+pub(crate) enum End {
+    Input(std::io::Result<plughost::input::InputSummary>),
+    /// SIGTERM or SIGINT, by name.
+    Signal(&'static str),
+}
 
 /// SIGINT, SIGTERM and SIGHUP are blocked in every thread of the host (the
 /// mask is set before any other thread starts, and threads inherit it) and
