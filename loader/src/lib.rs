@@ -13,7 +13,8 @@
 //!    │                 place plugins are loaded or called); PluginHost is the
 //!    │                 host as a plugin sees it
 //!  mailbox ─────────── an instance's slot: queue, counters, state
-//!    │
+//!    │                 (and observe::metrics, the internal.metrics.*
+//!    │                 payloads the bus publishes)
 //!  bus ─────────────── routing: topic -> mailboxes, each event counted once
 //!    │
 //!  observe::lifecycle  plughost.plugin.* events

@@ -21,6 +21,7 @@ use crate::config::Overflow;
 use crate::event::{Event, Name, now_ms};
 use crate::intake::{PublishError, Publisher, Refusals};
 use crate::mailbox::Slot;
+use crate::observe::metrics;
 use crate::text::Escaped;
 use crossbeam_channel::TrySendError;
 use crossbeam_utils::CachePadded;
@@ -405,29 +406,8 @@ impl Bus {
         if event.topic().starts_with("internal.metrics.") {
             return;
         }
-        let (api_name, event_name) = event
-            .topic()
-            .rsplit_once('.')
-            .unwrap_or(("", event.topic()));
-        let kwargs = serde_json::from_slice::<serde_json::Value>(event.payload()).unwrap_or_else(|_| {
-            use base64::Engine as _;
-            serde_json::json!({ "payload_base64": base64::engine::general_purpose::STANDARD.encode(event.payload()) })
-        });
-        let mut payload = serde_json::json!({
-            "process_name": &**process_name,
-            "event_id": event.id(),
-            "api_name": api_name,
-            "event_name": event_name,
-            "kwargs": kwargs,
-            "timestamp": now_ms() as f64 / 1000.0,
-            "source": event.source(),
-        });
-        if let Some(listener) = listener {
-            payload["listener"] = serde_json::Value::from(&*listener.name);
-        }
-        if let Some(took) = took {
-            payload["duration_ms"] = serde_json::Value::from(took.as_secs_f64() * 1000.0);
-        }
+        let listener = listener.map(|slot| &*slot.name);
+        let payload = metrics::payload(process_name, event, listener, took);
         self.publish_host_on(waiter, &format!("internal.metrics.{kind}"), payload);
     }
 
