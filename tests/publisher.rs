@@ -228,33 +228,39 @@ fn a_process_plugin_s_publisher_threads_end_with_its_child_and_its_restart_publi
     assert_eq!(row.received, row.processed);
 }
 
-/// The host's refusals apply to a `Publisher` as to `Context::publish`: a
-/// reserved topic from a plugin's thread is refused with the reason, and
-/// counted, and the thread goes on.
+/// The host's refusals apply to a `Publisher` as to `Context::publish`, in
+/// both isolation modes: a reserved topic from a plugin's thread is refused
+/// with the reason (and counted), and nothing is published as the plugin.
 #[test]
 fn a_publisher_thread_is_refused_a_reserved_topic() {
-    let s = Scratch::new("publisher-reserved");
-    let config = Config::new()
-        .plugin(logger("log", &s.path("log.jsonl")).subscribe([">"]))
-        .plugin(Plugin::new("maker", "chaos").config(json!({
-            "publisher_threads": 1,
-            "publisher_topic": "plughost.plugin.failed",
-            "publisher_count": 1,
-        })))
-        .write(&s);
-    let mut host = Running::start(&config);
-    let refused = "chaos publisher 0: refused: topic `plughost.plugin.failed` is reserved";
-    if !host.stderr_seen.iter().any(|line| line.contains(refused)) {
-        host.wait_for_stderr(refused);
+    for isolation in [Isolation::Thread, Isolation::Process] {
+        let s = Scratch::new(&format!("publisher-reserved-{}", isolation.as_str()));
+        let config = Config::new()
+            .plugin(logger("log", &s.path("log.jsonl")).subscribe([">"]))
+            .plugin(
+                Plugin::new("maker", "chaos")
+                    .isolation(isolation)
+                    .config(json!({
+                        "publisher_threads": 1,
+                        "publisher_topic": "plughost.plugin.failed",
+                        "publisher_count": 1,
+                    })),
+            )
+            .write(&s);
+        let mut host = Running::start(&config);
+        let refused = "chaos publisher 0: refused: topic `plughost.plugin.failed` is reserved";
+        if !host.stderr_seen.iter().any(|line| line.contains(refused)) {
+            host.wait_for_stderr(refused);
+        }
+        drop(host.stdin.take());
+        let (out, err) = host.wait(Duration::from_secs(60));
+        assert!(out.status.success(), "{}", err.join("\n"));
+        let lines = s.log_lines("log.jsonl");
+        assert!(
+            lines.iter().all(|l| l["source"] != "maker"),
+            "nothing published as maker ({isolation:?}): {lines:?}"
+        );
     }
-    drop(host.stdin.take());
-    let (out, err) = host.wait(Duration::from_secs(60));
-    assert!(out.status.success(), "{}", err.join("\n"));
-    let lines = s.log_lines("log.jsonl");
-    assert!(
-        lines.iter().all(|l| l["source"] != "maker"),
-        "nothing published as maker: {lines:?}"
-    );
 }
 
 /// A C plugin publishing from four pthreads of its own through the host
