@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 pub(crate) fn ctl(socket: &Path, json: bool, command: CtlCommand) -> anyhow::Result<ExitCode> {
     let request = serde_json::to_value(&command).context("cannot encode the command")?;
-    let answer = plughost::control::request(socket, &request).map_err(anyhow::Error::msg)?;
+    let answer = plughost::control::request(socket, &request)?;
     if json {
         out!("{answer}");
     }
