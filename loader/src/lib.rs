@@ -33,6 +33,7 @@ pub use text::Escaped;
 pub use command::{CommandError, RequestError};
 pub use config::{Config, ConfigError};
 pub use event::Event;
+pub use plughost_api::{ContentError, ContentType};
 pub use host::{
     Host, InstanceError, InstanceReport, PluginHealth, PluginJob, PluginReadiness, ReloadError,
     StartError,

@@ -20,6 +20,7 @@ use abi_stable::{
     staticref,
     std_types::{RErr, ROption, RResult, RSlice, RStr, RString, RVec},
 };
+use crate::ContentType;
 use std::ffi::c_void;
 use std::sync::Arc;
 
@@ -28,11 +29,11 @@ use std::sync::Arc;
 /// major. It changes only when this module's types do: a minor for an
 /// appended capability, a major for anything else. Its major is the crate's
 /// major (abi_stable records the crate's version in every type's layout).
-pub const ABI_VERSION: &str = "1.0.0";
+pub const ABI_VERSION: &str = "1.1.0";
 /// [`ABI_VERSION`]'s major.
 pub const ABI_MAJOR: u32 = 1;
 /// [`ABI_VERSION`]'s minor.
-pub const ABI_MINOR: u32 = 0;
+pub const ABI_MINOR: u32 = 1;
 
 /// An event as the plugin sees it for the duration of one call.
 #[repr(C)]
@@ -197,6 +198,14 @@ pub struct PluginVTable {
     ) -> RResult<ROption<HttpResponseAbi>, CallError>,
     // Appended capabilities go below, each with the ABI minor that added it;
     // `PluginHandle` answers `None` for them when the plugin predates them.
+    /// ABI 1.1: handle one event of content type `content_type` (see
+    /// [`ContentType::to_abi`](crate::ContentType)). A host calls it instead
+    /// of `on_event` when the plugin has it.
+    pub on_event_typed: unsafe extern "C" fn(
+        state: *mut c_void,
+        event: EventRef<'_>,
+        content_type: u8,
+    ) -> RResult<(), CallError>,
 }
 
 /// One live plugin instance, owned by the host: the plugin's state and its
@@ -221,6 +230,19 @@ impl PluginHandle {
         // SAFETY: `state` came from the `create` that made this vtable, and
         // `&mut self` makes this the only call into it.
         unsafe { (self.vtable.on_event())(self.state, event) }
+    }
+
+    /// Handle one event of content type `content_type`: through the
+    /// plugin's `on_event_typed`, or its `on_event` when it predates content
+    /// types (ABI 1.0: it cannot be told the type).
+    #[inline]
+    pub fn on_event_typed(&mut self, event: EventRef<'_>, content_type: u8) -> RResult<(), CallError> {
+        match self.vtable.on_event_typed() {
+            // SAFETY: as in `on_event`.
+            Some(typed) => unsafe { typed(self.state, event, content_type) },
+            // SAFETY: as in `on_event`.
+            None => unsafe { (self.vtable.on_event())(self.state, event) },
+        }
     }
 
     /// Flush what the instance holds (see [`PluginVTable::stop`]).
@@ -309,6 +331,15 @@ pub struct HostVTable {
     // Appended host functions go below, each with the ABI minor that added
     // it; a plugin reaches them through an accessor that answers `None` on a
     // host that predates them.
+    /// ABI 1.1: publish an event of content type `content_type` (see
+    /// [`ContentType::to_abi`](crate::ContentType)); the host checks the
+    /// payload against it. `publish` publishes `bytes`.
+    pub publish_typed: unsafe extern "C" fn(
+        ctx: *const c_void,
+        topic: RStr<'_>,
+        payload: RSlice<'_, u8>,
+        content_type: u8,
+    ) -> RResult<(), RString>,
 }
 
 /// The host as one plugin instance holds it: the host's context and its
@@ -341,11 +372,35 @@ impl HostHandle {
         unsafe { (self.vtable.instance_name())(self.ctx) }.as_str()
     }
 
-    /// Publish an event.
+    /// Publish an event of content type `bytes`.
     pub fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), String> {
         // SAFETY: as in `instance_name`; the host copies what it keeps.
         unsafe {
             (self.vtable.publish())(self.ctx, RStr::from_str(topic), RSlice::from_slice(payload))
+        }
+        .into_result()
+        .map_err(RString::into_string)
+    }
+
+    /// Publish an event of content type `content`. A host older than ABI
+    /// 1.1 knows no content types: the event is published as `bytes` there.
+    pub fn publish_typed(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        content: ContentType,
+    ) -> Result<(), String> {
+        let Some(publish_typed) = self.vtable.publish_typed() else {
+            return self.publish(topic, payload);
+        };
+        // SAFETY: as in `instance_name`; the host copies what it keeps.
+        unsafe {
+            publish_typed(
+                self.ctx,
+                RStr::from_str(topic),
+                RSlice::from_slice(payload),
+                content.to_abi(),
+            )
         }
         .into_result()
         .map_err(RString::into_string)
@@ -393,8 +448,9 @@ impl Drop for HostHandle {
 pub trait HostFunctions: Send + Sync + 'static {
     /// The instance name from `plugins.toml`.
     fn instance_name(&self) -> &str;
-    /// Publish an event.
-    fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), String>;
+    /// Publish an event of content type `content` (the host checks the
+    /// payload against it).
+    fn publish(&self, topic: &str, payload: &[u8], content: ContentType) -> Result<(), String>;
     /// Log a line tagged with the instance name.
     fn log(&self, level: LogLevel, message: &str);
     /// Run a host command (JSON) and return the host's JSON answer.
@@ -436,7 +492,22 @@ impl<H: HostFunctions> HostVTableOf<H> {
         // SAFETY: per the vtable's contract.
         let host = unsafe { Self::host(ctx) };
         caught(|| {
-            host.publish(topic.as_str(), payload.as_slice())
+            host.publish(topic.as_str(), payload.as_slice(), ContentType::Bytes)
+                .map_err(RString::from)
+        })
+    }
+
+    unsafe extern "C" fn publish_typed(
+        ctx: *const c_void,
+        topic: RStr<'_>,
+        payload: RSlice<'_, u8>,
+        content_type: u8,
+    ) -> RResult<(), RString> {
+        // SAFETY: per the vtable's contract.
+        let host = unsafe { Self::host(ctx) };
+        let content = ContentType::from_abi(content_type);
+        caught(|| {
+            host.publish(topic.as_str(), payload.as_slice(), content)
                 .map_err(RString::from)
         })
     }
@@ -478,6 +549,7 @@ impl<H: HostFunctions> HostVTableOf<H> {
             log: Self::log,
             call: Self::call,
             cast: Self::cast,
+            publish_typed: Self::publish_typed,
         })
     }
 

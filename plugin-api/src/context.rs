@@ -1,7 +1,7 @@
 //! What a plugin can ask of the host: its name, publishing, logging.
 
-use crate::Result;
 use crate::abi::{HostHandle, LogLevel};
+use crate::{ContentType, Result};
 use serde::Serialize;
 use std::fmt::Display;
 
@@ -21,17 +21,28 @@ impl Context {
         self.host.instance_name()
     }
 
-    /// Publish `payload` on `topic`. The event is routed like any other one,
-    /// including back to this plugin if it subscribes to the topic.
+    /// Publish `payload` on `topic`, content type `bytes`. The event is
+    /// routed like any other one, including back to this plugin if it
+    /// subscribes to the topic.
     pub fn publish(&self, topic: &str, payload: impl AsRef<[u8]>) -> Result<()> {
         self.host
-            .publish(topic, payload.as_ref())
+            .publish_typed(topic, payload.as_ref(), ContentType::Bytes)
             .map_err(Into::into)
     }
 
-    /// Publish `value` serialized as compact JSON.
+    /// Publish `value` serialized as compact JSON, content type `json`.
     pub fn publish_json<T: Serialize + ?Sized>(&self, topic: &str, value: &T) -> Result<()> {
-        self.publish(topic, serde_json::to_vec(value)?)
+        let payload = serde_json::to_vec(value)?;
+        self.host
+            .publish_typed(topic, &payload, ContentType::Json)
+            .map_err(Into::into)
+    }
+
+    /// Publish `text`, content type `text`.
+    pub fn publish_text(&self, topic: &str, text: &str) -> Result<()> {
+        self.host
+            .publish_typed(topic, text.as_bytes(), ContentType::Text)
+            .map_err(Into::into)
     }
 
     /// Run a host command, as `plughost ctl` would, and wait for its result:

@@ -9,7 +9,7 @@ use crate::abi::{
     JobReportAbi, PluginHandle, PluginModule, PluginModuleRef, PluginVTable, PluginVTableRef,
     ReadinessReport,
 };
-use crate::{Context, Event, HealthStatus, HttpRequest, Plugin, Result};
+use crate::{ContentType, Context, Event, HealthStatus, HttpRequest, Plugin, Result};
 use abi_stable::prefix_type::{PrefixTypeTrait, WithMetadata};
 use abi_stable::staticref;
 use abi_stable::std_types::{RErr, ROk, ROption, RResult, RStr, RString, RVec};
@@ -105,6 +105,17 @@ impl<P: Plugin> Functions<P> {
         // SAFETY: per the vtable's contract.
         let Adapter { plugin, ctx } = unsafe { Self::adapter(state) };
         guard(|| plugin.on_event(&Event::from_raw(event), ctx))
+    }
+
+    unsafe extern "C" fn on_event_typed(
+        state: *mut c_void,
+        event: EventRef<'_>,
+        content_type: u8,
+    ) -> RResult<(), CallError> {
+        // SAFETY: per the vtable's contract.
+        let Adapter { plugin, ctx } = unsafe { Self::adapter(state) };
+        let content = ContentType::from_abi(content_type);
+        guard(|| plugin.on_event(&Event::from_raw_typed(event, content), ctx))
     }
 
     unsafe extern "C" fn stop(state: *mut c_void) -> RResult<(), CallError> {
@@ -221,6 +232,7 @@ impl<P: Plugin> Functions<P> {
             tick: Self::tick,
             routes: Self::routes,
             http: Self::http,
+            on_event_typed: Self::on_event_typed,
         })
     }
 

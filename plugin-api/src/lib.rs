@@ -3,6 +3,7 @@
 
 #[doc(hidden)]
 pub mod abi;
+mod content;
 mod context;
 mod duration;
 mod event;
@@ -15,6 +16,7 @@ mod status;
 pub mod topic;
 
 pub use abi::LogLevel;
+pub use content::{ContentError, ContentType};
 pub use context::Context;
 pub use duration::HumanDuration;
 pub use event::Event;

@@ -8,10 +8,10 @@ use super::{LoadError, PluginHost};
 use crate::event::EventView;
 use crate::instance::{CallFailure, Instance};
 use plughost_api::{
-    Health, HealthStatus, HttpRequest, HttpResponse, JobReport, LogLevel, Readiness,
+    ContentType, Health, HealthStatus, HttpRequest, HttpResponse, JobReport, LogLevel, Readiness,
 };
 use plughost_ffi::{
-    PLUGHOST_ABI_MAJOR, PLUGHOST_ABI_MINOR, PLUGHOST_ENTRY_SYMBOL, PLUGHOST_ERROR,
+    PLUGHOST_ABI_MAJOR, PLUGHOST_ABI_MINOR, PLUGHOST_CONTENT_BYTES, PLUGHOST_ENTRY_SYMBOL, PLUGHOST_ERROR,
     PLUGHOST_HEALTH_DEGRADED, PLUGHOST_HEALTH_OK, PLUGHOST_OK, PLUGHOST_PLUGIN_MIN_SIZE,
     plughost_event, plughost_host, plughost_http_request, plughost_http_response,
     plughost_job_report, plughost_plugin,
@@ -150,6 +150,8 @@ impl CLibrary {
             log: Some(host_log),
             call: Some(host_call),
             cast: Some(host_cast),
+            publish_typed: Some(host_publish_typed),
+            event_size: std::mem::size_of::<plughost_event>() as u32,
         });
         let config = CString::new(config_json)
             .map_err(|_| CallFailure::Error("config holds a NUL".into()))?;
@@ -238,6 +240,7 @@ impl Instance for CInstance {
             payload_len: event.payload.len(),
             source: event.source.as_ptr().cast(),
             source_len: event.source.len(),
+            content_type: i32::from(event.content.to_abi()),
         };
         let on_event = self.descriptor.0.on_event.expect("checked at load");
         let calling = self.culprit.handling(event.topic);
@@ -452,6 +455,27 @@ unsafe extern "C" fn host_publish(
     payload: *const u8,
     payload_len: usize,
 ) -> i32 {
+    // SAFETY: the caller's promises are `host_publish_typed`'s.
+    unsafe {
+        host_publish_typed(
+            ctx,
+            topic,
+            topic_len,
+            payload,
+            payload_len,
+            PLUGHOST_CONTENT_BYTES,
+        )
+    }
+}
+
+unsafe extern "C" fn host_publish_typed(
+    ctx: *mut c_void,
+    topic: *const c_char,
+    topic_len: usize,
+    payload: *const u8,
+    payload_len: usize,
+    content_type: i32,
+) -> i32 {
     let publish = || {
         // SAFETY: the header requires the ctx we gave and valid (pointer, length) pairs.
         let (link, topic, payload) = unsafe {
@@ -462,7 +486,16 @@ unsafe extern "C" fn host_publish(
             )
         };
         let topic = std::str::from_utf8(topic).ok()?;
-        link.publish_or_log(topic, payload).then_some(())
+        let Some(content) = u8::try_from(content_type)
+            .ok()
+            .map(ContentType::from_abi)
+            .filter(|c| i32::from(c.to_abi()) == content_type)
+        else {
+            let message = format!("publish refused: unknown content type {content_type}");
+            link.log(LogLevel::Warn, &message);
+            return None;
+        };
+        link.publish_or_log(topic, payload, content).then_some(())
     };
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(publish)) {
         Ok(Some(())) => PLUGHOST_OK,

@@ -9,7 +9,7 @@ use crate::event::Name;
 use crate::intake::{PublishError, Publisher, Reason};
 use crate::library::{PluginHost, plugin_log};
 use crate::mailbox::Slot;
-use plughost_api::LogLevel;
+use plughost_api::{ContentType, LogLevel};
 use std::sync::Arc;
 
 /// The host's commands as a plugin's `call` and `cast` reach them (the
@@ -36,9 +36,14 @@ impl PluginHost for LocalHost {
         &self.slot.name
     }
 
-    fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), PublishError> {
+    fn publish(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        content: ContentType,
+    ) -> Result<(), PublishError> {
         self.bus
-            .publish(&self.slot, topic, payload.into())
+            .publish(&self.slot, topic, payload.into(), content)
             .map(|_| ())
     }
 

@@ -13,7 +13,7 @@ use super::spawn::{CHILD_FD, ignore_stop_signals};
 use crate::instance::{CallFailure, Instance};
 use crate::intake::PublishError;
 use crate::library::{self, PluginHost, Trust};
-use plughost_api::{HttpRequest, HttpResponse, LogLevel};
+use plughost_api::{ContentType, HttpRequest, HttpResponse, LogLevel};
 use std::io::{BufReader, Write};
 use std::os::unix::io::FromRawFd;
 use std::os::unix::net::UnixStream;
@@ -73,7 +73,12 @@ impl PluginHost for RemoteHost {
         &self.name
     }
 
-    fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), PublishError> {
+    fn publish(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        content: ContentType,
+    ) -> Result<(), PublishError> {
         // Refused here, as the bus refuses a thread plugin's publish (the
         // same checks, in the same order, with the same words), so the
         // plugin sees it at its call; the host hears of it (without the
@@ -82,6 +87,8 @@ impl PluginHost for RemoteHost {
         let refused = if payload.len() > limit {
             let bytes = payload.len();
             Some(PublishError::TooLarge { bytes, limit })
+        } else if let Err(e) = content.check(payload) {
+            Some(PublishError::Content(e))
         } else if let Err(e) = plughost_api::topic::validate_topic(topic) {
             Some(PublishError::Topic(e))
         } else if plughost_api::topic::is_reserved(topic) {
@@ -99,7 +106,11 @@ impl PluginHost for RemoteHost {
             }
             return Err(error);
         }
-        self.send(&Frame::Publish { topic, payload })
+        self.send(&Frame::Publish {
+            topic,
+            payload,
+            content,
+        })
             .map_err(|e| PublishError::HostGone(e.to_string()))
     }
 

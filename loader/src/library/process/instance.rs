@@ -245,8 +245,12 @@ impl ProcessInstance {
                 errors.into_iter().map(|(i, m)| (i, m.to_owned())).collect()
             };
             return Ok(match frame {
-                Frame::Publish { topic, payload } => {
-                    self.host.publish_or_log(topic, payload);
+                Frame::Publish {
+                    topic,
+                    payload,
+                    content,
+                } => {
+                    self.host.publish_or_log(topic, payload, content);
                     continue;
                 }
                 Frame::Refused { reason, message } => {
@@ -342,6 +346,7 @@ pub(super) fn refusal_code(reason: Reason) -> u8 {
         Reason::ReservedTopic => 0,
         Reason::TooLarge => 1,
         Reason::InvalidTopic => 2,
+        Reason::InvalidContent => 3,
     }
 }
 
@@ -350,6 +355,7 @@ fn refusal_reason(code: u8) -> Option<Reason> {
         0 => Some(Reason::ReservedTopic),
         1 => Some(Reason::TooLarge),
         2 => Some(Reason::InvalidTopic),
+        3 => Some(Reason::InvalidContent),
         _ => None,
     }
 }
