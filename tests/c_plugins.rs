@@ -145,17 +145,17 @@ fn check_and_discover_show_language_and_abi_version() {
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(
-        text.contains("echo: ok: echo_c 0.1.0 (c, plughost.h 1.2) from "),
+        text.contains("echo: ok: echo_c 0.1.0 (c, plughost.h 1.3) from "),
         "{text}"
     );
     assert!(
-        text.contains("count: ok: counter 0.1.0 (rust, plughost-api ABI 1.0) from "),
+        text.contains("count: ok: counter 0.1.0 (rust, plughost-api ABI 1.1) from "),
         "{text}"
     );
     std::fs::copy(plugin_path("echo_c"), s.path("libecho_c.so")).unwrap();
     let out = run(&["discover", s.dir.to_str().unwrap()], "");
     assert!(
-        stdout(&out).contains("libecho_c.so: echo_c 0.1.0 (c, plughost.h 1.2): fully supported"),
+        stdout(&out).contains("libecho_c.so: echo_c 0.1.0 (c, plughost.h 1.3): fully supported"),
         "{}",
         stdout(&out)
     );
@@ -207,7 +207,7 @@ fn refused(flags: &[&str]) -> String {
 fn a_wrong_major_version_is_refused_naming_both_versions() {
     assert_eq!(
         refused(&["-DFIXTURE_MAJOR=2"]),
-        "built for C ABI 2.2, but this host speaks 1.2: rebuild it against this host's plughost.h"
+        "built for C ABI 2.3, but this host speaks 1.3: rebuild it against this host's plughost.h"
     );
 }
 

@@ -65,7 +65,7 @@ fn check_names_each_library_it_opened() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 4, "one line per plugin:\n{text}");
     assert!(
-        lines[0].starts_with("a: ok: logger 0.1.0 (rust, plughost-api ABI 1.0) from "),
+        lines[0].starts_with("a: ok: logger 0.1.0 (rust, plughost-api ABI 1.1) from "),
         "{text}"
     );
     assert!(
@@ -89,7 +89,7 @@ fn discover_lists_plugins_and_says_why_others_are_not() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(
-        text.contains("libcounter.so: counter 0.1.0 (rust, plughost-api ABI 1.0): fully supported"),
+        text.contains("libcounter.so: counter 0.1.0 (rust, plughost-api ABI 1.1): fully supported"),
         "{text}"
     );
     assert!(
@@ -423,7 +423,7 @@ fn check_has_each_rust_plugin_read_its_config_without_running_it() {
     let bridge = plugin_path("nats_bridge").display().to_string();
     assert_eq!(
         lines[0],
-        format!("bridge: ok: nats-bridge 0.1.0 (rust, plughost-api ABI 1.0) from {bridge}")
+        format!("bridge: ok: nats-bridge 0.1.0 (rust, plughost-api ABI 1.1) from {bridge}")
     );
     assert!(
         lines[1].starts_with(&format!(
@@ -797,11 +797,11 @@ fn discover_reports_a_library_that_crashes_exits_or_hangs_while_loading_and_goes
                 at("libd_wild.so")
             ),
             format!(
-                "{}: counter 0.1.0 (rust, plughost-api ABI 1.0): fully supported",
+                "{}: counter 0.1.0 (rust, plughost-api ABI 1.1): fully supported",
                 at("libe_counter.so")
             ),
             format!(
-                "{}: hostile 0.0.1 (c, plughost.h 1.2): fully supported",
+                "{}: hostile 0.0.1 (c, plughost.h 1.3): fully supported",
                 at("libf_fine.so")
             ),
         ],
@@ -867,7 +867,7 @@ fn a_descriptor_cannot_forge_lines_of_check_or_discover() {
     assert_eq!(
         stdout(&out),
         format!(
-            "{}: {escaped} (c, plughost.h 1.2): fully supported\n",
+            "{}: {escaped} (c, plughost.h 1.3): fully supported\n",
             library.display()
         )
     );
@@ -877,7 +877,7 @@ fn a_descriptor_cannot_forge_lines_of_check_or_discover() {
     assert_eq!(
         stdout(&out),
         format!(
-            "x: ok: {escaped} (c, plughost.h 1.2) from {} (config not checked: this plugin reads it only when it starts)\n",
+            "x: ok: {escaped} (c, plughost.h 1.3) from {} (config not checked: this plugin reads it only when it starts)\n",
             library.display()
         )
     );
@@ -1143,7 +1143,7 @@ fn a_plugin_built_with_panic_abort_is_refused_in_thread_isolation_and_runs_in_a_
     assert_eq!(
         stdout(&out),
         format!(
-            "{}: plughost-fixture-api-{}-panic-abort 0.1.0 (rust, plughost-api ABI 1.0): fully supported; built with panic = \"abort\", so it runs only with isolation = \"process\"\n",
+            "{}: plughost-fixture-api-{}-panic-abort 0.1.0 (rust, plughost-api ABI 1.1): fully supported; built with panic = \"abort\", so it runs only with isolation = \"process\"\n",
             dir.join("libabort.so").display(),
             api_crate_version().replace('.', "-")
         )

@@ -1,5 +1,5 @@
 //! Routing: wildcard subscriptions, exactly-once in-order delivery, plugins
-//! publishing to plugins (themselves included) without deadlock.
+//! publishing to plugins (themselves, with `echo = true`) without deadlock.
 
 mod common;
 
@@ -137,42 +137,116 @@ fn a_malformed_input_line_is_reported_with_its_number_and_skipped() {
     assert_eq!(topics, ["a", "b", "c"]);
 }
 
-#[test]
-fn a_plugin_receives_what_it_publishes_on_a_topic_it_subscribes_to() {
-    let s = Scratch::new("self-publish");
+/// A forwarder subscribed to the topic it forwards to: `echo` (on `loop.>`,
+/// forwarding to `loop.again`) gets 3 `loop.start` from stdin and 2
+/// `loop.again` from `other`, and forwards each. Without `echo = true` it
+/// never gets its own forwards back (a logger sees them all); with it, it
+/// gets them too, until its 10 forwards are spent.
+fn a_forwarder_on_its_own_topic(echo: Option<bool>) -> (Row, Vec<Value>) {
+    let s = Scratch::new(&format!("self-publish-{echo:?}"));
+    let mut forwarder = Plugin::new("echo", "chaos")
+        .subscribe(["loop.>"])
+        .config(json!({"forward_to": "loop.again", "forward_limit": 10}));
+    if let Some(on) = echo {
+        forwarder = forwarder.echo(on);
+    }
     let config = Config::new()
         .plugin(logger("log", &s.path("log.jsonl")).subscribe(["loop.>"]))
+        .plugin(forwarder)
         .plugin(
-            Plugin::new("echo", "chaos")
-                .subscribe(["loop.>"])
-                .config(json!({"forward_to": "loop.again", "forward_limit": 5})),
+            Plugin::new("other", "chaos")
+                .subscribe(["go"])
+                .config(json!({"forward_to": "loop.again"})),
         )
         .write(&s);
-    let out = run(
-        &["run", config.to_str().unwrap(), "--events", "-"],
-        &event("loop.start", json!("x")),
-    );
+    let events: String = [("loop.start", 0), ("go", 1), ("loop.start", 2)]
+        .iter()
+        .chain(&[("go", 3), ("loop.start", 4)])
+        .map(|(topic, n)| event(topic, json!(n)))
+        .collect();
+    let out = run(&["run", config.to_str().unwrap(), "--events", "-"], &events);
     assert!(out.status.success(), "{}", stderr(&out));
-    let lines = s.log_lines("log.jsonl");
-    let topics: Vec<_> = lines.iter().map(|l| l["topic"].as_str().unwrap()).collect();
-    assert_eq!(
-        topics,
-        [
-            "loop.start",
-            "loop.again",
-            "loop.again",
-            "loop.again",
-            "loop.again",
-            "loop.again"
-        ]
-    );
-    assert!(
-        lines[1..]
+    let row = summary_row(&out, "echo");
+    assert_accounted(&row);
+    (row, s.log_lines("log.jsonl"))
+}
+
+#[test]
+fn a_forwarder_subscribed_to_its_own_topic_receives_only_what_others_published() {
+    for echo in [None, Some(false)] {
+        let (row, lines) = a_forwarder_on_its_own_topic(echo);
+        // 3 from stdin + 2 from `other`: none of its own 5 forwards.
+        assert_eq!((row.received, row.processed), (5, 5), "echo = {echo:?}");
+        let from = |source: &str| lines.iter().filter(|l| l["source"] == source).count();
+        assert_eq!(
+            (from("stdin"), from("other"), from("echo")),
+            (3, 2, 5),
+            "the logger sees every publisher's events (echo = {echo:?})"
+        );
+        // Each event it got, once (stdin's and `other`'s interleave).
+        let mut forwarded: Vec<u64> = lines
             .iter()
-            .all(|l| l["source"] == "echo" && l["payload"] == "x")
+            .filter(|l| l["source"] == "echo")
+            .map(|l| l["payload"].as_u64().unwrap())
+            .collect();
+        forwarded.sort_unstable();
+        assert_eq!(forwarded, [0, 1, 2, 3, 4], "echo = {echo:?}");
+    }
+}
+
+#[test]
+fn with_echo_true_a_forwarder_receives_its_own_events_too() {
+    let (row, lines) = a_forwarder_on_its_own_topic(Some(true));
+    // 5 from others + its 10 forwards (5, then the 5 those made).
+    assert_eq!((row.received, row.processed), (15, 15));
+    assert_eq!(lines.iter().filter(|l| l["source"] == "echo").count(), 10);
+}
+
+/// With `echo = true`, a plugin that publishes 100 copies of each event to
+/// itself through a one-place mailbox blocks on its own full mailbox: it can
+/// never make room, so each copy past the first is dropped at once (counted
+/// for it, with a warning), not after a wait. Its 9,900 drops finish well
+/// within the test's deadline (at 10 ms each they would take 99 s).
+#[test]
+fn a_plugin_blocked_on_its_own_full_mailbox_drops_the_event_at_once() {
+    let s = Scratch::new("self-block");
+    let config = Config::new()
+        .plugin(
+            Plugin::new("echo", "chaos")
+                .subscribe(["self"])
+                .queue_capacity(1)
+                .echo(true)
+                .config(
+                    json!({"forward_to": "self", "forward_copies": 100, "forward_limit": 10_000}),
+                ),
+        )
+        .write(&s);
+    let mut host = Running::start(&config);
+    host.send(&event("self", json!(0)));
+    drop(host.stdin.take());
+    let (out, err) = host.wait(Duration::from_secs(60));
+    let err = err.join("\n");
+    assert!(out.status.success(), "{err}");
+    // Each event it handles makes 100 copies: the first finds the mailbox
+    // empty, the other 99 find it full. 100 events make copies (10,000 in
+    // all), and the last one it takes makes none.
+    let row = summary_row(&out, "echo");
+    assert_eq!(
+        row,
+        Row {
+            state: "stopped".into(),
+            received: 10_001,
+            processed: 101,
+            dropped: 9_900,
+            failed: 0
+        }
     );
-    // 1 from the host + 5 of its own.
-    assert_eq!(summary_row(&out, "echo").processed, 6);
+    let cycle = "publishers blocked on each other in a cycle";
+    let warned = err
+        .lines()
+        .filter(|l| l.contains(cycle) && l.contains("plugin=echo"))
+        .count();
+    assert_eq!(warned, 9_900, "one warning per drop");
 }
 
 #[test]

@@ -334,7 +334,7 @@ fn run_to_the_end(config: &std::path::Path) -> (Duration, std::process::Output, 
 #[test]
 fn a_reaction_that_never_ends_is_cut_off_at_the_deadline_and_what_it_leaves_is_counted() {
     // The counter's summary sets off `loop`, which republishes every event
-    // it gets to itself, for ever. The stops' deliveries end at
+    // it gets to itself (`echo = true`), for ever. The stops' deliveries end at
     // shutdown_timeout (1 s) + the stop grace (1 s); what `loop` still has
     // then is dropped, counted and logged (at its `stop` when it had not
     // stopped yet, when it ends otherwise), and the summary still reaches
@@ -350,6 +350,7 @@ fn a_reaction_that_never_ends_is_cut_off_at_the_deadline_and_what_it_leaves_is_c
         let looping = Plugin::new("loop", "chaos")
             .isolation(isolation)
             .subscribe(["counter.summary", "loop.>"])
+            .echo(true)
             .set("forward_to", "loop.again");
         let mut config = Config::new().shutdown_timeout("1s");
         if loop_first {

@@ -13,6 +13,8 @@
 //!   through its abi_stable module. No host.
 //! - `rust`, `c`, `fanout8` (8 instances, counted in deliveries) and `process`
 //!   publish one event at a time through the public `plughost::Host` API;
+//!   `publisher_thread` has a thread of a plugin's own publish them through
+//!   its instance's `Publisher` to another instance;
 //!   `rust_batch` uses `Host::publish_batch` with batches of 256.
 //! - `latency` publishes at a fixed 100,000 events/s; each payload carries its
 //!   send time and the plugin records publish-to-handler latency.
@@ -51,9 +53,13 @@ const PROCESS_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The scenarios, in the order they are shown. Adding one is a function
 /// and a line here.
-const SCENARIOS: [(&str, Scenario); 9] = [
+const SCENARIOS: [(&str, Scenario); 10] = [
     ("raw", Scenario::Throughput(Bench::raw)),
     ("rust", Scenario::Throughput(Bench::rust)),
+    (
+        "publisher_thread",
+        Scenario::Throughput(Bench::publisher_thread),
+    ),
     ("rust_batch", Scenario::Throughput(Bench::rust_batch)),
     ("c", Scenario::Throughput(Bench::c)),
     ("fanout8", Scenario::Throughput(Bench::fanout8)),
@@ -155,7 +161,12 @@ impl HostFunctions for NullHost {
     fn instance_name(&self) -> &str {
         "raw"
     }
-    fn publish(&self, _topic: &str, _payload: &[u8]) -> Result<(), String> {
+    fn publish(
+        &self,
+        _topic: &str,
+        _payload: &[u8],
+        _content: plughost_api::ContentType,
+    ) -> Result<(), String> {
         Ok(())
     }
     fn log(&self, _level: LogLevel, _message: &str) {}
@@ -285,7 +296,8 @@ impl Bench {
                         payload: RSlice::from_slice(&payload),
                         source: RStr::from_str("host"),
                     };
-                    if let Err(e) = plugin.on_event(event).into_result() {
+                    // As the host calls it: with the event's content type.
+                    if let Err(e) = plugin.on_event_typed(event, 0).into_result() {
                         return Err(format!("raw: on_event failed: {}", e.message));
                     }
                 }
@@ -313,6 +325,46 @@ impl Bench {
     fn rust(&self) -> Result<f64, String> {
         let one = [Instance::new("rust", "bench_plugin", "thread")];
         self.through_host("rust", &one, Publish::One)
+    }
+
+    /// A thread of the `source` instance's own publishes every payload
+    /// through its `Publisher` to the `rust` instance: from the event that
+    /// starts it until the sink has handled them all and `shutdown` stopped
+    /// both.
+    fn publisher_thread(&self) -> Result<f64, String> {
+        const SCENARIO: &str = "publisher_thread";
+        let sink = Instance::new(SCENARIO, "bench_plugin", "thread");
+        let _ = std::fs::remove_file(self.result_path(SCENARIO));
+        let sinks = self.config_text(std::slice::from_ref(&sink), false);
+        let source = format!(
+            "\n[[plugin]]\nname = \"source\"\nlibrary = \"bench_plugin\"\nsubscribe = [\"bench.go\"]\n[plugin.config]\nresult_path = {}\npublish_count = {}\npublish_topic = {TOPIC:?}\n",
+            toml_string(&self.result_path("source")),
+            self.payloads.len()
+        );
+        let config = self.parse(&(sinks + &source))?;
+        let host = Host::start(config).map_err(|e| format!("{SCENARIO}: {e}"))?;
+        let events = self.payloads.len() as u64;
+        let started = Instant::now();
+        host.publish("bench.go", boxed(&payload(0)))
+            .map_err(|e| format!("{SCENARIO}: {e}"))?;
+        let handled = |host: &Host| {
+            host.report()
+                .iter()
+                .find(|r| r.name == SCENARIO)
+                .map_or(0, |r| {
+                    r.counts.processed + r.counts.dropped + r.counts.failed
+                })
+        };
+        while handled(&host) < events {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let reports = host.shutdown();
+        let took = started.elapsed();
+        let sink_report: Vec<InstanceReport> =
+            reports.into_iter().filter(|r| r.name == SCENARIO).collect();
+        check_reports(SCENARIO, &sink_report, events)?;
+        self.verify(SCENARIO, SCENARIO, self.expected)?;
+        Ok(events as f64 / took.as_secs_f64())
     }
 
     fn rust_batch(&self) -> Result<f64, String> {
@@ -424,6 +476,16 @@ impl Bench {
 
     /// A config for `instances` of the bench plugins, all subscribed to `TOPIC`.
     fn config(&self, instances: &[Instance], latency: bool) -> Result<Config, String> {
+        self.parse(&self.config_text(instances, latency))
+    }
+
+    fn parse(&self, text: &str) -> Result<Config, String> {
+        Config::parse(&self.scratch.join("plugins.toml"), text)
+            .map_err(|e| format!("bench config: {e}"))
+    }
+
+    /// [`Bench::config`]'s text.
+    fn config_text(&self, instances: &[Instance], latency: bool) -> String {
         let mut text = format!(
             "[host]\nplugin_dirs = [{}]\nqueue_capacity = 8192\nshutdown_timeout = \"600s\"\n",
             toml_string(&self.dir)
@@ -440,8 +502,7 @@ impl Bench {
                 text += "latency = true\n";
             }
         }
-        Config::parse(&self.scratch.join("plugins.toml"), &text)
-            .map_err(|e| format!("bench config: {e}"))
+        text
     }
 
     /// Publish every payload through a host with `instances`, from the first

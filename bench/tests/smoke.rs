@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Every scenario of issue 7, by the name `--json` reports it under.
-const SCENARIOS: [&str; 9] = [
+const SCENARIOS: [&str; 10] = [
     "raw",
     "rust",
+    "publisher_thread",
     "rust_batch",
     "c",
     "fanout8",
@@ -87,7 +88,15 @@ fn quick_bench_runs_every_scenario_and_every_checksum_holds() {
     );
     // Which fields each scenario reports (their values are not judged).
     let has = |name: &str, field: &str| scenarios[name][field].is_number();
-    for name in ["raw", "rust", "rust_batch", "c", "fanout8", "process"] {
+    for name in [
+        "raw",
+        "rust",
+        "publisher_thread",
+        "rust_batch",
+        "c",
+        "fanout8",
+        "process",
+    ] {
         assert!(
             has(name, "events_per_sec") && has(name, "ratio_to_raw"),
             "{name}: {report}"

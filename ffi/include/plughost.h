@@ -142,7 +142,11 @@ const struct plughost_plugin *plughost_plugin_entry(void);
  What the host offers an instance. Owned by the host; the pointer given to
  `create` stays valid until `destroy` returns (or, without `destroy`,
  until the instance is stopped). Its functions are thread-safe: they may
- be called from any thread while the instance exists.
+ be called from any thread while the instance exists, that is from the
+ start of `create` until `destroy` returns. A plugin that starts threads
+ of its own (a socket reader, a timer) publishes from them with `publish`
+ and joins them in `destroy`: a call after `destroy` returned is undefined
+ behaviour (the table is freed).
  */
 typedef struct plughost_host {
   /*
@@ -158,10 +162,19 @@ typedef struct plughost_host {
    */
   void *ctx;
   /*
-   Publish an event. `topic` is `topic_len` bytes of UTF-8 (a concrete
-   topic, no wildcards); `payload` is `payload_len` bytes (NULL if 0). The
-   host copies both before returning. Returns PLUGHOST_OK, or
-   PLUGHOST_ERROR for an invalid topic or when the host is gone.
+   Publish an event as this instance. `topic` is `topic_len` bytes of
+   UTF-8 (a concrete topic, no wildcards); `payload` is `payload_len`
+   bytes (NULL if 0). The host copies both before returning. Returns
+   PLUGHOST_OK, or PLUGHOST_ERROR for an invalid or reserved topic, a
+   payload over `max_event_bytes`, or when the host is gone.
+
+   Callable from any thread of the plugin between `create` and the
+   return of `destroy` (C ABI 1.3 says so; 1.2 hosts allowed it too).
+   From the thread that calls `on_event`, the instance waits for room in
+   full mailboxes; from another thread, only that thread waits. The
+   event is never delivered back to this instance unless its
+   `[[plugin]]` sets `echo = true`. It still works inside `destroy`:
+   join your threads there.
    */
   int32_t (*publish)(void *ctx,
                      const char *topic,

@@ -252,14 +252,19 @@ pub(crate) fn execute(
             let id = match caller {
                 Caller::Socket => supervisor.publish_from(Entry::Ctl, &topic, payload, content),
                 // As the plugin itself, from this thread (not the plugin's:
-                // it waits for the answer, or has gone on after a cast).
-                Caller::Plugin(name) => supervisor.bus.publish_from(
-                    Publisher::Plugin,
-                    None,
-                    name.clone(),
-                    &topic,
-                    (payload, content),
-                ),
+                // it waits for the answer, or has gone on after a cast),
+                // and not back to it unless it set `echo = true`.
+                Caller::Plugin(name) => {
+                    let slots = supervisor.bus.slots();
+                    let me = slots.iter().rev().find(|slot| *slot.name == **name);
+                    let origin = crate::bus::Origin {
+                        instance: me.map(|slot| &**slot),
+                        waiter: None,
+                    };
+                    let bus = &supervisor.bus;
+                    let payload = (payload, content);
+                    bus.publish_from(Publisher::Plugin, origin, name.clone(), &topic, payload)
+                }
             }?;
             Ok(json!({"id": id, "topic": topic, "content_type": content.as_str()}))
         }

@@ -101,6 +101,14 @@ pub enum PublishError {
     /// is gone (the reason is the socket's).
     #[error("the host is gone: {0}")]
     HostGone(String),
+    /// The instance that published has ended (stopped, or failed and
+    /// restarted as a new instance): a publisher it left behind publishes
+    /// no more.
+    #[error("instance `{name}` has ended: its publishers publish no more")]
+    Ended {
+        /// The instance.
+        name: String,
+    },
     /// The payload is larger than `[host] max_event_bytes`.
     #[error("the event is {bytes} bytes, more than max_event_bytes ({limit})")]
     TooLarge {
@@ -119,7 +127,9 @@ impl PublishError {
     /// The reason it is counted under, if it is a refusal (not a shutdown).
     pub(crate) fn reason(&self) -> Option<Reason> {
         match self {
-            PublishError::ShuttingDown | PublishError::HostGone(_) => None,
+            PublishError::ShuttingDown | PublishError::HostGone(_) | PublishError::Ended { .. } => {
+                None
+            }
             PublishError::Topic(_) => Some(Reason::InvalidTopic),
             PublishError::Reserved { .. } => Some(Reason::ReservedTopic),
             PublishError::TooLarge { .. } => Some(Reason::TooLarge),

@@ -176,6 +176,12 @@ pub struct Counts {
 /// The shared, thread-safe part of an instance: what publishers and operators see.
 pub(crate) struct Slot {
     pub index: usize,
+    /// Who the instance is for the routing's echo rule: its first slot's
+    /// index, kept by the slots that replace it (a reload that changed its
+    /// capacity), so a publish from either is never delivered back to it.
+    pub instance_id: usize,
+    /// `echo = true`: it receives the events it published itself.
+    pub echo: AtomicBool,
     /// Its instance name, also what its events carry as their source.
     pub name: Name,
     pub capacity: usize,
@@ -202,6 +208,10 @@ pub(crate) struct Slot {
     pub routes: Mutex<Vec<String>>,
     /// Slot index + 1 of the mailbox this instance's thread is blocked on, or 0.
     pub waiting_on: AtomicUsize,
+    /// Wakes this instance's thread while it waits for room: another
+    /// publisher found the cycle of waits this one must break.
+    pub wake_tx: Sender<()>,
+    pub wake_rx: Receiver<()>,
     /// Set when an order waits on the control lane: the thread looks there
     /// before its next event rather than after its batch.
     pub control_pending: AtomicBool,
@@ -233,8 +243,11 @@ impl Slot {
         predecessor: Option<&Slot>,
     ) -> Slot {
         let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity.get());
+        let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
         let slot = Slot {
             index,
+            instance_id: predecessor.map_or(index, |p| p.instance_id),
+            echo: AtomicBool::new(false),
             name: Name::intern(&config.name),
             capacity: config.queue_capacity.get(),
             tx,
@@ -256,6 +269,8 @@ impl Slot {
             retired: AtomicBool::new(false),
             routes: Mutex::new(Vec::new()),
             waiting_on: AtomicUsize::new(0),
+            wake_tx,
+            wake_rx,
             control_pending: AtomicBool::new(false),
             stop_asked: AtomicBool::new(false),
             state: AtomicU8::new(State::Starting as u8),
@@ -277,6 +292,7 @@ impl Slot {
         };
         self.overflow
             .store(config.overflow as u8, Ordering::Release);
+        self.echo.store(config.echo, Ordering::Release);
     }
 
     /// A copy of the current settings.

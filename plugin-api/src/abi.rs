@@ -331,6 +331,12 @@ pub struct HostVTable {
     // Appended host functions go below, each with the ABI minor that added
     // it; a plugin reaches them through an accessor that answers `None` on a
     // host that predates them.
+    /// ABI 1.1: take one more reference to the context, given back by its
+    /// own `release`: a handle that outlives the call it was made in (a
+    /// `Publisher`). While the instance lives, `publish` through it works
+    /// from any thread, as the instance; once the instance is dropped it
+    /// returns an error.
+    pub retain: unsafe extern "C" fn(ctx: *const c_void),
     /// ABI 1.1: publish an event of content type `content_type` (see
     /// [`ContentType::to_abi`](crate::ContentType)); the host checks the
     /// payload against it. `publish` publishes `bytes`.
@@ -427,6 +433,19 @@ impl HostHandle {
         unsafe { (self.vtable.cast())(self.ctx, RStr::from_str(request)) }
     }
 
+    /// Another handle on the same context (ABI 1.1), or `None` from a host
+    /// that predates `retain`.
+    pub fn retained(&self) -> Option<HostHandle> {
+        let retain = self.vtable.retain()?;
+        // SAFETY: `ctx` belongs to this vtable and is alive (we hold it);
+        // the new reference is given back by the new handle's `drop`.
+        unsafe { retain(self.ctx) };
+        Some(HostHandle {
+            ctx: self.ctx,
+            vtable: self.vtable,
+        })
+    }
+
     /// Hand `host` to a plugin: its functions become this handle's.
     pub fn new<H: HostFunctions>(host: Arc<H>) -> HostHandle {
         HostHandle {
@@ -468,6 +487,12 @@ impl<H: HostFunctions> HostVTableOf<H> {
     unsafe fn host<'a>(ctx: *const c_void) -> &'a H {
         // SAFETY: per the caller, an `Arc<H>` made by `HostHandle::new`.
         unsafe { &*ctx.cast::<H>() }
+    }
+
+    unsafe extern "C" fn retain(ctx: *const c_void) {
+        // SAFETY: per the vtable's contract, an `Arc<H>` made by
+        // `HostHandle::new` and not released yet.
+        unsafe { Arc::increment_strong_count(ctx.cast::<H>()) };
     }
 
     unsafe extern "C" fn release(ctx: *const c_void) {
@@ -549,6 +574,7 @@ impl<H: HostFunctions> HostVTableOf<H> {
             log: Self::log,
             call: Self::call,
             cast: Self::cast,
+            retain: Self::retain,
             publish_typed: Self::publish_typed,
         })
     }

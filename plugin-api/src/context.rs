@@ -4,6 +4,7 @@ use crate::abi::{HostHandle, LogLevel};
 use crate::{ContentType, Result};
 use serde::Serialize;
 use std::fmt::Display;
+use std::sync::Arc;
 
 /// Handed to every call into a plugin. Cheap to use from the plugin's thread.
 pub struct Context {
@@ -22,8 +23,8 @@ impl Context {
     }
 
     /// Publish `payload` on `topic`, content type `bytes`. The event is
-    /// routed like any other one, including back to this plugin if it
-    /// subscribes to the topic.
+    /// routed like any other one, but not back to this instance (unless its
+    /// `[[plugin]]` table sets `echo = true`).
     pub fn publish(&self, topic: &str, payload: impl AsRef<[u8]>) -> Result<()> {
         self.host
             .publish_typed(topic, payload.as_ref(), ContentType::Bytes)
@@ -43,6 +44,18 @@ impl Context {
         self.host
             .publish_typed(topic, text.as_bytes(), ContentType::Text)
             .map_err(Into::into)
+    }
+
+    /// A [`Publisher`]: publishes as this instance from any thread the
+    /// plugin owns (a tokio runtime, a socket reader), for as long as this
+    /// instance lives.
+    pub fn publisher(&self) -> Publisher {
+        Publisher {
+            host: match self.host.retained() {
+                Some(host) => Ok(Arc::new(host)),
+                None => Err(Arc::from(self.host.abi_version())),
+            },
+        }
     }
 
     /// Run a host command, as `plughost ctl` would, and wait for its result:
@@ -90,5 +103,73 @@ impl Context {
     /// Log at debug level.
     pub fn debug(&self, message: impl Display) {
         self.log(LogLevel::Debug, message);
+    }
+}
+
+/// Publishes as one plugin instance from any thread, made by
+/// [`Context::publisher`]; clone it freely.
+///
+/// Events published through it are this instance's, exactly as
+/// [`Context::publish`]'s: its name is their source, they are not delivered
+/// back to it (unless `echo = true`), the host's refusals apply (reserved
+/// topics, `max_event_bytes`), and they wait for room in full mailboxes
+/// under `overflow = "block"` (only the calling thread waits).
+///
+/// It works for as long as the instance lives: from `init` until the host
+/// drops the instance (after `stop`, or when it fails and is restarted).
+/// From then on `publish` returns an error; a restarted instance is a new
+/// one, with its own `Context` and publishers. Stop the threads that hold
+/// it in your plugin's `Drop` (or in `stop`).
+///
+/// ```
+/// # use plughost_api::Publisher;
+/// fn assert_shareable<T: Send + Sync + Clone + 'static>() {}
+/// assert_shareable::<Publisher>();
+/// ```
+#[derive(Clone)]
+pub struct Publisher {
+    /// The host, or (a host older than ABI 1.1) its ABI version.
+    host: std::result::Result<Arc<HostHandle>, Arc<str>>,
+}
+
+impl Publisher {
+    /// Publish `payload` on `topic` as the instance, from any thread,
+    /// content type `bytes`.
+    pub fn publish(&self, topic: &str, payload: impl AsRef<[u8]>) -> Result<()> {
+        self.publish_typed(topic, payload.as_ref(), ContentType::Bytes)
+    }
+
+    /// Publish `value` serialized as compact JSON, from any thread, content
+    /// type `json`.
+    pub fn publish_json<T: Serialize + ?Sized>(&self, topic: &str, value: &T) -> Result<()> {
+        self.publish_typed(topic, &serde_json::to_vec(value)?, ContentType::Json)
+    }
+
+    /// Publish `text` from any thread, content type `text`.
+    pub fn publish_text(&self, topic: &str, text: &str) -> Result<()> {
+        self.publish_typed(topic, text.as_bytes(), ContentType::Text)
+    }
+
+    /// Publish `payload` from any thread with its content type (the host
+    /// checks the payload against it).
+    pub fn publish_typed(&self, topic: &str, payload: &[u8], content: ContentType) -> Result<()> {
+        match &self.host {
+            Ok(host) => host
+                .publish_typed(topic, payload, content)
+                .map_err(Into::into),
+            Err(version) => Err(format!(
+                "this host speaks plugin ABI {version}; `Publisher` needs ABI 1.1: upgrade plughost"
+            )
+            .into()),
+        }
+    }
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = self.host.as_ref().map(|host| host.instance_name());
+        f.debug_struct("Publisher")
+            .field("instance", &name.ok())
+            .finish()
     }
 }

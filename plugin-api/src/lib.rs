@@ -17,7 +17,7 @@ pub mod topic;
 
 pub use abi::LogLevel;
 pub use content::{ContentError, ContentType};
-pub use context::Context;
+pub use context::{Context, Publisher};
 pub use duration::HumanDuration;
 pub use event::Event;
 pub use http::{HttpRequest, HttpResponse};

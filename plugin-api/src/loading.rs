@@ -16,7 +16,8 @@
 use crate::abi::{ABI_MAJOR, ABI_MINOR, PluginModuleRef};
 use abi_stable::StableAbi;
 use abi_stable::abi_stability::abi_checking::{
-    AbiInstability, AbiInstabilityErrors, ExpectedFound, check_layout_compatibility,
+    AbiInstability, AbiInstabilityErrors, CheckingGlobals, ExpectedFound,
+    check_layout_compatibility_with_globals,
 };
 use abi_stable::library::{LibHeader, LibraryError};
 use abi_stable::type_layout::{TLFieldOrFunction, TypeLayout};
@@ -188,7 +189,16 @@ pub fn load_root_module(header: &'static LibHeader) -> Result<Loaded, LoadFailur
     } else {
         (library, host)
     };
-    if let Err(errors) = check_layout_compatibility(interface, implementation) {
+    // Each library is checked against this host alone, never against what
+    // other libraries were: abi_stable's process-wide globals keep the first
+    // layout seen of each prefix type, so a 1.0 plugin loaded first (its
+    // `HostVTable` of 7 fields) would make every 1.1 plugin after it (8)
+    // look as if it had more fields than the host. Plugins never hand each
+    // other a table; the host builds every table it hands them.
+    let globals = CheckingGlobals::new();
+    if let Err(errors) =
+        check_layout_compatibility_with_globals(interface, implementation, &globals)
+    {
         let (place, problem) = summary(&errors, !library_is_newer);
         return Err(LoadFailure::Layout {
             library: abi,
@@ -342,7 +352,10 @@ mod tests {
     #[test]
     fn the_host_layout_is_compatible_with_itself() {
         let layout = <PluginModuleRef as StableAbi>::LAYOUT;
-        assert!(check_layout_compatibility(layout, layout).is_ok());
+        assert!(
+            abi_stable::abi_stability::abi_checking::check_layout_compatibility(layout, layout)
+                .is_ok()
+        );
         assert_eq!(ABI_VERSION, format!("{}.0", AbiVersion::HOST));
     }
 }

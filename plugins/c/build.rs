@@ -59,6 +59,7 @@ fn build(compiler: &cc::Tool, source: &Path, include: &Path, output: &Path) {
             "-Werror",
             "-pedantic",
             "-shared",
+            "-pthread",
             "-fvisibility=hidden",
         ])
         .arg("-I")

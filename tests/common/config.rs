@@ -452,6 +452,11 @@ impl Plugin {
         self
     }
 
+    pub fn echo(mut self, on: bool) -> Plugin {
+        self.keys.set("echo", on);
+        self
+    }
+
     pub fn tick_interval(mut self, duration: &str) -> Plugin {
         self.keys.set("tick_interval", duration);
         self

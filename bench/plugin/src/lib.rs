@@ -13,6 +13,11 @@
 //! processes share, unlike `Instant`) and the plugin records how long each
 //! event took to reach its handler in a preallocated vector.
 //!
+//! With `publish_count = N`, the first event it receives starts a thread of
+//! the plugin's own that publishes N payloads (the bench's `payload(i)`,
+//! for i in 0..N) on `publish_topic` through the instance's `Publisher`:
+//! the `publisher_thread` scenario.
+//!
 //! The result goes to a file, not to the bus: on `stop` the plugin writes
 //! `{"count": n, "checksum": c}` to its config's `result_path` (plus
 //! `latency_samples`, `p50_ns`, `p99_ns` and `p999_ns` in latency mode), and
@@ -20,7 +25,7 @@
 //! `bench.result` event instead would need a second instance to collect it,
 //! still running while this one stops.
 
-use plughost_api::{Context, Event, Plugin, Result, export_plugin};
+use plughost_api::{Context, Event, Plugin, Publisher, Result, export_plugin};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -31,6 +36,12 @@ struct Config {
     /// Record per-event latency from the timestamp in the payload.
     #[serde(default)]
     latency: bool,
+    /// Payloads a thread of its own publishes, once the first event came.
+    #[serde(default)]
+    publish_count: u64,
+    /// Where that thread publishes them.
+    #[serde(default)]
+    publish_topic: String,
 }
 
 struct Bench {
@@ -38,6 +49,28 @@ struct Bench {
     count: u64,
     checksum: u64,
     latencies: Vec<u64>,
+    /// The publishing thread, once started.
+    publisher: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The bench's payload number `i` (see `payload` in `bench/src/main.rs`).
+fn payload(i: u64) -> [u8; 64] {
+    let mut p = [0u8; 64];
+    p[..8].copy_from_slice(&i.to_le_bytes());
+    for (j, byte) in p.iter_mut().enumerate().skip(8) {
+        *byte = (i as usize).wrapping_mul(31).wrapping_add(j) as u8;
+    }
+    p
+}
+
+/// Publish payloads `0..count` on `topic`, in order, from this thread.
+fn publish_all(publisher: Publisher, topic: String, count: u64) {
+    for i in 0..count {
+        if let Err(e) = publisher.publish(&topic, payload(i)) {
+            eprintln!("bench_plugin: publish {i} refused: {e}");
+            return;
+        }
+    }
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
@@ -93,10 +126,19 @@ impl Plugin for Bench {
             count: 0,
             checksum: 0,
             latencies,
+            publisher: None,
         })
     }
 
-    fn on_event(&mut self, event: &Event<'_>, _ctx: &Context) -> Result<()> {
+    fn on_event(&mut self, event: &Event<'_>, ctx: &Context) -> Result<()> {
+        if self.config.publish_count > 0 && self.publisher.is_none() {
+            let (publisher, topic) = (ctx.publisher(), self.config.publish_topic.clone());
+            let count = self.config.publish_count;
+            let thread = std::thread::Builder::new()
+                .name("bench-publisher".to_owned())
+                .spawn(move || publish_all(publisher, topic, count))?;
+            self.publisher = Some(thread);
+        }
         let payload = event.payload();
         if self.config.latency
             && let Some(sent) = payload.first_chunk::<8>()
@@ -111,6 +153,9 @@ impl Plugin for Bench {
     }
 
     fn stop(&mut self, _ctx: &Context) -> Result<()> {
+        if let Some(thread) = self.publisher.take() {
+            let _ = thread.join();
+        }
         let mut result = serde_json::json!({"count": self.count, "checksum": self.checksum});
         if self.config.latency {
             self.latencies.sort_unstable();

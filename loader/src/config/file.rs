@@ -102,6 +102,8 @@ pub(super) struct PluginSection {
     pub(super) start_timeout: Option<Spanned<String>>,
     #[serde(default = "yes")]
     pub(super) required: bool,
+    #[serde(default)]
+    pub(super) echo: bool,
 }
 
 pub(super) fn yes() -> bool {

@@ -238,6 +238,7 @@ impl Config {
                 tick_interval: Some(tick_interval).filter(|d| !d.is_zero()),
                 start_timeout,
                 required: p.required,
+                echo: p.echo,
             });
         }
         let status = match (file.status, status_durations) {

@@ -201,6 +201,9 @@ pub struct PluginConfig {
     /// the host's start, the host does not start. When not required, it
     /// fails under its restart policy and the others start.
     pub required: bool,
+    /// Whether the instance receives the events it published itself (when
+    /// its subscriptions match them); off by default.
+    pub echo: bool,
 }
 
 /// Where an instance runs.

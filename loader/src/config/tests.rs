@@ -330,6 +330,21 @@ fn a_config_file_larger_than_16_mib_is_refused_before_it_is_parsed() {
 }
 
 #[test]
+fn echo_defaults_to_false_and_reads_true() {
+    let config = parse(
+        "[[plugin]]\nname = \"a\"\nlibrary = \"x\"\n[[plugin]]\nname = \"b\"\nlibrary = \"x\"\necho = true\n",
+    )
+    .unwrap();
+    assert!(!config.plugins[0].echo);
+    assert!(config.plugins[1].echo);
+    let err = parse("[[plugin]]\nname = \"a\"\nlibrary = \"x\"\necho = 1\n").unwrap_err();
+    assert!(
+        err.starts_with("/etc/plughost/plugins.toml:4:8: ") && err.contains("bool"),
+        "{err}"
+    );
+}
+
+#[test]
 fn required_defaults_to_true_and_reads_false() {
     let config = parse(
             "[[plugin]]\nname = \"a\"\nlibrary = \"x\"\n[[plugin]]\nname = \"b\"\nlibrary = \"x\"\nrequired = false\n",

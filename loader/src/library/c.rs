@@ -423,6 +423,9 @@ impl Drop for CInstance {
             // SAFETY: called once, last, on the instance's own thread.
             unsafe { destroy(self.instance) };
         }
+        // From here on the table's functions must not be called (the header
+        // says so); a `publish` that still comes is refused, not routed.
+        self._link.retire();
     }
 }
 

@@ -33,6 +33,17 @@ pub(crate) trait PluginHost: Send + Sync {
     /// Run a host command without waiting for its answer.
     fn cast(&self, request: &str);
 
+    /// The instance is gone (its drop, a C plugin's `destroy`, returned):
+    /// from now on a publish, from whatever thread of the plugin's still
+    /// holds the host, is refused ([`PublishError::Ended`]), never routed
+    /// under the name of an instance that no longer exists.
+    fn retire(&self) {}
+
+    /// The calling thread acts for the instance's own thread (a process
+    /// instance's pump): its publishes wait on full mailboxes as the
+    /// instance's thread's do.
+    fn adopt_thread(&self) {}
+
     /// A publish the plugin's own process refused before it reached the
     /// host (it checks the same limits): counted and logged where the host
     /// counts its own refusals. Only the host's side is told.

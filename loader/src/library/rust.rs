@@ -79,13 +79,18 @@ impl RustLibrary {
         host: Arc<dyn PluginHost>,
         culprit: Arc<Culprit>,
     ) -> Result<Box<dyn Instance>, CallFailure> {
+        let retire = Retire(host.clone());
         let host = HostHandle::new(Arc::new(AbiHost(host)));
         let created = {
             let _calling = culprit.calling("create");
             (self.module.create())(RStr::from_str(config_json), host)
         };
         match created.into_result() {
-            Ok(plugin) => Ok(Box::new(RustInstance { plugin, culprit })),
+            Ok(plugin) => Ok(Box::new(RustInstance {
+                plugin,
+                culprit,
+                _retire: retire,
+            })),
             Err(error) => Err(failure(error)),
         }
     }
@@ -118,6 +123,18 @@ struct RustInstance {
     plugin: PluginHandle,
     /// Named by the fatal-signal report while a call runs.
     culprit: Arc<Culprit>,
+    /// Dropped after `plugin` (fields drop in order): once the plugin's
+    /// drop has returned, its `Publisher`s are refused.
+    _retire: Retire,
+}
+
+/// Retires the host of an instance when dropped (see [`PluginHost::retire`]).
+struct Retire(Arc<dyn PluginHost>);
+
+impl Drop for Retire {
+    fn drop(&mut self) {
+        self.0.retire();
+    }
 }
 
 impl Instance for RustInstance {

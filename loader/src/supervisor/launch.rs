@@ -61,11 +61,7 @@ impl Supervisor {
             max_event_bytes: self.config().host.max_event_bytes,
         };
         Arc::new(move || {
-            let local = Arc::new(LocalHost {
-                slot: slot.clone(),
-                bus: bus.clone(),
-                commands: commands.clone(),
-            });
+            let local = LocalHost::new(slot.clone(), bus.clone(), commands.clone());
             match isolation {
                 Isolation::Thread => library.create(&config_json, local),
                 Isolation::Process => {

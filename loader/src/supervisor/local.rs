@@ -3,14 +3,24 @@
 //! the host. Publishes go on the bus from the instance's slot, logs to the
 //! host's log; calls and casts go to the host's commands, which this layer
 //! does not know: the host hands them down as [`Commands`] when it starts.
+//!
+//! One [`LocalHost`] per incarnation: a restarted instance is a new one, and
+//! what its predecessor's threads still publish is refused.
 
-use crate::bus::Bus;
+use crate::bus::{Bus, Origin};
 use crate::event::Name;
 use crate::intake::{PublishError, Publisher, Reason};
 use crate::library::{PluginHost, plugin_log};
 use crate::mailbox::Slot;
 use plughost_api::{ContentType, LogLevel};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+thread_local! {
+    /// On an instance's own thread (and a process instance's pump), the
+    /// address of its incarnation's [`LocalHost`]; 0 on every other thread.
+    static INSTANCE_THREAD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
 
 /// The host's commands as a plugin's `call` and `cast` reach them (the
 /// `commands` module implements it). A command about the calling instance
@@ -26,9 +36,27 @@ pub(crate) trait Commands: Send + Sync {
 
 /// The host side of an instance, in the host's process.
 pub(crate) struct LocalHost {
-    pub slot: Arc<Slot>,
-    pub bus: Arc<Bus>,
-    pub commands: Arc<dyn Commands>,
+    slot: Arc<Slot>,
+    bus: Arc<Bus>,
+    commands: Arc<dyn Commands>,
+    /// Until the instance is dropped ([`PluginHost::retire`]).
+    live: AtomicBool,
+}
+
+impl LocalHost {
+    /// The host side of a new incarnation of `slot`'s instance, made on the
+    /// thread that becomes the instance's own (`incarnate` runs the factory
+    /// there).
+    pub(crate) fn new(slot: Arc<Slot>, bus: Arc<Bus>, commands: Arc<dyn Commands>) -> Arc<Self> {
+        let local = Arc::new(LocalHost {
+            slot,
+            bus,
+            commands,
+            live: AtomicBool::new(true),
+        });
+        local.adopt_thread();
+        local
+    }
 }
 
 impl PluginHost for LocalHost {
@@ -36,15 +64,45 @@ impl PluginHost for LocalHost {
         &self.slot.name
     }
 
+    /// From the instance's own thread, the instance waits on full mailboxes
+    /// (and may close a cycle of waits); from another of the plugin's
+    /// threads, only that thread waits. Either way the event is the
+    /// instance's: its name is the source, and it is not delivered back to
+    /// it unless `echo = true`.
     fn publish(
         &self,
         topic: &str,
         payload: &[u8],
         content: ContentType,
     ) -> Result<(), PublishError> {
+        if !self.live.load(Ordering::Acquire) {
+            let name = self.slot.name.to_string();
+            return Err(PublishError::Ended { name });
+        }
+        let own = INSTANCE_THREAD.with(|own| own.get()) == std::ptr::from_ref(self) as usize;
+        let origin = match own {
+            true => Origin::instance(&self.slot),
+            false => Origin::instance_elsewhere(&self.slot),
+        };
+        let source = self.slot.name.clone();
         self.bus
-            .publish(&self.slot, topic, payload.into(), content)
+            .publish_from(
+                Publisher::Plugin,
+                origin,
+                source,
+                topic,
+                (payload.into(), content),
+            )
             .map(|_| ())
+    }
+
+    fn retire(&self) {
+        self.live.store(false, Ordering::Release);
+    }
+
+    fn adopt_thread(&self) {
+        let mark = std::ptr::from_ref(self) as usize;
+        INSTANCE_THREAD.with(|own| own.set(mark));
     }
 
     fn log(&self, level: LogLevel, message: &str) {

@@ -6,7 +6,7 @@
 use super::error::InstanceError;
 use super::handle::WorkerHandle;
 use super::local::Commands;
-use crate::bus::Bus;
+use crate::bus::{Bus, Origin};
 use crate::config::Config;
 use crate::event::Name;
 use crate::intake::{Entry, PublishError, Publisher};
@@ -167,9 +167,13 @@ impl Supervisor {
             return Err(PublishError::ShuttingDown);
         }
         let source = Name::Interned(entry.source());
-        let payload = (payload, content);
-        self.bus
-            .publish_from(Publisher::Entry(entry), None, source, topic, payload)
+        self.bus.publish_from(
+            Publisher::Entry(entry),
+            Origin::default(),
+            source,
+            topic,
+            (payload, content),
+        )
     }
 
     /// Publish many payloads on one topic through `entry` (see

@@ -26,7 +26,15 @@
 //!   panic there (`tick` runs with the instance's `tick_interval`; a route is
 //!   one of `routes`); `hang_in_stop`: `stop` never returns;
 //! - `forward_to`: republish every event's payload on this topic, at most
-//!   `forward_limit` times in all (default: no limit);
+//!   `forward_limit` times in all (default: no limit); `forward_copies`
+//!   times per event (default 1);
+//! - `publisher_threads`: in `init`, start this many threads of its own,
+//!   each publishing `publisher_count` events `{"thread": t, "n": n}` on
+//!   `publisher_topic` through a `Publisher` (a refused publish is logged
+//!   and ends the thread); `publisher_outlive`: the threads then go on
+//!   publishing `{"thread": t, "late": true}` every 5 ms, never joined (a
+//!   careless plugin), until the host refuses, and write the refusal to
+//!   `publisher_refusal_path` (one line per thread);
 //! - `health` (`ok` | `degraded` | `failing`), `ready` (bool), `health_delay_ms`:
 //!   what health and readiness checks answer, and how long they take;
 //! - `jobs`: pipeline names to report in job reports;
@@ -70,6 +78,12 @@ struct Config {
     hang_in_stop: bool,
     forward_to: Option<String>,
     forward_limit: Option<u64>,
+    forward_copies: Option<u64>,
+    publisher_threads: u64,
+    publisher_topic: Option<String>,
+    publisher_count: u64,
+    publisher_outlive: bool,
+    publisher_refusal_path: Option<std::path::PathBuf>,
     health: Option<HealthConfig>,
     ready: Option<bool>,
     health_delay_ms: u64,
@@ -110,10 +124,52 @@ impl Chaos {
     }
 }
 
+/// A thread of the plugin's own publishing through a `Publisher` (see
+/// `publisher_threads` in the module docs).
+fn start_publisher(config: &Config, thread: u64, ctx: &Context) -> Result<()> {
+    let publisher = ctx.publisher();
+    let topic = config
+        .publisher_topic
+        .clone()
+        .ok_or("publisher_threads needs publisher_topic")?;
+    let (count, outlive) = (config.publisher_count, config.publisher_outlive);
+    let refusals = config.publisher_refusal_path.clone();
+    std::thread::Builder::new()
+        .name(format!("chaos-publisher-{thread}"))
+        .spawn(move || {
+            for n in 0..count {
+                let event = serde_json::json!({"thread": thread, "n": n});
+                if let Err(e) = publisher.publish_json(&topic, &event) {
+                    eprintln!("chaos publisher {thread}: refused: {e}");
+                    return;
+                }
+            }
+            if !outlive {
+                return;
+            }
+            let late = serde_json::json!({"thread": thread, "late": true});
+            let refusal = loop {
+                std::thread::sleep(Duration::from_millis(5));
+                if let Err(e) = publisher.publish_json(&topic, &late) {
+                    break e.to_string();
+                }
+            };
+            if let Some(path) = refusals {
+                use std::io::Write as _;
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path);
+                let _ = file.and_then(|mut f| f.write_all(format!("{refusal}\n").as_bytes()));
+            }
+        })?;
+    Ok(())
+}
+
 impl Plugin for Chaos {
     type Config = Config;
 
-    fn init(config: Config, _ctx: &Context) -> Result<Self> {
+    fn init(config: Config, ctx: &Context) -> Result<Self> {
         std::thread::sleep(Duration::from_millis(config.sleep_in_init_ms));
         if config.hang_in_init {
             loop {
@@ -128,6 +184,9 @@ impl Plugin for Chaos {
         }
         if let Some(path) = config.fail_init_if_exists.as_ref().filter(|p| p.exists()) {
             return Err(format!("{} exists (fail_init_if_exists)", path.display()).into());
+        }
+        for thread in 0..config.publisher_threads {
+            start_publisher(&config, thread, ctx)?;
         }
         Ok(Chaos {
             sleep_on: config.sleep_on.as_deref().map(Pattern::parse).transpose()?,
@@ -214,11 +273,14 @@ impl Plugin for Chaos {
         {
             ctx.cast(&self.command(event)?);
         }
-        if let Some(topic) = &self.config.forward_to
-            && self.forwards_left > 0
-        {
-            self.forwards_left -= 1;
-            ctx.publish(topic, event.payload())?;
+        if let Some(topic) = &self.config.forward_to {
+            for _ in 0..self.config.forward_copies.unwrap_or(1) {
+                if self.forwards_left == 0 {
+                    break;
+                }
+                self.forwards_left -= 1;
+                ctx.publish(topic, event.payload())?;
+            }
         }
         Ok(())
     }

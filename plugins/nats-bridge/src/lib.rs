@@ -4,30 +4,34 @@
 //! here (topic: the subject without `PREFIX.`). See docs/multi-host.md.
 //!
 //! Threads: the NATS client runs on a tokio runtime the bridge owns (one
-//! worker thread, see `link`). The plugin's own thread only moves events:
-//! `on_event` puts an export into a bounded queue (a full queue drops it,
-//! counted), and `tick` (set `tick_interval`) and `on_event` publish what the
-//! runtime imported, from a second bounded queue. Nothing on the plugin's
-//! thread waits for the network, except `stop`, which flushes.
+//! worker thread, see `link`). The instance's own thread only takes exports:
+//! `on_event` puts one into a bounded queue (a full queue drops it,
+//! counted). Imports go from the runtime through a second bounded queue to
+//! the importer thread (see `import`), which publishes them through the
+//! instance's `Publisher` as they come: no `tick_interval` needed. Nothing
+//! on the instance's thread waits for the network, except `stop`, which
+//! flushes.
 //!
 //! `stop` closes the connection. An event to export that still arrives
 //! afterwards (at the host's shutdown, what another instance publishes in
 //! its own `stop`) fails with an error saying so: the host counts it as
 //! `failed` and logs it; it is never dropped silently.
 //!
-//! No loops: events this bridge published (imports) are never exported
-//! again, and every export carries this run's origin id in a header, so a
-//! bridge skips its own messages when they come back from NATS. Exports are
-//! numbered per subject: an importer counts gaps (missed) and skips repeats.
+//! No loops: events this bridge published (imports) are never delivered
+//! back to it (the host's no-echo rule) and never exported again, and
+//! every export carries this run's origin id in a header, so a bridge skips
+//! its own messages when they come back from NATS. Exports are numbered per
+//! subject: an importer counts gaps (missed) and skips repeats.
 
 mod config;
+mod import;
 mod link;
 mod sequence;
 
 use config::Config;
-use link::{Incoming, Link, ORIGIN, Outgoing, SEQ, Shared};
+use import::Importer;
+use link::{Incoming, Link, Outgoing, Shared};
 use plughost_api::{Context, Event, Health, JobReport, Plugin, Readiness, Result, export_plugin};
-use sequence::{Sequences, Verdict};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -39,7 +43,8 @@ use tokio::sync::mpsc;
 const MAX_NUMBERED: usize = 65_536;
 /// Drops and gaps are logged at most this often.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
-/// Imports waiting longer than this without a tick make health degraded.
+/// Imports waiting while none was published for this long make health
+/// degraded (a full mailbox holds the importer up).
 const STALL: Duration = Duration::from_secs(5);
 
 struct Bridge {
@@ -50,9 +55,9 @@ struct Bridge {
     origin: Arc<str>,
     next_seq: HashMap<String, u64>,
     outgoing: Option<mpsc::Sender<Outgoing>>,
-    incoming: mpsc::Receiver<Incoming>,
-    /// `None` in a queue group, where each member sees only part of a subject.
-    sequences: Option<Sequences>,
+    /// The import queue, to see how much waits in it.
+    incoming: mpsc::WeakSender<Incoming>,
+    importer: Option<Importer>,
     shared: Arc<Shared>,
     runtime: Option<tokio::runtime::Runtime>,
     link: Option<Link>,
@@ -60,15 +65,9 @@ struct Bridge {
     exports: u64,
     /// Exports refused by the full queue.
     dropped_full: u64,
-    /// Imports published here.
-    imported: u64,
-    /// Imports the host refused (an unpublishable topic, or shutting down).
-    rejected: u64,
-    duplicates: u64,
     /// What was reported last: (dropped, missed), and when.
     reported: (u64, u64),
     reported_at: Instant,
-    last_drain: Instant,
 }
 
 fn make_origin(name: &str) -> String {
@@ -90,7 +89,14 @@ impl Bridge {
     }
 
     fn missed(&self) -> u64 {
-        self.sequences.as_ref().map_or(0, Sequences::missed)
+        self.shared.missed.load(Relaxed)
+    }
+
+    /// Imports waiting for the importer thread.
+    fn waiting(&self) -> usize {
+        self.incoming
+            .upgrade()
+            .map_or(0, |tx| tx.max_capacity() - tx.capacity())
     }
 
     fn buffered(&self) -> usize {
@@ -103,12 +109,12 @@ impl Bridge {
         format!(
             "exported={} imported={} dropped={} missed={} duplicates={} echoes={} rejected={} discarded={} buffered={}",
             self.shared.exported.load(Relaxed),
-            self.imported,
+            self.shared.imported.load(Relaxed),
             self.dropped(),
             self.missed(),
-            self.duplicates,
+            self.shared.duplicates.load(Relaxed),
             self.shared.echoes.load(Relaxed),
-            self.rejected,
+            self.shared.rejected.load(Relaxed),
             self.shared.discarded.load(Relaxed),
             self.buffered(),
         )
@@ -173,79 +179,6 @@ impl Bridge {
             self.dropped_full += 1;
         }
     }
-
-    /// Publish what the runtime imported, up to one queue's worth.
-    fn drain(&mut self, ctx: &Context) {
-        self.last_drain = Instant::now();
-        for _ in 0..self.config.import_buffer {
-            match self.incoming.try_recv() {
-                Ok(incoming) => self.deliver(incoming, ctx),
-                Err(_) => break,
-            }
-        }
-    }
-
-    fn deliver(&mut self, incoming: Incoming, ctx: &Context) {
-        let message = incoming.message();
-        let subject = message.subject.as_str();
-        let header = |name: &str| {
-            message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(name))
-                .map(|v| v.as_str())
-        };
-        // Messages from other publishers than bridges carry no numbers.
-        let numbered = match (header(ORIGIN), header(SEQ).and_then(|s| s.parse().ok())) {
-            (Some(origin), Some(seq)) => Some((origin.to_owned(), seq)),
-            _ => None,
-        };
-        if let (Some(sequences), Some((origin, seq))) = (&self.sequences, &numbered)
-            && sequences.check(origin, subject, *seq) == Verdict::Duplicate
-        {
-            self.duplicates += 1;
-            acknowledge(&self.runtime, incoming);
-            return;
-        }
-        let topic = self.config.topic(subject);
-        if let Err(e) = plughost_api::topic::validate_topic(topic) {
-            // Refused now, refused on every redelivery: let it go, counted.
-            self.rejected += 1;
-            ctx.warn(format!("cannot publish import {subject} here: {e}"));
-            acknowledge(&self.runtime, incoming);
-            return;
-        }
-        match ctx.publish(topic, &message.payload) {
-            Ok(()) => {
-                self.imported += 1;
-                if let (Some(sequences), Some((origin, seq))) = (&mut self.sequences, &numbered) {
-                    sequences.record(origin, subject, *seq);
-                }
-                acknowledge(&self.runtime, incoming);
-            }
-            Err(e) if plughost_api::topic::is_reserved(topic) => {
-                // One of the host's own topics: the host refused it (and
-                // counted it), and will refuse every redelivery: let it go.
-                self.rejected += 1;
-                ctx.warn(format!("cannot publish import {subject} here: {e}"));
-                acknowledge(&self.runtime, incoming);
-            }
-            Err(e) => {
-                // Not acknowledged: JetStream sends it again later.
-                self.rejected += 1;
-                ctx.warn(format!("cannot publish import {subject}: {e}"));
-            }
-        }
-    }
-}
-
-/// A JetStream import is acknowledged once published (or skipped).
-fn acknowledge(runtime: &Option<tokio::runtime::Runtime>, incoming: Incoming) {
-    if let (Incoming::Stream(message), Some(runtime)) = (incoming, runtime) {
-        runtime.spawn(async move {
-            let _ = message.ack().await;
-        });
-    }
 }
 
 impl Plugin for Bridge {
@@ -264,6 +197,17 @@ impl Plugin for Bridge {
         let shared = Arc::new(Shared::default());
         let (out_tx, out_rx) = mpsc::channel(config.buffer);
         let (in_tx, in_rx) = mpsc::channel(config.import_buffer);
+        let incoming = in_tx.downgrade();
+        shared.touch();
+        let importer = Importer::start(
+            ctx.name(),
+            config.clone(),
+            shared.clone(),
+            runtime.handle().clone(),
+            ctx.publisher(),
+            in_rx,
+        )
+        .map_err(|e| format!("cannot start the importer thread: {e}"))?;
         let link = runtime.block_on(link::start(
             config.clone(),
             ctx.name(),
@@ -294,30 +238,27 @@ impl Plugin for Bridge {
                 .unwrap_or_default(),
         ));
         Ok(Bridge {
-            sequences: config.queue_group.is_none().then(Sequences::default),
             config,
             origin_base,
             epoch: 0,
             origin,
             next_seq: HashMap::new(),
             outgoing: Some(out_tx),
-            incoming: in_rx,
+            incoming,
+            importer: Some(importer),
             shared,
             runtime: Some(runtime),
             link: Some(link),
             exports: 0,
             dropped_full: 0,
-            imported: 0,
-            rejected: 0,
-            duplicates: 0,
             reported: (0, 0),
             reported_at: Instant::now(),
-            last_drain: Instant::now(),
         })
     }
 
     fn on_event(&mut self, event: &Event<'_>, ctx: &Context) -> Result<()> {
-        // Our own publications are imports: sending them back would loop.
+        // Our own publications are imports: sending them back would loop
+        // (the host does not deliver them to us, unless `echo = true`).
         if event.source() != ctx.name()
             && self.config.export.iter().any(|p| p.matches(event.topic()))
         {
@@ -330,22 +271,24 @@ impl Plugin for Bridge {
             }
             self.export(event.topic(), event.payload());
         }
-        self.drain(ctx);
         self.report(ctx, false);
         Ok(())
     }
 
     fn tick(&mut self, ctx: &Context) -> Result<()> {
-        self.drain(ctx);
         self.report(ctx, false);
         Ok(())
     }
 
     fn stop(&mut self, ctx: &Context) -> Result<()> {
         // Take no more imports; publish those already here.
-        self.incoming.close();
-        while !self.incoming.is_empty() {
-            self.drain(ctx);
+        if let Some(mut importer) = self.importer.take()
+            && !importer.finish(self.config.flush_timeout)
+        {
+            ctx.warn(format!(
+                "the importer did not finish within {:?} (flush_timeout): a full mailbox holds it up; what it holds is published if the host still takes it",
+                self.config.flush_timeout
+            ));
         }
         // Closing the queue lets the exporter finish once it sent the rest.
         self.outgoing = None;
@@ -421,9 +364,9 @@ impl Plugin for Bridge {
         {
             return Some(Health::failing(format!("{problem}; {counts}")));
         }
-        if !self.incoming.is_empty() && self.last_drain.elapsed() > STALL {
+        if self.waiting() > 0 && self.shared.since_progress() > STALL {
             return Some(Health::degraded(format!(
-                "imports wait and nothing publishes them: set `tick_interval` on this instance; {counts}"
+                "imports wait: none was published for over {STALL:?} (a full mailbox holds them up); {counts}"
             )));
         }
         Some(Health {
@@ -463,7 +406,7 @@ impl Plugin for Bridge {
             queue: self.config.url.clone(),
             active: self.shared.in_flight.load(Relaxed) as i64,
             delayed: self.buffered() as i64,
-            reserved: self.incoming.len() as i64,
+            reserved: self.waiting() as i64,
             driver: match self.config.jetstream {
                 Some(_) => "nats-jetstream".to_owned(),
                 None => "nats".to_owned(),
@@ -478,7 +421,11 @@ impl Plugin for Bridge {
 
 impl Drop for Bridge {
     fn drop(&mut self) {
-        // Dropped without `stop` (after a failure): do not wait for the network.
+        // Dropped without `stop` (after a failure): do not wait for the
+        // network, nor for the importer (its publishes are refused from now).
+        if let Some(mut importer) = self.importer.take() {
+            importer.finish(Duration::ZERO);
+        }
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }

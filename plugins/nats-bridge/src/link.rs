@@ -68,6 +68,16 @@ pub(crate) struct Shared {
     pub echoes: AtomicU64,
     /// Imports taken from NATS but not handed over because the bridge stopped.
     pub discarded: AtomicU64,
+    /// Imports published here (by the importer thread).
+    pub imported: AtomicU64,
+    /// Imports the host refused (an unpublishable topic, or shutting down).
+    pub rejected: AtomicU64,
+    /// Imports skipped as repeats of what was already published.
+    pub duplicates: AtomicU64,
+    /// Imports missing from their senders' sequences.
+    pub missed: AtomicU64,
+    /// When the importer last published (or the bridge started).
+    pub progress: Mutex<Option<Instant>>,
     /// JetStream publishes sent and not yet acknowledged.
     pub in_flight: AtomicUsize,
     /// Import subscriptions (or JetStream consumers) in place.
@@ -92,6 +102,19 @@ impl Shared {
     pub(crate) fn take_notes(&self) -> (Vec<(LogLevel, String)>, u64) {
         let notes = std::mem::take(&mut *self.notes.lock().unwrap_or_else(|e| e.into_inner()));
         (notes, self.notes_lost.swap(0, Relaxed))
+    }
+
+    /// The importer published one.
+    pub(crate) fn touch(&self) {
+        *self.progress.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    /// How long since the importer last published (or [`Shared::touch`]).
+    pub(crate) fn since_progress(&self) -> Duration {
+        self.progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map_or(Duration::ZERO, |t| t.elapsed())
     }
 
     fn set_problem(&self, problem: Option<String>) {

@@ -33,6 +33,8 @@ struct RemoteHost {
     serving: AtomicBool,
     main: std::thread::ThreadId,
     limits: Limits,
+    /// Until the instance is dropped ([`PluginHost::retire`]).
+    live: AtomicBool,
 }
 
 impl RemoteHost {
@@ -73,12 +75,20 @@ impl PluginHost for RemoteHost {
         &self.name
     }
 
+    fn retire(&self) {
+        self.live.store(false, Ordering::Release);
+    }
+
     fn publish(
         &self,
         topic: &str,
         payload: &[u8],
         content: ContentType,
     ) -> Result<(), PublishError> {
+        if !self.live.load(Ordering::Acquire) {
+            let name = self.name.clone();
+            return Err(PublishError::Ended { name });
+        }
         // Refused here, as the bus refuses a thread plugin's publish (the
         // same checks, in the same order, with the same words), so the
         // plugin sees it at its call; the host hears of it (without the
@@ -239,6 +249,7 @@ pub fn child_main(
         serving: AtomicBool::new(false),
         main: std::thread::current().id(),
         limits,
+        live: AtomicBool::new(true),
     });
     let mut input = Vec::new();
     // The host checked the file too; the child checks what it loads itself.

@@ -1,22 +1,24 @@
 //! An instance in a plugin's own process, as the host's side drives it:
 //! its events go out in batch frames, one answer awaited per frame; ticks,
-//! checks, HTTP requests and the stop are request/answer pairs. While an
-//! answer is awaited, what the child sends meanwhile (its publishes, logs,
-//! calls and casts) is routed, on the instance's thread, to its host.
+//! checks, HTTP requests and the stop are request/answer pairs. What the
+//! child sends besides (its publishes, logs and casts, from its callbacks or
+//! its own threads) is routed as it comes, by the instance's pump
+//! ([`super::pump`]); a call the child waits on is answered from the
+//! instance's thread.
 
 use super::frame::{
-    BATCH_BYTES, Frame, HttpRequestView, Limits, Outcome, ReadError, decode, encode, encode_batch,
-    event_bytes, read_frame, shrink,
+    BATCH_BYTES, Frame, HttpRequestView, Limits, Outcome, encode, encode_batch, event_bytes, shrink,
 };
 use crate::event::{Event, EventView};
 use crate::instance::{BatchOutcome, CallFailure, Instance};
 use crate::intake::Reason;
 use crate::library::PluginHost;
 use crate::library::signal;
+use crossbeam_channel::Receiver;
 use plughost_api::{
     Health, HealthStatus, HttpRequest, HttpResponse, JobReport, LogLevel, Readiness,
 };
-use std::io::{BufReader, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
@@ -110,8 +112,21 @@ pub(super) enum Reply {
     Http(Result<Option<HttpResponse>, CallFailure>),
 }
 
+/// What the pump hands the instance's thread, in the child's order.
+pub(super) enum Incoming {
+    /// The answer to the request in flight.
+    Reply(Reply),
+    /// The routes the child's instance serves (before its init answer).
+    Routes(Vec<String>),
+    /// A `call` the child waits on inside a callback: the instance's thread
+    /// answers it.
+    Call(String),
+    /// The child broke the protocol: what it did. Nothing follows.
+    Broken(String),
+}
+
 /// A callback's failure as the host counts it.
-fn failure(outcome: Outcome<'_>) -> Result<(), CallFailure> {
+pub(super) fn failure(outcome: Outcome<'_>) -> Result<(), CallFailure> {
     match outcome {
         Outcome::Ok => Ok(()),
         Outcome::Error(message) => Err(CallFailure::Error(message.to_owned())),
@@ -137,7 +152,11 @@ pub(super) fn borrowed_headers(headers: &[(String, String)]) -> Vec<(&str, &str)
 pub(super) struct ProcessInstance {
     pub(super) pid: i32,
     pub(super) writer: UnixStream,
-    pub(super) reader: BufReader<UnixStream>,
+    /// What the pump read from the child; disconnected when the socket
+    /// closed.
+    pub(super) incoming: Receiver<Incoming>,
+    /// How long a read waits for the child (`None`: as long as it lives).
+    pub(super) patience: Option<Duration>,
     /// Where the child's publishes, logs, calls and casts go: the host, as
     /// a thread instance's go.
     pub(super) host: Arc<dyn PluginHost>,
@@ -147,7 +166,6 @@ pub(super) struct ProcessInstance {
     pub(super) routes: Vec<String>,
     pub(super) reaped: Arc<Reaped>,
     pub(super) out: Vec<u8>,
-    pub(super) input: Vec<u8>,
     pub(super) limits: Limits,
 }
 
@@ -208,15 +226,10 @@ impl ProcessInstance {
     fn exit(&mut self) {
         self.out.clear();
         encode(&mut self.out, &Frame::Exit);
-        if self.writer.write_all(&self.out).is_err()
-            || self
-                .reader
-                .get_ref()
-                .set_read_timeout(Some(EXIT_WAIT))
-                .is_err()
-        {
+        if self.writer.write_all(&self.out).is_err() {
             return;
         }
+        self.patience = Some(EXIT_WAIT);
         // Until the socket closes (`reply` fails), or the child stays silent.
         while self.reply().is_ok() {}
     }
@@ -226,61 +239,24 @@ impl ProcessInstance {
         CallFailure::Panic(format!("its process broke the protocol: {what}"))
     }
 
-    /// Read frames until an answer, routing the child's publishes and logs
-    /// on the way, from this (the instance's) thread.
+    /// Wait for the answer to the request in flight, answering the calls
+    /// the child makes meanwhile (its publishes and logs are routed by the
+    /// pump, before the answer comes).
     pub(super) fn reply(&mut self) -> Result<Reply, CallFailure> {
         loop {
-            match read_frame(&mut self.reader, &mut self.input, self.limits.max_frame()) {
-                Ok(true) => {}
-                Ok(false) | Err(ReadError::Io(_)) => return Err(self.died()),
-                Err(e @ ReadError::TooLarge { .. }) => {
-                    return Err(self.protocol_error(&e.to_string()));
-                }
-            }
-            let frame = match decode(&self.input) {
-                Ok(frame) => frame,
-                Err(e) => return Err(self.protocol_error(&e.to_string())),
+            let incoming = match self.patience {
+                None => self.incoming.recv().ok(),
+                Some(limit) => self.incoming.recv_timeout(limit).ok(),
             };
-            let owned = |errors: Vec<(u32, &str)>| {
-                errors.into_iter().map(|(i, m)| (i, m.to_owned())).collect()
-            };
-            return Ok(match frame {
-                Frame::Publish {
-                    topic,
-                    payload,
-                    content,
-                } => {
-                    self.host.publish_or_log(topic, payload, content);
-                    continue;
-                }
-                Frame::Refused { reason, message } => {
-                    if let Some(reason) = refusal_reason(reason) {
-                        self.host.refused(reason, message);
-                    }
-                    continue;
-                }
-                Frame::Log { level, message } => {
-                    self.host.log(level_from(level), message);
-                    continue;
-                }
-                Frame::Routes { routes } => {
-                    self.routes = routes.into_iter().map(str::to_owned).collect();
-                    continue;
-                }
-                Frame::Call {
-                    cast: true,
-                    request,
-                } => {
-                    self.host.cast(request);
-                    continue;
-                }
-                Frame::Call {
-                    cast: false,
-                    request,
-                } => {
+            match incoming {
+                None => return Err(self.died()),
+                Some(Incoming::Reply(reply)) => return Ok(reply),
+                Some(Incoming::Routes(routes)) => self.routes = routes,
+                Some(Incoming::Broken(what)) => return Err(self.protocol_error(&what)),
+                Some(Incoming::Call(request)) => {
                     // The child waits for this answer inside its callback;
                     // a command about itself is accepted without waiting.
-                    let (ok, text) = match self.host.call(request) {
+                    let (ok, text) = match self.host.call(&request) {
                         Ok(answer) if answer.len() > self.limits.max_event_bytes => {
                             (false, too_large("answer", answer.len(), self.limits))
                         }
@@ -292,42 +268,8 @@ impl ProcessInstance {
                     if self.writer.write_all(&self.out).is_err() {
                         return Err(self.died());
                     }
-                    continue;
                 }
-                Frame::TickDone { outcome } => Reply::Tick(failure(outcome)),
-                Frame::HttpDone { response } => Reply::Http(match response {
-                    Ok(response) => Ok(response.map(|r| HttpResponse {
-                        status: r.status,
-                        headers: owned_headers(&r.headers),
-                        body: r.body.to_vec(),
-                    })),
-                    Err(outcome) => match failure(outcome) {
-                        Ok(()) => Ok(None),
-                        Err(failure) => Err(failure),
-                    },
-                }),
-                Frame::InitDone { error } | Frame::StopDone { error } => {
-                    Reply::Done(error.map(str::to_owned))
-                }
-                Frame::BatchDone { processed, errors } => Reply::Batch {
-                    processed,
-                    errors: owned(errors),
-                    panic: None,
-                },
-                Frame::Panic {
-                    processed,
-                    errors,
-                    message,
-                } => Reply::Batch {
-                    processed,
-                    errors: owned(errors),
-                    panic: Some(message.to_owned()),
-                },
-                Frame::ProbeAnswer { json } => {
-                    Reply::Probe(serde_json::from_str(json).unwrap_or_default())
-                }
-                _ => return Err(self.protocol_error("unexpected frame")),
-            });
+            }
         }
     }
 
@@ -350,7 +292,7 @@ pub(super) fn refusal_code(reason: Reason) -> u8 {
     }
 }
 
-fn refusal_reason(code: u8) -> Option<Reason> {
+pub(super) fn refusal_reason(code: u8) -> Option<Reason> {
     match code {
         0 => Some(Reason::ReservedTopic),
         1 => Some(Reason::TooLarge),
@@ -368,7 +310,7 @@ pub(super) fn too_large(what: &str, len: usize, limits: Limits) -> String {
     )
 }
 
-fn level_from(level: u8) -> LogLevel {
+pub(super) fn level_from(level: u8) -> LogLevel {
     match level {
         1 => LogLevel::Error,
         2 => LogLevel::Warn,

@@ -1,7 +1,8 @@
 //! `isolation = "process"`: the same library, Rust or C, runs in a child
 //! `plughost __child` process. Events go to it in batches over a Unix socket
 //! (see [`frame`]); its publishes and logs come back on the same socket and
-//! are routed from the instance's thread, like a thread plugin's. Ticks,
+//! are routed as they come, from its callbacks or its own threads, by a
+//! pump thread acting for the instance's thread (see `pump`). Ticks,
 //! HTTP requests and checks are request/answer pairs on the same socket; the
 //! child's routes come with its `init` answer; a `call` from the child is
 //! answered on the socket while the host waits on the child's callback.
@@ -28,6 +29,7 @@
 mod child;
 pub(crate) mod frame;
 mod instance;
+mod pump;
 mod spawn;
 
 pub use child::child_main;

@@ -8,7 +8,6 @@ use super::frame::{Frame, Limits};
 use super::instance::{ChildPid, ProcessInstance, Reaped, Reply, death};
 use crate::instance::{CallFailure, Instance};
 use crate::library::{Library, PluginHost, Trust};
-use std::io::BufReader;
 use std::net::Shutdown;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::UnixStream;
@@ -221,16 +220,23 @@ pub(crate) fn spawn(
             })?;
     }
     let reader = host_end.try_clone().map_err(|e| fail("socket", &e))?;
+    let (to, incoming) = crossbeam_channel::unbounded();
+    if let Err(e) = super::pump::start(&name, reader, host.clone(), limits, to) {
+        // The monitor reaps it and ends its group.
+        // SAFETY: kill(2) on our own child's pid, not yet reaped.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        return Err(fail("pump thread", &e));
+    }
     let mut instance = ProcessInstance {
         pid,
         writer: host_end,
-        reader: BufReader::with_capacity(64 * 1024, reader),
+        incoming,
+        patience: None,
         host,
         child,
         routes: Vec::new(),
         reaped,
         out: Vec::with_capacity(64 * 1024),
-        input: Vec::new(),
         limits,
     };
     instance.send(&Frame::Init { config_json })?;

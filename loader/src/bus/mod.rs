@@ -2,11 +2,15 @@
 //!
 //! A topic's subscribers are computed once and cached per publishing thread
 //! (keyed by the bus's generation, bumped whenever the set of instances
-//! changes), so the hot path takes no lock and matches no pattern. Delivery
+//! changes), so the hot path takes no lock and matches no pattern. An
+//! instance is not among the subscribers of its own events unless it set
+//! `echo = true` (one comparison of instance ids per delivery). Delivery
 //! applies each mailbox's overflow policy. A plugin blocked on a full mailbox
 //! never deadlocks the host: when the wait closes a cycle of plugins all
-//! blocked on each other, the publisher with the lowest slot in the cycle drops
-//! its one event (counted as dropped for the receiver) and the cycle unwinds.
+//! blocked on each other (or a plugin on its own mailbox), the publisher with
+//! the lowest slot in the cycle drops its one event (counted as dropped for
+//! the receiver) and the cycle unwinds. The publisher that closes the cycle
+//! finds it at once and wakes that one: no drop waits for a timer.
 //!
 //! What enters from outside (an entry point, a plugin) is checked here: the
 //! size against `max_event_bytes`, and the topic against the host's reserved
@@ -18,7 +22,7 @@ use crate::event::{Event, Name, now_ms};
 use crate::intake::{PublishError, Publisher, Refusals};
 use crate::mailbox::Slot;
 use crate::text::Escaped;
-use crossbeam_channel::{SendTimeoutError, TrySendError};
+use crossbeam_channel::TrySendError;
 use crossbeam_utils::CachePadded;
 use plughost_api::ContentType;
 use plughost_api::topic::{TopicError, is_reserved, validate_topic};
@@ -30,8 +34,11 @@ use std::time::Duration;
 
 /// Cached routes per thread; cleared when it grows past this many topics.
 const ROUTE_CACHE_LIMIT: usize = 4096;
-/// How long a blocked plugin waits before it looks for a wait cycle again.
-const CYCLE_CHECK: Duration = Duration::from_millis(10);
+
+mod origin;
+mod wait;
+
+pub(crate) use origin::Origin;
 
 static NEXT_BUS_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -184,32 +191,14 @@ impl Bus {
         })
     }
 
-    /// Publish from plugin instance `from`, on its own thread: its name is
-    /// the source, and it is the one that waits on full mailboxes.
-    pub(crate) fn publish(
-        &self,
-        from: &Slot,
-        topic: &str,
-        payload: Box<[u8]>,
-        content: ContentType,
-    ) -> Result<u64, PublishError> {
-        self.publish_from(
-            Publisher::Plugin,
-            Some(from),
-            from.name.clone(),
-            topic,
-            (payload, content),
-        )
-    }
-
     /// Publish for `by` (an entry point or a plugin) as `source`, refusing
     /// (and counting) an oversized payload, one that is not what its content
-    /// type says, or a reserved or invalid topic. `waiter` is the instance
-    /// whose thread publishes, if any.
+    /// type says, or a reserved or invalid topic. `origin` is the publishing
+    /// instance and thread, if any.
     pub(crate) fn publish_from(
         &self,
         by: Publisher,
-        waiter: Option<&Slot>,
+        origin: Origin<'_>,
         source: Name,
         topic: &str,
         payload: (Box<[u8]>, ContentType),
@@ -225,18 +214,16 @@ impl Bus {
         if let Err(error) = payload.1.check(&payload.0) {
             return Err(self.refusals.count(by, PublishError::Content(error)));
         }
-        self.publish_as(Some(by), waiter, source, topic, payload)
+        self.publish_as(Some(by), origin, source, topic, payload)
             .map_err(|error| self.refusals.count(by, error))
     }
 
     /// Publish as `source`, for `by` (`None`: the host itself, which alone
-    /// may use a reserved topic). `waiter` is the instance whose thread
-    /// publishes, if any: it is the one that waits on full mailboxes (see
-    /// module docs).
+    /// may use a reserved topic), from `origin` (see [`Origin`]).
     fn publish_as(
         &self,
         by: Option<Publisher>,
-        waiter: Option<&Slot>,
+        origin: Origin<'_>,
         source: Name,
         topic: &str,
         payload: (Box<[u8]>, ContentType),
@@ -251,12 +238,12 @@ impl Bus {
             Some(match &route.targets[..] {
                 [] if !metrics => (id, None),
                 [only] if !metrics => {
-                    self.deliver(waiter, only, 1, std::iter::once(event));
+                    self.deliver(origin, only, 1, std::iter::once(event));
                     (id, None)
                 }
                 targets => {
                     let event = event.into_shared();
-                    self.share(waiter, targets, std::slice::from_ref(&event));
+                    self.share(origin, targets, std::slice::from_ref(&event));
                     (id, Some(event))
                 }
             })
@@ -266,7 +253,7 @@ impl Bus {
             return Err(PublishError::Reserved { topic });
         };
         if let Some(event) = fired.filter(|_| metrics) {
-            self.metrics_event("event_fired", waiter, None, &event, None);
+            self.metrics_event("event_fired", origin.waiter, None, &event, None);
         }
         Ok(id)
     }
@@ -307,12 +294,12 @@ impl Bus {
             Some(match &route.targets[..] {
                 [] if !metrics => (first, Vec::new()),
                 [only] if !metrics => {
-                    self.deliver(None, only, count, events);
+                    self.deliver(Origin::default(), only, count, events);
                     (first, Vec::new())
                 }
                 targets => {
                     let events: Vec<Event> = events.map(Event::into_shared).collect();
-                    self.share(None, targets, &events);
+                    self.share(Origin::default(), targets, &events);
                     (first, events)
                 }
             })
@@ -337,9 +324,9 @@ impl Bus {
     /// allocation per event, not per subscriber). Each subscriber gets the
     /// whole run before the next one, so a woken instance finds more than
     /// one event waiting.
-    fn share(&self, waiter: Option<&Slot>, targets: &[Arc<Slot>], events: &[Event]) {
+    fn share(&self, origin: Origin<'_>, targets: &[Arc<Slot>], events: &[Event]) {
         for target in targets {
-            self.deliver(waiter, target, events.len(), events.iter().cloned());
+            self.deliver(origin, target, events.len(), events.iter().cloned());
         }
     }
 
@@ -367,7 +354,7 @@ impl Bus {
                 .filter(|target| !std::ptr::eq(&***target, subject))
                 .cloned()
                 .collect();
-            self.share(None, &targets, std::slice::from_ref(&event));
+            self.share(Origin::default(), &targets, std::slice::from_ref(&event));
             event
         });
         match routed {
@@ -396,8 +383,12 @@ impl Bus {
         let bytes = serde_json::to_vec(&payload)
             .unwrap_or_default()
             .into_boxed_slice();
+        let origin = Origin {
+            instance: None,
+            waiter,
+        };
         let payload = (bytes, ContentType::Json);
-        if let Err(e) = self.publish_as(None, waiter, self.host_source.clone(), topic, payload) {
+        if let Err(e) = self.publish_as(None, origin, self.host_source.clone(), topic, payload) {
             tracing::error!(
                 "cannot publish {}: {}",
                 Escaped(topic),
@@ -451,14 +442,19 @@ impl Bus {
 
     /// Put `count` events into `target`'s mailbox, in order, applying its
     /// overflow policy to each one that finds it full. They are counted as
-    /// received in one go.
+    /// received in one go. Nothing, and nothing counted, when `target` is
+    /// the publishing instance without `echo = true`.
     fn deliver(
         &self,
-        from: Option<&Slot>,
+        origin: Origin<'_>,
         target: &Slot,
         count: usize,
         events: impl Iterator<Item = Event>,
     ) {
+        if origin.echoes_to(target) {
+            return;
+        }
+        let from = origin.waiter;
         let stats = &target.stats.producer;
         stats.offered.fetch_add(count as u64, Ordering::Relaxed);
         if !target.accepts_events() {
@@ -503,60 +499,6 @@ impl Bus {
             }
             Overflow::Block => self.wait_for_room(from, target, event),
         }
-    }
-
-    fn wait_for_room(&self, from: Option<&Slot>, target: &Slot, mut event: Event) {
-        if let Some(me) = from {
-            me.waiting_on.store(target.index + 1, Ordering::Release);
-        }
-        loop {
-            match target.tx.send_timeout(event, CYCLE_CHECK) {
-                Ok(()) => break,
-                Err(SendTimeoutError::Timeout(back)) => event = back,
-                Err(SendTimeoutError::Disconnected(_)) => {
-                    unreachable!("a slot owns its own receiver")
-                }
-            }
-            let give_up = if !target.accepts_events() || self.closed.load(Ordering::Acquire) {
-                Some("the receiver stopped taking events")
-            } else if from.is_some_and(|me| self.breaks_cycle(me, target)) {
-                Some("publishers blocked on each other in a cycle (see docs: delivery)")
-            } else {
-                None
-            };
-            if let Some(reason) = give_up {
-                target
-                    .stats
-                    .producer
-                    .abandoned
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(plugin = %target.name, "dropped event {} on {}: {reason}", event.id(), Escaped(event.topic()));
-                break;
-            }
-        }
-        if let Some(me) = from {
-            me.waiting_on.store(0, Ordering::Release);
-        }
-    }
-
-    /// True when `me`, blocked on `target`, closes a cycle of instances each
-    /// blocked on the next, and `me` has the lowest slot index in it: that one
-    /// publisher gives up, so exactly one event is dropped per cycle.
-    fn breaks_cycle(&self, me: &Slot, target: &Slot) -> bool {
-        let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
-        let mut lowest = me.index;
-        let mut current = target.index;
-        for _ in 0..=slots.len() {
-            if current == me.index {
-                return lowest == me.index;
-            }
-            lowest = lowest.min(current);
-            match slots[current].waiting_on.load(Ordering::Acquire) {
-                0 => return false,
-                next => current = next - 1,
-            }
-        }
-        false
     }
 
     /// Sum of events offered to mailboxes and events finished (handled or
@@ -753,7 +695,7 @@ mod properties {
                                 n += run.len() as u32;
                                 bus.publish_batch(Entry::Embedder, "t.e", run).unwrap();
                             } else {
-                                bus.publish_from(by, None, Name::intern("host"), "t.e", (payload(n), ContentType::Bytes)).unwrap();
+                                bus.publish_from(by, Origin::default(), Name::intern("host"), "t.e", (payload(n), ContentType::Bytes)).unwrap();
                                 n += 1;
                             }
                         }
