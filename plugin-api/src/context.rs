@@ -41,8 +41,16 @@ impl Context {
 
     /// Publish `text`, content type `text`.
     pub fn publish_text(&self, topic: &str, text: &str) -> Result<()> {
+        self.publish_typed(topic, text.as_bytes(), ContentType::Text)
+    }
+
+    /// Publish `payload` with its content type (the host refuses a `text`
+    /// payload that is not UTF-8 and a `json` one that is not JSON): to
+    /// pass an event on as it came, `ctx.publish_typed(topic, event.bytes(),
+    /// event.content_type())`.
+    pub fn publish_typed(&self, topic: &str, payload: &[u8], content: ContentType) -> Result<()> {
         self.host
-            .publish_typed(topic, text.as_bytes(), ContentType::Text)
+            .publish_typed(topic, payload, content)
             .map_err(Into::into)
     }
 
