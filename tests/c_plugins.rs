@@ -75,7 +75,7 @@ fn logger_and_logger_c_write_the_same_objects_for_the_same_events() {
     events += "{\"topic\": \"p.raw\", \"payload_base64\": \"AAECA/+A\"}\n";
     events += "{\"topic\": \"p.json-bytes\", \"payload_base64\": \"WzEsMl0=\"}\n";
     events += "{\"topic\": \"p.empty\", \"payload_base64\": \"\"}\n";
-    events += "{\"topic\": \"p.no-payload\"}\n";
+    events += "{\"topic\": \"p.text\", \"payload_text\": \"h\\u00e9 \\\"x\\\" \\u0001 \\n\"}\n";
     let out = run(&["run", config.to_str().unwrap(), "--events", "-"], &events);
     assert!(out.status.success(), "{}", stderr(&out));
     let rust = s.log_lines("rust.jsonl");

@@ -161,12 +161,7 @@ impl HostFunctions for NullHost {
     fn instance_name(&self) -> &str {
         "raw"
     }
-    fn publish(
-        &self,
-        _topic: &str,
-        _payload: &[u8],
-        _content: plughost_api::ContentType,
-    ) -> Result<(), String> {
+    fn publish(&self, _topic: &str, _payload: &[u8]) -> Result<(), String> {
         Ok(())
     }
     fn log(&self, _level: LogLevel, _message: &str) {}

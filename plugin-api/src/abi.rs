@@ -467,9 +467,20 @@ impl Drop for HostHandle {
 pub trait HostFunctions: Send + Sync + 'static {
     /// The instance name from `plugins.toml`.
     fn instance_name(&self) -> &str;
+    /// Publish an event (content type `bytes`).
+    fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), String>;
     /// Publish an event of content type `content` (the host checks the
-    /// payload against it).
-    fn publish(&self, topic: &str, payload: &[u8], content: ContentType) -> Result<(), String>;
+    /// payload against it). A host that knows no content types publishes
+    /// it as bytes.
+    fn publish_typed(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        content: ContentType,
+    ) -> Result<(), String> {
+        let _ = content;
+        self.publish(topic, payload)
+    }
     /// Log a line tagged with the instance name.
     fn log(&self, level: LogLevel, message: &str);
     /// Run a host command (JSON) and return the host's JSON answer.
@@ -517,7 +528,7 @@ impl<H: HostFunctions> HostVTableOf<H> {
         // SAFETY: per the vtable's contract.
         let host = unsafe { Self::host(ctx) };
         caught(|| {
-            host.publish(topic.as_str(), payload.as_slice(), ContentType::Bytes)
+            host.publish(topic.as_str(), payload.as_slice())
                 .map_err(RString::from)
         })
     }
@@ -532,7 +543,7 @@ impl<H: HostFunctions> HostVTableOf<H> {
         let host = unsafe { Self::host(ctx) };
         let content = ContentType::from_abi(content_type);
         caught(|| {
-            host.publish(topic.as_str(), payload.as_slice(), content)
+            host.publish_typed(topic.as_str(), payload.as_slice(), content)
                 .map_err(RString::from)
         })
     }

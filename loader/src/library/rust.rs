@@ -270,7 +270,16 @@ impl HostFunctions for AbiHost {
         self.0.instance_name()
     }
 
-    fn publish(&self, topic: &str, payload: &[u8], content: ContentType) -> Result<(), String> {
+    fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), String> {
+        self.publish_typed(topic, payload, ContentType::Bytes)
+    }
+
+    fn publish_typed(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        content: ContentType,
+    ) -> Result<(), String> {
         self.0
             .publish(topic, payload, content)
             .map_err(|e| e.to_string())
