@@ -130,7 +130,11 @@ fn the_same_text_json_and_bytes_via_stdin_ctl_and_http_arrive_with_one_content_t
     for (topic, content_type, body) in [
         ("t.text.http", plain, text.as_bytes()),
         ("t.looks.http", Some("text/plain"), json_looking.as_bytes()),
-        ("t.json.http", Some("application/json"), json_text.as_bytes()),
+        (
+            "t.json.http",
+            Some("application/json"),
+            json_text.as_bytes(),
+        ),
         ("t.bytes.http", None, bytes),
     ] {
         let (code, answer) = post(&address, &format!("/events/{topic}"), content_type, body);

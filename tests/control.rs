@@ -1133,12 +1133,12 @@ fn a_call_from_a_plugin_s_own_thread_works_in_a_thread_and_is_refused_in_a_proce
         let casts: Vec<(&serde_json::Value, &serde_json::Value)> = lines
             .iter()
             .filter(|l| l["topic"] == "intruder.cast")
-            .map(|l| (&l["source"], &l["payload_base64"]))
+            .map(|l| (&l["source"], &l["payload_text"]))
             .collect();
-        // "from a thread", not JSON, so logged as bytes.
+        // "from a thread", not JSON, so a `publish` command makes it text.
         assert_eq!(
             casts,
-            [(&json!("threaded"), &json!("ZnJvbSBhIHRocmVhZA=="))],
+            [(&json!("threaded"), &json!("from a thread"))],
             "{isolation}"
         );
     }

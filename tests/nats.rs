@@ -169,7 +169,8 @@ impl RawClient {
             next_sid: 1,
         };
         assert!(client.line().starts_with("INFO "), "a NATS server greets");
-        client.write(b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\n");
+        // `headers`: so that `HPUB` is allowed.
+        client.write(b"CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":true}\r\n");
         client
     }
 
@@ -1009,7 +1010,11 @@ fn content_types_cross_nats_as_a_content_type_header() {
     let mut a = Host::start(
         &s,
         "a",
-        Config::new().plugin(bridge(&server, &["notes.>"], json!({"export": ["notes.>"]}))),
+        Config::new().plugin(bridge(
+            &server,
+            &["notes.>"],
+            json!({"export": ["notes.>"]}),
+        )),
     );
     let b = Host::start(
         &s,
@@ -1029,7 +1034,11 @@ fn content_types_cross_nats_as_a_content_type_header() {
     }
     raw.publish("notes.bare", br#"{"id": 2}"#);
     raw.publish_with_headers("notes.plain", &[("Content-Type", "text/plain")], b"hi");
-    raw.publish_with_headers("notes.liar", &[("Content-Type", "application/json")], b"not json");
+    raw.publish_with_headers(
+        "notes.liar",
+        &[("Content-Type", "application/json")],
+        b"not json",
+    );
     raw.flush();
     wait_until("B's logger to get six events", LIMIT, || {
         b.processed("log") >= 6

@@ -226,7 +226,8 @@ pub(crate) fn compact_json(text: &str) -> Vec<u8> {
 /// against its content type, refuse and count.
 pub(crate) fn entering(payload: Vec<u8>, content: ContentType) -> Vec<u8> {
     match content {
-        ContentType::Json if content.check(&payload).is_ok() => match std::str::from_utf8(&payload) {
+        ContentType::Json if content.check(&payload).is_ok() => match std::str::from_utf8(&payload)
+        {
             Ok(text) => compact_json(text),
             Err(_) => payload,
         },

@@ -8,9 +8,9 @@
 //! reported with its number and skipped, and reading goes on; only an input
 //! that cannot be read ends it early, with an error.
 
+use crate::event::compact_json;
 use crate::host::Host;
 use crate::intake::{Entry, PublishError};
-use crate::event::compact_json;
 use crate::text::Escaped;
 use base64::Engine as _;
 use plughost_api::ContentType;

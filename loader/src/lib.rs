@@ -33,7 +33,6 @@ pub use text::Escaped;
 pub use command::{CommandError, RequestError};
 pub use config::{Config, ConfigError};
 pub use event::Event;
-pub use plughost_api::{ContentError, ContentType};
 pub use host::{
     Host, InstanceError, InstanceReport, PluginHealth, PluginJob, PluginReadiness, ReloadError,
     StartError,
@@ -42,6 +41,7 @@ pub use intake::{Entry, PublishError, Refused};
 pub use library::inspect::{ConfigCheck, INSPECT_TIME_LIMIT, LibraryInfo, check_config, inspect};
 pub use library::{Language, LoadError, Support, Trust, platform_file_name, resolve};
 pub use mailbox::{Counts, State};
+pub use plughost_api::{ContentError, ContentType};
 pub use supervisor::ReloadReport;
 
 /// The hidden `plughost __child` command: serve one process-isolated

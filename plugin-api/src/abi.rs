@@ -12,6 +12,7 @@
 //! a table built against an older ABI. Every other type here is frozen for
 //! the whole major version: new data travels through new functions.
 
+use crate::ContentType;
 use abi_stable::{
     StableAbi, declare_root_module_statics,
     library::RootModule,
@@ -20,7 +21,6 @@ use abi_stable::{
     staticref,
     std_types::{RErr, ROption, RResult, RSlice, RStr, RString, RVec},
 };
-use crate::ContentType;
 use std::ffi::c_void;
 use std::sync::Arc;
 
@@ -236,7 +236,11 @@ impl PluginHandle {
     /// plugin's `on_event_typed`, or its `on_event` when it predates content
     /// types (ABI 1.0: it cannot be told the type).
     #[inline]
-    pub fn on_event_typed(&mut self, event: EventRef<'_>, content_type: u8) -> RResult<(), CallError> {
+    pub fn on_event_typed(
+        &mut self,
+        event: EventRef<'_>,
+        content_type: u8,
+    ) -> RResult<(), CallError> {
         match self.vtable.on_event_typed() {
             // SAFETY: as in `on_event`.
             Some(typed) => unsafe { typed(self.state, event, content_type) },

@@ -90,11 +90,13 @@ impl ContentType {
     pub fn check(self, payload: &[u8]) -> Result<(), ContentError> {
         match self {
             ContentType::Bytes => Ok(()),
-            ContentType::Text => std::str::from_utf8(payload)
-                .map(|_| ())
-                .map_err(|e| ContentError::NotUtf8 {
-                    offset: e.valid_up_to(),
-                }),
+            ContentType::Text => {
+                std::str::from_utf8(payload)
+                    .map(|_| ())
+                    .map_err(|e| ContentError::NotUtf8 {
+                        offset: e.valid_up_to(),
+                    })
+            }
             ContentType::Json => serde_json::from_slice::<serde::de::IgnoredAny>(payload)
                 .map(|_| ())
                 .map_err(|e| ContentError::NotJson(e.to_string())),
@@ -189,7 +191,10 @@ mod tests {
             Ok(ContentType::Json)
         );
         assert_eq!(of(Some("text/plain")), Ok(ContentType::Text));
-        assert_eq!(of(Some("text/csv; charset=\"utf-8\"")), Ok(ContentType::Text));
+        assert_eq!(
+            of(Some("text/csv; charset=\"utf-8\"")),
+            Ok(ContentType::Text)
+        );
         assert_eq!(of(Some("application/octet-stream")), Ok(ContentType::Bytes));
         assert_eq!(of(Some("image/png")), Ok(ContentType::Bytes));
         assert_eq!(of(Some("")), Ok(ContentType::Bytes));

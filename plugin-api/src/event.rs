@@ -75,9 +75,9 @@ impl<'a> Event<'a> {
     /// text, as far as they are.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
         match (self.content, self.text()) {
-            (ContentType::Text, Some(text)) => {
-                T::deserialize(IntoDeserializer::<serde_json::Error>::into_deserializer(text))
-            }
+            (ContentType::Text, Some(text)) => T::deserialize(
+                IntoDeserializer::<serde_json::Error>::into_deserializer(text),
+            ),
             _ => serde_json::from_slice(self.bytes()),
         }
     }

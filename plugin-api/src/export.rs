@@ -265,7 +265,7 @@ extern "C" fn validate_config<P: Plugin>(config_json: RStr<'_>) -> RResult<(), C
     })
 }
 
-/// The symbol [`export_plugin!`] also exports when the plugin is built with
+/// The symbol [`export_plugin!`](crate::export_plugin) also exports when the plugin is built with
 /// `panic = "abort"`. Such a plugin cannot have its panics caught: its first
 /// panic ends the process it runs in, so the host refuses to run it on one of
 /// its own threads. The host reads this from the library's dynamic symbols

@@ -8,11 +8,11 @@ mod start;
 
 use crate::config::Config;
 use crate::intake::Entry;
-use plughost_api::ContentType;
 use crate::observe::probe;
 use crate::observe::report;
 use crate::supervisor::Supervisor;
 use crate::worker::Probe;
+use plughost_api::ContentType;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -11,10 +11,10 @@ use plughost_api::{
     ContentType, Health, HealthStatus, HttpRequest, HttpResponse, JobReport, LogLevel, Readiness,
 };
 use plughost_ffi::{
-    PLUGHOST_ABI_MAJOR, PLUGHOST_ABI_MINOR, PLUGHOST_CONTENT_BYTES, PLUGHOST_ENTRY_SYMBOL, PLUGHOST_ERROR,
-    PLUGHOST_HEALTH_DEGRADED, PLUGHOST_HEALTH_OK, PLUGHOST_OK, PLUGHOST_PLUGIN_MIN_SIZE,
-    plughost_event, plughost_host, plughost_http_request, plughost_http_response,
-    plughost_job_report, plughost_plugin,
+    PLUGHOST_ABI_MAJOR, PLUGHOST_ABI_MINOR, PLUGHOST_CONTENT_BYTES, PLUGHOST_ENTRY_SYMBOL,
+    PLUGHOST_ERROR, PLUGHOST_HEALTH_DEGRADED, PLUGHOST_HEALTH_OK, PLUGHOST_OK,
+    PLUGHOST_PLUGIN_MIN_SIZE, plughost_event, plughost_host, plughost_http_request,
+    plughost_http_response, plughost_job_report, plughost_plugin,
 };
 use std::ffi::{CStr, CString, c_char, c_void};
 use std::path::Path;

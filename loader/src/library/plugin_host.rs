@@ -19,8 +19,12 @@ pub(crate) trait PluginHost: Send + Sync {
 
     /// Publish an event with the instance's name as its source, refused
     /// when the payload is not what `content` says.
-    fn publish(&self, topic: &str, payload: &[u8], content: ContentType)
-    -> Result<(), PublishError>;
+    fn publish(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        content: ContentType,
+    ) -> Result<(), PublishError>;
 
     /// A line for the host's log, tagged with the instance's name.
     fn log(&self, level: LogLevel, message: &str);

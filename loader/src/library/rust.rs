@@ -15,7 +15,7 @@ use plughost_api::abi::{
 };
 use plughost_api::loading::{AbiVersion, LoadFailure, Support, load_root_module};
 use plughost_api::{
-    ContentType,     Health, HealthStatus, HttpRequest, HttpResponse, JobReport, LogLevel, Readiness,
+    ContentType, Health, HealthStatus, HttpRequest, HttpResponse, JobReport, LogLevel, Readiness,
 };
 use std::path::Path;
 use std::sync::Arc;

@@ -123,7 +123,9 @@ impl Plugin for Logger {
             payload: json,
             payload_text: text,
             payload_base64: match (json, text) {
-                (None, None) => Some(base64::engine::general_purpose::STANDARD.encode(event.bytes())),
+                (None, None) => {
+                    Some(base64::engine::general_purpose::STANDARD.encode(event.bytes()))
+                }
                 _ => None,
             },
         };

@@ -31,7 +31,9 @@ mod sequence;
 use config::Config;
 use import::Importer;
 use link::{Incoming, Link, Outgoing, Shared};
-use plughost_api::{ContentType, Context, Event, Health, JobReport, Plugin, Readiness, Result, export_plugin};
+use plughost_api::{
+    ContentType, Context, Event, Health, JobReport, Plugin, Readiness, Result, export_plugin,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;

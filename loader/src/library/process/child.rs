@@ -121,7 +121,7 @@ impl PluginHost for RemoteHost {
             payload,
             content,
         })
-            .map_err(|e| PublishError::HostGone(e.to_string()))
+        .map_err(|e| PublishError::HostGone(e.to_string()))
     }
 
     fn log(&self, level: LogLevel, message: &str) {
