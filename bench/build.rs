@@ -6,6 +6,9 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+#[path = "../ffi/cflags.rs"]
+mod cflags;
+
 fn main() {
     let here = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let source = here.join("c/bench_c.c");
@@ -22,6 +25,7 @@ fn main() {
         source.clone(),
         include.join("plughost.h"),
         util.join("plughost_util.h"),
+        here.join("../ffi/cflags.rs"),
     ] {
         println!("cargo:rerun-if-changed={}", input.display());
     }
@@ -29,15 +33,7 @@ fn main() {
     let compiler = cc::Build::new().pic(true).opt_level(2).get_compiler();
     let mut command: Command = compiler.to_command();
     command
-        .args([
-            "-std=c11",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-pedantic",
-            "-shared",
-            "-fvisibility=hidden",
-        ])
+        .args(cflags::C_PLUGIN_FLAGS)
         .arg("-I")
         .arg(&include)
         .arg("-I")

@@ -462,10 +462,7 @@ fn abi_text((major, minor): (u32, u32)) -> String {
 fn cc_compat(s: &Scratch, include: &Path, out: &str, flags: &[&str]) -> PathBuf {
     let library = s.path(&format!("lib{out}.so"));
     let output = std::process::Command::new("cc")
-        .args([
-            "-std=c11", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",
-        ])
-        .args(["-fvisibility=hidden"])
+        .args(cflags::C_PLUGIN_FLAGS)
         .args(flags)
         .arg("-I")
         .arg(include)

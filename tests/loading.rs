@@ -1172,3 +1172,63 @@ fn a_plugin_built_with_panic_abort_is_refused_in_thread_isolation_and_runs_in_a_
     let out = run(&["check", config.to_str().unwrap()], "");
     assert!(out.status.success(), "{}", stdout(&out));
 }
+
+/// Each kind of refusal is a `LoadError` variant of its own, so a program
+/// that embeds the host matches the kind rather than the text (as
+/// abi_stable's loading-error tests do); the message stays the one line
+/// users read. Here through `Host::start`, the embedding program's way in.
+#[test]
+fn each_kind_of_refusal_is_a_load_error_variant_a_program_can_match() {
+    use plughost::LoadError;
+    let s = Scratch::new("load-error-variants");
+    let refusal = |plugin: Plugin| -> LoadError {
+        let config = plughost::Config::load(&Config::new().plugin(plugin).write(&s)).unwrap();
+        match plughost::Host::start(config) {
+            Err(plughost::StartError::Load { cause, .. }) => cause,
+            Err(other) => panic!("not a load error: {other}"),
+            Ok(host) => {
+                host.shutdown();
+                panic!("the library was loaded")
+            }
+        }
+    };
+    let missing = s.path("libmissing.so");
+    let error = refusal(plugin_at(&missing));
+    assert!(
+        matches!(&error, LoadError::Io { path, .. } if *path == missing),
+        "{error:?}"
+    );
+    assert_eq!(error.reason(), Some("no such file"));
+    assert_eq!(
+        error.to_string(),
+        format!("{}: no such file", missing.display())
+    );
+
+    let text = s.write("libtext.so", "not a library\n");
+    let error = refusal(plugin_at(&text));
+    assert!(matches!(error, LoadError::NotAPlugin { .. }), "{error:?}");
+
+    let writable = copy_plugin(&s, "counter");
+    chmod(&writable, 0o666);
+    let error = refusal(plugin_at(&writable));
+    assert!(
+        matches!(error, LoadError::InsecurePermissions { .. }),
+        "{error:?}"
+    );
+
+    let pinned = copy_plugin(&s, "logger");
+    let error = refusal(plugin_at(&pinned).sha256(&"0".repeat(64)));
+    assert!(matches!(error, LoadError::HashMismatch { .. }), "{error:?}");
+
+    let other_major = cc_fixture(&s, "versioned", "versioned", &["-DFIXTURE_MAJOR=2"]);
+    let error = refusal(plugin_at(&other_major));
+    assert!(matches!(error, LoadError::AbiMismatch { .. }), "{error:?}");
+
+    let aborting = fixture_plugin(&api_crate_version(), Panic::Abort);
+    let error = refusal(plugin_at(&aborting));
+    assert!(matches!(error, LoadError::Incompatible { .. }), "{error:?}");
+
+    let error = refusal(Plugin::new("x", "nowhere"));
+    assert!(matches!(error, LoadError::NotFound { .. }), "{error:?}");
+    assert_eq!(error.reason(), None);
+}

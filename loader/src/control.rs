@@ -1,12 +1,12 @@
 //! The control socket (`[host] control_socket`): it takes the commands of
-//! [`crate::command`], one JSON object per line each way:
+//! `command`, one JSON object per line each way:
 //! `{"cmd": "stop", "name": "audit"}` in, `{"ok": true, "result": ...}` or
 //! `{"ok": false, "error": "..."}` out. The socket is created mode 0600.
 
 use crate::command::{self, Caller};
 use crate::host::Host;
 use serde_json::{Value, json};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 pub use crate::command::{
@@ -191,25 +191,74 @@ pub async fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
     bound
 }
 
+/// Why `plughost ctl` got no answer from a host. The OS's or the parser's
+/// words are part of the line (not a separate source), as users read it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestFailed {
+    /// Nothing listens on the socket.
+    #[error("no plughost is listening on {} ({cause}); is the host running with `control_socket` set?", socket.display())]
+    NotListening {
+        /// The control socket.
+        socket: PathBuf,
+        /// What the OS said.
+        cause: std::io::Error,
+    },
+    /// The request could not be written.
+    #[error("cannot send to {}: {cause}", socket.display())]
+    Send {
+        /// The control socket.
+        socket: PathBuf,
+        /// What the OS said.
+        cause: std::io::Error,
+    },
+    /// No answer line came back.
+    #[error("no answer from {}: {cause}", socket.display())]
+    NoAnswer {
+        /// The control socket.
+        socket: PathBuf,
+        /// What the OS said.
+        cause: std::io::Error,
+    },
+    /// The answer is not JSON.
+    #[error("bad answer from {}: {cause}", socket.display())]
+    BadAnswer {
+        /// The control socket.
+        socket: PathBuf,
+        /// What the parser said.
+        cause: serde_json::Error,
+    },
+}
+
 /// Send one request to the host listening on `socket` and return its answer.
-pub fn request(socket: &Path, command: &Value) -> Result<Value, String> {
+pub fn request(socket: &Path, command: &Value) -> Result<Value, RequestFailed> {
     use std::io::{BufRead, Write};
-    let mut stream = std::os::unix::net::UnixStream::connect(socket).map_err(|e| {
-        format!(
-            "no plughost is listening on {} ({e}); is the host running with `control_socket` set?",
-            socket.display()
-        )
+    let socket_path = || socket.to_owned();
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).map_err(|cause| {
+        RequestFailed::NotListening {
+            socket: socket_path(),
+            cause,
+        }
     })?;
     let mut line = command.to_string();
     line.push('\n');
     stream
         .write_all(line.as_bytes())
-        .map_err(|e| format!("cannot send to {}: {e}", socket.display()))?;
+        .map_err(|cause| RequestFailed::Send {
+            socket: socket_path(),
+            cause,
+        })?;
     let mut reply = String::new();
     std::io::BufReader::new(stream)
         .read_line(&mut reply)
-        .map_err(|e| format!("no answer from {}: {e}", socket.display()))?;
-    serde_json::from_str(&reply).map_err(|e| format!("bad answer from {}: {e}", socket.display()))
+        .map_err(|cause| RequestFailed::NoAnswer {
+            socket: socket_path(),
+            cause,
+        })?;
+    serde_json::from_str(&reply).map_err(|cause| RequestFailed::BadAnswer {
+        socket: socket_path(),
+        cause,
+    })
 }
 
 #[cfg(test)]

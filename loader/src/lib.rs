@@ -1,9 +1,42 @@
 //! plughost as a library: the [`Host`] that the `plughost` binary wraps, for
 //! embedding a plugin host in another program.
 //!
-//! The modules follow an event's path: [`config`] (what to load) → `library`
-//! (find, check, open; the only place plugins are loaded or called) →
-//! `instance` (thread, mailbox, lifecycle) → `bus` (routing) → [`host`].
+//! The modules follow an event's path, and import only downward (no cycle:
+//! `tests/architecture.rs` checks it):
+//!
+//! ```text
+//!  config ──────────── what to load: plugins.toml, checked (limits, file, load)
+//!    │
+//!  library ─────────── find, check, open: rust.rs, c.rs, process/ (the only
+//!    │                 place plugins are loaded or called); PluginHost is the
+//!    │                 host as a plugin sees it
+//!  instance ────────── the Instance trait every adapter implements
+//!    │
+//!  mailbox ─── worker  an instance's slot (queue, counters, state) and the
+//!    │           │     thread that takes its events and obeys its orders
+//!  intake ──── bus     entry points and refusals; routing topic -> mailboxes
+//!    │           │
+//!  observe::lifecycle  plughost.plugin.* events
+//!    │
+//!  supervisor ──────── what runs: launch, operate (stop/start/restart),
+//!    │                 reload, restart policy, watchdog; plugins' call/cast
+//!    │                 reach the commands through `Commands`, handed down
+//!    │                 (the worker consults two leaves of it, `policy` and
+//!    │                 `error`, which import nothing above `mailbox`)
+//!  observe ─── command probes, reports, state events; the command set
+//!    │           │     (socket, `plughost ctl`, plugins' call/cast)
+//!  host ────────────── Host: start, publish, checks, shutdown in phases
+//!    │
+//!  control, status, input ── the control socket, the HTTP server, stdin
+//!    │
+//!  main.rs, cli/ ───── the `plughost` binary
+//! ```
+//!
+//! An event published into the host: [`Host::publish`] (or stdin, `POST
+//! /events/...`, `ctl publish`, a plugin) → `bus` finds the subscribed
+//! mailboxes → each `mailbox::Slot` queues it → its `worker` thread hands it
+//! to the plugin through `library`'s adapter → the outcome is counted in the
+//! slot, and `status` / `control` show the counts.
 #![warn(missing_docs)]
 
 mod bus;
@@ -25,6 +58,10 @@ mod supervisor;
 mod testing;
 mod text;
 mod worker;
+
+/// A signal's name (`SIGTERM` for 15), from the host's one table of them.
+#[doc(hidden)]
+pub use library::signal_name;
 
 /// Foreign text (names, versions, messages from plugins) made safe to print.
 #[doc(hidden)]

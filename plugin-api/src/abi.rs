@@ -67,6 +67,20 @@ pub enum LogLevel {
     Trace = 5,
 }
 
+/// A log level as it travels as a number (C's `PLUGHOST_LOG_*`, a process
+/// plugin's frames: `LogLevel as u8`); any other number reads as `Info`.
+impl From<i64> for LogLevel {
+    fn from(level: i64) -> LogLevel {
+        match level {
+            1 => LogLevel::Error,
+            2 => LogLevel::Warn,
+            4 => LogLevel::Debug,
+            5 => LogLevel::Trace,
+            _ => LogLevel::Info,
+        }
+    }
+}
+
 /// Why a call into a plugin did not succeed.
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone)]
@@ -120,6 +134,38 @@ pub struct JobReportAbi {
     pub driver: RString,
     /// Last error (may be empty).
     pub error_message: RString,
+}
+
+impl From<JobReportAbi> for crate::status::JobReport {
+    fn from(job: JobReportAbi) -> crate::status::JobReport {
+        crate::status::JobReport {
+            pipeline: job.pipeline.into_string(),
+            priority: job.priority,
+            ready: job.ready,
+            queue: job.queue.into_string(),
+            active: job.active,
+            delayed: job.delayed,
+            reserved: job.reserved,
+            driver: job.driver.into_string(),
+            error_message: job.error_message.into_string(),
+        }
+    }
+}
+
+impl From<crate::status::JobReport> for JobReportAbi {
+    fn from(job: crate::status::JobReport) -> JobReportAbi {
+        JobReportAbi {
+            pipeline: job.pipeline.into(),
+            priority: job.priority,
+            ready: job.ready,
+            queue: job.queue.into(),
+            active: job.active,
+            delayed: job.delayed,
+            reserved: job.reserved,
+            driver: job.driver.into(),
+            error_message: job.error_message.into(),
+        }
+    }
 }
 
 /// An HTTP header across the ABI.

@@ -9,7 +9,7 @@ use crate::abi::{
     JobReportAbi, PluginHandle, PluginModule, PluginModuleRef, PluginVTable, PluginVTableRef,
     ReadinessReport,
 };
-use crate::{ContentType, Context, Event, HealthStatus, HttpRequest, Plugin, Result};
+use crate::{ContentType, Context, Event, HttpRequest, Plugin, Result};
 use abi_stable::prefix_type::{PrefixTypeTrait, WithMetadata};
 use abi_stable::staticref;
 use abi_stable::std_types::{RErr, ROk, ROption, RResult, RStr, RString, RVec};
@@ -129,11 +129,7 @@ impl<P: Plugin> Functions<P> {
         let Adapter { plugin, ctx } = unsafe { Self::adapter(state) };
         guard(|| {
             Ok(ROption::from(plugin.health(ctx).map(|h| HealthReport {
-                status: match h.status {
-                    HealthStatus::Ok => 0,
-                    HealthStatus::Degraded => 1,
-                    HealthStatus::Failing => 2,
-                },
+                status: h.status.into(),
                 message: h.message.into(),
             })))
         })
@@ -157,19 +153,7 @@ impl<P: Plugin> Functions<P> {
         let Adapter { plugin, ctx } = unsafe { Self::adapter(state) };
         guard(|| {
             Ok(ROption::from(plugin.jobs(ctx).map(|jobs| {
-                jobs.into_iter()
-                    .map(|j| JobReportAbi {
-                        pipeline: j.pipeline.into(),
-                        priority: j.priority,
-                        ready: j.ready,
-                        queue: j.queue.into(),
-                        active: j.active,
-                        delayed: j.delayed,
-                        reserved: j.reserved,
-                        driver: j.driver.into(),
-                        error_message: j.error_message.into(),
-                    })
-                    .collect()
+                jobs.into_iter().map(JobReportAbi::from).collect()
             })))
         })
     }

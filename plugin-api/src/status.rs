@@ -13,6 +13,31 @@ pub enum HealthStatus {
     Failing,
 }
 
+/// A health status as the ABIs carry it (the Rust ABI's `HealthReport`,
+/// C's `PLUGHOST_HEALTH_*`, a process plugin's frames): 0 ok, 1 degraded,
+/// 2 failing.
+impl From<HealthStatus> for u8 {
+    fn from(status: HealthStatus) -> u8 {
+        match status {
+            HealthStatus::Ok => 0,
+            HealthStatus::Degraded => 1,
+            HealthStatus::Failing => 2,
+        }
+    }
+}
+
+/// The number a health status travels as (see `From<HealthStatus> for
+/// u8`); any number but 0 and 1 reads as failing.
+impl From<i64> for HealthStatus {
+    fn from(code: i64) -> HealthStatus {
+        match code {
+            0 => HealthStatus::Ok,
+            1 => HealthStatus::Degraded,
+            _ => HealthStatus::Failing,
+        }
+    }
+}
+
 impl HealthStatus {
     /// `ok`, `degraded` or `failing`.
     pub fn as_str(self) -> &'static str {
@@ -107,4 +132,37 @@ pub struct JobReport {
     pub driver: String,
     /// The last error, if any (empty otherwise).
     pub error_message: String,
+}
+
+#[cfg(test)]
+mod number_tests {
+    use super::*;
+    use crate::abi::LogLevel;
+
+    /// The one mapping between statuses and levels and the numbers the ABIs
+    /// carry: each comes back as itself, and an unknown number is the
+    /// cautious reading.
+    #[test]
+    fn statuses_and_levels_round_trip_through_their_numbers() {
+        for status in [
+            HealthStatus::Ok,
+            HealthStatus::Degraded,
+            HealthStatus::Failing,
+        ] {
+            assert_eq!(HealthStatus::from(i64::from(u8::from(status))), status);
+        }
+        assert_eq!(HealthStatus::from(7), HealthStatus::Failing);
+        assert_eq!(HealthStatus::from(-1), HealthStatus::Failing);
+        for level in [
+            LogLevel::Error,
+            LogLevel::Warn,
+            LogLevel::Info,
+            LogLevel::Debug,
+            LogLevel::Trace,
+        ] {
+            assert_eq!(LogLevel::from(level as i64), level);
+        }
+        assert_eq!(LogLevel::from(0), LogLevel::Info);
+        assert_eq!(LogLevel::from(99), LogLevel::Info);
+    }
 }

@@ -5,6 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "../../ffi/cflags.rs"]
+mod cflags;
+
 fn main() {
     let here = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let include = here.join("../../ffi/include");
@@ -25,6 +28,7 @@ fn main() {
         "cargo:rerun-if-changed={}",
         include.join("plughost.h").display()
     );
+    println!("cargo:rerun-if-changed=../../ffi/cflags.rs");
     let mut sources: Vec<PathBuf> = std::fs::read_dir(&here)
         .unwrap()
         .map(|entry| entry.unwrap().path())
@@ -52,16 +56,7 @@ fn main() {
 fn build(compiler: &cc::Tool, source: &Path, include: &Path, output: &Path) {
     let mut command: Command = compiler.to_command();
     command
-        .args([
-            "-std=c11",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-pedantic",
-            "-shared",
-            "-pthread",
-            "-fvisibility=hidden",
-        ])
+        .args(cflags::C_PLUGIN_FLAGS)
         .arg("-I")
         .arg(include)
         .arg("-o")

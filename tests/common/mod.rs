@@ -3,6 +3,9 @@
 #![allow(dead_code, reason = "each test file uses a different part")]
 
 mod config;
+
+#[path = "../../ffi/cflags.rs"]
+pub mod cflags;
 #[allow(
     unused_imports,
     reason = "a test file that writes no config uses none of it"
@@ -239,16 +242,7 @@ pub fn cc_fixture(scratch: &Scratch, fixture: &str, out: &str, flags: &[&str]) -
     let root = workspace_root();
     let library = scratch.path(&format!("lib{out}.so"));
     let output = Command::new("cc")
-        .args([
-            "-std=c11",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-pedantic",
-            "-shared",
-            "-fPIC",
-            "-fvisibility=hidden",
-        ])
+        .args(cflags::C_PLUGIN_FLAGS)
         .args(flags)
         .arg("-I")
         .arg(root.join("ffi/include"))

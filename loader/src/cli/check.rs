@@ -112,13 +112,12 @@ pub(crate) fn discover(dirs: &[PathBuf], time_limit: Duration) -> anyhow::Result
                         ""
                     }
                 ),
-                Err(plughost::LoadError::Unusable { reason, .. }) => {
-                    unusable += 1;
-                    out!("{shown}: not usable: {}", Escaped(&reason));
-                }
                 Err(error) => {
                     unusable += 1;
-                    out!("{shown}: not usable: {}", Escaped(&error.to_string()));
+                    let reason = error
+                        .reason()
+                        .map_or_else(|| error.to_string(), str::to_owned);
+                    out!("{shown}: not usable: {}", Escaped(&reason));
                 }
             }
         }

@@ -14,7 +14,7 @@ pub(crate) fn ctl(socket: &Path, json: bool, mut command: CtlCommand) -> anyhow:
         args.read_as = args.read_as();
     }
     let request = serde_json::to_value(&command).context("cannot encode the command")?;
-    let answer = plughost::control::request(socket, &request).map_err(anyhow::Error::msg)?;
+    let answer = plughost::control::request(socket, &request)?;
     if json {
         out!("{answer}");
     }

@@ -84,14 +84,12 @@ impl HostSignals {
                         tracing::error!("cannot wait for signals any more: {error}");
                         return;
                     }
-                    let name = match signal {
-                        libc::SIGINT => "SIGINT",
-                        libc::SIGTERM => "SIGTERM",
-                        _ => {
-                            reload_on_hangup(host.get());
-                            continue;
-                        }
-                    };
+                    if signal == libc::SIGHUP {
+                        reload_on_hangup(host.get());
+                        continue;
+                    }
+                    // SIGINT or SIGTERM, named from the library's one table.
+                    let name = plughost::signal_name(signal).unwrap_or("signal");
                     if stopping {
                         eprintln!("error: second {name}: exiting at once without draining");
                         std::process::exit(1);

@@ -1,5 +1,5 @@
 //! The host: what an embedding program (and the `plughost` binary) holds.
-//! [`Host`] is the public face of the [`Supervisor`] that runs the
+//! [`Host`] is the public face of the `Supervisor` that runs the
 //! instances: starting (`start`), publishing, operators' commands, checks
 //! and reports, and the shutdown in phases (`shutdown`).
 

@@ -52,16 +52,22 @@ impl CLibrary {
         path: &Path,
         handle: &libloading::os::unix::Library,
     ) -> Result<CLibrary, LoadError> {
-        let refuse = |reason: String| LoadError::unusable(path, reason);
+        // Its descriptor does not keep the C ABI this host speaks.
+        let refuse = |reason: String| LoadError::abi_mismatch(path, reason);
         // SAFETY: the header declares the entry as `const plughost_plugin *(void)`.
         let entry = unsafe {
             handle.get::<unsafe extern "C" fn() -> *const plughost_plugin>(PLUGHOST_ENTRY_SYMBOL)
         }
-        .map_err(|e| refuse(format!("cannot read plughost_plugin_entry: {e}")))?;
+        .map_err(|e| {
+            LoadError::not_a_plugin(path, format!("cannot read plughost_plugin_entry: {e}"))
+        })?;
         // SAFETY: calling the plugin's own entry point, as the ABI prescribes.
         let raw = unsafe { entry() };
         if raw.is_null() {
-            return Err(refuse("plughost_plugin_entry returned NULL".to_owned()));
+            return Err(LoadError::load_failed(
+                path,
+                "plughost_plugin_entry returned NULL",
+            ));
         }
         // SAFETY: every ABI version starts with these three fields.
         let (major, minor, size) =
@@ -141,11 +147,11 @@ impl CLibrary {
     ) -> Result<Box<dyn Instance>, CallFailure> {
         let name = CString::new(host.instance_name())
             .map_err(|_| CallFailure::Error("instance name holds a NUL".into()))?;
-        let link: Box<Arc<dyn PluginHost>> = Box::new(host);
+        let host: Box<Arc<dyn PluginHost>> = Box::new(host);
         let table = Box::new(plughost_host {
             size: std::mem::size_of::<plughost_host>() as u32,
             instance_name: name.as_ptr(),
-            ctx: (&raw const *link).cast_mut().cast::<c_void>(),
+            ctx: (&raw const *host).cast_mut().cast::<c_void>(),
             publish: Some(host_publish),
             log: Some(host_log),
             call: Some(host_call),
@@ -182,7 +188,7 @@ impl CLibrary {
             culprit,
             error,
             _table: table,
-            _link: link,
+            host,
             _name: name,
         }))
     }
@@ -206,7 +212,7 @@ struct CInstance {
     culprit: Arc<Culprit>,
     error: Box<[c_char]>,
     _table: Box<plughost_host>,
-    _link: Box<Arc<dyn PluginHost>>,
+    host: Box<Arc<dyn PluginHost>>,
     _name: CString,
 }
 
@@ -266,11 +272,7 @@ impl Instance for CInstance {
         Ok(self
             .verdict("health", self.descriptor.0.health)
             .map(|(verdict, message)| Health {
-                status: match verdict {
-                    PLUGHOST_HEALTH_OK => HealthStatus::Ok,
-                    PLUGHOST_HEALTH_DEGRADED => HealthStatus::Degraded,
-                    _ => HealthStatus::Failing,
-                },
+                status: HealthStatus::from(i64::from(verdict)),
                 message,
             }))
     }
@@ -391,7 +393,7 @@ impl CInstance {
 
 /// Collects the reports a C plugin's `jobs` hands to the host.
 unsafe extern "C" fn collect_job(sink: *mut c_void, job: *const plughost_job_report) {
-    let collect = || {
+    ffi_boundary((), || {
         // SAFETY: `sink` is the Vec we passed to `jobs`; `job` is valid during this call.
         let (jobs, job) = unsafe { (sink.cast::<Vec<JobReport>>().as_mut()?, job.as_ref()?) };
         let text = |ptr: *const c_char, len: usize| {
@@ -412,8 +414,7 @@ unsafe extern "C" fn collect_job(sink: *mut c_void, job: *const plughost_job_rep
             error_message: text(job.error_message, job.error_message_len),
         });
         Some(())
-    };
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(collect));
+    })
 }
 
 impl Drop for CInstance {
@@ -425,8 +426,33 @@ impl Drop for CInstance {
         }
         // From here on the table's functions must not be called (the header
         // says so); a `publish` that still comes is refused, not routed.
-        self._link.retire();
+        self.host.retire();
     }
+}
+
+// The C header's numbers are the ones `HealthStatus` and `LogLevel` convert
+// from (plughost_api's `From<i64>` impls): one mapping for every ABI.
+const _: () = assert!(
+    PLUGHOST_HEALTH_OK == 0
+        && PLUGHOST_HEALTH_DEGRADED == 1
+        && plughost_ffi::PLUGHOST_HEALTH_FAILING == 2
+        && plughost_ffi::PLUGHOST_LOG_ERROR == LogLevel::Error as i32
+        && plughost_ffi::PLUGHOST_LOG_WARN == LogLevel::Warn as i32
+        && plughost_ffi::PLUGHOST_LOG_INFO == LogLevel::Info as i32
+        && plughost_ffi::PLUGHOST_LOG_DEBUG == LogLevel::Debug as i32
+        && plughost_ffi::PLUGHOST_LOG_TRACE == LogLevel::Trace as i32
+);
+
+/// The one panic boundary of the host's C callbacks (rustls-ffi's
+/// `ffi_panic_boundary!` does the same for its API): `body` runs with its
+/// panics caught, so none unwinds into C (undefined behaviour); a panic, or
+/// `None` from `body` (a NULL or invalid argument), gives `refused`. Every
+/// `extern "C"` function the host hands a C plugin runs its body here.
+fn ffi_boundary<T>(refused: T, body: impl FnOnce() -> Option<T>) -> T {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(body))
+        .ok()
+        .flatten()
+        .unwrap_or(refused)
 }
 
 /// `len` bytes at `ptr`; an empty slice for length 0 (where `ptr` may be NULL).
@@ -446,7 +472,7 @@ unsafe fn bytes<'a>(ptr: *const u8, len: usize) -> Option<&'a [u8]> {
 ///
 /// # Safety
 /// `ctx` must be the `ctx` of a live host table made by `CLibrary::create`.
-unsafe fn link<'a>(ctx: *mut c_void) -> Option<&'a Arc<dyn PluginHost>> {
+unsafe fn plugin_host<'a>(ctx: *mut c_void) -> Option<&'a Arc<dyn PluginHost>> {
     // SAFETY: per the caller, a pointer to a boxed Arc<dyn PluginHost> that outlives the instance.
     unsafe { ctx.cast::<Arc<dyn PluginHost>>().as_ref() }
 }
@@ -479,11 +505,11 @@ unsafe extern "C" fn host_publish_typed(
     payload_len: usize,
     content_type: i32,
 ) -> i32 {
-    let publish = || {
+    ffi_boundary(PLUGHOST_ERROR, || {
         // SAFETY: the header requires the ctx we gave and valid (pointer, length) pairs.
-        let (link, topic, payload) = unsafe {
+        let (host, topic, payload) = unsafe {
             (
-                link(ctx)?,
+                plugin_host(ctx)?,
                 bytes(topic.cast(), topic_len)?,
                 bytes(payload, payload_len)?,
             )
@@ -495,15 +521,12 @@ unsafe extern "C" fn host_publish_typed(
             .filter(|c| i32::from(c.to_abi()) == content_type)
         else {
             let message = format!("publish refused: unknown content type {content_type}");
-            link.log(LogLevel::Warn, &message);
+            host.log(LogLevel::Warn, &message);
             return None;
         };
-        link.publish_or_log(topic, payload, content).then_some(())
-    };
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(publish)) {
-        Ok(Some(())) => PLUGHOST_OK,
-        _ => PLUGHOST_ERROR,
-    }
+        host.publish_or_log(topic, payload, content)
+            .then_some(PLUGHOST_OK)
+    })
 }
 
 unsafe extern "C" fn response_header(
@@ -513,7 +536,7 @@ unsafe extern "C" fn response_header(
     value: *const c_char,
     value_len: usize,
 ) {
-    let add = || {
+    ffi_boundary((), || {
         // SAFETY: ctx is the HttpResponse of the ongoing `http` call; the
         // strings are (pointer, length) pairs valid during this call.
         let (answer, name, value) = unsafe {
@@ -528,18 +551,16 @@ unsafe extern "C" fn response_header(
             String::from_utf8_lossy(value).into_owned(),
         ));
         Some(())
-    };
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(add));
+    })
 }
 
 unsafe extern "C" fn response_body(ctx: *mut c_void, data: *const u8, len: usize) {
-    let add = || {
+    ffi_boundary((), || {
         // SAFETY: as in response_header.
         let (answer, data) = unsafe { (ctx.cast::<HttpResponse>().as_mut()?, bytes(data, len)?) };
         answer.body.extend_from_slice(data);
         Some(())
-    };
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(add));
+    })
 }
 
 unsafe extern "C" fn host_call(
@@ -549,10 +570,10 @@ unsafe extern "C" fn host_call(
     answer: *mut c_char,
     answer_capacity: usize,
 ) -> i32 {
-    let call = || {
+    ffi_boundary(PLUGHOST_ERROR, || {
         // SAFETY: the header requires the ctx we gave and a valid (pointer, length) pair.
-        let (link, request) = unsafe { (link(ctx)?, bytes(request.cast(), request_len)?) };
-        let reply = match link.call(&String::from_utf8_lossy(request)) {
+        let (host, request) = unsafe { (plugin_host(ctx)?, bytes(request.cast(), request_len)?) };
+        let reply = match host.call(&String::from_utf8_lossy(request)) {
             Ok(reply) => reply,
             Err(error) => serde_json::json!({"ok": false, "error": error}).to_string(),
         };
@@ -564,22 +585,17 @@ unsafe extern "C" fn host_call(
                 *answer.add(n) = 0;
             }
         }
-        Some(reply.starts_with("{\"ok\":true"))
-    };
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)) {
-        Ok(Some(true)) => PLUGHOST_OK,
-        _ => PLUGHOST_ERROR,
-    }
+        reply.starts_with("{\"ok\":true").then_some(PLUGHOST_OK)
+    })
 }
 
 unsafe extern "C" fn host_cast(ctx: *mut c_void, request: *const c_char, request_len: usize) {
-    let cast = || {
+    ffi_boundary((), || {
         // SAFETY: as in host_call.
-        let (link, request) = unsafe { (link(ctx)?, bytes(request.cast(), request_len)?) };
-        link.cast(&String::from_utf8_lossy(request));
+        let (host, request) = unsafe { (plugin_host(ctx)?, bytes(request.cast(), request_len)?) };
+        host.cast(&String::from_utf8_lossy(request));
         Some(())
-    };
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(cast));
+    })
 }
 
 unsafe extern "C" fn host_log(
@@ -588,18 +604,13 @@ unsafe extern "C" fn host_log(
     message: *const c_char,
     message_len: usize,
 ) {
-    let log = || {
+    ffi_boundary((), || {
         // SAFETY: as in host_publish.
-        let (link, message) = unsafe { (link(ctx)?, bytes(message.cast(), message_len)?) };
-        let level = match level {
-            plughost_ffi::PLUGHOST_LOG_ERROR => LogLevel::Error,
-            plughost_ffi::PLUGHOST_LOG_WARN => LogLevel::Warn,
-            plughost_ffi::PLUGHOST_LOG_DEBUG => LogLevel::Debug,
-            plughost_ffi::PLUGHOST_LOG_TRACE => LogLevel::Trace,
-            _ => LogLevel::Info,
-        };
-        link.log(level, &String::from_utf8_lossy(message));
+        let (host, message) = unsafe { (plugin_host(ctx)?, bytes(message.cast(), message_len)?) };
+        host.log(
+            LogLevel::from(i64::from(level)),
+            &String::from_utf8_lossy(message),
+        );
         Some(())
-    };
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(log));
+    })
 }

@@ -314,8 +314,7 @@ impl AltStack {
     const SIZE: usize = 64 * 1024;
 
     fn new() -> Option<AltStack> {
-        // SAFETY: sysconf only reads a constant.
-        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ok()?;
+        let page = rustix::param::page_size();
         let len = page + Self::SIZE;
         // SAFETY: a fresh anonymous private mapping; nothing else refers to it.
         let base = unsafe {

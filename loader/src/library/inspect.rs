@@ -6,6 +6,7 @@
 //! __inspect`), under a time limit: a constructor or entry point that
 //! crashes, exits or hangs ends only that child, and is reported as such.
 
+use super::error::Kind;
 use super::{Language, LoadError, Support, Trust};
 use std::io::{BufRead, Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -89,7 +90,7 @@ enum Answer {
         config: Option<Verdict>,
     },
     /// Why the library cannot be used.
-    Unusable(String),
+    Unusable { kind: Kind, reason: String },
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -112,10 +113,7 @@ fn inspect_in_child(
     time_limit: Duration,
 ) -> Result<(LibraryInfo, Option<ConfigCheck>), LoadError> {
     let panic_abort = super::vet(path, trust)?.panic_abort();
-    let unusable = |reason: String| LoadError::Unusable {
-        path: path.to_owned(),
-        reason,
-    };
+    let unusable = |reason: String| LoadError::new(Kind::LoadFailed, path, reason);
     let exe = super::process::child_executable()
         .map_err(|e| unusable(format!("cannot inspect it: {e}")))?;
     let mut command = Command::new(exe);
@@ -171,9 +169,9 @@ fn inspect_in_child(
             Ok(Event::Answer(got)) => answer = Some(got),
             Ok(Event::Exited(got)) => status = Some(got),
             Err(_) if status.is_none() => {
-                // SAFETY: kill(2) with plain integers, on the process group
-                // of our child, which is not reaped yet (no exit status came).
-                unsafe { libc::kill(-pid, libc::SIGKILL) };
+                // The process group of our child, which is not reaped yet
+                // (no exit status came).
+                super::process::kill_group(pid);
                 return Err(unusable(format!(
                     "did not finish loading within {time_limit:?} (a constructor or its entry point does not return), so its inspection was stopped; it would hang the host"
                 )));
@@ -217,10 +215,7 @@ fn answer_to_result(
     panic_abort: bool,
 ) -> Result<(LibraryInfo, Option<ConfigCheck>), LoadError> {
     match answer {
-        Answer::Unusable(reason) => Err(LoadError::Unusable {
-            path: path.to_owned(),
-            reason,
-        }),
+        Answer::Unusable { kind, reason } => Err(LoadError::new(kind, path, reason)),
         Answer::Usable {
             name,
             version,
@@ -252,8 +247,7 @@ fn answer_to_result(
 /// library's destructors. With `check_config`, standard input holds the
 /// config (JSON) to have the plugin check.
 pub fn child_main(path: &Path, parent: u32, trust: &Trust, check_config: bool) -> i32 {
-    // SAFETY: prctl(PR_SET_PDEATHSIG) only records a signal number for this process.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
     if std::os::unix::process::parent_id() != parent {
         return 1; // the inspecting command is gone
     }
@@ -265,8 +259,7 @@ pub fn child_main(path: &Path, parent: u32, trust: &Trust, check_config: bool) -
         return 1;
     }
     let answer = match super::open(path, trust) {
-        Err(LoadError::Unusable { reason, .. }) => Answer::Unusable(reason),
-        Err(other) => Answer::Unusable(other.to_string()),
+        Err(error) => refusal(&error),
         Ok(library) => Answer::Usable {
             name: library.name.clone(),
             version: library.version.clone(),
@@ -289,25 +282,65 @@ pub fn child_main(path: &Path, parent: u32, trust: &Trust, check_config: bool) -
     unsafe { libc::_exit(if written.is_ok() { 0 } else { 1 }) }
 }
 
+/// The answer that carries `error` to the host: its kind and its reason,
+/// which the host makes into the same [`LoadError`] about its own path.
+fn refusal(error: &LoadError) -> Answer {
+    match error.kind() {
+        Some((kind, reason)) => Answer::Unusable {
+            kind,
+            reason: reason.to_owned(),
+        },
+        None => Answer::Unusable {
+            kind: Kind::LoadFailed,
+            reason: error.to_string(),
+        },
+    }
+}
+
 /// The answer's channel: standard output, moved to a descriptor of its own,
 /// with standard output itself sent to /dev/null, so that nothing a library
 /// prints can pass for an answer.
 fn take_stdout() -> Option<std::fs::File> {
-    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::fd::AsRawFd;
     let null = std::fs::OpenOptions::new()
         .write(true)
         .open("/dev/null")
         .ok()?;
-    // SAFETY: F_DUPFD_CLOEXEC duplicates our own descriptor 1 into a new one.
-    let fd = unsafe { libc::fcntl(libc::STDOUT_FILENO, libc::F_DUPFD_CLOEXEC, 3) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: `fd` was just created and nothing else owns it.
-    let out = unsafe { std::fs::File::from_raw_fd(fd) };
+    let out = std::fs::File::from(rustix::io::fcntl_dupfd_cloexec(std::io::stdout(), 3).ok()?);
     // SAFETY: dup2 onto descriptor 1, which std's stdout writes to unowned.
     if unsafe { libc::dup2(null.as_raw_fd(), libc::STDOUT_FILENO) } < 0 {
         return None;
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The host tells the kinds of refusal apart whether the library was
+    /// opened in its own process or inspected in a child: the kind travels
+    /// with the reason.
+    #[test]
+    fn a_refusal_keeps_its_kind_and_its_line_through_the_inspecting_child() {
+        let path = Path::new("/plugins/libx.so");
+        for kind in [
+            Kind::Io,
+            Kind::InsecurePermissions,
+            Kind::HashMismatch,
+            Kind::NotAPlugin,
+            Kind::AbiMismatch,
+            Kind::Incompatible,
+            Kind::LoadFailed,
+        ] {
+            let error = LoadError::new(kind, path, "what is wrong");
+            let line = serde_json::to_vec(&refusal(&error)).unwrap();
+            let answer: Answer = serde_json::from_slice(&line).unwrap();
+            let Err(back) = answer_to_result(path, answer, false) else {
+                panic!("{kind:?} came back usable");
+            };
+            assert_eq!(back.kind(), Some((kind, "what is wrong")));
+            assert_eq!(back.to_string(), "/plugins/libx.so: what is wrong");
+        }
+    }
 }

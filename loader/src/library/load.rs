@@ -9,6 +9,7 @@ use super::trust::{Trust, Vetted, vet};
 use super::{LoadError, PluginHost, elf};
 use crate::instance::{CallFailure, Instance};
 use crate::text::Escaped;
+use rustix::fs::{MemfdFlags, SealFlags};
 use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
@@ -133,7 +134,7 @@ pub(crate) fn open(path: &Path, trust: &Trust) -> Result<Arc<Library>, LoadError
         exports,
     } = vet(path, trust)?;
     let pinned = |found: &str| match &trust.sha256 {
-        Some(expected) if expected != found => Err(LoadError::unusable(
+        Some(expected) if expected != found => Err(LoadError::hash_mismatch(
             path,
             format!(
                 "sha256 mismatch: plugins.toml pins {expected}, the file is {found}; refusing to load it"
@@ -147,8 +148,7 @@ pub(crate) fn open(path: &Path, trust: &Trust) -> Result<Arc<Library>, LoadError
         pinned(&library.sha256)?;
         return Ok(library.clone());
     }
-    let sha256 =
-        sha256_of(&file).map_err(|e| LoadError::unusable(path, format!("cannot read: {e}")))?;
+    let sha256 = sha256_of(&file).map_err(|e| LoadError::io(path, format!("cannot read: {e}")))?;
     pinned(&sha256)?;
     if let Some(library) = registry.by_content.get(&sha256).cloned() {
         registry.by_file.insert(key, library.clone());
@@ -167,23 +167,17 @@ pub(crate) fn open(path: &Path, trust: &Trust) -> Result<Arc<Library>, LoadError
 /// the loader (never its cached copy of an older version), and it needs no
 /// writable, executable directory.
 fn private_copy(path: &Path, file: &File, sha256: &str) -> Result<File, LoadError> {
-    use std::os::unix::io::FromRawFd;
     let fail = |what: &str, e: std::io::Error| {
-        LoadError::unusable(
+        LoadError::io(
             path,
             format!("cannot make a private copy to load ({what}: {e})"),
         )
     };
-    let name = c"plughost-plugin";
-    // SAFETY: memfd_create reads a NUL-terminated name and returns a new
-    // descriptor (or -1); no memory of ours is kept.
-    let fd =
-        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
-    if fd < 0 {
-        return Err(fail("memfd_create", std::io::Error::last_os_error()));
-    }
-    // SAFETY: `fd` was just created and nothing else owns it.
-    let copy = unsafe { File::from_raw_fd(fd) };
+    let flags = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
+    let copy = File::from(
+        rustix::fs::memfd_create(c"plughost-plugin", flags)
+            .map_err(|e| fail("memfd_create", e.into()))?,
+    );
     // Plain reads and writes: a `sendfile`/`splice` copy (what `io::copy`
     // does between files) can leave pages of the copy pinned for a moment,
     // and sealing then fails with EBUSY.
@@ -191,7 +185,7 @@ fn private_copy(path: &Path, file: &File, sha256: &str) -> Result<File, LoadErro
     seal(&copy).map_err(|e| fail("seal", e))?;
     let copied = sha256_of(&copy).map_err(|e| fail("hash", e))?;
     if copied != sha256 {
-        return Err(LoadError::unusable(
+        return Err(LoadError::hash_mismatch(
             path,
             "the file changed while it was being loaded; try again once it is written",
         ));
@@ -229,17 +223,16 @@ fn seal(copy: &File) -> std::io::Result<()> {
 
 /// [`seal`], with `wait` for the pauses between tries.
 fn seal_waiting(copy: &File, mut wait: impl FnMut(std::time::Duration)) -> std::io::Result<()> {
-    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
+    let seals = SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE | SealFlags::SEAL;
     let mut backoff = std::time::Duration::from_millis(1);
     let mut attempt = 1;
     loop {
-        // SAFETY: fcntl(F_ADD_SEALS) on our own descriptor takes an integer argument.
-        if unsafe { libc::fcntl(copy.as_raw_fd(), libc::F_ADD_SEALS, seals) } == 0 {
-            return Ok(());
-        }
-        let error = std::io::Error::last_os_error();
-        if error.raw_os_error() != Some(libc::EBUSY) || attempt >= SEAL_TRIES {
-            return Err(error);
+        let error = match rustix::fs::fcntl_add_seals(copy, seals) {
+            Ok(()) => return Ok(()),
+            Err(error) => error,
+        };
+        if error != rustix::io::Errno::BUSY || attempt >= SEAL_TRIES {
+            return Err(error.into());
         }
         wait(backoff);
         backoff = (backoff * 2).min(SEAL_BACKOFF_MAX);
@@ -281,7 +274,7 @@ fn load(
     let handle = unsafe {
         libloading::os::unix::Library::open(Some(&fd_path), libc::RTLD_NOW | libc::RTLD_LOCAL)
     }
-    .map_err(|e| LoadError::unusable(path, describe_dlopen_error(&e.to_string(), &fd_path)))?;
+    .map_err(|e| LoadError::load_failed(path, describe_dlopen_error(&e.to_string(), &fd_path)))?;
     // Never closed (see the module docs), and neither is the descriptor: its
     // number names the library to the loader.
     let handle = std::mem::ManuallyDrop::new(handle);

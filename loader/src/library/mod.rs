@@ -30,5 +30,6 @@ pub use load::{Language, Support};
 pub(crate) use load::{Library, open};
 pub(crate) use plugin_host::{PluginHost, plugin_log};
 pub use resolve::{platform_file_name, resolve};
+pub use signal::known as signal_name;
 pub use trust::Trust;
 pub(crate) use trust::vet;

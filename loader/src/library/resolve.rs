@@ -74,7 +74,7 @@ fn not_beside_the_config(
         Some(there) => format!(" ({} is there)", there.display()),
         None => String::new(),
     };
-    LoadError::unusable(
+    LoadError::io(
         &path,
         format!(
             "no such file: `{spec}` names a file in the config's directory {}; to look for the library in plugin_dirs{found}, write library = \"{name}\"",

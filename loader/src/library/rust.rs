@@ -32,13 +32,15 @@ pub(crate) struct RustLibrary {
 
 impl RustLibrary {
     pub(super) fn load(path: &Path, fd_path: &Path) -> Result<RustLibrary, LoadError> {
-        let header =
-            lib_header_from_path(fd_path).map_err(|e| LoadError::unusable(path, describe(&e)))?;
+        let header = lib_header_from_path(fd_path).map_err(|e| describe(path, &e))?;
         let loaded = load_root_module(header).map_err(|failure| {
             if let LoadFailure::Layout { report, .. } = &failure {
                 tracing::debug!("{}: abi_stable's report:\n{report}", path.display());
             }
-            LoadError::unusable(path, failure.to_string())
+            match failure {
+                LoadFailure::Library(_) => LoadError::load_failed(path, failure.to_string()),
+                _ => LoadError::abi_mismatch(path, failure.to_string()),
+            }
         })?;
         Ok(RustLibrary {
             module: loaded.module,
@@ -97,12 +99,15 @@ impl RustLibrary {
 }
 
 /// One line for an error reading a library's abi_stable header.
-fn describe(error: &LibraryError) -> String {
+fn describe(path: &Path, error: &LibraryError) -> LoadError {
     match error {
         LibraryError::InvalidAbiHeader(_) | LibraryError::InvalidCAbi { .. } => {
-            "built with an incompatible abi_stable: rebuild the plugin against this host's plughost-api".to_owned()
+            LoadError::abi_mismatch(
+                path,
+                "built with an incompatible abi_stable: rebuild the plugin against this host's plughost-api",
+            )
         }
-        other => one_line(&other.to_string()),
+        other => LoadError::load_failed(path, one_line(&other.to_string())),
     }
 }
 
@@ -167,11 +172,7 @@ impl Instance for RustInstance {
             .map_err(failure)?
             .into_option();
         Ok(report.map(|h| Health {
-            status: match h.status {
-                0 => HealthStatus::Ok,
-                1 => HealthStatus::Degraded,
-                _ => HealthStatus::Failing,
-            },
+            status: HealthStatus::from(i64::from(h.status)),
             message: h.message.into_string(),
         }))
     }
@@ -243,21 +244,7 @@ impl Instance for RustInstance {
             .into_result()
             .map_err(failure)?
             .into_option();
-        Ok(reports.map(|jobs| {
-            jobs.into_iter()
-                .map(|j| JobReport {
-                    pipeline: j.pipeline.into_string(),
-                    priority: j.priority,
-                    ready: j.ready,
-                    queue: j.queue.into_string(),
-                    active: j.active,
-                    delayed: j.delayed,
-                    reserved: j.reserved,
-                    driver: j.driver.into_string(),
-                    error_message: j.error_message.into_string(),
-                })
-                .collect()
-        }))
+        Ok(reports.map(|jobs| jobs.into_iter().map(JobReport::from).collect()))
     }
 }
 

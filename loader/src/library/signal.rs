@@ -19,7 +19,7 @@ const NAMES: [(libc::c_int, &str); 12] = [
 
 /// `SIGSEGV` for 11, and so on; `None` for a signal without a name here.
 /// Async-signal-safe.
-pub(crate) fn known(signal: libc::c_int) -> Option<&'static str> {
+pub fn known(signal: libc::c_int) -> Option<&'static str> {
     let mut i = 0;
     while i < NAMES.len() {
         if NAMES[i].0 == signal {

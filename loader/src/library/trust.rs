@@ -59,12 +59,12 @@ pub(crate) fn vet(path: &Path, trust: &Trust) -> Result<Vetted, LoadError> {
     let (file, exports) = open_checked(path)?;
     let meta = file
         .metadata()
-        .map_err(|e| LoadError::unusable(path, format!("cannot stat: {e}")))?;
+        .map_err(|e| LoadError::io(path, format!("cannot stat: {e}")))?;
     if !trust.allow_insecure_permissions {
         check_permissions(path, &meta)?;
     }
     if trust.thread_isolation && exports.panic_abort {
-        return Err(LoadError::unusable(
+        return Err(LoadError::incompatible(
             path,
             "built with panic = \"abort\": its first panic would end the host, so it cannot run on a host thread; set isolation = \"process\" for this plugin, or rebuild it with panic = \"unwind\"",
         ));
@@ -88,7 +88,7 @@ fn check_permissions(path: &Path, meta: &std::fs::Metadata) -> Result<(), LoadEr
         "fix it (chmod o-w / chown), or set allow_insecure_permissions = true for this plugin";
     let me = rustix_euid();
     if meta.mode() & 0o002 != 0 {
-        return Err(LoadError::unusable(
+        return Err(LoadError::insecure(
             path,
             format!(
                 "is writable by others (mode {:o}): {hint}",
@@ -97,7 +97,7 @@ fn check_permissions(path: &Path, meta: &std::fs::Metadata) -> Result<(), LoadEr
         ));
     }
     if meta.uid() != 0 && meta.uid() != me {
-        return Err(LoadError::unusable(
+        return Err(LoadError::insecure(
             path,
             format!(
                 "is owned by uid {}, not by this user or root: {hint}",
@@ -106,14 +106,14 @@ fn check_permissions(path: &Path, meta: &std::fs::Metadata) -> Result<(), LoadEr
         ));
     }
     let (directories, own) = directories_on_the_way(path).map_err(|e| {
-        LoadError::unusable(
+        LoadError::io(
             path,
             format!("cannot check the directories on the way to it: {e}"),
         )
     })?;
     for dir in directories {
         let dir_meta = std::fs::symlink_metadata(&dir).map_err(|e| {
-            LoadError::unusable(
+            LoadError::io(
                 path,
                 format!("cannot check directory {}: {e}", dir.display()),
             )
@@ -125,13 +125,13 @@ fn check_permissions(path: &Path, meta: &std::fs::Metadata) -> Result<(), LoadEr
         };
         let sticky = dir_meta.mode() & 0o1000 != 0;
         if dir_meta.mode() & 0o002 != 0 && !sticky {
-            return Err(LoadError::unusable(
+            return Err(LoadError::insecure(
                 path,
                 format!("{which} is writable by others: {hint}"),
             ));
         }
         if dir_meta.uid() != 0 && dir_meta.uid() != me {
-            return Err(LoadError::unusable(
+            return Err(LoadError::insecure(
                 path,
                 format!(
                     "{which} is owned by uid {}, not by this user or root: {hint}",
@@ -194,22 +194,20 @@ fn directories_on_the_way(path: &Path) -> std::io::Result<(Vec<PathBuf>, PathBuf
 }
 
 fn rustix_euid() -> u32 {
-    // SAFETY: geteuid(2) cannot fail and touches no memory.
-    unsafe { libc::geteuid() }
+    rustix::process::geteuid().as_raw()
 }
 
 /// Open without following links, make sure it is a non-empty regular file
 /// and a complete ELF shared library that exports a plugin entry point.
 fn open_checked(path: &Path) -> Result<(File, elf::Exports), LoadError> {
     let link = path.symlink_metadata().map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => LoadError::unusable(path, "no such file"),
-        _ => LoadError::unusable(path, format!("cannot read: {e}")),
+        std::io::ErrorKind::NotFound => LoadError::io(path, "no such file"),
+        _ => LoadError::io(path, format!("cannot read: {e}")),
     })?;
     // Follow the links to the real file first; the open below refuses links.
     let real = if link.file_type().is_symlink() {
-        std::fs::canonicalize(path).map_err(|_| {
-            LoadError::unusable(path, "dangling symbolic link: its target does not exist")
-        })?
+        std::fs::canonicalize(path)
+            .map_err(|_| LoadError::io(path, "dangling symbolic link: its target does not exist"))?
     } else {
         path.to_owned()
     };
@@ -217,29 +215,29 @@ fn open_checked(path: &Path) -> Result<(File, elf::Exports), LoadError> {
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&real)
-        .map_err(|e| LoadError::unusable(path, format!("cannot open: {e}")))?;
+        .map_err(|e| LoadError::io(path, format!("cannot open: {e}")))?;
     let meta = file
         .metadata()
-        .map_err(|e| LoadError::unusable(path, format!("cannot stat: {e}")))?;
+        .map_err(|e| LoadError::io(path, format!("cannot stat: {e}")))?;
     if meta.is_dir() {
-        return Err(LoadError::unusable(
+        return Err(LoadError::not_a_plugin(
             path,
             "is a directory, not a plugin library",
         ));
     }
     if !meta.is_file() {
-        return Err(LoadError::unusable(path, "is not a regular file"));
+        return Err(LoadError::not_a_plugin(path, "is not a regular file"));
     }
     if meta.len() == 0 {
-        return Err(LoadError::unusable(
+        return Err(LoadError::not_a_plugin(
             path,
             "empty file, not a plugin library",
         ));
     }
     let exports =
-        elf::inspect(&file, meta.len()).map_err(|reason| LoadError::unusable(path, reason))?;
+        elf::inspect(&file, meta.len()).map_err(|reason| LoadError::not_a_plugin(path, reason))?;
     if !exports.is_plugin() {
-        return Err(LoadError::unusable(
+        return Err(LoadError::not_a_plugin(
             path,
             "not a plughost plugin: it exports no plugin entry point (a Rust plugin needs `plughost_api::export_plugin!`, a C plugin `plughost_plugin_entry`)",
         ));

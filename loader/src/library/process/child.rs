@@ -224,8 +224,7 @@ pub fn child_main(
     max_event_bytes: usize,
 ) -> i32 {
     ignore_stop_signals();
-    // SAFETY: prctl(PR_SET_PDEATHSIG) only records a signal number for this process.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
     if std::os::unix::process::parent_id() != parent {
         return 1; // the host died before we could ask to follow it
     }
@@ -334,7 +333,7 @@ pub fn child_main(
                 let answer = match kind {
                     0 => plugin.health().map(|h| {
                         h.map(
-                            |h| serde_json::json!({"status": h.status as u8, "message": cut(&h.message)}),
+                            |h| serde_json::json!({"status": u8::from(h.status), "message": cut(&h.message)}),
                         )
                         .unwrap_or_default()
                     }),

@@ -53,10 +53,9 @@ impl ChildPid {
     pub(crate) fn kill(&self) {
         let pid = self.0.load(Ordering::Acquire);
         if pid > 0 {
-            // SAFETY: kill(2) takes plain integers. The pid is our child's,
-            // cleared before the child is reaped, so it cannot name a reused
-            // pid for long.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // The pid is our child's, cleared before the child is reaped,
+            // so it cannot name a reused pid for long.
+            super::kill::kill_child(pid);
         }
     }
 }
@@ -210,8 +209,8 @@ impl ProcessInstance {
             .unwrap_or_else(|e| e.into_inner())
             .is_none()
         {
-            // SAFETY: kill(2) on our own child's pid, not yet reaped (so not reused).
-            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            // Our own child's pid, not yet reaped (so not reused).
+            super::kill::kill_child(self.pid);
         }
     }
 
@@ -311,13 +310,7 @@ pub(super) fn too_large(what: &str, len: usize, limits: Limits) -> String {
 }
 
 pub(super) fn level_from(level: u8) -> LogLevel {
-    match level {
-        1 => LogLevel::Error,
-        2 => LogLevel::Warn,
-        4 => LogLevel::Debug,
-        5 => LogLevel::Trace,
-        _ => LogLevel::Info,
-    }
+    LogLevel::from(i64::from(level))
 }
 
 impl Instance for ProcessInstance {
@@ -419,11 +412,7 @@ impl Instance for ProcessInstance {
     fn health(&mut self) -> Result<Option<Health>, CallFailure> {
         let answer = self.probe(0)?;
         Ok(answer.as_object().map(|h| Health {
-            status: match h.get("status").and_then(|s| s.as_u64()) {
-                Some(0) => HealthStatus::Ok,
-                Some(1) => HealthStatus::Degraded,
-                _ => HealthStatus::Failing,
-            },
+            status: HealthStatus::from(h.get("status").and_then(|s| s.as_i64()).unwrap_or(-1)),
             message: text(h.get("message")),
         }))
     }

@@ -29,9 +29,11 @@
 mod child;
 pub(crate) mod frame;
 mod instance;
+mod kill;
 mod pump;
 mod spawn;
 
 pub use child::child_main;
 pub(crate) use instance::ChildPid;
+pub(crate) use kill::kill_group;
 pub(crate) use spawn::{child_executable, spawn};

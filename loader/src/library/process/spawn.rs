@@ -6,8 +6,11 @@
 
 use super::frame::{Frame, Limits};
 use super::instance::{ChildPid, ProcessInstance, Reaped, Reply, death};
+use super::kill::kill_group;
 use crate::instance::{CallFailure, Instance};
 use crate::library::{Library, PluginHost, Trust};
+use rustix::io::Errno;
+use rustix::process::{Pid, WaitId, WaitIdOptions, waitid};
 use std::net::Shutdown;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::UnixStream;
@@ -60,9 +63,9 @@ extern "C" fn kill_children_at_exit() {
     // A lock held by a thread frozen at exit is not waited for.
     if let Ok(groups) = GROUPS.try_lock() {
         for &group in groups.iter() {
-            // SAFETY: kill(2) takes plain integers; `group` is a live child's pid,
-            // not yet reaped (its monitor removes it first), so not reused.
-            unsafe { libc::kill(-group, libc::SIGKILL) };
+            // A live child's pid, not yet reaped (its monitor removes it
+            // first), so not reused.
+            kill_group(group);
         }
     }
 }
@@ -87,21 +90,11 @@ fn unregister_group(pid: i32) {
 /// Wait until child `pid` has ended, without reaping it: while it is a
 /// zombie its pid, and so its process group's id, cannot be reused.
 fn wait_ended(pid: i32) {
-    loop {
-        // SAFETY: waitid(2) writes only into `info`, a local we own.
-        let rc = unsafe {
-            let mut info: libc::siginfo_t = std::mem::zeroed();
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        };
-        if rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            return;
-        }
-    }
+    let Some(pid) = Pid::from_raw(pid) else {
+        return;
+    };
+    let options = WaitIdOptions::EXITED | WaitIdOptions::NOWAIT;
+    while let Err(Errno::INTR) = waitid(WaitId::Pid(pid), options) {}
 }
 
 /// SIGINT, SIGTERM and SIGHUP are meant for the host, not for its children:
@@ -196,8 +189,7 @@ pub(crate) fn spawn(
             .spawn(move || {
                 wait_ended(pid);
                 // The child is a zombie: its group id is still its own.
-                // SAFETY: kill(2) takes plain integers; the group is our child's.
-                unsafe { libc::kill(-pid, libc::SIGKILL) };
+                kill_group(pid);
                 unregister_group(pid);
                 child.clear(pid);
                 let status = process.wait().ok();
@@ -213,8 +205,7 @@ pub(crate) fn spawn(
             })
             .map_err(|e| {
                 // No one would reap it or its group: end both now.
-                // SAFETY: kill(2) takes plain integers; the group is our child's.
-                unsafe { libc::kill(-pid, libc::SIGKILL) };
+                kill_group(pid);
                 unregister_group(pid);
                 fail("monitor thread", &e)
             })?;
