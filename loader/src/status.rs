@@ -450,19 +450,16 @@ async fn ingest(
             json!({"error": "shutting down"}),
         );
     }
-    let header = headers.get(header::CONTENT_TYPE).map(|v| v.to_str());
-    let content = match header {
-        None => Ok(plughost_api::ContentType::Bytes),
-        Some(Ok(header)) => plughost_api::ContentType::from_mime(Some(header))
-            .map_err(|e| (StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string())),
-        Some(Err(_)) => Err((
-            StatusCode::BAD_REQUEST,
-            "the Content-Type header is not ASCII text".to_owned(),
-        )),
-    };
-    let content = match content {
+    // A header that is not ASCII text names no type: bytes.
+    let header = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let content = match plughost_api::ContentType::from_mime(header) {
         Ok(content) => content,
-        Err((code, error)) => return json_response(code, json!({ "error": error })),
+        Err(e) => {
+            let error = json!({"error": e.to_string()});
+            return json_response(StatusCode::UNSUPPORTED_MEDIA_TYPE, error);
+        }
     };
     // Under the `block` policy a publish waits for room on a thread: only
     // so many at once, the rest wait here without one.

@@ -115,6 +115,13 @@ impl ContentType {
         }
     }
 
+    /// The type numbered `n` across the ABIs, if `n` is one this version
+    /// knows (see [`ContentType::to_abi`]).
+    #[doc(hidden)]
+    pub fn from_known(n: u8) -> Option<ContentType> {
+        Some(ContentType::from_abi(n)).filter(|content| content.to_abi() == n)
+    }
+
     /// The type numbered `n` across the ABIs (see [`ContentType::to_abi`]).
     #[doc(hidden)]
     pub const fn from_abi(n: u8) -> ContentType {
@@ -234,5 +241,7 @@ mod tests {
             assert_eq!(ContentType::from_name(content.as_str()), Some(content));
         }
         assert_eq!(ContentType::from_abi(200), ContentType::Bytes);
+        assert_eq!(ContentType::from_known(2), Some(ContentType::Json));
+        assert_eq!(ContentType::from_known(3), None);
     }
 }

@@ -8,10 +8,10 @@ use super::{LoadError, PluginHost};
 use crate::event::EventView;
 use crate::instance::{CallFailure, Instance};
 use plughost_api::{
-    ContentType, Health, HealthStatus, HttpRequest, HttpResponse, JobReport, LogLevel, Readiness,
+    Health, HealthStatus, HttpRequest, HttpResponse, JobReport, LogLevel, Readiness,
 };
 use plughost_ffi::{
-    PLUGHOST_ABI_MAJOR, PLUGHOST_ABI_MINOR, PLUGHOST_CONTENT_BYTES, PLUGHOST_ENTRY_SYMBOL,
+    PLUGHOST_ABI_MAJOR, PLUGHOST_ABI_MINOR, PLUGHOST_CONTENT_BYTES as BYTES, PLUGHOST_ENTRY_SYMBOL,
     PLUGHOST_ERROR, PLUGHOST_HEALTH_DEGRADED, PLUGHOST_HEALTH_OK, PLUGHOST_OK,
     PLUGHOST_PLUGIN_MIN_SIZE, plughost_event, plughost_host, plughost_http_request,
     plughost_http_response, plughost_job_report, plughost_plugin,
@@ -485,16 +485,7 @@ unsafe extern "C" fn host_publish(
     payload_len: usize,
 ) -> i32 {
     // SAFETY: the caller's promises are `host_publish_typed`'s.
-    unsafe {
-        host_publish_typed(
-            ctx,
-            topic,
-            topic_len,
-            payload,
-            payload_len,
-            PLUGHOST_CONTENT_BYTES,
-        )
-    }
+    unsafe { host_publish_typed(ctx, topic, topic_len, payload, payload_len, BYTES) }
 }
 
 unsafe extern "C" fn host_publish_typed(
@@ -515,16 +506,7 @@ unsafe extern "C" fn host_publish_typed(
             )
         };
         let topic = std::str::from_utf8(topic).ok()?;
-        let Some(content) = u8::try_from(content_type)
-            .ok()
-            .map(ContentType::from_abi)
-            .filter(|c| i32::from(c.to_abi()) == content_type)
-        else {
-            let message = format!("publish refused: unknown content type {content_type}");
-            host.log(LogLevel::Warn, &message);
-            return None;
-        };
-        host.publish_or_log(topic, payload, content)
+        host.publish_numbered(topic, payload, content_type)
             .then_some(PLUGHOST_OK)
     })
 }

@@ -56,6 +56,22 @@ pub(crate) trait PluginHost: Send + Sync {
         self.log(LogLevel::Warn, &format!("publish refused: {message}"));
     }
 
+    /// A C plugin's publish, its content type given as its number: refused
+    /// (and said in the log) when the number is not one this host knows.
+    fn publish_numbered(&self, topic: &str, payload: &[u8], content_type: i32) -> bool {
+        match u8::try_from(content_type)
+            .ok()
+            .and_then(ContentType::from_known)
+        {
+            Some(content) => self.publish_or_log(topic, payload, content),
+            None => {
+                let message = format!("publish refused: unknown content type {content_type}");
+                self.log(LogLevel::Warn, &message);
+                false
+            }
+        }
+    }
+
     /// [`PluginHost::publish`], saying why in the log when it is refused
     /// (a plugin may drop the error on the floor); whether it was published.
     fn publish_or_log(&self, topic: &str, payload: &[u8], content: ContentType) -> bool {
