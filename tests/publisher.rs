@@ -30,6 +30,27 @@ fn wait_for_lines(path: &Path, lines: usize) {
     }
 }
 
+/// Wait until the logger of `s` wrote `count` numbered events (`n`), the
+/// late ones of an outliving thread aside (a minute at most).
+fn wait_for_numbered(s: &Scratch, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen = s
+            .log_lines("log.jsonl")
+            .iter()
+            .filter(|l| l["payload"]["n"].is_u64())
+            .count();
+        if seen >= count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{seen} numbered events, not {count}, after a minute"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// What each publishing thread's events carried, in the order they arrived.
 fn per_thread(lines: &[Value], source: &str) -> BTreeMap<u64, Vec<Value>> {
     let mut threads: BTreeMap<u64, Vec<Value>> = BTreeMap::new();
@@ -118,12 +139,12 @@ fn a_publisher_that_outlives_its_instance_is_refused_after_restart_and_after_sto
         )
         .write(&s);
     let mut host = Running::start(&config);
-    wait_for_lines(&log, 80);
+    wait_for_numbered(&s, 80);
     // Restarted: the first instance's 8 threads are refused; the new
     // instance starts 8 of its own.
     assert_eq!(ctl(&socket, &["restart", "maker"]).0, 0);
     wait_for_lines(&refusals, 8);
-    wait_for_lines(&log, 160);
+    wait_for_numbered(&s, 160);
     // Stopped: the second instance's 8 are refused too.
     assert_eq!(ctl(&socket, &["stop", "maker"]).0, 0);
     wait_for_lines(&refusals, 16);
@@ -199,24 +220,14 @@ fn a_process_plugin_s_publisher_threads_end_with_its_child_and_its_restart_publi
         )
         .write(&s);
     let mut host = Running::start(&config);
-    wait_for_lines(&log, 20);
+    wait_for_numbered(&s, 20);
     let first = children_of(host.child.id());
     assert_eq!(first.len(), 1, "one child process");
     // SAFETY: kill(2) with plain integers on our test's grandchild.
     assert_eq!(unsafe { libc::kill(first[0], libc::SIGKILL) }, 0);
     host.wait_for_stderr("its process was killed by SIGKILL");
     // The restarted child's two threads: 10 numbered events each again.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let numbered = |s: &Scratch| {
-        s.log_lines("log.jsonl")
-            .iter()
-            .filter(|l| l["payload"]["n"].is_u64())
-            .count()
-    };
-    while numbered(&s) < 40 {
-        assert!(Instant::now() < deadline, "the restarted child published");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_numbered(&s, 40);
     drop(host.stdin.take());
     let (out, err) = host.wait(Duration::from_secs(60));
     assert!(out.status.success(), "{}", err.join("\n"));
@@ -228,33 +239,44 @@ fn a_process_plugin_s_publisher_threads_end_with_its_child_and_its_restart_publi
     assert_eq!(row.received, row.processed);
 }
 
-/// The host's refusals apply to a `Publisher` as to `Context::publish`: a
-/// reserved topic from a plugin's thread is refused with the reason, and
-/// counted, and the thread goes on.
+/// The host's refusals apply to a `Publisher` as to `Context::publish`, in
+/// both isolation modes: a reserved topic from a plugin's thread is refused
+/// with the reason (and counted), and nothing is published as the plugin.
 #[test]
 fn a_publisher_thread_is_refused_a_reserved_topic() {
-    let s = Scratch::new("publisher-reserved");
-    let config = Config::new()
-        .plugin(logger("log", &s.path("log.jsonl")).subscribe([">"]))
-        .plugin(Plugin::new("maker", "chaos").config(json!({
-            "publisher_threads": 1,
-            "publisher_topic": "plughost.plugin.failed",
-            "publisher_count": 1,
-        })))
-        .write(&s);
-    let mut host = Running::start(&config);
-    let refused = "chaos publisher 0: refused: topic `plughost.plugin.failed` is reserved";
-    if !host.stderr_seen.iter().any(|line| line.contains(refused)) {
-        host.wait_for_stderr(refused);
+    for isolation in [Isolation::Thread, Isolation::Process] {
+        let s = Scratch::new(&format!("publisher-reserved-{}", isolation.as_str()));
+        let refusals = s.path("refusals.txt");
+        let config = Config::new()
+            .plugin(logger("log", &s.path("log.jsonl")).subscribe([">"]))
+            .plugin(
+                Plugin::new("maker", "chaos")
+                    .isolation(isolation)
+                    .config(json!({
+                        "publisher_threads": 1,
+                        "publisher_topic": "plughost.plugin.failed",
+                        "publisher_count": 1,
+                        "publisher_refusal_path": refusals,
+                    })),
+            )
+            .write(&s);
+        let mut host = Running::start(&config);
+        wait_for_lines(&refusals, 1);
+        assert!(
+            std::fs::read_to_string(&refusals).unwrap().starts_with(
+                "topic `plughost.plugin.failed` is reserved: only the host publishes on plughost.>"
+            ),
+            "{isolation:?}"
+        );
+        drop(host.stdin.take());
+        let (out, err) = host.wait(Duration::from_secs(60));
+        assert!(out.status.success(), "{}", err.join("\n"));
+        let lines = s.log_lines("log.jsonl");
+        assert!(
+            lines.iter().all(|l| l["source"] != "maker"),
+            "nothing published as maker ({isolation:?}): {lines:?}"
+        );
     }
-    drop(host.stdin.take());
-    let (out, err) = host.wait(Duration::from_secs(60));
-    assert!(out.status.success(), "{}", err.join("\n"));
-    let lines = s.log_lines("log.jsonl");
-    assert!(
-        lines.iter().all(|l| l["source"] != "maker"),
-        "nothing published as maker: {lines:?}"
-    );
 }
 
 /// A C plugin publishing from four pthreads of its own through the host

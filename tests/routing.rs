@@ -323,6 +323,51 @@ fn two_plugins_publishing_to_each_other_with_full_queues_never_deadlock() {
     assert_eq!(pong.received, 4000);
 }
 
+/// Two plugins that publish 100 copies of each event to each other through
+/// one-place mailboxes block on each other at once, over and over: each
+/// time, the one that closes the cycle finds it and wakes `ping` (listed
+/// first), which drops the one event it is blocked on. With a cycle broken
+/// at once rather than after a 10 ms wait, every forward is made
+/// (each delivered or dropped, and counted) well within the drain's
+/// `shutdown_timeout` of 60 s; at 10 ms per drop (thousands of them) they
+/// would not be.
+#[test]
+fn two_plugins_forwarding_bursts_to_each_other_break_every_cycle_at_once() {
+    let s = Scratch::new("burst-cycles");
+    let forwarder = |name: &str, to: &str| {
+        Plugin::new(name, "chaos")
+            .subscribe([name])
+            .queue_capacity(1)
+            .config(json!({"forward_to": to, "forward_copies": 100, "forward_limit": 10_000}))
+    };
+    let config = Config::new()
+        .shutdown_timeout("60s")
+        .plugin(forwarder("ping", "pong"))
+        .plugin(forwarder("pong", "ping"))
+        .write(&s);
+    let mut host = Running::start(&config);
+    host.send(&event("ping", json!(0)));
+    drop(host.stdin.take());
+    let (out, err) = host.wait(Duration::from_secs(120));
+    let err = err.join("\n");
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("shutdown_timeout reached"), "{err}");
+    let (ping, pong) = (summary_row(&out, "ping"), summary_row(&out, "pong"));
+    assert_accounted(&ping);
+    assert_accounted(&pong);
+    // Every forward was made (100 per event handled, 10,000 at most) and
+    // routed to the other: delivered or dropped, counted either way.
+    let forwards = |row: &Row| (row.processed * 100).min(10_000);
+    assert_eq!(pong.received, forwards(&ping), "{ping:?} {pong:?}");
+    assert_eq!(ping.received, 1 + forwards(&pong), "{ping:?} {pong:?}");
+    // Only `ping`, the lower position, gives up: what it drops was for pong.
+    assert_eq!(ping.dropped, 0, "{ping:?}");
+    assert!(pong.dropped >= 1, "{pong:?}");
+    let cycle = "publishers blocked on each other in a cycle";
+    let warned = err.lines().filter(|l| l.contains(cycle)).count() as u64;
+    assert_eq!(warned, pong.dropped, "one warning per drop");
+}
+
 /// Events sent into a two-slot mailbox while its plugin is busy, for the drop
 /// policies. A slow `chaos` takes `work.item 0` off its mailbox (the test
 /// waits for its log line) and sleeps; meanwhile `work.item 1..=10` arrive at

@@ -75,25 +75,37 @@ impl Bus {
     /// True when `me`, blocked on `target`, closes a cycle of instances each
     /// blocked on the next, and `me` has the lowest slot index in it: that one
     /// publisher gives up, so exactly one event is dropped per cycle. When
-    /// another one has the lowest index, it is woken to find the cycle.
+    /// another one has the lowest index, it is woken to find the cycle. The
+    /// cycle is read twice: a publisher that just got room clears its wait
+    /// a moment later, and must not be taken for a blocked one.
     fn breaks_cycle(&self, me: &Slot, target: &Slot) -> bool {
         let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
-        let mut lowest = me.index;
-        let mut current = target.index;
-        for _ in 0..=slots.len() {
-            if current == me.index {
-                if lowest != me.index {
-                    // Full: a wake is already pending.
-                    let _ = slots[lowest].wake_tx.try_send(());
-                }
-                return lowest == me.index;
-            }
-            lowest = lowest.min(current);
-            match slots[current].waiting_on.load(Ordering::Acquire) {
-                0 => return false,
-                next => current = next - 1,
-            }
+        let Some(lowest) = lowest_in_cycle(&slots, me, target) else {
+            return false;
+        };
+        if lowest != me.index {
+            // Full: a wake is already pending.
+            let _ = slots[lowest].wake_tx.try_send(());
+            return false;
         }
-        false
+        lowest_in_cycle(&slots, me, target) == Some(me.index)
     }
+}
+
+/// The lowest slot index in the cycle of waits that `me`, blocked on
+/// `target`, closes, if it closes one.
+fn lowest_in_cycle(slots: &[std::sync::Arc<Slot>], me: &Slot, target: &Slot) -> Option<usize> {
+    let mut lowest = me.index;
+    let mut current = target.index;
+    for _ in 0..=slots.len() {
+        if current == me.index {
+            return Some(lowest);
+        }
+        lowest = lowest.min(current);
+        match slots[current].waiting_on.load(Ordering::Acquire) {
+            0 => return None,
+            next => current = next - 1,
+        }
+    }
+    None
 }

@@ -30,10 +30,10 @@
 //!   times per event (default 1);
 //! - `publisher_threads`: in `init`, start this many threads of its own,
 //!   each publishing `publisher_count` events `{"thread": t, "n": n}` on
-//!   `publisher_topic` through a `Publisher` (a refused publish is logged
-//!   and ends the thread); `publisher_outlive`: the threads then go on
-//!   publishing `{"thread": t, "late": true}` every 5 ms, never joined (a
-//!   careless plugin), until the host refuses, and write the refusal to
+//!   `publisher_topic` through a `Publisher` (a refused publish ends the
+//!   thread); `publisher_outlive`: the threads then go on publishing
+//!   `{"thread": t, "late": true}` every 5 ms, never joined (a careless
+//!   plugin), until the host refuses; each refusal is written to
 //!   `publisher_refusal_path` (one line per thread);
 //! - `health` (`ok` | `degraded` | `failing`), `ready` (bool), `health_delay_ms`:
 //!   what health and readiness checks answer, and how long they take;
@@ -134,33 +134,34 @@ fn start_publisher(config: &Config, thread: u64, ctx: &Context) -> Result<()> {
         .ok_or("publisher_threads needs publisher_topic")?;
     let (count, outlive) = (config.publisher_count, config.publisher_outlive);
     let refusals = config.publisher_refusal_path.clone();
+    let refused = move |refusal: String| {
+        if let Some(path) = &refusals {
+            use std::io::Write as _;
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path);
+            let _ = file.and_then(|mut f| f.write_all(format!("{refusal}\n").as_bytes()));
+        }
+    };
     std::thread::Builder::new()
         .name(format!("chaos-publisher-{thread}"))
         .spawn(move || {
             for n in 0..count {
                 let event = serde_json::json!({"thread": thread, "n": n});
                 if let Err(e) = publisher.publish_json(&topic, &event) {
-                    eprintln!("chaos publisher {thread}: refused: {e}");
-                    return;
+                    return refused(e.to_string());
                 }
             }
             if !outlive {
                 return;
             }
             let late = serde_json::json!({"thread": thread, "late": true});
-            let refusal = loop {
+            loop {
                 std::thread::sleep(Duration::from_millis(5));
                 if let Err(e) = publisher.publish_json(&topic, &late) {
-                    break e.to_string();
+                    return refused(e.to_string());
                 }
-            };
-            if let Some(path) = refusals {
-                use std::io::Write as _;
-                let file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path);
-                let _ = file.and_then(|mut f| f.write_all(format!("{refusal}\n").as_bytes()));
             }
         })?;
     Ok(())
