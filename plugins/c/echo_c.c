@@ -41,8 +41,14 @@ static void *echo_publish_from_thread(void *arg) {
     for (long long n = 0; n < self->thread_count; n++) {
         char payload[64];
         int len = snprintf(payload, sizeof payload, "{\"thread\":%lld,\"n\":%lld}", me->index, n);
-        if (self->host->publish(self->host->ctx, self->thread_topic, strlen(self->thread_topic),
-                                (const uint8_t *)payload, (size_t)len) != PLUGHOST_OK) {
+        /* JSON, said so where the host knows content types (C ABI 1.3). */
+        int32_t status =
+            PLUGHOST_HOST_HAS(self->host, publish_typed)
+                ? self->host->publish_typed(self->host->ctx, self->thread_topic, strlen(self->thread_topic),
+                                            (const uint8_t *)payload, (size_t)len, PLUGHOST_CONTENT_JSON)
+                : self->host->publish(self->host->ctx, self->thread_topic, strlen(self->thread_topic),
+                                      (const uint8_t *)payload, (size_t)len);
+        if (status != PLUGHOST_OK) {
             self->host->log(self->host->ctx, PLUGHOST_LOG_WARN, "thread publish refused", 22);
             break;
         }
