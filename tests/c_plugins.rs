@@ -75,7 +75,7 @@ fn logger_and_logger_c_write_the_same_objects_for_the_same_events() {
     events += "{\"topic\": \"p.raw\", \"payload_base64\": \"AAECA/+A\"}\n";
     events += "{\"topic\": \"p.json-bytes\", \"payload_base64\": \"WzEsMl0=\"}\n";
     events += "{\"topic\": \"p.empty\", \"payload_base64\": \"\"}\n";
-    events += "{\"topic\": \"p.no-payload\"}\n";
+    events += "{\"topic\": \"p.text\", \"payload_text\": \"h\\u00e9 \\\"x\\\" \\u0001 \\n\"}\n";
     let out = run(&["run", config.to_str().unwrap(), "--events", "-"], &events);
     assert!(out.status.success(), "{}", stderr(&out));
     let rust = s.log_lines("rust.jsonl");
@@ -430,20 +430,35 @@ fn logger_c_agrees_with_serde_json_on_which_payloads_are_json() {
                 .set("path", s.path("c.jsonl").display().to_string()),
         )
         .write(&s);
-    let payloads = tricky_payloads();
-    let events: String = payloads
-        .iter()
-        .map(|p| json!({"topic": "f", "payload_base64": base64::engine::general_purpose::STANDARD.encode(p)}).to_string() + "\n")
-        .collect();
+    // Each payload as bytes, as text when it is UTF-8, and as JSON when
+    // serde_json reads it as a value: the two loggers write the same line.
+    let mut lines = Vec::new();
+    for p in tricky_payloads() {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&p);
+        lines.push(json!({"topic": "f", "payload_base64": b64}).to_string());
+        if let Ok(text) = std::str::from_utf8(&p) {
+            lines.push(json!({"topic": "f", "payload_text": text}).to_string());
+            // (A raw newline would end the input line.)
+            if serde_json::from_str::<&serde_json::value::RawValue>(text).is_ok()
+                && !text.contains('\n')
+            {
+                lines.push(format!(r#"{{"topic": "f", "payload": {text}}}"#));
+            }
+        }
+    }
+    let events = lines.join("\n") + "\n";
     let out = run(&["run", config.to_str().unwrap(), "--events", "-"], &events);
     assert!(out.status.success(), "{}", stderr(&out));
     let (rust, c) = (s.read("rust.jsonl"), s.read("c.jsonl"));
     assert_eq!(
         (rust.lines().count(), c.lines().count()),
-        (payloads.len(), payloads.len())
+        (lines.len(), lines.len())
     );
-    for ((r, c), payload) in rust.lines().zip(c.lines()).zip(&payloads) {
-        assert_eq!(r, c, "for payload {:?}", String::from_utf8_lossy(payload));
+    for ((r, c), line) in rust.lines().zip(c.lines()).zip(&lines) {
+        assert_eq!(r, c, "for the input line {line}");
+    }
+    for kind in ["\"payload\":", "\"payload_text\":", "\"payload_base64\":"] {
+        assert!(rust.contains(kind), "some lines have {kind}");
     }
 }
 

@@ -520,7 +520,11 @@ fn ingest_publishes_posted_bodies_and_refuses_big_or_bad_ones() {
     assert_eq!(http(&address, "GET", "/events/orders.created", "").0, 405);
     let out = finish(host);
     assert_eq!(summary_row(&out, "log").processed, 1);
-    assert_eq!(s.log_lines("log.jsonl")[0]["payload"], json!({"id": 7}));
+    // Without a Content-Type the body is bytes (tests/content.rs has the others).
+    assert_eq!(
+        s.log_lines("log.jsonl")[0]["payload_base64"],
+        json!("eyJpZCI6N30=")
+    );
 }
 
 /// A real HTTP server on loopback that answers `statuses` in turn (then 200),
@@ -1129,12 +1133,12 @@ fn a_call_from_a_plugin_s_own_thread_works_in_a_thread_and_is_refused_in_a_proce
         let casts: Vec<(&serde_json::Value, &serde_json::Value)> = lines
             .iter()
             .filter(|l| l["topic"] == "intruder.cast")
-            .map(|l| (&l["source"], &l["payload_base64"]))
+            .map(|l| (&l["source"], &l["payload_text"]))
             .collect();
-        // "from a thread", not JSON, so logged as bytes.
+        // "from a thread", not JSON, so a `publish` command makes it text.
         assert_eq!(
             casts,
-            [(&json!("threaded"), &json!("ZnJvbSBhIHRocmVhZA=="))],
+            [(&json!("threaded"), &json!("from a thread"))],
             "{isolation}"
         );
     }

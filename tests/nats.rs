@@ -169,7 +169,8 @@ impl RawClient {
             next_sid: 1,
         };
         assert!(client.line().starts_with("INFO "), "a NATS server greets");
-        client.write(b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\n");
+        // `headers`: so that `HPUB` is allowed.
+        client.write(b"CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":true}\r\n");
         client
     }
 
@@ -199,6 +200,31 @@ impl RawClient {
         message.extend_from_slice(payload);
         message.extend_from_slice(b"\r\n");
         self.write(&message);
+    }
+
+    /// Publish with NATS headers (`HPUB`).
+    fn publish_with_headers(&mut self, subject: &str, headers: &[(&str, &str)], payload: &[u8]) {
+        let mut head = String::from("NATS/1.0\r\n");
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        let total = head.len() + payload.len();
+        let mut message = format!("HPUB {subject} {} {total}\r\n{head}", head.len()).into_bytes();
+        message.extend_from_slice(payload);
+        message.extend_from_slice(b"\r\n");
+        self.write(&message);
+    }
+
+    /// Publish JSON as a foreign publisher says it is: `Content-Type:
+    /// application/json` (without it, an import is bytes).
+    fn publish_json(&mut self, subject: &str, value: &serde_json::Value) {
+        let payload = value.to_string();
+        self.publish_with_headers(
+            subject,
+            &[("Content-Type", "application/json")],
+            payload.as_bytes(),
+        );
     }
 
     /// Return once the server has handled everything sent before (and so
@@ -954,7 +980,7 @@ fn an_importer_without_tick_interval_delivers_while_it_runs() {
     wait_until("the bridge ready", LIMIT, || b.ready());
     const N: u64 = 100;
     for n in 0..N {
-        raw.publish("work.item", json!({"n": n}).to_string().as_bytes());
+        raw.publish_json("work.item", &json!({"n": n}));
     }
     raw.flush();
     wait_until("every import published while the host runs", LIMIT, || {
@@ -969,6 +995,81 @@ fn an_importer_without_tick_interval_delivers_while_it_runs() {
         payloads(&s, "b.jsonl", "work.item", "bridge"),
         (0..N).collect::<Vec<_>>()
     );
+}
+
+/// Content types cross NATS as a `Content-Type` header: what host A's
+/// bridge exports as json, text and bytes, host B's imports as the same
+/// (its logger writes `payload`, `payload_text`, `payload_base64`); a
+/// foreign message without the header is bytes, one with `text/plain` text,
+/// and one whose payload is not what its header says is bytes.
+#[test]
+fn content_types_cross_nats_as_a_content_type_header() {
+    let s = Scratch::new("nats-content");
+    let server = NatsServer::start(&s);
+    let mut raw = RawClient::connect(&server);
+    let mut a = Host::start(
+        &s,
+        "a",
+        Config::new().plugin(bridge(
+            &server,
+            &["notes.>"],
+            json!({"export": ["notes.>"]}),
+        )),
+    );
+    let b = Host::start(
+        &s,
+        "b",
+        Config::new()
+            .plugin(log(&s, "log", &["notes.>"], "b.jsonl"))
+            .plugin(bridge(&server, &[], json!({"import": ["notes.>"]}))),
+    );
+    wait_until("both bridges ready", LIMIT, || a.ready() && b.ready());
+    let lines = [
+        json!({"topic": "notes.json", "payload": {"id": 1, "s": "é"}}),
+        json!({"topic": "notes.text", "payload_text": "{\"looks\": 1}"}),
+        json!({"topic": "notes.bytes", "payload_base64": "AP8="}),
+    ];
+    for line in &lines {
+        a.send(&format!("{line}\n"));
+    }
+    raw.publish("notes.bare", br#"{"id": 2}"#);
+    raw.publish_with_headers("notes.plain", &[("Content-Type", "text/plain")], b"hi");
+    raw.publish_with_headers(
+        "notes.liar",
+        &[("Content-Type", "application/json")],
+        b"not json",
+    );
+    raw.flush();
+    wait_until("B's logger to get six events", LIMIT, || {
+        b.processed("log") >= 6
+    });
+    a.finish();
+    let counts = b.finish();
+    assert_eq!(count_in(&counts, "rejected"), 0, "{counts}");
+    let logged: std::collections::BTreeMap<String, serde_json::Value> = s
+        .log_lines("b.jsonl")
+        .into_iter()
+        .map(|mut line| {
+            let topic = line["topic"].as_str().unwrap().to_owned();
+            let object = line.as_object_mut().unwrap();
+            for key in ["id", "topic", "source", "timestamp"] {
+                object.remove(key);
+            }
+            (topic, line)
+        })
+        .collect();
+    let expected: std::collections::BTreeMap<String, serde_json::Value> = [
+        ("notes.json", json!({"payload": {"id": 1, "s": "é"}})),
+        ("notes.text", json!({"payload_text": "{\"looks\": 1}"})),
+        ("notes.bytes", json!({"payload_base64": "AP8="})),
+        ("notes.bare", json!({"payload_base64": "eyJpZCI6IDJ9"})),
+        ("notes.plain", json!({"payload_text": "hi"})),
+        ("notes.liar", json!({"payload_base64": "bm90IGpzb24="})),
+    ]
+    .into_iter()
+    .map(|(topic, line)| (topic.to_owned(), line))
+    .collect();
+    assert_eq!(logged, expected);
 }
 
 /// A JetStream stream the server refuses to create (its subjects overlap

@@ -106,7 +106,7 @@ fn a_malformed_input_line_is_reported_with_its_number_and_skipped() {
         .plugin(logger("log", &s.path("log.jsonl")).subscribe(["*"]))
         .write(&s);
     let events = format!(
-        "{}not json\n{}{{\"topic\": \"bad topic\"}}\n{}",
+        "{}not json\n{}{{\"topic\": \"bad topic\", \"payload\": 1}}\n{}",
         event("a", json!(1)),
         event("b", json!(2)),
         event("c", json!(3))

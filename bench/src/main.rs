@@ -291,7 +291,8 @@ impl Bench {
                         payload: RSlice::from_slice(&payload),
                         source: RStr::from_str("host"),
                     };
-                    if let Err(e) = plugin.on_event(event).into_result() {
+                    // As the host calls it: with the event's content type.
+                    if let Err(e) = plugin.on_event_typed(event, 0).into_result() {
                         return Err(format!("raw: on_event failed: {}", e.message));
                     }
                 }

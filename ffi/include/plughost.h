@@ -51,6 +51,13 @@ const struct plughost_plugin *plughost_plugin_entry(void);
  */
 #define PLUGHOST_HOST_HAS(host, field) ((host)->size >= offsetof(struct plughost_host, field) + sizeof((host)->field) && (host)->field != NULL)
 
+/*
+ Whether the events the host `host` lends have the field `field` (such as
+ `content_type`, since ABI 1.3): a host older than the header lends shorter
+ events, so a plugin checks before it reads a field added after ABI 1.2.
+ */
+#define PLUGHOST_EVENT_HAS(host, field) ((host)->size >= offsetof(struct plughost_host, event_size) + sizeof((host)->event_size) && (host)->event_size >= offsetof(struct plughost_event, field) + sizeof(((const struct plughost_event *)0)->field))
+
 
 /*
  The ABI major version this header describes. A host refuses a plugin
@@ -88,6 +95,23 @@ const struct plughost_plugin *plughost_plugin_entry(void);
  Health: not working.
  */
 #define PLUGHOST_HEALTH_FAILING 2
+
+/*
+ Content type (since ABI 1.3): raw bytes, meaning unknown to the host.
+ What a plugin built before 1.3 publishes.
+ */
+#define PLUGHOST_CONTENT_BYTES 0
+
+/*
+ Content type (since ABI 1.3): UTF-8 text (the host checks it).
+ */
+#define PLUGHOST_CONTENT_TEXT 1
+
+/*
+ Content type (since ABI 1.3): one JSON value as UTF-8 text (the host
+ checks it).
+ */
+#define PLUGHOST_CONTENT_JSON 2
 
 /*
  Log level: something failed.
@@ -181,6 +205,27 @@ typedef struct plughost_host {
    command without waiting for it.
    */
   void (*cast)(void *ctx, const char *request, size_t request_len);
+  /*
+   Since ABI 1.3 (check with `PLUGHOST_HOST_HAS(host, publish_typed)`).
+   Publish an event as `publish` does, with its content type, a
+   PLUGHOST_CONTENT_* value: the host refuses (PLUGHOST_ERROR) a
+   `PLUGHOST_CONTENT_TEXT` payload that is not UTF-8, a
+   `PLUGHOST_CONTENT_JSON` payload that is not one JSON value, and a
+   value it does not know. `publish` publishes `PLUGHOST_CONTENT_BYTES`.
+   */
+  int32_t (*publish_typed)(void *ctx,
+                           const char *topic,
+                           size_t topic_len,
+                           const uint8_t *payload,
+                           size_t payload_len,
+                           int32_t content_type);
+  /*
+   Since ABI 1.3: `sizeof(plughost_event)` as the host was built: the
+   events it lends have the fields that fit in it. Check with
+   `PLUGHOST_EVENT_HAS(host, field)`, never directly (an older host's
+   table ends before it).
+   */
+  uint32_t event_size;
 } plughost_host;
 
 /*
@@ -222,6 +267,13 @@ typedef struct plughost_event {
    Length of `source` in bytes.
    */
   size_t source_len;
+  /*
+   Since ABI 1.3: what the payload is, a PLUGHOST_CONTENT_* value. Read
+   it only when `PLUGHOST_EVENT_HAS(host, content_type)`: a host older
+   than 1.3 lends a shorter event. A host of a later minor may send a
+   value this header does not know: treat it as bytes.
+   */
+  int32_t content_type;
 } plughost_event;
 
 /*

@@ -35,6 +35,15 @@ pub const PLUGHOST_HEALTH_DEGRADED: i32 = 1;
 /// Health: not working.
 pub const PLUGHOST_HEALTH_FAILING: i32 = 2;
 
+/// Content type (since ABI 1.3): raw bytes, meaning unknown to the host.
+/// What a plugin built before 1.3 publishes.
+pub const PLUGHOST_CONTENT_BYTES: i32 = 0;
+/// Content type (since ABI 1.3): UTF-8 text (the host checks it).
+pub const PLUGHOST_CONTENT_TEXT: i32 = 1;
+/// Content type (since ABI 1.3): one JSON value as UTF-8 text (the host
+/// checks it).
+pub const PLUGHOST_CONTENT_JSON: i32 = 2;
+
 /// Log level: something failed.
 pub const PLUGHOST_LOG_ERROR: i32 = 1;
 /// Log level: something looks wrong.
@@ -69,6 +78,11 @@ pub struct plughost_event {
     pub source: *const c_char,
     /// Length of `source` in bytes.
     pub source_len: usize,
+    /// Since ABI 1.3: what the payload is, a PLUGHOST_CONTENT_* value. Read
+    /// it only when `PLUGHOST_EVENT_HAS(host, content_type)`: a host older
+    /// than 1.3 lends a shorter event. A host of a later minor may send a
+    /// value this header does not know: treat it as bytes.
+    pub content_type: i32,
 }
 
 /// One job pipeline's state (RoadRunner's JobsReport fields), lent to the
@@ -221,6 +235,27 @@ pub struct plughost_host {
     /// command without waiting for it.
     pub cast:
         Option<unsafe extern "C" fn(ctx: *mut c_void, request: *const c_char, request_len: usize)>,
+    /// Since ABI 1.3 (check with `PLUGHOST_HOST_HAS(host, publish_typed)`).
+    /// Publish an event as `publish` does, with its content type, a
+    /// PLUGHOST_CONTENT_* value: the host refuses (PLUGHOST_ERROR) a
+    /// `PLUGHOST_CONTENT_TEXT` payload that is not UTF-8, a
+    /// `PLUGHOST_CONTENT_JSON` payload that is not one JSON value, and a
+    /// value it does not know. `publish` publishes `PLUGHOST_CONTENT_BYTES`.
+    pub publish_typed: Option<
+        unsafe extern "C" fn(
+            ctx: *mut c_void,
+            topic: *const c_char,
+            topic_len: usize,
+            payload: *const u8,
+            payload_len: usize,
+            content_type: i32,
+        ) -> i32,
+    >,
+    /// Since ABI 1.3: `sizeof(plughost_event)` as the host was built: the
+    /// events it lends have the fields that fit in it. Check with
+    /// `PLUGHOST_EVENT_HAS(host, field)`, never directly (an older host's
+    /// table ends before it).
+    pub event_size: u32,
 }
 
 /// The descriptor a C plugin exports through `plughost_plugin_entry`. It must

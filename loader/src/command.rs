@@ -3,11 +3,13 @@
 //! command set serves clap, the socket's JSON and plugins, so they cannot
 //! drift; each command is carried out on the [`Supervisor`].
 
-use crate::event::Name;
+use crate::event::{Name, entering};
 use crate::intake::{Entry, PublishError, Publisher};
 use crate::observe::{probe, report};
 use crate::supervisor::{Commands, InstanceError, ReloadError, Supervisor};
 use crate::text::Escaped;
+use base64::Engine as _;
+use plughost_api::ContentType;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::sync::Weak;
@@ -55,15 +57,77 @@ pub struct StatusArgs {
     pub name: Option<String>,
 }
 
-/// The arguments of `publish`.
+/// The arguments of `publish`. On the socket: `topic`, `payload` (a
+/// string) and, optionally, `as`: `json`, `text` or `base64` (what the
+/// flags `--json`, `--text`, `--base64` send).
 #[derive(Debug, Clone, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct PublishArgs {
     /// The topic.
     pub topic: String,
-    /// The payload (its bytes, as given).
+    /// The payload: content type json when it parses as JSON, else text.
     #[serde(default)]
     pub payload: String,
+    /// Send PAYLOAD as text, even when it parses as JSON.
+    #[arg(long, conflicts_with_all = ["json", "base64"])]
+    #[serde(skip)]
+    pub text: bool,
+    /// Send PAYLOAD as JSON; refused when it is not.
+    #[arg(long, conflicts_with = "base64")]
+    #[serde(skip)]
+    pub json: bool,
+    /// PAYLOAD is base64: send its bytes (content type bytes).
+    #[arg(long)]
+    #[serde(skip)]
+    pub base64: bool,
+    /// What the flags chose, as the socket carries it.
+    #[arg(skip)]
+    #[serde(default, rename = "as", skip_serializing_if = "Option::is_none")]
+    pub read_as: Option<PayloadAs>,
+}
+
+/// How `publish` reads its payload when told (`as` on the socket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PayloadAs {
+    /// JSON text: content type `json`, refused when it is not JSON.
+    Json,
+    /// Text: content type `text`.
+    Text,
+    /// Standard base64 of the payload's bytes: content type `bytes`.
+    Base64,
+}
+
+impl PublishArgs {
+    /// How the payload is read: as the flags or the socket's `as` say.
+    pub fn read_as(&self) -> Option<PayloadAs> {
+        self.read_as.or(match (self.json, self.text, self.base64) {
+            (true, _, _) => Some(PayloadAs::Json),
+            (_, true, _) => Some(PayloadAs::Text),
+            (_, _, true) => Some(PayloadAs::Base64),
+            _ => None,
+        })
+    }
+
+    /// The payload's bytes and content type: as `read_as` says, or json when
+    /// it parses as JSON (then its compact text), else text.
+    fn content(self) -> Result<(Box<[u8]>, ContentType), CommandError> {
+        let read_as = self.read_as();
+        let payload = self.payload;
+        let content = match read_as {
+            Some(PayloadAs::Json) => ContentType::Json,
+            Some(PayloadAs::Text) => ContentType::Text,
+            Some(PayloadAs::Base64) => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(payload.trim())
+                    .map_err(CommandError::Base64)?;
+                return Ok((bytes.into(), ContentType::Bytes));
+            }
+            None if ContentType::Json.check(payload.as_bytes()).is_ok() => ContentType::Json,
+            None => ContentType::Text,
+        };
+        Ok((entering(payload.into_bytes(), content).into(), content))
+    }
 }
 
 /// The instance a command acts on.
@@ -110,6 +174,11 @@ pub enum CommandError {
     /// The event was refused.
     #[error(transparent)]
     Publish(#[from] PublishError),
+    /// A `publish` payload given as base64 that is not.
+    #[error(
+        "invalid base64 payload: {0}; give the bytes in standard base64 (A-Z, a-z, 0-9, +, /, = padding)"
+    )]
+    Base64(base64::DecodeError),
 }
 
 /// Why a request line is not a command.
@@ -177,10 +246,11 @@ pub(crate) fn execute(
             let ready = !supervisor.is_shutting_down() && readiness.iter().all(|r| r.ready);
             Ok(json!({"ready": ready, "plugins": readiness}))
         }
-        Command::Publish(PublishArgs { topic, payload }) => {
-            let payload = payload.into_bytes().into_boxed_slice();
+        Command::Publish(args) => {
+            let topic = args.topic.clone();
+            let (payload, content) = args.content()?;
             let id = match caller {
-                Caller::Socket => supervisor.publish_from(Entry::Ctl, &topic, payload),
+                Caller::Socket => supervisor.publish_from(Entry::Ctl, &topic, payload, content),
                 // As the plugin itself, from this thread (not the plugin's:
                 // it waits for the answer, or has gone on after a cast),
                 // and not back to it unless it set `echo = true`.
@@ -192,10 +262,11 @@ pub(crate) fn execute(
                         waiter: None,
                     };
                     let bus = &supervisor.bus;
+                    let payload = (payload, content);
                     bus.publish_from(Publisher::Plugin, origin, name.clone(), &topic, payload)
                 }
             }?;
-            Ok(json!({"id": id, "topic": topic}))
+            Ok(json!({"id": id, "topic": topic, "content_type": content.as_str()}))
         }
         Command::Start(Instance { name }) => {
             supervisor.start_instance(&name)?;

@@ -3,6 +3,7 @@
 //! an event for several subscribers is shared, one allocation for all of them,
 //! and handing it to one more is a reference-count increment.
 
+use plughost_api::ContentType;
 use std::collections::HashSet;
 use std::sync::{Arc, LazyLock, Mutex};
 
@@ -75,6 +76,7 @@ struct EventData {
     topic: Name,
     source: Name,
     payload: Box<[u8]>,
+    content: ContentType,
 }
 
 impl Event {
@@ -83,7 +85,7 @@ impl Event {
         timestamp_ms: u64,
         topic: Name,
         source: Name,
-        payload: Box<[u8]>,
+        (payload, content): (Box<[u8]>, ContentType),
     ) -> Event {
         Event(Repr::Owned(EventData {
             id,
@@ -91,6 +93,7 @@ impl Event {
             topic,
             source,
             payload,
+            content,
         }))
     }
 
@@ -136,6 +139,11 @@ impl Event {
         &self.data().payload
     }
 
+    /// What the payload is (`json`, `text`, `bytes`), as it entered the host.
+    pub fn content_type(&self) -> ContentType {
+        self.data().content
+    }
+
     /// The borrowed fields, as handed to plugins.
     pub(crate) fn view(&self) -> EventView<'_> {
         let data = self.data();
@@ -145,6 +153,7 @@ impl Event {
             topic: &data.topic,
             source: &data.source,
             payload: &data.payload,
+            content: data.content,
         }
     }
 }
@@ -160,7 +169,7 @@ impl Clone for Event {
                 data.timestamp_ms,
                 data.topic.clone(),
                 data.source.clone(),
-                data.payload.clone(),
+                (data.payload.clone(), data.content),
             ),
         }
     }
@@ -175,6 +184,7 @@ pub(crate) struct EventView<'a> {
     pub topic: &'a str,
     pub source: &'a str,
     pub payload: &'a [u8],
+    pub content: ContentType,
 }
 
 impl std::fmt::Debug for Event {
@@ -183,8 +193,45 @@ impl std::fmt::Debug for Event {
             .field("id", &self.id())
             .field("topic", &self.topic())
             .field("source", &self.source())
+            .field("content_type", &self.content_type())
             .field("payload_len", &self.payload().len())
             .finish()
+    }
+}
+
+/// Remove the whitespace outside strings from valid JSON text.
+pub(crate) fn compact_json(text: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in text.as_bytes() {
+        if in_string {
+            out.push(b);
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+        } else if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            in_string = b == b'"';
+            out.push(b);
+        }
+    }
+    out
+}
+
+/// A payload as it enters the host: a `json` payload that is valid JSON
+/// becomes its compact text (so the same value sent with other spacing is
+/// the same event); anything else is left as it is, for the bus to check
+/// against its content type, refuse and count.
+pub(crate) fn entering(payload: Vec<u8>, content: ContentType) -> Vec<u8> {
+    match content {
+        ContentType::Json if content.check(&payload).is_ok() => match std::str::from_utf8(&payload)
+        {
+            Ok(text) => compact_json(text),
+            Err(_) => payload,
+        },
+        _ => payload,
     }
 }
 
@@ -208,6 +255,7 @@ mod tests {
     use super::*;
 
     fn event(payload: Box<[u8]>) -> Event {
+        let payload = (payload, ContentType::Text);
         Event::new(7, 1, Name::intern("a.b"), Name::Interned("host"), payload)
     }
 
@@ -238,6 +286,7 @@ mod tests {
         assert_ne!(copy.payload().as_ptr(), owned.payload().as_ptr());
         assert_eq!(copy.payload(), owned.payload());
         assert_eq!((copy.id(), copy.timestamp_ms()), (7, 1));
+        assert_eq!(copy.content_type(), ContentType::Text);
     }
 
     #[test]

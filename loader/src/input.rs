@@ -1,14 +1,19 @@
 //! `--events`: JSON lines such as `{"topic": "orders.created", "payload": {...}}`
-//! or `{"topic": ..., "payload_base64": "..."}`. A JSON payload reaches plugins
-//! as its compact text, keys in the order written. A bad line (malformed, not
-//! UTF-8, too long, or refused by the host) is reported with its number and
-//! skipped, and reading goes on; only an input that cannot be read ends it
-//! early, with an error.
+//! (content type `json`), `{"topic": ..., "payload_text": "..."}` (`text`) or
+//! `{"topic": ..., "payload_base64": "..."}` (`bytes`): exactly one of the
+//! three. A JSON payload reaches plugins as its compact text, keys in the
+//! order written. The fields a `logger` line adds (`id`, `source`,
+//! `timestamp`) are read and ignored, so a logger's file is valid input. A
+//! bad line (malformed, not UTF-8, too long, or refused by the host) is
+//! reported with its number and skipped, and reading goes on; only an input
+//! that cannot be read ends it early, with an error.
 
+use crate::event::compact_json;
 use crate::host::Host;
 use crate::intake::{Entry, PublishError};
 use crate::text::Escaped;
 use base64::Engine as _;
+use plughost_api::ContentType;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::io::BufRead;
@@ -21,7 +26,16 @@ struct Line<'a> {
     #[serde(borrow, default, deserialize_with = "present")]
     payload: Option<&'a RawValue>,
     #[serde(default)]
+    payload_text: Option<String>,
+    #[serde(default)]
     payload_base64: Option<String>,
+    // What a logger line carries besides: the host assigns its own.
+    #[serde(default, rename = "id")]
+    _id: serde::de::IgnoredAny,
+    #[serde(default, rename = "source")]
+    _source: serde::de::IgnoredAny,
+    #[serde(default, rename = "timestamp")]
+    _timestamp: serde::de::IgnoredAny,
 }
 
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
@@ -41,7 +55,7 @@ pub struct InputSummary {
 
 /// What a line must look like, appended to every parse error so the reader
 /// knows how to fix the line, not only what is wrong with it.
-const EXPECTED: &str = r#"write each event as one JSON object on its own line, such as {"topic": "orders.created", "payload": {"id": 1}} or {"topic": "raw.bytes", "payload_base64": "AAEC"}"#;
+const EXPECTED: &str = r#"write each event as one JSON object on its own line, such as {"topic": "orders.created", "payload": {"id": 1}}, {"topic": "note", "payload_text": "hello"} or {"topic": "raw.bytes", "payload_base64": "AAEC"}"#;
 
 /// Why an input line is skipped.
 #[derive(Debug, thiserror::Error)]
@@ -50,8 +64,9 @@ pub enum LineError {
     /// The line is not a JSON object of the expected shape.
     #[error("{0}; {EXPECTED}")]
     Json(serde_json::Error),
-    /// Both `payload` and `payload_base64` were given.
-    #[error("give `payload` or `payload_base64`, not both; {EXPECTED}")]
+    /// More than one of `payload`, `payload_text` and `payload_base64`, or
+    /// none of them.
+    #[error("give exactly one of `payload`, `payload_text` and `payload_base64`; {EXPECTED}")]
     BothPayloads,
     /// `payload_base64` is not standard base64.
     #[error(
@@ -80,8 +95,8 @@ pub enum LineError {
     Refused(PublishError),
 }
 
-/// Parse one input line into (topic, payload bytes).
-pub fn parse_line(text: &str) -> Result<(String, Vec<u8>), LineError> {
+/// Parse one input line into (topic, payload bytes, content type).
+pub fn parse_line(text: &str) -> Result<(String, Vec<u8>, ContentType), LineError> {
     // serde reads a struct from an array too (`["a.b", 1]`): not a line.
     if text.trim_start().starts_with('[') {
         let unexpected = serde::de::Unexpected::Seq;
@@ -89,36 +104,18 @@ pub fn parse_line(text: &str) -> Result<(String, Vec<u8>), LineError> {
         return Err(LineError::Json(error));
     }
     let line: Line<'_> = serde_json::from_str(text).map_err(LineError::Json)?;
-    let payload = match (line.payload, line.payload_base64) {
-        (Some(_), Some(_)) => return Err(LineError::BothPayloads),
-        (Some(json), None) => compact_json(json.get()),
-        (None, Some(b64)) => base64::engine::general_purpose::STANDARD
-            .decode(b64.trim())
-            .map_err(LineError::Base64)?,
-        (None, None) => Vec::new(),
+    let (payload, content) = match (line.payload, line.payload_text, line.payload_base64) {
+        (Some(json), None, None) => (compact_json(json.get()), ContentType::Json),
+        (None, Some(text), None) => (text.into_bytes(), ContentType::Text),
+        (None, None, Some(b64)) => (
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(LineError::Base64)?,
+            ContentType::Bytes,
+        ),
+        _ => return Err(LineError::BothPayloads),
     };
-    Ok((line.topic, payload))
-}
-
-/// Remove the whitespace outside strings from valid JSON text.
-fn compact_json(text: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(text.len());
-    let (mut in_string, mut escaped) = (false, false);
-    for &b in text.as_bytes() {
-        if in_string {
-            out.push(b);
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-        } else if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
-            in_string = b == b'"';
-            out.push(b);
-        }
-    }
-    out
+    Ok((line.topic, payload, content))
 }
 
 /// The longest input line read for events of at most `max_event_bytes`:
@@ -197,8 +194,8 @@ pub fn feed(
                 let bytes = buffer.strip_suffix(b"\r").unwrap_or(&buffer);
                 match std::str::from_utf8(bytes) {
                     Ok(text) if text.trim().is_empty() => continue,
-                    Ok(text) => parse_line(text).and_then(|(topic, payload)| {
-                        host.publish_from(entry, &topic, payload)
+                    Ok(text) => parse_line(text).and_then(|(topic, payload, content)| {
+                        host.publish_typed(entry, &topic, payload, content)
                             .map_err(LineError::Refused)
                     }),
                     Err(e) => Err(LineError::NotUtf8 {
@@ -229,10 +226,10 @@ mod tests {
 
     #[test]
     fn json_payloads_become_their_compact_text_in_written_order() {
-        let (topic, payload) =
+        let (topic, payload, content) =
             parse_line(r#"{"topic": "a.b", "payload": { "z": 1, "a": [1, 2], "s": "x y \" }" }}"#)
                 .unwrap();
-        assert_eq!(topic, "a.b");
+        assert_eq!((topic.as_str(), content), ("a.b", ContentType::Json));
         assert_eq!(
             String::from_utf8(payload).unwrap(),
             r#"{"z":1,"a":[1,2],"s":"x y \" }"}"#
@@ -240,18 +237,47 @@ mod tests {
     }
 
     #[test]
-    fn a_null_payload_is_the_text_null_and_a_missing_one_is_empty() {
+    fn a_null_payload_is_the_json_null_and_a_missing_one_is_refused() {
         assert_eq!(
-            parse_line(r#"{"topic": "a", "payload": null}"#).unwrap().1,
-            b"null"
+            parse_line(r#"{"topic": "a", "payload": null}"#).unwrap(),
+            ("a".into(), b"null".to_vec(), ContentType::Json)
         );
-        assert_eq!(parse_line(r#"{"topic": "a"}"#).unwrap().1, b"");
+        assert!(matches!(
+            parse_line(r#"{"topic": "a"}"#),
+            Err(LineError::BothPayloads)
+        ));
     }
 
     #[test]
-    fn base64_payloads_are_raw_bytes() {
-        let (_, payload) = parse_line(r#"{"topic": "a", "payload_base64": "AAH/"}"#).unwrap();
-        assert_eq!(payload, vec![0, 1, 255]);
+    fn base64_payloads_are_raw_bytes_and_payload_text_is_text() {
+        let (_, payload, content) =
+            parse_line(r#"{"topic": "a", "payload_base64": "AAH/"}"#).unwrap();
+        assert_eq!((payload, content), (vec![0, 1, 255], ContentType::Bytes));
+        // Text that looks like JSON stays the text as written.
+        let (_, payload, content) =
+            parse_line(r#"{"topic": "a", "payload_text": " {\"id\": 1} é"}"#).unwrap();
+        assert_eq!(
+            (payload, content),
+            (" {\"id\": 1} é".as_bytes().to_vec(), ContentType::Text)
+        );
+        for two in [
+            r#"{"topic": "a", "payload_text": "x", "payload": 1}"#,
+            r#"{"topic": "a", "payload_text": "x", "payload_base64": ""}"#,
+        ] {
+            assert!(
+                matches!(parse_line(two), Err(LineError::BothPayloads)),
+                "{two}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_logger_line_is_an_input_line_whose_extra_fields_are_ignored() {
+        let line = r#"{"id":7,"topic":"a.b","source":"ctl","timestamp":1700000000000,"payload_text":"hi"}"#;
+        assert_eq!(
+            parse_line(line).unwrap(),
+            ("a.b".into(), b"hi".to_vec(), ContentType::Text)
+        );
     }
 
     #[test]
@@ -413,8 +439,8 @@ cd",
         .unwrap();
         let host = Host::start(config).unwrap();
         let input =
-            b"\n  \r\n{\"topic\": \"a\", \"payload\": 1}\noops\n{\"topic\": \"plughost.x\"}\n\
-                     {\"topic\": \"a\", \"payload\": 12345}\n\xff\n{\"topic\": \"b\"}";
+            b"\n  \r\n{\"topic\": \"a\", \"payload\": 1}\noops\n{\"topic\": \"plughost.x\", \"payload_text\": \"\"}\n\
+                     {\"topic\": \"a\", \"payload\": 12345}\n\xff\n{\"topic\": \"b\", \"payload_base64\": \"\"}";
         let summary = feed(&host, &input[..], Entry::Stdin, "-").unwrap();
         assert_eq!(
             summary,
@@ -702,7 +728,7 @@ mod properties {
             let mut gap = gaps(spacing);
             payload.write(&mut spaced, &mut gap);
             let text = line(&topic, &spaced, topic_first, &mut gap);
-            let (got_topic, bytes) = parse_line(&text).map_err(|e| TestCaseError::fail(format!("{e}: {text}")))?;
+            let (got_topic, bytes, _) = parse_line(&text).map_err(|e| TestCaseError::fail(format!("{e}: {text}")))?;
             prop_assert_eq!(&got_topic, &topic.text);
             prop_assert_eq!(String::from_utf8(bytes.clone()).unwrap(), compact, "from {}", text);
             let back: Value = serde_json::from_slice(&bytes).unwrap();
@@ -719,7 +745,7 @@ mod properties {
             let mut quoted = String::new();
             topic.write(&mut quoted);
             let text = format!(r#"{{"payload_base64": "{pad}{encoded}{pad}", "topic": {quoted}}}"#);
-            prop_assert_eq!(parse_line(&text).unwrap(), (topic.text.clone(), bytes.clone()));
+            prop_assert_eq!(parse_line(&text).unwrap(), (topic.text.clone(), bytes.clone(), ContentType::Bytes));
             // Without its padding (when it has some) it is not standard base64.
             if let Some(unpadded) = encoded.strip_suffix('=') {
                 let text = format!(r#"{{"topic": "t", "payload_base64": "{unpadded}"}}"#);
@@ -734,18 +760,19 @@ mod properties {
             }
         }
 
-        /// Without a payload the event is empty; a member the format does
+        /// Without a payload a line is refused; a member the format does
         /// not know, a missing or non-string topic, or a line that is not
         /// one JSON object, is refused as JSON and says what a line is.
         #[test]
-        fn other_shapes_are_refused_or_empty(topic in written(any_text()), extra in "[a-z_]{1,12}", payload in json()) {
+        fn other_shapes_are_refused(topic in written(any_text()), extra in "[a-z_]{1,12}", payload in json()) {
             let mut quoted = String::new();
             topic.write(&mut quoted);
-            prop_assert_eq!(parse_line(&format!("{{\"topic\":{quoted}}}")).unwrap(), (topic.text.clone(), Vec::new()));
+            let bare = format!("{{\"topic\":{quoted}}}");
+            prop_assert!(matches!(parse_line(&bare), Err(LineError::BothPayloads)), "{}", bare);
             let mut value = String::new();
             payload.write(&mut value, &mut || "");
             let refused = [
-                (extra != "topic" && extra != "payload" && extra != "payload_base64")
+                (!["topic", "payload", "payload_text", "payload_base64", "id", "source", "timestamp"].contains(&extra.as_str()))
                     .then(|| format!("{{\"topic\":{quoted},\"{extra}\":1}}")),
                 Some(format!("{{\"payload\":{value}}}")),
                 Some(format!("{{\"topic\":{value},\"payload\":1}}")).filter(|_| !matches!(payload, Json::Text(_))),

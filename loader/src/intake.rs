@@ -8,6 +8,7 @@
 //! reason; the checks cost the event path one comparison and one flag of the
 //! cached route (see `bus`).
 
+use plughost_api::ContentError;
 use plughost_api::topic::TopicError;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -116,6 +117,10 @@ pub enum PublishError {
         /// `[host] max_event_bytes`.
         limit: usize,
     },
+    /// The payload is not what its content type says (`text` that is not
+    /// UTF-8, `json` that is not JSON).
+    #[error(transparent)]
+    Content(#[from] ContentError),
 }
 
 impl PublishError {
@@ -128,6 +133,7 @@ impl PublishError {
             PublishError::Topic(_) => Some(Reason::InvalidTopic),
             PublishError::Reserved { .. } => Some(Reason::ReservedTopic),
             PublishError::TooLarge { .. } => Some(Reason::TooLarge),
+            PublishError::Content(_) => Some(Reason::InvalidContent),
         }
     }
 }
@@ -137,13 +143,15 @@ pub(crate) enum Reason {
     ReservedTopic,
     TooLarge,
     InvalidTopic,
+    InvalidContent,
 }
 
 impl Reason {
-    const ALL: [Reason; 3] = [
+    const ALL: [Reason; 4] = [
         Reason::ReservedTopic,
         Reason::TooLarge,
         Reason::InvalidTopic,
+        Reason::InvalidContent,
     ];
 
     fn label(self) -> &'static str {
@@ -151,6 +159,7 @@ impl Reason {
             Reason::ReservedTopic => "reserved_topic",
             Reason::TooLarge => "too_large",
             Reason::InvalidTopic => "invalid_topic",
+            Reason::InvalidContent => "invalid_content",
         }
     }
 }
@@ -160,7 +169,7 @@ impl Reason {
 pub struct Refused {
     /// `embedder`, `stdin`, `file`, `ctl`, `http` or `plugin`.
     pub entry: &'static str,
-    /// `reserved_topic`, `too_large` or `invalid_topic`.
+    /// `reserved_topic`, `too_large`, `invalid_topic` or `invalid_content`.
     pub reason: &'static str,
     /// How many, since the host started.
     pub count: u64,
@@ -247,7 +256,7 @@ mod tests {
             nonzero,
             [("stdin", "reserved_topic", 2), ("plugin", "too_large", 1)]
         );
-        assert_eq!(refusals.all().len(), 18);
+        assert_eq!(refusals.all().len(), 24);
     }
 
     #[test]

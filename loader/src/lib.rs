@@ -81,6 +81,7 @@ pub use intake::{Entry, PublishError, Refused};
 pub use library::inspect::{ConfigCheck, INSPECT_TIME_LIMIT, LibraryInfo, check_config, inspect};
 pub use library::{Language, LoadError, Support, Trust, platform_file_name, resolve};
 pub use mailbox::{Counts, State};
+pub use plughost_api::{ContentError, ContentType};
 pub use supervisor::ReloadReport;
 
 /// The hidden `plughost __child` command: serve one process-isolated

@@ -427,10 +427,15 @@ fn plugin_response(
     answer
 }
 
-/// `POST /events/TOPIC` (with `[status] ingest = true`): publish the body.
+/// `POST /events/TOPIC` (with `[status] ingest = true`): publish the body,
+/// of the content type its `Content-Type` names (`application/json`: json,
+/// `text/*`: text, anything else or none: bytes). A body that is not what
+/// its type says is refused (400), as is text in a charset other than
+/// UTF-8 (415).
 async fn ingest(
     Shared(state): Shared<Arc<StatusState>>,
     UrlPath(topic): UrlPath<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     if !state.config.ingest {
@@ -445,6 +450,17 @@ async fn ingest(
             json!({"error": "shutting down"}),
         );
     }
+    // A header that is not ASCII text names no type: bytes.
+    let header = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let content = match plughost_api::ContentType::from_mime(header) {
+        Ok(content) => content,
+        Err(e) => {
+            let error = json!({"error": e.to_string()});
+            return json_response(StatusCode::UNSUPPORTED_MEDIA_TYPE, error);
+        }
+    };
     // Under the `block` policy a publish waits for room on a thread: only
     // so many at once, the rest wait here without one.
     let Ok(_turn) = state.ingest.acquire().await else {
@@ -452,12 +468,16 @@ async fn ingest(
     };
     let host = state.host.clone();
     let published = tokio::task::spawn_blocking(move || {
-        host.publish_from(crate::intake::Entry::Http, &topic, body.to_vec())
+        let payload = crate::event::entering(body.to_vec(), content);
+        host.publish_typed(crate::intake::Entry::Http, &topic, payload, content)
     })
     .await;
     use crate::intake::PublishError;
     let error = match published {
-        Ok(Ok(id)) => return json_response(StatusCode::OK, json!({"id": id})),
+        Ok(Ok(id)) => {
+            let answer = json!({"id": id, "content_type": content.as_str()});
+            return json_response(StatusCode::OK, answer);
+        }
         Ok(Err(error)) => error,
         Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     };

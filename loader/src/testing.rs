@@ -25,7 +25,7 @@ pub(crate) fn event(id: u64) -> Event {
         0,
         Name::intern("t.e"),
         Name::intern("host"),
-        Box::new([]),
+        (Box::new([]), plughost_api::ContentType::Bytes),
     )
 }
 

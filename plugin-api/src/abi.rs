@@ -12,6 +12,7 @@
 //! a table built against an older ABI. Every other type here is frozen for
 //! the whole major version: new data travels through new functions.
 
+use crate::ContentType;
 use abi_stable::{
     StableAbi, declare_root_module_statics,
     library::RootModule,
@@ -243,6 +244,14 @@ pub struct PluginVTable {
     ) -> RResult<ROption<HttpResponseAbi>, CallError>,
     // Appended capabilities go below, each with the ABI minor that added it;
     // `PluginHandle` answers `None` for them when the plugin predates them.
+    /// ABI 1.1: handle one event of content type `content_type` (see
+    /// [`ContentType::to_abi`](crate::ContentType)). A host calls it instead
+    /// of `on_event` when the plugin has it.
+    pub on_event_typed: unsafe extern "C" fn(
+        state: *mut c_void,
+        event: EventRef<'_>,
+        content_type: u8,
+    ) -> RResult<(), CallError>,
 }
 
 /// One live plugin instance, owned by the host: the plugin's state and its
@@ -267,6 +276,23 @@ impl PluginHandle {
         // SAFETY: `state` came from the `create` that made this vtable, and
         // `&mut self` makes this the only call into it.
         unsafe { (self.vtable.on_event())(self.state, event) }
+    }
+
+    /// Handle one event of content type `content_type`: through the
+    /// plugin's `on_event_typed`, or its `on_event` when it predates content
+    /// types (ABI 1.0: it cannot be told the type).
+    #[inline]
+    pub fn on_event_typed(
+        &mut self,
+        event: EventRef<'_>,
+        content_type: u8,
+    ) -> RResult<(), CallError> {
+        match self.vtable.on_event_typed() {
+            // SAFETY: as in `on_event`.
+            Some(typed) => unsafe { typed(self.state, event, content_type) },
+            // SAFETY: as in `on_event`.
+            None => unsafe { (self.vtable.on_event())(self.state, event) },
+        }
     }
 
     /// Flush what the instance holds (see [`PluginVTable::stop`]).
@@ -361,6 +387,15 @@ pub struct HostVTable {
     /// from any thread, as the instance; once the instance is dropped it
     /// returns an error.
     pub retain: unsafe extern "C" fn(ctx: *const c_void),
+    /// ABI 1.1: publish an event of content type `content_type` (see
+    /// [`ContentType::to_abi`](crate::ContentType)); the host checks the
+    /// payload against it. `publish` publishes `bytes`.
+    pub publish_typed: unsafe extern "C" fn(
+        ctx: *const c_void,
+        topic: RStr<'_>,
+        payload: RSlice<'_, u8>,
+        content_type: u8,
+    ) -> RResult<(), RString>,
 }
 
 /// The host as one plugin instance holds it: the host's context and its
@@ -393,11 +428,35 @@ impl HostHandle {
         unsafe { (self.vtable.instance_name())(self.ctx) }.as_str()
     }
 
-    /// Publish an event.
+    /// Publish an event of content type `bytes`.
     pub fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), String> {
         // SAFETY: as in `instance_name`; the host copies what it keeps.
         unsafe {
             (self.vtable.publish())(self.ctx, RStr::from_str(topic), RSlice::from_slice(payload))
+        }
+        .into_result()
+        .map_err(RString::into_string)
+    }
+
+    /// Publish an event of content type `content`. A host older than ABI
+    /// 1.1 knows no content types: the event is published as `bytes` there.
+    pub fn publish_typed(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        content: ContentType,
+    ) -> Result<(), String> {
+        let Some(publish_typed) = self.vtable.publish_typed() else {
+            return self.publish(topic, payload);
+        };
+        // SAFETY: as in `instance_name`; the host copies what it keeps.
+        unsafe {
+            publish_typed(
+                self.ctx,
+                RStr::from_str(topic),
+                RSlice::from_slice(payload),
+                content.to_abi(),
+            )
         }
         .into_result()
         .map_err(RString::into_string)
@@ -458,8 +517,20 @@ impl Drop for HostHandle {
 pub trait HostFunctions: Send + Sync + 'static {
     /// The instance name from `plugins.toml`.
     fn instance_name(&self) -> &str;
-    /// Publish an event.
+    /// Publish an event (content type `bytes`).
     fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), String>;
+    /// Publish an event of content type `content` (the host checks the
+    /// payload against it). A host that knows no content types publishes
+    /// it as bytes.
+    fn publish_typed(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        content: ContentType,
+    ) -> Result<(), String> {
+        let _ = content;
+        self.publish(topic, payload)
+    }
     /// Log a line tagged with the instance name.
     fn log(&self, level: LogLevel, message: &str);
     /// Run a host command (JSON) and return the host's JSON answer.
@@ -512,6 +583,21 @@ impl<H: HostFunctions> HostVTableOf<H> {
         })
     }
 
+    unsafe extern "C" fn publish_typed(
+        ctx: *const c_void,
+        topic: RStr<'_>,
+        payload: RSlice<'_, u8>,
+        content_type: u8,
+    ) -> RResult<(), RString> {
+        // SAFETY: per the vtable's contract.
+        let host = unsafe { Self::host(ctx) };
+        let content = ContentType::from_abi(content_type);
+        caught(|| {
+            host.publish_typed(topic.as_str(), payload.as_slice(), content)
+                .map_err(RString::from)
+        })
+    }
+
     unsafe extern "C" fn log(ctx: *const c_void, level: LogLevel, message: RStr<'_>) {
         // SAFETY: per the vtable's contract.
         let host = unsafe { Self::host(ctx) };
@@ -550,6 +636,7 @@ impl<H: HostFunctions> HostVTableOf<H> {
             call: Self::call,
             cast: Self::cast,
             retain: Self::retain,
+            publish_typed: Self::publish_typed,
         })
     }
 

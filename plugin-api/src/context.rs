@@ -1,7 +1,7 @@
 //! What a plugin can ask of the host: its name, publishing, logging.
 
-use crate::Result;
 use crate::abi::{HostHandle, LogLevel};
+use crate::{ContentType, Result};
 use serde::Serialize;
 use std::fmt::Display;
 use std::sync::Arc;
@@ -22,18 +22,36 @@ impl Context {
         self.host.instance_name()
     }
 
-    /// Publish `payload` on `topic`. The event is routed like any other one,
-    /// but not back to this instance (unless its `[[plugin]]` table sets
-    /// `echo = true`).
+    /// Publish `payload` on `topic`, content type `bytes`. The event is
+    /// routed like any other one, but not back to this instance (unless its
+    /// `[[plugin]]` table sets `echo = true`).
     pub fn publish(&self, topic: &str, payload: impl AsRef<[u8]>) -> Result<()> {
         self.host
-            .publish(topic, payload.as_ref())
+            .publish_typed(topic, payload.as_ref(), ContentType::Bytes)
             .map_err(Into::into)
     }
 
-    /// Publish `value` serialized as compact JSON.
+    /// Publish `value` serialized as compact JSON, content type `json`.
     pub fn publish_json<T: Serialize + ?Sized>(&self, topic: &str, value: &T) -> Result<()> {
-        self.publish(topic, serde_json::to_vec(value)?)
+        let payload = serde_json::to_vec(value)?;
+        self.host
+            .publish_typed(topic, &payload, ContentType::Json)
+            .map_err(Into::into)
+    }
+
+    /// Publish `text`, content type `text`.
+    pub fn publish_text(&self, topic: &str, text: &str) -> Result<()> {
+        self.publish_typed(topic, text.as_bytes(), ContentType::Text)
+    }
+
+    /// Publish `payload` with its content type (the host refuses a `text`
+    /// payload that is not UTF-8 and a `json` one that is not JSON): to
+    /// pass an event on as it came, `ctx.publish_typed(topic, event.bytes(),
+    /// event.content_type())`.
+    pub fn publish_typed(&self, topic: &str, payload: &[u8], content: ContentType) -> Result<()> {
+        self.host
+            .publish_typed(topic, payload, content)
+            .map_err(Into::into)
     }
 
     /// A [`Publisher`]: publishes as this instance from any thread the
@@ -123,20 +141,35 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Publish `payload` on `topic` as the instance, from any thread.
+    /// Publish `payload` on `topic` as the instance, from any thread,
+    /// content type `bytes`.
     pub fn publish(&self, topic: &str, payload: impl AsRef<[u8]>) -> Result<()> {
+        self.publish_typed(topic, payload.as_ref(), ContentType::Bytes)
+    }
+
+    /// Publish `value` serialized as compact JSON, from any thread, content
+    /// type `json`.
+    pub fn publish_json<T: Serialize + ?Sized>(&self, topic: &str, value: &T) -> Result<()> {
+        self.publish_typed(topic, &serde_json::to_vec(value)?, ContentType::Json)
+    }
+
+    /// Publish `text` from any thread, content type `text`.
+    pub fn publish_text(&self, topic: &str, text: &str) -> Result<()> {
+        self.publish_typed(topic, text.as_bytes(), ContentType::Text)
+    }
+
+    /// Publish `payload` from any thread with its content type (the host
+    /// checks the payload against it).
+    pub fn publish_typed(&self, topic: &str, payload: &[u8], content: ContentType) -> Result<()> {
         match &self.host {
-            Ok(host) => host.publish(topic, payload.as_ref()).map_err(Into::into),
+            Ok(host) => host
+                .publish_typed(topic, payload, content)
+                .map_err(Into::into),
             Err(version) => Err(format!(
                 "this host speaks plugin ABI {version}; `Publisher` needs ABI 1.1: upgrade plughost"
             )
             .into()),
         }
-    }
-
-    /// Publish `value` serialized as compact JSON, from any thread.
-    pub fn publish_json<T: Serialize + ?Sized>(&self, topic: &str, value: &T) -> Result<()> {
-        self.publish(topic, serde_json::to_vec(value)?)
     }
 }
 

@@ -9,7 +9,7 @@ use crate::abi::{
     JobReportAbi, PluginHandle, PluginModule, PluginModuleRef, PluginVTable, PluginVTableRef,
     ReadinessReport,
 };
-use crate::{Context, Event, HttpRequest, Plugin, Result};
+use crate::{ContentType, Context, Event, HttpRequest, Plugin, Result};
 use abi_stable::prefix_type::{PrefixTypeTrait, WithMetadata};
 use abi_stable::staticref;
 use abi_stable::std_types::{RErr, ROk, ROption, RResult, RStr, RString, RVec};
@@ -105,6 +105,17 @@ impl<P: Plugin> Functions<P> {
         // SAFETY: per the vtable's contract.
         let Adapter { plugin, ctx } = unsafe { Self::adapter(state) };
         guard(|| plugin.on_event(&Event::from_raw(event), ctx))
+    }
+
+    unsafe extern "C" fn on_event_typed(
+        state: *mut c_void,
+        event: EventRef<'_>,
+        content_type: u8,
+    ) -> RResult<(), CallError> {
+        // SAFETY: per the vtable's contract.
+        let Adapter { plugin, ctx } = unsafe { Self::adapter(state) };
+        let content = ContentType::from_abi(content_type);
+        guard(|| plugin.on_event(&Event::from_raw_typed(event, content), ctx))
     }
 
     unsafe extern "C" fn stop(state: *mut c_void) -> RResult<(), CallError> {
@@ -205,6 +216,7 @@ impl<P: Plugin> Functions<P> {
             tick: Self::tick,
             routes: Self::routes,
             http: Self::http,
+            on_event_typed: Self::on_event_typed,
         })
     }
 
@@ -237,7 +249,7 @@ extern "C" fn validate_config<P: Plugin>(config_json: RStr<'_>) -> RResult<(), C
     })
 }
 
-/// The symbol [`export_plugin!`] also exports when the plugin is built with
+/// The symbol [`export_plugin!`](crate::export_plugin) also exports when the plugin is built with
 /// `panic = "abort"`. Such a plugin cannot have its panics caught: its first
 /// panic ends the process it runs in, so the host refuses to run it on one of
 /// its own threads. The host reads this from the library's dynamic symbols

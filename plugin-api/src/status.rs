@@ -93,6 +93,24 @@ pub struct Readiness {
     pub message: String,
 }
 
+impl Readiness {
+    /// Ready to take work, no message.
+    pub fn ready() -> Readiness {
+        Readiness {
+            ready: true,
+            message: String::new(),
+        }
+    }
+
+    /// Not ready, with a reason (`waiting for the broker`).
+    pub fn not_ready(message: impl Into<String>) -> Readiness {
+        Readiness {
+            ready: false,
+            message: message.into(),
+        }
+    }
+}
+
 /// One job pipeline's state, with RoadRunner's JobsReport fields.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobReport {

@@ -41,8 +41,14 @@ static void *echo_publish_from_thread(void *arg) {
     for (long long n = 0; n < self->thread_count; n++) {
         char payload[64];
         int len = snprintf(payload, sizeof payload, "{\"thread\":%lld,\"n\":%lld}", me->index, n);
-        if (self->host->publish(self->host->ctx, self->thread_topic, strlen(self->thread_topic),
-                                (const uint8_t *)payload, (size_t)len) != PLUGHOST_OK) {
+        /* JSON, said so where the host knows content types (C ABI 1.3). */
+        int32_t status =
+            PLUGHOST_HOST_HAS(self->host, publish_typed)
+                ? self->host->publish_typed(self->host->ctx, self->thread_topic, strlen(self->thread_topic),
+                                            (const uint8_t *)payload, (size_t)len, PLUGHOST_CONTENT_JSON)
+                : self->host->publish(self->host->ctx, self->thread_topic, strlen(self->thread_topic),
+                                      (const uint8_t *)payload, (size_t)len);
+        if (status != PLUGHOST_OK) {
             self->host->log(self->host->ctx, PLUGHOST_LOG_WARN, "thread publish refused", 22);
             break;
         }
@@ -107,8 +113,17 @@ static int32_t echo_on_event(void *instance, const plughost_event *event, char *
     }
     memcpy(topic, self->prefix, prefix_len);
     memcpy(topic + prefix_len, event->topic, event->topic_len);
-    if (self->host->publish(self->host->ctx, topic, prefix_len + event->topic_len, event->payload,
-                            event->payload_len) != PLUGHOST_OK) {
+    /* The echo keeps the event's content type where the host has both
+     * (C ABI 1.3); an older host has neither, and publishes bytes. */
+    int32_t status;
+    if (PLUGHOST_HOST_HAS(self->host, publish_typed) && PLUGHOST_EVENT_HAS(self->host, content_type)) {
+        status = self->host->publish_typed(self->host->ctx, topic, prefix_len + event->topic_len, event->payload,
+                                           event->payload_len, event->content_type);
+    } else {
+        status = self->host->publish(self->host->ctx, topic, prefix_len + event->topic_len, event->payload,
+                                     event->payload_len);
+    }
+    if (status != PLUGHOST_OK) {
         return ph_fail(error, error_capacity, "publish refused");
     }
     return PLUGHOST_OK;

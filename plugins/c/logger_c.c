@@ -1,6 +1,8 @@
 /* logger_c: the C twin of the Rust `logger`, writing the same bytes for the same
  * events. Appends one JSON line per event to `path`: id, topic, source, timestamp,
- * and the payload verbatim when it is JSON, else payload_base64.
+ * and the payload by its content type (C ABI 1.3): `payload` verbatim for json,
+ * `payload_text` for text, `payload_base64` for bytes (and for every event
+ * from a host older than 1.3, which does not say).
  *
  * An event counts as processed only once its line is in the file: each line
  * goes out with one write() on a file opened with O_APPEND, before on_event
@@ -35,6 +37,7 @@ typedef struct {
     int fsync; /* fdatasync after every line */
     int unsynced; /* lines written since the last fdatasync */
     bytes line; /* the line being formatted */
+    const plughost_host *host; /* valid until destroy returns */
     char path[4096];
 } logger;
 
@@ -260,6 +263,19 @@ static int value(cursor *c) {
     return ok;
 }
 
+/* Whether `data` is valid UTF-8 (Rust's str::from_utf8). */
+static int utf8_text(const uint8_t *data, size_t len) {
+    cursor c = {data, data + len};
+    while (c.p < c.end) {
+        if (*c.p < 0x80) {
+            c.p++;
+        } else if (!utf8(&c)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 /* If `data` is one JSON value with optional surrounding whitespace, set
  * [*start, *end) to the value without that whitespace and return 1. */
 static int json_value(const uint8_t *data, size_t len, const uint8_t **start, const uint8_t **end) {
@@ -428,7 +444,6 @@ static void logger_free(logger *self) {
 
 static int32_t logger_create(const plughost_host *host, const char *config, size_t config_len, void **instance_out,
                              char *error, size_t error_capacity) {
-    (void)host;
     /* The Rust logger's Config has deny_unknown_fields: a misspelt key must not
      * silently log to nowhere. */
     static const char *const known[] = {"path", "fsync", NULL};
@@ -457,6 +472,7 @@ static int32_t logger_create(const plughost_host *host, const char *config, size
         return ph_fail(error, error_capacity, "out of memory");
     }
     self->fsync = fsync_on;
+    self->host = host;
     if (ph_config_string(config, config_len, "path", self->path, sizeof self->path) < 0) {
         logger_free(self);
         return ph_fail(error, error_capacity, "invalid config: `path` is longer than %zu bytes", sizeof self->path - 1);
@@ -487,9 +503,15 @@ static int32_t logger_on_event(void *instance, const plughost_event *event, char
     put_u64(line, event->timestamp_ms);
     const uint8_t *start = NULL;
     const uint8_t *end = NULL;
-    if (event->payload_len > 0 && json_value(event->payload, event->payload_len, &start, &end)) {
+    int32_t content = PLUGHOST_EVENT_HAS(self->host, content_type) ? event->content_type : PLUGHOST_CONTENT_BYTES;
+    /* The host checked a json or text payload; one that does not pass is
+     * written as bytes, as the Rust logger does. */
+    if (content == PLUGHOST_CONTENT_JSON && json_value(event->payload, event->payload_len, &start, &end)) {
         put_text(line, ",\"payload\":");
         put(line, start, (size_t)(end - start));
+    } else if (content == PLUGHOST_CONTENT_TEXT && utf8_text(event->payload, event->payload_len)) {
+        put_text(line, ",\"payload_text\":");
+        put_string(line, (const char *)event->payload, event->payload_len);
     } else {
         put_text(line, ",\"payload_base64\":");
         put_base64(line, event->payload, event->payload_len);

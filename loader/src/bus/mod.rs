@@ -25,6 +25,7 @@ use crate::observe::metrics;
 use crate::text::Escaped;
 use crossbeam_channel::TrySendError;
 use crossbeam_utils::CachePadded;
+use plughost_api::ContentType;
 use plughost_api::topic::{TopicError, is_reserved, validate_topic};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -192,23 +193,27 @@ impl Bus {
     }
 
     /// Publish for `by` (an entry point or a plugin) as `source`, refusing
-    /// (and counting) an oversized payload or a reserved or invalid topic.
-    /// `origin` is the publishing instance and thread, if any.
+    /// (and counting) an oversized payload, one that is not what its content
+    /// type says, or a reserved or invalid topic. `origin` is the publishing
+    /// instance and thread, if any.
     pub(crate) fn publish_from(
         &self,
         by: Publisher,
         origin: Origin<'_>,
         source: Name,
         topic: &str,
-        payload: Box<[u8]>,
+        payload: (Box<[u8]>, ContentType),
     ) -> Result<u64, PublishError> {
         let limit = self.max_event_bytes.load(Ordering::Relaxed);
-        if payload.len() > limit {
+        if payload.0.len() > limit {
             let error = PublishError::TooLarge {
-                bytes: payload.len(),
+                bytes: payload.0.len(),
                 limit,
             };
             return Err(self.refusals.count(by, error));
+        }
+        if let Err(error) = payload.1.check(&payload.0) {
+            return Err(self.refusals.count(by, PublishError::Content(error)));
         }
         self.publish_as(Some(by), origin, source, topic, payload)
             .map_err(|error| self.refusals.count(by, error))
@@ -222,7 +227,7 @@ impl Bus {
         origin: Origin<'_>,
         source: Name,
         topic: &str,
-        payload: Box<[u8]>,
+        payload: (Box<[u8]>, ContentType),
     ) -> Result<u64, PublishError> {
         let metrics = self.metrics.is_some();
         let published = self.with_route(topic, |route| {
@@ -284,6 +289,7 @@ impl Bus {
             let timestamp_ms = now_ms();
             let events = payloads.into_iter().zip(first..).map(|(payload, id)| {
                 let source = source.clone();
+                let payload = (payload, ContentType::Bytes);
                 Event::new(id, timestamp_ms, route.topic.clone(), source, payload)
             });
             Some(match &route.targets[..] {
@@ -340,7 +346,9 @@ impl Bus {
         let routed = self.with_route(topic, |route| {
             let id = self.next_event_id.fetch_add(1, Ordering::Relaxed);
             let source = self.host_source.clone();
-            let event = Event::new(id, now_ms(), route.topic.clone(), source, bytes).into_shared();
+            let payload = (bytes, ContentType::Json);
+            let event = Event::new(id, now_ms(), route.topic.clone(), source, payload);
+            let event = event.into_shared();
             let targets: Vec<Arc<Slot>> = route
                 .targets
                 .iter()
@@ -380,7 +388,8 @@ impl Bus {
             instance: None,
             waiter,
         };
-        if let Err(e) = self.publish_as(None, origin, self.host_source.clone(), topic, bytes) {
+        let payload = (bytes, ContentType::Json);
+        if let Err(e) = self.publish_as(None, origin, self.host_source.clone(), topic, payload) {
             tracing::error!(
                 "cannot publish {}: {}",
                 Escaped(topic),
@@ -666,7 +675,7 @@ mod properties {
                                 n += run.len() as u32;
                                 bus.publish_batch(Entry::Embedder, "t.e", run).unwrap();
                             } else {
-                                bus.publish_from(by, Origin::default(), Name::intern("host"), "t.e", payload(n)).unwrap();
+                                bus.publish_from(by, Origin::default(), Name::intern("host"), "t.e", (payload(n), ContentType::Bytes)).unwrap();
                                 n += 1;
                             }
                         }

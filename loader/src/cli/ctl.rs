@@ -8,7 +8,11 @@ use plughost::{Escaped, InstanceReport};
 use std::path::Path;
 use std::process::ExitCode;
 
-pub(crate) fn ctl(socket: &Path, json: bool, command: CtlCommand) -> anyhow::Result<ExitCode> {
+pub(crate) fn ctl(socket: &Path, json: bool, mut command: CtlCommand) -> anyhow::Result<ExitCode> {
+    // The flags travel as the socket's `as`.
+    if let CtlCommand::Publish(args) = &mut command {
+        args.read_as = args.read_as();
+    }
     let request = serde_json::to_value(&command).context("cannot encode the command")?;
     let answer = plughost::control::request(socket, &request)?;
     if json {
@@ -99,9 +103,10 @@ pub(crate) fn ctl(socket: &Path, json: bool, command: CtlCommand) -> anyhow::Res
             }
         }
         CtlCommand::Publish(_) => out!(
-            "published event {} on {}",
+            "published event {} on {} ({})",
             result["id"],
-            plain(&result["topic"])
+            plain(&result["topic"]),
+            plain(&result["content_type"])
         ),
         CtlCommand::Start(Instance { name }) => out!("started {name}"),
         CtlCommand::Stop(Instance { name }) => out!("stopped {name}"),

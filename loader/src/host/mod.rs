@@ -12,6 +12,7 @@ use crate::observe::probe;
 use crate::observe::report;
 use crate::supervisor::Supervisor;
 use crate::worker::Probe;
+use plughost_api::ContentType;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -98,7 +99,23 @@ impl Host {
         topic: &str,
         payload: impl Into<Box<[u8]>>,
     ) -> Result<u64, PublishError> {
-        self.supervisor.publish_from(entry, topic, payload.into())
+        self.publish_typed(entry, topic, payload, ContentType::Bytes)
+    }
+
+    /// Publish `payload` on `topic` through `entry` with its content type
+    /// (what [`publish_from`](Host::publish_from) and
+    /// [`publish`](Host::publish) publish is `bytes`). A payload that is not
+    /// what `content` says (`text` not UTF-8, `json` not one JSON value) is
+    /// refused ([`PublishError::Content`]) and counted.
+    pub fn publish_typed(
+        &self,
+        entry: Entry,
+        topic: &str,
+        payload: impl Into<Box<[u8]>>,
+        content: ContentType,
+    ) -> Result<u64, PublishError> {
+        self.supervisor
+            .publish_from(entry, topic, payload.into(), content)
     }
 
     /// Publish many payloads on one `topic` at once for the embedding

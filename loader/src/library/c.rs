@@ -11,10 +11,10 @@ use plughost_api::{
     Health, HealthStatus, HttpRequest, HttpResponse, JobReport, LogLevel, Readiness,
 };
 use plughost_ffi::{
-    PLUGHOST_ABI_MAJOR, PLUGHOST_ABI_MINOR, PLUGHOST_ENTRY_SYMBOL, PLUGHOST_ERROR,
-    PLUGHOST_HEALTH_DEGRADED, PLUGHOST_HEALTH_OK, PLUGHOST_OK, PLUGHOST_PLUGIN_MIN_SIZE,
-    plughost_event, plughost_host, plughost_http_request, plughost_http_response,
-    plughost_job_report, plughost_plugin,
+    PLUGHOST_ABI_MAJOR, PLUGHOST_ABI_MINOR, PLUGHOST_CONTENT_BYTES as BYTES, PLUGHOST_ENTRY_SYMBOL,
+    PLUGHOST_ERROR, PLUGHOST_HEALTH_DEGRADED, PLUGHOST_HEALTH_OK, PLUGHOST_OK,
+    PLUGHOST_PLUGIN_MIN_SIZE, plughost_event, plughost_host, plughost_http_request,
+    plughost_http_response, plughost_job_report, plughost_plugin,
 };
 use std::ffi::{CStr, CString, c_char, c_void};
 use std::path::Path;
@@ -156,6 +156,8 @@ impl CLibrary {
             log: Some(host_log),
             call: Some(host_call),
             cast: Some(host_cast),
+            publish_typed: Some(host_publish_typed),
+            event_size: std::mem::size_of::<plughost_event>() as u32,
         });
         let config = CString::new(config_json)
             .map_err(|_| CallFailure::Error("config holds a NUL".into()))?;
@@ -244,6 +246,7 @@ impl Instance for CInstance {
             payload_len: event.payload.len(),
             source: event.source.as_ptr().cast(),
             source_len: event.source.len(),
+            content_type: i32::from(event.content.to_abi()),
         };
         let on_event = self.descriptor.0.on_event.expect("checked at load");
         let calling = self.culprit.handling(event.topic);
@@ -481,6 +484,18 @@ unsafe extern "C" fn host_publish(
     payload: *const u8,
     payload_len: usize,
 ) -> i32 {
+    // SAFETY: the caller's promises are `host_publish_typed`'s.
+    unsafe { host_publish_typed(ctx, topic, topic_len, payload, payload_len, BYTES) }
+}
+
+unsafe extern "C" fn host_publish_typed(
+    ctx: *mut c_void,
+    topic: *const c_char,
+    topic_len: usize,
+    payload: *const u8,
+    payload_len: usize,
+    content_type: i32,
+) -> i32 {
     ffi_boundary(PLUGHOST_ERROR, || {
         // SAFETY: the header requires the ctx we gave and valid (pointer, length) pairs.
         let (host, topic, payload) = unsafe {
@@ -491,7 +506,8 @@ unsafe extern "C" fn host_publish(
             )
         };
         let topic = std::str::from_utf8(topic).ok()?;
-        host.publish_or_log(topic, payload).then_some(PLUGHOST_OK)
+        host.publish_numbered(topic, payload, content_type)
+            .then_some(PLUGHOST_OK)
     })
 }
 

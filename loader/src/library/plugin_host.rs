@@ -10,15 +10,21 @@
 
 use crate::intake::{PublishError, Reason};
 use crate::text;
-use plughost_api::LogLevel;
+use plughost_api::{ContentType, LogLevel};
 
 /// What a plugin instance can ask of the host.
 pub(crate) trait PluginHost: Send + Sync {
     /// The instance's name (`[[plugin]] name`).
     fn instance_name(&self) -> &str;
 
-    /// Publish an event with the instance's name as its source.
-    fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), PublishError>;
+    /// Publish an event with the instance's name as its source, refused
+    /// when the payload is not what `content` says.
+    fn publish(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        content: ContentType,
+    ) -> Result<(), PublishError>;
 
     /// A line for the host's log, tagged with the instance's name.
     fn log(&self, level: LogLevel, message: &str);
@@ -50,10 +56,26 @@ pub(crate) trait PluginHost: Send + Sync {
         self.log(LogLevel::Warn, &format!("publish refused: {message}"));
     }
 
+    /// A C plugin's publish, its content type given as its number: refused
+    /// (and said in the log) when the number is not one this host knows.
+    fn publish_numbered(&self, topic: &str, payload: &[u8], content_type: i32) -> bool {
+        match u8::try_from(content_type)
+            .ok()
+            .and_then(ContentType::from_known)
+        {
+            Some(content) => self.publish_or_log(topic, payload, content),
+            None => {
+                let message = format!("publish refused: unknown content type {content_type}");
+                self.log(LogLevel::Warn, &message);
+                false
+            }
+        }
+    }
+
     /// [`PluginHost::publish`], saying why in the log when it is refused
     /// (a plugin may drop the error on the floor); whether it was published.
-    fn publish_or_log(&self, topic: &str, payload: &[u8]) -> bool {
-        match self.publish(topic, payload) {
+    fn publish_or_log(&self, topic: &str, payload: &[u8], content: ContentType) -> bool {
+        match self.publish(topic, payload, content) {
             Ok(()) => true,
             Err(error) => {
                 self.log(LogLevel::Warn, &format!("publish refused: {error}"));

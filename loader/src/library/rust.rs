@@ -15,7 +15,7 @@ use plughost_api::abi::{
 };
 use plughost_api::loading::{AbiVersion, LoadFailure, Support, load_root_module};
 use plughost_api::{
-    Health, HealthStatus, HttpRequest, HttpResponse, JobReport, LogLevel, Readiness,
+    ContentType, Health, HealthStatus, HttpRequest, HttpResponse, JobReport, LogLevel, Readiness,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -152,7 +152,10 @@ impl Instance for RustInstance {
             source: RStr::from_str(event.source),
         };
         let _calling = self.culprit.handling(event.topic);
-        self.plugin.on_event(raw).into_result().map_err(failure)
+        self.plugin
+            .on_event_typed(raw, event.content.to_abi())
+            .into_result()
+            .map_err(failure)
     }
 
     fn stop(&mut self) -> Result<(), CallFailure> {
@@ -255,7 +258,18 @@ impl HostFunctions for AbiHost {
     }
 
     fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), String> {
-        self.0.publish(topic, payload).map_err(|e| e.to_string())
+        self.publish_typed(topic, payload, ContentType::Bytes)
+    }
+
+    fn publish_typed(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        content: ContentType,
+    ) -> Result<(), String> {
+        self.0
+            .publish(topic, payload, content)
+            .map_err(|e| e.to_string())
     }
 
     fn log(&self, level: LogLevel, message: &str) {

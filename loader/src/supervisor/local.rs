@@ -12,7 +12,7 @@ use crate::event::Name;
 use crate::intake::{PublishError, Publisher, Reason};
 use crate::library::{PluginHost, plugin_log};
 use crate::mailbox::Slot;
-use plughost_api::LogLevel;
+use plughost_api::{ContentType, LogLevel};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -69,7 +69,12 @@ impl PluginHost for LocalHost {
     /// threads, only that thread waits. Either way the event is the
     /// instance's: its name is the source, and it is not delivered back to
     /// it unless `echo = true`.
-    fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), PublishError> {
+    fn publish(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        content: ContentType,
+    ) -> Result<(), PublishError> {
         if !self.live.load(Ordering::Acquire) {
             let name = self.slot.name.to_string();
             return Err(PublishError::Ended { name });
@@ -81,7 +86,13 @@ impl PluginHost for LocalHost {
         };
         let source = self.slot.name.clone();
         self.bus
-            .publish_from(Publisher::Plugin, origin, source, topic, payload.into())
+            .publish_from(
+                Publisher::Plugin,
+                origin,
+                source,
+                topic,
+                (payload.into(), content),
+            )
             .map(|_| ())
     }
 

@@ -12,6 +12,7 @@ use crate::event::Name;
 use crate::intake::{Entry, PublishError, Publisher};
 use crate::mailbox::Slot;
 use crossbeam_channel::{RecvTimeoutError, Sender};
+use plughost_api::ContentType;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
@@ -160,6 +161,7 @@ impl Supervisor {
         entry: Entry,
         topic: &str,
         payload: Box<[u8]>,
+        content: ContentType,
     ) -> Result<u64, PublishError> {
         if self.is_shutting_down() {
             return Err(PublishError::ShuttingDown);
@@ -170,7 +172,7 @@ impl Supervisor {
             Origin::default(),
             source,
             topic,
-            payload,
+            (payload, content),
         )
     }
 

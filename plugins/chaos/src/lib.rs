@@ -280,7 +280,7 @@ impl Plugin for Chaos {
                     break;
                 }
                 self.forwards_left -= 1;
-                ctx.publish(topic, event.payload())?;
+                ctx.publish_typed(topic, event.bytes(), event.content_type())?;
             }
         }
         Ok(())

@@ -1,7 +1,8 @@
 //! `logger` (after Circus's example plugin): appends every event it receives to
 //! `path`, one JSON object per line: `id`, `topic`, `source`, `timestamp` and
-//! `payload` (the payload's JSON value) or `payload_base64` (when the payload
-//! is not JSON).
+//! the payload by its content type: `payload` (the JSON value) for `json`,
+//! `payload_text` (a JSON string) for `text`, `payload_base64` for `bytes`.
+//! Those are the keys of a `--events` line: a logger's file is valid input.
 //!
 //! An event counts as processed only once its line is in the file: each line
 //! goes out with one `write` on a file opened for appending, before
@@ -14,7 +15,7 @@
 //! (at the host's shutdown, what other instances publish in their `stop`).
 
 use base64::Engine as _;
-use plughost_api::{Context, Event, Plugin, Result, export_plugin};
+use plughost_api::{ContentType, Context, Event, Plugin, Result, export_plugin};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::fs::{File, OpenOptions};
@@ -52,6 +53,8 @@ struct Line<'a> {
     timestamp: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     payload: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload_text: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     payload_base64: Option<String>,
 }
@@ -104,16 +107,26 @@ impl Plugin for Logger {
     }
 
     fn on_event(&mut self, event: &Event<'_>, _ctx: &Context) -> Result<()> {
-        let json = serde_json::from_slice::<&RawValue>(event.payload()).ok();
+        // The host checked a json or text payload where it entered; one
+        // that does not parse still gets a line, as bytes.
+        let (mut json, mut text) = (None, None);
+        match event.content_type() {
+            ContentType::Json => json = serde_json::from_slice::<&RawValue>(event.bytes()).ok(),
+            ContentType::Text => text = event.text(),
+            _ => {}
+        }
         let line = Line {
             id: event.id(),
             topic: event.topic(),
             source: event.source(),
             timestamp: event.timestamp_ms(),
             payload: json,
-            payload_base64: match json {
-                Some(_) => None,
-                None => Some(base64::engine::general_purpose::STANDARD.encode(event.payload())),
+            payload_text: text,
+            payload_base64: match (json, text) {
+                (None, None) => {
+                    Some(base64::engine::general_purpose::STANDARD.encode(event.bytes()))
+                }
+                _ => None,
             },
         };
         if self.line.capacity() > LINE_CAPACITY {

@@ -10,9 +10,9 @@
 
 use crate::config::Config;
 use crate::link::Incoming;
-use crate::link::{ORIGIN, SEQ, Shared};
+use crate::link::{CONTENT_TYPE, ORIGIN, SEQ, Shared};
 use crate::sequence::{Sequences, Verdict};
-use plughost_api::{LogLevel, Publisher};
+use plughost_api::{ContentType, LogLevel, Publisher};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -139,7 +139,17 @@ impl Thread {
             self.acknowledge(incoming);
             return;
         }
-        match self.publisher.publish(topic, &message.payload) {
+        // Published with the type its header names (a bridge's export says
+        // it); without one, or when the payload is not what the header says
+        // (a foreign publisher's mistake), the message is bytes.
+        let content = ContentType::from_mime(header(CONTENT_TYPE))
+            .ok()
+            .filter(|content| content.check(&message.payload).is_ok())
+            .unwrap_or(ContentType::Bytes);
+        match self
+            .publisher
+            .publish_typed(topic, &message.payload, content)
+        {
             Ok(()) => {
                 self.shared.imported.fetch_add(1, Relaxed);
                 if let (Some(sequences), Some((origin, seq))) = (&mut self.sequences, &numbered) {

@@ -31,7 +31,9 @@ mod sequence;
 use config::Config;
 use import::Importer;
 use link::{Incoming, Link, Outgoing, Shared};
-use plughost_api::{Context, Event, Health, JobReport, Plugin, Readiness, Result, export_plugin};
+use plughost_api::{
+    ContentType, Context, Event, Health, JobReport, Plugin, Readiness, Result, export_plugin,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -153,7 +155,7 @@ impl Bridge {
         }
     }
 
-    fn export(&mut self, topic: &str, payload: &[u8]) {
+    fn export(&mut self, topic: &str, payload: &[u8], content: ContentType) {
         let Some(outgoing) = &self.outgoing else {
             return;
         };
@@ -171,6 +173,7 @@ impl Bridge {
             origin: self.origin.clone(),
             subject,
             payload: payload.to_vec(),
+            content,
             seq: *seq,
         };
         // The number is used even when the event is dropped: importers then
@@ -269,7 +272,7 @@ impl Plugin for Bridge {
                 )
                 .into());
             }
-            self.export(event.topic(), event.payload());
+            self.export(event.topic(), event.bytes(), event.content_type());
         }
         self.report(ctx, false);
         Ok(())

@@ -8,7 +8,7 @@ use crate::config::Config;
 use async_nats::jetstream::{self, consumer::pull, message::PublishMessage};
 use async_nats::{Client, HeaderMap, jetstream::context::PublishErrorKind};
 use futures_util::StreamExt;
-use plughost_api::LogLevel;
+use plughost_api::{ContentType, LogLevel};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -19,6 +19,10 @@ use tokio::sync::{mpsc, watch};
 pub(crate) const ORIGIN: &str = "Plughost-Origin";
 /// Header carrying the message's number among its origin's on that subject.
 pub(crate) const SEQ: &str = "Plughost-Seq";
+/// The header carrying an export's content type, as a MIME type
+/// (`application/json`, `text/plain; charset=utf-8`,
+/// `application/octet-stream`); an import without it is bytes.
+pub(crate) const CONTENT_TYPE: &str = "Content-Type";
 
 /// JetStream publishes in flight at once (their acks are awaited in order).
 const WINDOW: usize = 256;
@@ -34,6 +38,7 @@ pub(crate) struct Outgoing {
     pub origin: Arc<str>,
     pub subject: String,
     pub payload: Vec<u8>,
+    pub content: ContentType,
     pub seq: u64,
 }
 
@@ -216,6 +221,7 @@ impl Env {
         let mut headers = HeaderMap::new();
         headers.insert(ORIGIN, &*out.origin);
         headers.insert(SEQ, out.seq.to_string().as_str());
+        headers.insert(CONTENT_TYPE, out.content.mime());
         headers
     }
 }

@@ -26,7 +26,8 @@
 //! be delivered fails (counted as `failed` by the host, and logged).
 //!
 //! Events are sent as the `logger` writes them (`id`, `topic`, `source`,
-//! `timestamp`, `payload` or `payload_base64`). Plain `http://` only.
+//! `timestamp`, and `payload`, `payload_text` or `payload_base64` by content
+//! type). Plain `http://` only.
 //!
 //! ```toml
 //! [[plugin]]
@@ -46,7 +47,7 @@
 
 use base64::Engine as _;
 use plughost_api::{
-    Context, Event, Health, HumanDuration, JobReport, Plugin, Result, export_plugin,
+    ContentType, Context, Event, Health, HumanDuration, JobReport, Plugin, Result, export_plugin,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -254,11 +255,17 @@ impl Plugin for Webhook {
 
     fn on_event(&mut self, event: &Event<'_>, ctx: &Context) -> Result<()> {
         let mut entry = json!({"id": event.id(), "topic": event.topic(), "source": event.source(), "timestamp": event.timestamp_ms()});
-        match serde_json::from_slice::<Value>(event.payload()) {
-            Ok(payload) => entry["payload"] = payload,
-            Err(_) => {
+        // As the logger writes it: by content type.
+        let json = match event.content_type() {
+            ContentType::Json => serde_json::from_slice::<Value>(event.bytes()).ok(),
+            _ => None,
+        };
+        match (json, event.content_type(), event.text()) {
+            (Some(payload), ..) => entry["payload"] = payload,
+            (None, ContentType::Text, Some(text)) => entry["payload_text"] = text.into(),
+            _ => {
                 entry["payload_base64"] = base64::engine::general_purpose::STANDARD
-                    .encode(event.payload())
+                    .encode(event.bytes())
                     .into()
             }
         }

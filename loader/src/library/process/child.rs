@@ -13,7 +13,7 @@ use super::spawn::{CHILD_FD, ignore_stop_signals};
 use crate::instance::{CallFailure, Instance};
 use crate::intake::PublishError;
 use crate::library::{self, PluginHost, Trust};
-use plughost_api::{HttpRequest, HttpResponse, LogLevel};
+use plughost_api::{ContentType, HttpRequest, HttpResponse, LogLevel};
 use std::io::{BufReader, Write};
 use std::os::unix::io::FromRawFd;
 use std::os::unix::net::UnixStream;
@@ -79,7 +79,12 @@ impl PluginHost for RemoteHost {
         self.live.store(false, Ordering::Release);
     }
 
-    fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), PublishError> {
+    fn publish(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        content: ContentType,
+    ) -> Result<(), PublishError> {
         if !self.live.load(Ordering::Acquire) {
             let name = self.name.clone();
             return Err(PublishError::Ended { name });
@@ -92,6 +97,8 @@ impl PluginHost for RemoteHost {
         let refused = if payload.len() > limit {
             let bytes = payload.len();
             Some(PublishError::TooLarge { bytes, limit })
+        } else if let Err(e) = content.check(payload) {
+            Some(PublishError::Content(e))
         } else if let Err(e) = plughost_api::topic::validate_topic(topic) {
             Some(PublishError::Topic(e))
         } else if plughost_api::topic::is_reserved(topic) {
@@ -109,8 +116,12 @@ impl PluginHost for RemoteHost {
             }
             return Err(error);
         }
-        self.send(&Frame::Publish { topic, payload })
-            .map_err(|e| PublishError::HostGone(e.to_string()))
+        self.send(&Frame::Publish {
+            topic,
+            payload,
+            content,
+        })
+        .map_err(|e| PublishError::HostGone(e.to_string()))
     }
 
     fn log(&self, level: LogLevel, message: &str) {

@@ -287,6 +287,7 @@ pub(super) fn refusal_code(reason: Reason) -> u8 {
         Reason::ReservedTopic => 0,
         Reason::TooLarge => 1,
         Reason::InvalidTopic => 2,
+        Reason::InvalidContent => 3,
     }
 }
 
@@ -295,6 +296,7 @@ pub(super) fn refusal_reason(code: u8) -> Option<Reason> {
         0 => Some(Reason::ReservedTopic),
         1 => Some(Reason::TooLarge),
         2 => Some(Reason::InvalidTopic),
+        3 => Some(Reason::InvalidContent),
         _ => None,
     }
 }

@@ -69,8 +69,12 @@ fn pump(
         let owned =
             |errors: Vec<(u32, &str)>| errors.into_iter().map(|(i, m)| (i, m.to_owned())).collect();
         let incoming = match frame {
-            Frame::Publish { topic, payload } => {
-                host.publish_or_log(topic, payload);
+            Frame::Publish {
+                topic,
+                payload,
+                content,
+            } => {
+                host.publish_or_log(topic, payload, content);
                 continue;
             }
             Frame::Refused { reason, message } => {

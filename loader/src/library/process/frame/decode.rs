@@ -3,6 +3,7 @@
 
 use super::format::*;
 use crate::event::EventView;
+use plughost_api::ContentType;
 
 /// Per-event errors of a batch: (index in the batch, message).
 type Errors<'a> = Vec<(u32, &'a str)>;
@@ -56,6 +57,16 @@ impl<'a> Decoder<'a> {
     fn short(&mut self) -> Result<&'a str, FrameError> {
         let n = self.u16()? as usize;
         std::str::from_utf8(self.take(n)?).map_err(|_| FrameError("invalid UTF-8"))
+    }
+
+    /// A content type: a number the format knows, nothing else.
+    fn content(&mut self) -> Result<ContentType, FrameError> {
+        let n = self.u8()?;
+        let content = ContentType::from_abi(n);
+        match content.to_abi() == n {
+            true => Ok(content),
+            false => Err(FrameError("unknown content type")),
+        }
     }
 
     fn optional_error(&mut self) -> Result<Option<&'a str>, FrameError> {
@@ -117,20 +128,22 @@ pub(crate) fn decode(body: &[u8]) -> Result<Frame<'_>, FrameError> {
         },
         BATCH => {
             let n = d.u32()? as usize;
-            // Each event takes at least 24 bytes: a bound before allocating.
-            if n > d.rest.len() / 24 {
+            // Each event takes at least 25 bytes: a bound before allocating.
+            if n > d.rest.len() / 25 {
                 return Err(FrameError("event count larger than the frame"));
             }
             let mut events = Vec::with_capacity(n);
             for _ in 0..n {
                 let (id, timestamp_ms) = (d.u64()?, d.u64()?);
                 let (topic, source) = (d.short()?, d.short()?);
+                let content = d.content()?;
                 events.push(EventView {
                     id,
                     timestamp_ms,
                     topic,
                     source,
                     payload: d.bytes()?,
+                    content,
                 });
             }
             Frame::Batch { events }
@@ -157,6 +170,7 @@ pub(crate) fn decode(body: &[u8]) -> Result<Frame<'_>, FrameError> {
         },
         PUBLISH => Frame::Publish {
             topic: d.short()?,
+            content: d.content()?,
             payload: d.bytes()?,
         },
         LOG => Frame::Log {

@@ -123,8 +123,13 @@ pub(crate) fn encode(out: &mut Vec<u8>, frame: &Frame<'_>) {
             .bytes(text.as_bytes())
             .end(),
         Frame::InitDone { error } => optional_error(Encoder::begin(out, INIT_DONE), *error).end(),
-        Frame::Publish { topic, payload } => Encoder::begin(out, PUBLISH)
+        Frame::Publish {
+            topic,
+            payload,
+            content,
+        } => Encoder::begin(out, PUBLISH)
             .short(topic)
+            .u8(content.to_abi())
             .bytes(payload)
             .end(),
         Frame::Log { level, message } => Encoder::begin(out, LOG)
@@ -199,6 +204,7 @@ pub(crate) fn encode_batch<'e>(
             .u64(event.timestamp_ms)
             .short(event.topic)
             .short(event.source)
+            .u8(event.content.to_abi())
             .bytes(event.payload);
     }
     e.out[count_at..count_at + 4].copy_from_slice(&(taken as u32).to_le_bytes());

@@ -2,6 +2,7 @@
 //! every frame to.
 
 use crate::event::EventView;
+use plughost_api::ContentType;
 use plughost_api::topic::MAX_TOPIC_BYTES;
 
 /// A batch frame holds events up to about this many bytes; one larger
@@ -36,7 +37,7 @@ impl Limits {
 
 /// Bytes `event` takes in a batch frame.
 pub(crate) fn event_bytes(event: &EventView<'_>) -> usize {
-    8 + 8 + 2 + event.topic.len() + 2 + event.source.len() + 4 + event.payload.len()
+    8 + 8 + 2 + event.topic.len() + 2 + event.source.len() + 1 + 4 + event.payload.len()
 }
 
 /// One frame, borrowing its strings and payloads from the read buffer.
@@ -78,6 +79,7 @@ pub(crate) enum Frame<'a> {
     Publish {
         topic: &'a str,
         payload: &'a [u8],
+        content: ContentType,
     },
     Log {
         level: u8,
@@ -159,12 +161,14 @@ impl PartialEq for EventView<'_> {
             self.topic,
             self.source,
             self.payload,
+            self.content,
         ) == (
             other.id,
             other.timestamp_ms,
             other.topic,
             other.source,
             other.payload,
+            other.content,
         )
     }
 }

@@ -1,7 +1,13 @@
 use super::format::*;
 use super::*;
 use crate::event::EventView;
+use plughost_api::ContentType;
 use proptest::prelude::*;
+
+/// The content type numbered `n` modulo the three there are.
+fn content(n: u64) -> ContentType {
+    ContentType::from_abi((n % 3) as u8)
+}
 
 /// How many kinds of frame [`sample`] makes.
 const KINDS: usize = 26;
@@ -24,6 +30,7 @@ fn sample<'a>(kind: usize, s: &'a [String], b: &'a [Vec<u8>], n: &[u64]) -> Fram
         topic: &s[i % POOL],
         source: &s[(i + 1) % POOL],
         payload: &b[i % POOL],
+        content: content(n[(i + 2) % POOL]),
     };
     let headers = |count: u64| -> Vec<(&'a str, &'a str)> {
         (0..count as usize % 4)
@@ -66,6 +73,7 @@ fn sample<'a>(kind: usize, s: &'a [String], b: &'a [Vec<u8>], n: &[u64]) -> Fram
         9 => Frame::Publish {
             topic: &s[0],
             payload: &b[0],
+            content: content(n[1]),
         },
         10 => Frame::Log {
             level: n[0] as u8,
@@ -223,12 +231,12 @@ proptest! {
 
     #[test]
     fn batches_round_trip(events in proptest::collection::vec(
-        (any::<u64>(), any::<u64>(), "[a-z.]{0,20}", "[a-z]{0,8}", proptest::collection::vec(any::<u8>(), 0..64)),
+        (any::<u64>(), any::<u64>(), "[a-z.]{0,20}", "[a-z]{0,8}", proptest::collection::vec(any::<u8>(), 0..64), 0u64..3),
         0..20,
     )) {
         let views: Vec<EventView<'_>> = events
             .iter()
-            .map(|(id, ts, topic, source, payload)| EventView { id: *id, timestamp_ms: *ts, topic, source, payload })
+            .map(|(id, ts, topic, source, payload, n)| EventView { id: *id, timestamp_ms: *ts, topic, source, payload, content: content(*n) })
             .collect();
         let mut out = Vec::new();
         prop_assert_eq!(encode_batch(&mut out, views.iter().copied(), usize::MAX), views.len());
@@ -255,7 +263,7 @@ proptest! {
         let views: Vec<EventView<'_>> = payloads
             .iter()
             .enumerate()
-            .map(|(i, p)| EventView { id: i as u64, timestamp_ms: 0, topic: "a.b", source: "host", payload: p })
+            .map(|(i, p)| EventView { id: i as u64, timestamp_ms: 0, topic: "a.b", source: "host", payload: p, content: ContentType::Bytes })
             .collect();
         let (mut start, mut out) = (0, Vec::new());
         while start < views.len() {
@@ -290,7 +298,7 @@ proptest! {
 
     #[test]
     fn a_truncated_batch_is_an_error(events in 1usize..5, cut in 1usize..40) {
-        let views = vec![EventView { id: 1, timestamp_ms: 2, topic: "a.b", source: "host", payload: b"0123456789" }; events];
+        let views = vec![EventView { id: 1, timestamp_ms: 2, topic: "a.b", source: "host", payload: b"0123456789", content: ContentType::Json }; events];
         let mut out = Vec::new();
         encode_batch(&mut out, views.iter().copied(), usize::MAX);
         let end = out.len().saturating_sub(cut).max(4);

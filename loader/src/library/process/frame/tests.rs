@@ -1,6 +1,7 @@
 use super::format::*;
 use super::*;
 use crate::event::EventView;
+use plughost_api::ContentType;
 use plughost_api::topic::MAX_TOPIC_BYTES;
 
 fn round_trip(frame: Frame<'_>) {
@@ -19,6 +20,7 @@ fn every_frame_round_trips() {
         topic,
         source: "host",
         payload,
+        content: ContentType::Text,
     };
     round_trip(Frame::Init {
         config_json: "{\"a\":1}",
@@ -32,10 +34,13 @@ fn every_frame_round_trips() {
     round_trip(Frame::Probe { kind: 2 });
     round_trip(Frame::InitDone { error: None });
     round_trip(Frame::InitDone { error: Some("bad") });
-    round_trip(Frame::Publish {
-        topic: "t",
-        payload: &[0, 255],
-    });
+    for content in [ContentType::Bytes, ContentType::Text, ContentType::Json] {
+        round_trip(Frame::Publish {
+            topic: "t",
+            payload: &[0, 255],
+            content,
+        });
+    }
     round_trip(Frame::Log {
         level: 3,
         message: "hi",
@@ -102,6 +107,7 @@ fn event_of(payload: &[u8]) -> EventView<'_> {
         topic: "work.item",
         source: "host",
         payload,
+        content: ContentType::Json,
     }
 }
 
@@ -209,6 +215,10 @@ fn events_are_equal_only_when_every_field_is() {
         },
         EventView {
             payload: b"y",
+            ..base
+        },
+        EventView {
+            content: ContentType::Bytes,
             ..base
         },
     ] {
@@ -366,6 +376,21 @@ fn garbage_is_an_error_not_a_panic() {
     assert!(decode(&[99]).is_err());
     assert!(decode(&[BATCH, 255, 255, 255, 255]).is_err());
     assert!(decode(&[PUBLISH, 5, 0, b'a']).is_err());
+    // A content type the format does not know is not read as another.
+    let mut publish = Vec::new();
+    encode(
+        &mut publish,
+        &Frame::Publish {
+            topic: "t",
+            payload: b"1",
+            content: ContentType::Json,
+        },
+    );
+    assert!(decode(&publish[4..]).is_ok());
+    let at = publish.len() - 1 - 4 - 1;
+    assert_eq!(publish[at], 2, "the content type's byte");
+    publish[at] = 3;
+    assert!(decode(&publish[4..]).is_err(), "content type 3");
     assert!(decode(&[STOP, 0]).is_err(), "trailing bytes");
     assert!(
         decode(&[LOG, 1, 2, 0, 0, 0, 0xff, 0xfe]).is_err(),
