@@ -11,33 +11,14 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
-use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
 /// `POST path` with `body` and, when given, a `Content-Type`; (status, body).
 fn post(address: &str, path: &str, content_type: Option<&str>, body: &[u8]) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(address).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let header = content_type.map_or(String::new(), |t| format!("Content-Type: {t}\r\n"));
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n{header}Content-Length: {}\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).unwrap();
-    stream.write_all(body).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let response = String::from_utf8_lossy(&response);
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, body.to_owned())
+    let header = content_type.map(|t| format!("Content-Type: {t}"));
+    let headers: Vec<&str> = header.iter().map(String::as_str).collect();
+    http_request(address, "POST", path, &headers, body)
 }
 
 /// A host with a control socket, HTTP ingest, and three loggers of `t.>`:

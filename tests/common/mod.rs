@@ -465,19 +465,34 @@ pub fn assert_accounted(row: &Row) {
 
 /// A real HTTP/1.1 request to `address`; returns (status, body).
 pub fn http(address: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    http_request(address, method, path, &[], body.as_bytes())
+}
+
+/// A real HTTP/1.1 request with extra header lines (`"Content-Type: text/plain"`)
+/// and a body of any bytes; returns (status, body, read lossily as UTF-8).
+pub fn http_request(
+    address: &str,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &[u8],
+) -> (u16, String) {
     use std::io::Read;
     let mut stream =
         std::net::TcpStream::connect(address).unwrap_or_else(|e| panic!("connect {address}: {e}"));
     stream
         .set_read_timeout(Some(std::time::Duration::from_secs(30)))
         .unwrap();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n{extra}Content-Length: {}\r\n\r\n",
         body.len()
     );
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let response = String::from_utf8_lossy(&response);
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     let status = head
         .split_whitespace()
