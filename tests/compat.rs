@@ -45,6 +45,8 @@ fn cargo_build(workspace: &Path, args: &[&str]) {
         .current_dir(workspace)
         .args(["build", "--quiet"])
         .args(args)
+        // As in the workspace's own profile: no debug info for dependencies.
+        .args(["--config", r#"profile.dev.package."*".debug=false"#])
         .arg("--target-dir")
         .arg(fixture_target())
         .output()

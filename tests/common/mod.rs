@@ -38,21 +38,14 @@ fn workspace_root() -> PathBuf {
         .to_owned()
 }
 
-/// The packages that build plugin libraries (Rust cdylibs, and the C plugins).
-const PLUGIN_PACKAGES: [&str; 8] = [
-    "logger",
-    "counter",
-    "chaos",
-    "statsd",
-    "teapot",
-    "webhook",
-    "nats-bridge",
-    "c-plugins",
-];
-
 /// Build the shipped plugin crates (cdylibs are not built for another
 /// crate's tests) with the same profile as the binary under test, once per
 /// test process. Returns the directory holding them.
+///
+/// Every library of the workspace, not a list of packages: under `cargo test
+/// --workspace` every dependency then has the features it was already built
+/// with, so this compiles the plugin libraries and nothing twice. No binary:
+/// the one under test is never rewritten while tests run it.
 pub fn plugin_dir() -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
@@ -61,8 +54,7 @@ pub fn plugin_dir() -> PathBuf {
         let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
         cargo
             .current_dir(workspace_root())
-            .args(["build", "--quiet"])
-            .args(PLUGIN_PACKAGES.iter().flat_map(|p| ["-p", p]))
+            .args(["build", "--quiet", "--workspace", "--lib"])
             .arg("--target-dir")
             .arg(target_dir);
         if profile.file_name().is_some_and(|name| name == "release") {
@@ -79,7 +71,8 @@ pub fn plugin_path(name: &str) -> PathBuf {
     plugin_dir().join(format!("lib{name}.so"))
 }
 
-/// A fresh scratch directory for one test.
+/// A fresh scratch directory for one test, removed when the test passes
+/// (a failing test leaves it, to look at).
 pub struct Scratch {
     pub dir: PathBuf,
 }
@@ -128,6 +121,16 @@ impl Scratch {
                 serde_json::from_str(line).unwrap_or_else(|e| panic!("bad log line {line:?}: {e}"))
             })
             .collect()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("scratch directory kept: {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
