@@ -4,8 +4,8 @@
 //! once, queue groups, no echo between bridges, a server restart mid-stream
 //! (losses counted; none with JetStream), a durable consumer keeping what
 //! was published while its host was away, health (failing while the server
-//! or a JetStream stream is unavailable, degraded while imports wait for a
-//! tick), and what a stopping bridge counts (`discarded` imports, exports
+//! or a JetStream stream is unavailable, degraded while a full mailbox holds
+//! imports up), and what a stopping bridge counts (`discarded` imports, exports
 //! `dropped` at `flush_timeout`). `nats-server` must be installed (`.ci/run`
 //! installs it): without it these tests fail, they never skip.
 
@@ -1179,6 +1179,53 @@ fn a_stopping_importer_counts_what_it_took_and_did_not_publish_as_discarded() {
     );
     assert!(imported >= 1 && discarded >= 1, "{counts}");
     assert_eq!(imported + discarded, N, "{counts}");
+}
+
+/// Imports that a full mailbox holds up for over 5 s make the bridge
+/// degraded, saying so (it is connected, but behind); once one moves again it
+/// is ok.
+#[test]
+fn imports_held_up_by_a_full_mailbox_make_the_bridge_degraded_until_they_move() {
+    let s = Scratch::new("nats-degraded");
+    let server = NatsServer::start(&s);
+    let mut raw = RawClient::connect(&server);
+    let b = Host::start(
+        &s,
+        "b",
+        Config::new()
+            .shutdown_timeout("1s")
+            .plugin(
+                Plugin::new("slow", "chaos")
+                    .subscribe(["work.>"])
+                    .queue_capacity(1)
+                    .config(json!({"sleep_ms": 8000})),
+            )
+            .plugin(bridge_without_ticks(
+                &server,
+                &[],
+                json!({"import": ["work.>"]}),
+            )),
+    );
+    wait_until("the bridge ready", LIMIT, || b.ready());
+    assert_eq!(b.health().0, "ok", "{:?}", b.health());
+    // `slow` takes the first for 8 s, its mailbox holds the second, the
+    // importer waits to publish the third; two wait in the import queue.
+    for n in 0..5 {
+        raw.publish("work.item", json!({"n": n}).to_string().as_bytes());
+    }
+    raw.flush();
+    let started = Instant::now();
+    wait_until("the bridge degraded", LIMIT, || b.health().0 == "degraded");
+    let (_, message) = b.health();
+    assert!(
+        message.contains("imports wait: none was published for over 5s"),
+        "{message}"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(5), "{message}");
+    // At 8 s `slow` takes the second, and the importer publishes the third.
+    wait_until("the bridge ok again", LIMIT, || b.health().0 == "ok");
+    assert!(b.processed("slow") >= 1);
+    b.finish();
 }
 
 /// Exports held while the server is away are flushed when the bridge stops,
