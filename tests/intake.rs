@@ -1,7 +1,8 @@
 //! Hostile input where events and commands enter the host: the host's own
 //! topics refused and counted at every entry point (stdin, an events file,
 //! `ctl publish`, `POST /events`, a plugin's publish or `call`), each entry's
-//! source on the events it lets in, `max_event_bytes` at every entry, lines
+//! source on the events it lets in, a C plugin's mistyped publishes,
+//! `max_event_bytes` at every entry, lines
 //! that are not UTF-8, foreign text that cannot forge a log line, and the
 //! control socket's hygiene (unknown fields, invalid UTF-8, over-long lines,
 //! a reload answer naming what needs a restart).
@@ -223,6 +224,74 @@ fn an_events_file_is_the_source_file_and_its_refusals_are_counted_as_file() {
         (&lines[0]["topic"], &lines[0]["source"]),
         (&json!("orders.file"), &json!("file"))
     );
+}
+
+/// A C plugin's `publish_typed` (ABI 1.3) refuses text that is not UTF-8,
+/// json that is not JSON and a content type the host does not know: the
+/// plugin gets `PLUGHOST_ERROR`, nothing is routed, the log says why, and each
+/// is counted as `invalid_content` from a plugin, in either isolation.
+#[test]
+fn a_c_plugins_mistyped_publishes_are_refused_said_and_counted_in_both_isolation_modes() {
+    for isolation in [Isolation::Thread, Isolation::Process] {
+        let s = Scratch::new("mistyped");
+        let library = intruder(&s, &[]);
+        let config = Config::new()
+            .status(Status::any_port())
+            .plugin(logger("log", &s.path("log.jsonl")).subscribe(["intruder.typed.>"]))
+            .plugin(
+                Plugin::new("intruder", &library)
+                    .isolation(isolation)
+                    .subscribe(["intruder.typed"]),
+            )
+            .write(&s);
+        let mut host = Running::start(&config);
+        let address = host.status_address();
+        host.send(&event("intruder.typed", json!(null)));
+        eventually("three refused publishes", || {
+            refused_metric(&address, "plugin", "invalid_content") == 3
+        });
+        let (out, err) = finish(host);
+        let logged: Vec<(String, Value)> = s
+            .log_lines("log.jsonl")
+            .into_iter()
+            .map(|l| {
+                let payload = l.get("payload_text").or(l.get("payload_base64")).cloned();
+                (l["topic"].as_str().unwrap().to_owned(), payload.unwrap())
+            })
+            .collect();
+        assert_eq!(
+            logged,
+            [
+                ("intruder.typed.text".to_owned(), json!("fine")),
+                // "3", published as bytes
+                ("intruder.typed.refused".to_owned(), json!("Mw==")),
+            ],
+            "{isolation}"
+        );
+        let err = err.join("\n");
+        for why in [
+            "publish refused: the text payload is not valid UTF-8 (invalid byte at offset 3)",
+            "publish refused: the json payload is not valid JSON (",
+            "publish refused: unknown content type 99",
+        ] {
+            let said = err
+                .lines()
+                .filter(|l| l.contains("plugin=\"intruder\"") && l.contains(why))
+                .count();
+            assert_eq!(said, 1, "{isolation}: {why:?} in\n{err}");
+        }
+        assert!(
+            stdout(&out).contains("refused: 3 event(s) from plugin (invalid_content)"),
+            "{isolation}: {}",
+            stdout(&out)
+        );
+        let log = summary_row(&out, "log");
+        assert_eq!(
+            (log.received, log.processed),
+            (2, 2),
+            "{isolation}: {log:?}"
+        );
+    }
 }
 
 #[test]

@@ -18,7 +18,8 @@ pub(crate) trait PluginHost: Send + Sync {
     fn instance_name(&self) -> &str;
 
     /// Publish an event with the instance's name as its source, refused
-    /// when the payload is not what `content` says.
+    /// when the payload is not what `content` says. A refusal is counted
+    /// and logged once, on the host's side (a plugin may drop the error).
     fn publish(
         &self,
         topic: &str,
@@ -48,37 +49,24 @@ pub(crate) trait PluginHost: Send + Sync {
     /// instance's thread's do.
     fn adopt_thread(&self) {}
 
-    /// A publish the plugin's own process refused before it reached the
-    /// host (it checks the same limits): counted and logged where the host
-    /// counts its own refusals. Only the host's side is told.
-    fn refused(&self, reason: Reason, message: &str) {
-        let _ = reason;
-        self.log(LogLevel::Warn, &format!("publish refused: {message}"));
-    }
+    /// A publish refused before it reached the bus (by the plugin's own
+    /// process, which checks the same limits, or for a C content type no
+    /// host knows): counted and logged once, on the host's side (a plugin's
+    /// process tells the host).
+    fn refused(&self, reason: Reason, message: &str);
 
     /// A C plugin's publish, its content type given as its number: refused
-    /// (and said in the log) when the number is not one this host knows.
+    /// (counted as `invalid_content`, and said in the log) when the number
+    /// is not one this host knows.
     fn publish_numbered(&self, topic: &str, payload: &[u8], content_type: i32) -> bool {
         match u8::try_from(content_type)
             .ok()
             .and_then(ContentType::from_known)
         {
-            Some(content) => self.publish_or_log(topic, payload, content),
+            Some(content) => self.publish(topic, payload, content).is_ok(),
             None => {
-                let message = format!("publish refused: unknown content type {content_type}");
-                self.log(LogLevel::Warn, &message);
-                false
-            }
-        }
-    }
-
-    /// [`PluginHost::publish`], saying why in the log when it is refused
-    /// (a plugin may drop the error on the floor); whether it was published.
-    fn publish_or_log(&self, topic: &str, payload: &[u8], content: ContentType) -> bool {
-        match self.publish(topic, payload, content) {
-            Ok(()) => true,
-            Err(error) => {
-                self.log(LogLevel::Warn, &format!("publish refused: {error}"));
+                let message = format!("unknown content type {content_type}");
+                self.refused(Reason::InvalidContent, &message);
                 false
             }
         }

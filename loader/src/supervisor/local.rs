@@ -94,6 +94,13 @@ impl PluginHost for LocalHost {
                 (payload.into(), content),
             )
             .map(|_| ())
+            .inspect_err(|error| {
+                // Counted by the bus; said here, once, as a plugin may drop
+                // the error on the floor.
+                if error.reason().is_some() {
+                    self.log(LogLevel::Warn, &format!("publish refused: {error}"));
+                }
+            })
     }
 
     fn retire(&self) {

@@ -11,7 +11,7 @@ use super::frame::{
 use super::instance::{borrowed_headers, job_to_json, owned_headers, refusal_code, too_large};
 use super::spawn::{CHILD_FD, ignore_stop_signals};
 use crate::instance::{CallFailure, Instance};
-use crate::intake::PublishError;
+use crate::intake::{PublishError, Reason};
 use crate::library::{self, PluginHost, Trust};
 use plughost_api::{ContentType, HttpRequest, HttpResponse, LogLevel};
 use std::io::{BufReader, Write};
@@ -109,10 +109,7 @@ impl PluginHost for RemoteHost {
         };
         if let Some(error) = refused {
             if let Some(reason) = error.reason() {
-                let _ = self.send(&Frame::Refused {
-                    reason: refusal_code(reason),
-                    message: &crate::text::cut(&error.to_string()),
-                });
+                self.refused(reason, &error.to_string());
             }
             return Err(error);
         }
@@ -122,6 +119,14 @@ impl PluginHost for RemoteHost {
             content,
         })
         .map_err(|e| PublishError::HostGone(e.to_string()))
+    }
+
+    /// Told to the host, which counts and logs it.
+    fn refused(&self, reason: Reason, message: &str) {
+        let _ = self.send(&Frame::Refused {
+            reason: refusal_code(reason),
+            message: &crate::text::cut(message),
+        });
     }
 
     fn log(&self, level: LogLevel, message: &str) {

@@ -74,7 +74,9 @@ fn pump(
                 payload,
                 content,
             } => {
-                host.publish_or_log(topic, payload, content);
+                // Refused here, it is counted and logged; the plugin has
+                // moved on (its own process checked what it could).
+                let _ = host.publish(topic, payload, content);
                 continue;
             }
             Frame::Refused { reason, message } => {
