@@ -824,6 +824,49 @@ fn a_plugin_built_against_a_newer_abi_loads_partly_in_an_older_host() {
     );
 }
 
+/// `Publisher` (ABI 1.1) in a host of ABI 1.0: its publish returns an error
+/// naming both versions, and the plugin goes on; in today's host it
+/// publishes.
+#[test]
+fn a_publisher_in_a_host_older_than_abi_1_1_returns_an_error_and_the_plugin_goes_on() {
+    let built = against_todays_interface("publisher", &[], &["publisher"], false);
+    let (_, frozen) = frozen_rust()
+        .iter()
+        .find(|(abi, _)| abi == "1.0")
+        .expect("ABI 1.0 is frozen");
+    let (code, printed) = load_with(frozen.loader.as_ref().unwrap(), &built.plugin);
+    assert_eq!(code, 0, "{printed}");
+    for line in [
+        "published compat.answer this host speaks plugin ABI 1.0.0; `Publisher` needs ABI 1.1: upgrade plughost",
+        "event compat.ask: ok",
+        "published compat.pong 5",
+        "stopped",
+        "dropped",
+    ] {
+        assert!(
+            printed.lines().any(|l| l == line),
+            "no {line:?} in:\n{printed}"
+        );
+    }
+
+    let s = Scratch::new("compat-publisher");
+    let config = compat_config(&s, [compat_instance("publisher", &built.plugin)]);
+    let events = [
+        event("compat.ask", json!(3)),
+        event("compat.ping", json!(1)),
+    ]
+    .concat();
+    let (_, out, log) = run_compat(&s, &config, &[], &events, 2);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(
+        answers(&s),
+        vec![
+            ("publisher".into(), "compat.answer".into(), json!(3)),
+            ("publisher".into(), "compat.pong".into(), json!(1)),
+        ]
+    );
+}
+
 /// Built against a copy of today's interface declaring plugin ABI `version`
 /// (and the crate version to match, as a real release would).
 fn declaring(name: &str, version: &str) -> Built {

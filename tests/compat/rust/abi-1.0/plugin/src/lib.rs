@@ -5,6 +5,9 @@
 //! - `compat.fail` returns an error, `compat.panic` panics (caught inside);
 //! - with the `appended` feature, `compat.ask` publishes `compat.answer`
 //!   with what the host's appended function answers, or `"absent"` (JSON);
+//! - with the `publisher` feature (ABI 1.1), `compat.ask` publishes
+//!   `compat.answer` with its payload through a `Publisher`, or, when that
+//!   fails, with the error's text (through the context);
 //! - health is degraded, naming the ABI; `stop` logs how many events it saw.
 
 use plughost_api::{Context, Event, Health, NoConfig, Plugin, Result, export_plugin};
@@ -37,6 +40,11 @@ impl Plugin for Compat {
             "compat.ask" => match ctx.appended_answer() {
                 Some(answer) => ctx.publish("compat.answer", answer.to_string()),
                 None => ctx.publish("compat.answer", "\"absent\""),
+            },
+            #[cfg(feature = "publisher")]
+            "compat.ask" => match ctx.publisher().publish("compat.answer", event.payload()) {
+                Ok(()) => Ok(()),
+                Err(error) => ctx.publish("compat.answer", error.to_string()),
             },
             _ => Ok(()),
         }
