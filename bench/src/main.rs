@@ -18,10 +18,14 @@
 //!   `rust_batch` uses `Host::publish_batch` with batches of 256.
 //! - `latency` publishes at a fixed 100,000 events/s; each payload carries its
 //!   send time and the plugin records publish-to-handler latency.
+//!   `raw_latency`, its baseline, sends at the same pace over a channel to a
+//!   thread that blocks on it and calls the handler directly: how long this
+//!   machine takes to wake a waiting thread, which bounds both.
 //! - `startup` and `idle_rss` run the real `plughost` binary.
 //!
 //! `--json` prints one JSON object, `--quick` runs a short version, and
-//! `--only NAME,...` runs some scenarios (and `raw`, which ratios need).
+//! `--only NAME,...` runs some scenarios (and the baselines their ratios
+//! need).
 //!
 //! Every publisher allocates each payload (`Box<[u8]>`, as `Host::publish`
 //! takes it) inside the timed region, `raw` included. Each figure is the
@@ -29,7 +33,7 @@
 
 use abi_stable::library::lib_header_from_path;
 use abi_stable::std_types::{RSlice, RStr};
-use crossbeam_channel::RecvTimeoutError;
+use crossbeam_channel::{RecvTimeoutError, TryRecvError};
 use plughost::{Config, Host, InstanceReport};
 use plughost_api::LogLevel;
 use plughost_api::abi::{EventRef, HostFunctions, HostHandle, PluginModuleRef};
@@ -53,7 +57,7 @@ const PROCESS_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The scenarios, in the order they are shown. Adding one is a function
 /// and a line here.
-const SCENARIOS: [(&str, Scenario); 10] = [
+const SCENARIOS: [(&str, Scenario); 11] = [
     ("raw", Scenario::Throughput(Bench::raw)),
     ("rust", Scenario::Throughput(Bench::rust)),
     (
@@ -64,6 +68,7 @@ const SCENARIOS: [(&str, Scenario); 10] = [
     ("c", Scenario::Throughput(Bench::c)),
     ("fanout8", Scenario::Throughput(Bench::fanout8)),
     ("process", Scenario::Throughput(Bench::process)),
+    ("raw_latency", Scenario::Figures(Bench::raw_latency)),
     ("latency", Scenario::Figures(Bench::latency)),
     ("startup", Scenario::Figures(Bench::startup)),
     ("idle_rss", Scenario::Figures(Bench::idle_rss)),
@@ -171,6 +176,37 @@ impl HostFunctions for NullHost {
     fn cast(&self, _request: &str) {}
 }
 
+/// The next message of `rx` (`None` once it is closed and empty): watched
+/// for 50 µs, then waited for.
+fn watch_then_wait<T>(rx: &crossbeam_channel::Receiver<T>) -> Option<T> {
+    const WATCH: Duration = Duration::from_micros(50);
+    let deadline = Instant::now() + WATCH;
+    loop {
+        match rx.try_recv() {
+            Ok(message) => return Some(message),
+            Err(TryRecvError::Disconnected) => return None,
+            Err(TryRecvError::Empty) if Instant::now() < deadline => std::hint::spin_loop(),
+            Err(TryRecvError::Empty) => return rx.recv().ok(),
+        }
+    }
+}
+
+/// A bench plugin run directly by a thread of the bench's ([`Bench::direct`]).
+struct Direct {
+    tx: crossbeam_channel::Sender<Vec<Box<[u8]>>>,
+    consumer: std::thread::JoinHandle<Result<(), String>>,
+}
+
+impl Direct {
+    /// Close the channel and wait for the plugin to handle what it holds and stop.
+    fn finish(self) -> Result<(), String> {
+        drop(self.tx);
+        self.consumer
+            .join()
+            .map_err(|_| "the direct consumer panicked".to_owned())?
+    }
+}
+
 /// One instance of a host scenario.
 struct Instance {
     name: String,
@@ -268,20 +304,24 @@ impl Bench {
 
     // ---- the scenarios ----
 
-    /// The baseline: batches over a channel, the handler called directly.
-    fn raw(&self) -> Result<f64, String> {
+    /// The bench plugin as the baselines run it, with no host: a thread
+    /// that takes batches from a bounded channel (watching it for 50 µs
+    /// when it is empty, then blocking, as an idle instance watches its
+    /// mailbox) and calls the handler directly, as the host calls it; the
+    /// plugin stops when the channel closes. Its instance is `name`.
+    fn direct(&self, name: &str, latency: bool) -> Result<Direct, String> {
         let module = self.module()?;
-        let _ = std::fs::remove_file(self.result_path("raw"));
-        let config = json!({"result_path": self.result_path("raw")}).to_string();
+        let _ = std::fs::remove_file(self.result_path(name));
+        let config = json!({"result_path": self.result_path(name), "latency": latency}).to_string();
         let host = HostHandle::new(std::sync::Arc::new(NullHost));
         let mut plugin = (module.create())(RStr::from_str(&config), host)
             .into_result()
-            .map_err(|e| format!("raw: create failed: {}", e.message))?;
+            .map_err(|e| format!("{name}: create failed: {}", e.message))?;
         let (tx, rx) = crossbeam_channel::bounded::<Vec<Box<[u8]>>>(64);
-        let started = Instant::now();
+        let name = name.to_owned();
         let consumer = std::thread::spawn(move || {
             let mut id = 0;
-            for batch in rx {
+            while let Some(batch) = watch_then_wait(&rx) {
                 for payload in batch {
                     id += 1;
                     let event = EventRef {
@@ -293,25 +333,29 @@ impl Bench {
                     };
                     // As the host calls it: with the event's content type.
                     if let Err(e) = plugin.on_event_typed(event, 0).into_result() {
-                        return Err(format!("raw: on_event failed: {}", e.message));
+                        return Err(format!("{name}: on_event failed: {}", e.message));
                     }
                 }
             }
             plugin
                 .stop()
                 .into_result()
-                .map_err(|e| format!("raw: stop failed: {}", e.message))
+                .map_err(|e| format!("{name}: stop failed: {}", e.message))
         });
+        Ok(Direct { tx, consumer })
+    }
+
+    /// The baseline: batches over a channel, the handler called directly.
+    fn raw(&self) -> Result<f64, String> {
+        let direct = self.direct("raw", false)?;
+        let started = Instant::now();
         for chunk in self.payloads.chunks(BATCH) {
             let batch: Vec<Box<[u8]>> = chunk.iter().map(boxed).collect();
-            if tx.send(batch).is_err() {
+            if direct.tx.send(batch).is_err() {
                 break; // the consumer failed; its error follows
             }
         }
-        drop(tx);
-        consumer
-            .join()
-            .map_err(|_| "raw: the consumer panicked".to_owned())??;
+        direct.finish()?;
         let took = started.elapsed();
         self.verify("raw", "raw", self.expected)?;
         Ok(self.payloads.len() as f64 / took.as_secs_f64())
@@ -384,37 +428,78 @@ impl Bench {
         self.through_host("process", &one, Publish::One)
     }
 
-    /// Publish at a fixed rate; the plugin records each event's latency.
+    /// Publish at a fixed rate through the host; the plugin records each
+    /// event's latency.
     fn latency(&self) -> Result<Figures, String> {
-        let seconds = if self.quick { 0.5 } else { 2.0 };
-        let count = (LATENCY_RATE as f64 * seconds) as u64;
-        let interval = 1_000_000_000 / LATENCY_RATE;
-        let (mut p50, mut p99, mut p999) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..self.reps {
-            let _ = std::fs::remove_file(self.result_path("latency"));
+        self.latency_figures("latency", || {
             let instance = [Instance::new("latency", "bench_plugin", "thread")];
             let host =
                 Host::start(self.config(&instance, true)?).map_err(|e| format!("latency: {e}"))?;
-            let mut sent = Tally::default();
-            let start = monotonic_ns();
-            for i in 0..count {
-                let due = start + i * interval;
-                while monotonic_ns() < due {
-                    std::hint::spin_loop();
-                }
-                let mut p = self.payloads[i as usize % self.payloads.len()];
-                p[..8].copy_from_slice(&monotonic_ns().to_le_bytes());
-                host.publish(TOPIC, boxed(&p))
-                    .map_err(|e| format!("latency: {e}"))?;
-                sent.add(&p);
+            let sent =
+                self.paced(|p| host.publish(TOPIC, p).map(drop).map_err(|e| e.to_string()))?;
+            check_reports("latency", &host.shutdown(), sent.count)?;
+            Ok(sent)
+        })
+    }
+
+    /// `latency`'s baseline: the same pace over a channel to a thread that
+    /// blocks on it and calls the handler directly. What this machine takes
+    /// to wake a waiting thread bounds both.
+    fn raw_latency(&self) -> Result<Figures, String> {
+        self.latency_figures("raw_latency", || {
+            let direct = self.direct("raw_latency", true)?;
+            let sent = self.paced(|p| {
+                direct
+                    .tx
+                    .send(vec![p])
+                    .map_err(|_| "raw_latency: the consumer failed".to_owned())
+            });
+            direct.finish()?;
+            sent
+        })
+    }
+
+    /// Publish at `LATENCY_RATE` through `send`, each payload stamped with
+    /// its send time; what was sent.
+    fn paced(
+        &self,
+        mut send: impl FnMut(Box<[u8]>) -> Result<(), String>,
+    ) -> Result<Tally, String> {
+        let seconds = if self.quick { 0.5 } else { 2.0 };
+        let count = (LATENCY_RATE as f64 * seconds) as u64;
+        let interval = 1_000_000_000 / LATENCY_RATE;
+        let mut sent = Tally::default();
+        let start = monotonic_ns();
+        for i in 0..count {
+            let due = start + i * interval;
+            while monotonic_ns() < due {
+                std::hint::spin_loop();
             }
-            check_reports("latency", &host.shutdown(), count)?;
-            let result = self.verify("latency", "latency", sent)?;
+            let mut p = self.payloads[i as usize % self.payloads.len()];
+            p[..8].copy_from_slice(&monotonic_ns().to_le_bytes());
+            send(boxed(&p))?;
+            sent.add(&p);
+        }
+        Ok(sent)
+    }
+
+    /// The medians, over the repetitions of `run` (which returns what it
+    /// sent), of the latencies the bench plugin instance `name` recorded.
+    fn latency_figures(
+        &self,
+        name: &str,
+        mut run: impl FnMut() -> Result<Tally, String>,
+    ) -> Result<Figures, String> {
+        let (mut p50, mut p99, mut p999) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..self.reps {
+            let _ = std::fs::remove_file(self.result_path(name));
+            let sent = run()?;
+            let result = self.verify(name, name, sent)?;
             let us = |key: &str| {
                 result[key]
                     .as_f64()
                     .map(|ns| ns / 1000.0)
-                    .ok_or_else(|| format!("latency: result without {key}"))
+                    .ok_or_else(|| format!("{name}: result without {key}"))
             };
             p50.push(us("p50_ns")?);
             p99.push(us("p99_ns")?);
@@ -851,10 +936,11 @@ fn run(bench: &Bench, options: &Options) -> Result<(), String> {
     let selected: Vec<&(&str, Scenario)> = SCENARIOS
         .iter()
         .filter(|(name, _)| {
-            options
-                .only
-                .as_ref()
-                .is_none_or(|only| *name == "raw" || only.iter().any(|n| n == name))
+            options.only.as_ref().is_none_or(|only| {
+                let wanted = |n: &str| only.iter().any(|o| o == n);
+                // The baselines of what is wanted, for its ratios.
+                *name == "raw" || wanted(name) || (*name == "raw_latency" && wanted("latency"))
+            })
         })
         .collect();
     let say = |what: String| {
@@ -888,7 +974,13 @@ fn run(bench: &Bench, options: &Options) -> Result<(), String> {
             results.insert(name, all(bench)?);
         }
     }
-    let raw = results["raw"].events_per_sec.unwrap_or(f64::NAN);
+    let raw = Baselines {
+        events_per_sec: results["raw"].events_per_sec.unwrap_or(f64::NAN),
+        p99_us: results
+            .get("raw_latency")
+            .and_then(|f| f.p99_us)
+            .unwrap_or(f64::NAN),
+    };
     if options.json {
         println!("{}", to_json(&results, raw));
     } else {
@@ -897,7 +989,27 @@ fn run(bench: &Bench, options: &Options) -> Result<(), String> {
     Ok(())
 }
 
-fn to_json(results: &BTreeMap<&str, Figures>, raw: f64) -> Value {
+/// What the ratios are taken against, measured in the same run.
+#[derive(Clone, Copy)]
+struct Baselines {
+    /// `raw`'s events per second.
+    events_per_sec: f64,
+    /// `raw_latency`'s p99.
+    p99_us: f64,
+}
+
+impl Baselines {
+    /// A throughput over `raw`'s, or (latency) a p99 over `raw_latency`'s.
+    fn ratio(self, name: &str, f: &Figures) -> Option<f64> {
+        match (f.events_per_sec, f.p99_us) {
+            (Some(eps), _) => Some(eps / self.events_per_sec),
+            (None, Some(p99)) if name == "latency" => Some(p99 / self.p99_us),
+            _ => None,
+        }
+    }
+}
+
+fn to_json(results: &BTreeMap<&str, Figures>, raw: Baselines) -> Value {
     let round = |v: f64, places: i32| {
         let scale = 10f64.powi(places);
         (v * scale).round() / scale
@@ -907,7 +1019,9 @@ fn to_json(results: &BTreeMap<&str, Figures>, raw: f64) -> Value {
         let mut entry = serde_json::Map::new();
         if let Some(eps) = f.events_per_sec {
             entry.insert("events_per_sec".into(), json!(eps.round()));
-            entry.insert("ratio_to_raw".into(), json!(round(eps / raw, 3)));
+        }
+        if let Some(ratio) = raw.ratio(name, f) {
+            entry.insert("ratio_to_raw".into(), json!(round(ratio, 3)));
         }
         for (key, value, places) in [
             ("p50_us", f.p50_us, 1),
@@ -925,7 +1039,7 @@ fn to_json(results: &BTreeMap<&str, Figures>, raw: f64) -> Value {
     json!({ "scenarios": scenarios })
 }
 
-fn print_table(bench: &Bench, results: &BTreeMap<&str, Figures>, raw: f64) {
+fn print_table(bench: &Bench, results: &BTreeMap<&str, Figures>, raw: Baselines) {
     let row = |cells: [&str; 10]| {
         let [name, eps, range, ratio, p50, p99, p999, ms, bytes, target] = cells;
         println!(
@@ -962,7 +1076,7 @@ fn print_table(bench: &Bench, results: &BTreeMap<&str, Figures>, raw: f64) {
             name,
             &show(f.events_per_sec, 0),
             &range,
-            &show(f.events_per_sec.map(|e| e / raw), 2),
+            &show(raw.ratio(name, f), 2),
             &show(f.p50_us, 1),
             &show(f.p99_us, 1),
             &show(f.p999_us, 1),
@@ -973,7 +1087,9 @@ fn print_table(bench: &Bench, results: &BTreeMap<&str, Figures>, raw: f64) {
     }
     println!(
         "\n{} events of {PAYLOAD} bytes per throughput run; each figure is the median of {} runs \
-         (runs: slowest–fastest); fanout8 counts deliveries (8 per event). Every checksum held.",
+         (runs: slowest–fastest); fanout8 counts deliveries (8 per event); latency's × raw is its \
+         p99 over raw_latency's (a thread woken by a channel: this machine's own bound). Every \
+         checksum held.",
         bench.payloads.len(),
         bench.reps
     );

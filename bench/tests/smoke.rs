@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Every scenario of issue 7, by the name `--json` reports it under.
-const SCENARIOS: [&str; 10] = [
+const SCENARIOS: [&str; 11] = [
     "raw",
     "rust",
     "publisher_thread",
@@ -14,6 +14,7 @@ const SCENARIOS: [&str; 10] = [
     "c",
     "fanout8",
     "process",
+    "raw_latency",
     "latency",
     "startup",
     "idle_rss",
@@ -27,22 +28,16 @@ fn bench() -> &'static Path {
 /// Build what the bench loads from its own directory (the bench plugin
 /// cdylib, `libbench_c.so` from this crate's build script, and the
 /// `plughost` binary): cdylibs and other packages' binaries are not built
-/// for this crate's tests. Same profile and target directory as the bench.
+/// for this crate's tests. Same profile and target directory as the bench;
+/// the whole workspace, so that under `cargo test --workspace` every
+/// dependency has the features it was built with and nothing compiles twice.
 fn build_siblings() -> PathBuf {
     let profile = bench().parent().expect("the bench has a directory");
     let target_dir = profile.parent().expect("the profile dir has a parent");
     let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cargo
         .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
-        .args(["build", "--quiet"])
-        .args([
-            "-p",
-            "bench-plugin",
-            "-p",
-            "plughost-bench",
-            "-p",
-            "plughost",
-        ])
+        .args(["build", "--quiet", "--workspace"])
         .arg("--target-dir")
         .arg(target_dir);
     if profile.file_name().is_some_and(|name| name == "release") {
@@ -102,9 +97,16 @@ fn quick_bench_runs_every_scenario_and_every_checksum_holds() {
             "{name}: {report}"
         );
     }
-    for field in ["p50_us", "p99_us", "p999_us"] {
-        assert!(has("latency", field), "latency.{field}: {report}");
+    for name in ["raw_latency", "latency"] {
+        for field in ["p50_us", "p99_us", "p999_us"] {
+            assert!(has(name, field), "{name}.{field}: {report}");
+        }
     }
+    // latency's p99 over raw_latency's
+    assert!(
+        has("latency", "ratio_to_raw"),
+        "latency.ratio_to_raw: {report}"
+    );
     assert!(has("startup", "ms"), "startup.ms: {report}");
     assert!(has("idle_rss", "bytes"), "idle_rss.bytes: {report}");
 }
