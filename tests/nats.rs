@@ -1134,6 +1134,34 @@ fn a_jetstream_stream_that_cannot_be_set_up_is_failing_until_it_can() {
     assert_eq!(info["config"]["subjects"], json!(["orders.>"]), "{info}");
 }
 
+/// A host `b` (`shutdown_timeout` 1 s) whose bridge, without ticks,
+/// imports `work.>` (and the other keys of `config`) for `slow`: one place
+/// in its mailbox, `sleep_ms` an event, so it holds the importer up. Once
+/// the bridge is ready.
+fn held_up_importer(
+    s: &Scratch,
+    server: &NatsServer,
+    sleep_ms: u64,
+    mut config: serde_json::Value,
+) -> Host {
+    config["import"] = json!(["work.>"]);
+    let b = Host::start(
+        s,
+        "b",
+        Config::new()
+            .shutdown_timeout("1s")
+            .plugin(
+                Plugin::new("slow", "chaos")
+                    .subscribe(["work.>"])
+                    .queue_capacity(1)
+                    .config(json!({"sleep_ms": sleep_ms})),
+            )
+            .plugin(bridge_without_ticks(server, &[], config)),
+    );
+    wait_until("the bridge ready", LIMIT, || b.ready());
+    b
+}
+
 /// A stopping bridge publishes the core imports its importer already holds;
 /// what its client took from NATS beyond them is counted as `discarded`,
 /// never lost silently: imported + discarded is every message the server
@@ -1145,24 +1173,7 @@ fn a_stopping_importer_counts_what_it_took_and_did_not_publish_as_discarded() {
     let s = Scratch::new("nats-discarded");
     let server = NatsServer::start(&s);
     let mut raw = RawClient::connect(&server);
-    let b = Host::start(
-        &s,
-        "b",
-        Config::new()
-            .shutdown_timeout("1s")
-            .plugin(
-                Plugin::new("slow", "chaos")
-                    .subscribe(["work.>"])
-                    .queue_capacity(1)
-                    .config(json!({"sleep_ms": 100})),
-            )
-            .plugin(bridge_without_ticks(
-                &server,
-                &[],
-                json!({"import": ["work.>"], "import_buffer": 1}),
-            )),
-    );
-    wait_until("the bridge ready", LIMIT, || b.ready());
+    let b = held_up_importer(&s, &server, 100, json!({"import_buffer": 1}));
     const N: u64 = 50;
     for n in 0..N {
         raw.publish("work.item", json!({"n": n}).to_string().as_bytes());
@@ -1189,24 +1200,7 @@ fn imports_held_up_by_a_full_mailbox_make_the_bridge_degraded_until_they_move() 
     let s = Scratch::new("nats-degraded");
     let server = NatsServer::start(&s);
     let mut raw = RawClient::connect(&server);
-    let b = Host::start(
-        &s,
-        "b",
-        Config::new()
-            .shutdown_timeout("1s")
-            .plugin(
-                Plugin::new("slow", "chaos")
-                    .subscribe(["work.>"])
-                    .queue_capacity(1)
-                    .config(json!({"sleep_ms": 8000})),
-            )
-            .plugin(bridge_without_ticks(
-                &server,
-                &[],
-                json!({"import": ["work.>"]}),
-            )),
-    );
-    wait_until("the bridge ready", LIMIT, || b.ready());
+    let b = held_up_importer(&s, &server, 8000, json!({}));
     assert_eq!(b.health().0, "ok", "{:?}", b.health());
     // `slow` takes the first for 8 s, its mailbox holds the second, the
     // importer waits to publish the third; two wait in the import queue.
