@@ -82,14 +82,24 @@ fn events(n: usize) -> String {
     (0..n).map(|i| event("work.item", json!(i))).collect()
 }
 
+/// Send `n` events to a host of [`slow_config`] and wait until every one is
+/// routed (the fast `log` has written them all) and `slow` took the first:
+/// the rest wait in its mailbox. (Waiting for `slow`'s first alone raced
+/// the input reader: a signal could close intake after one event.)
+fn queue_for_slow(host: &mut Running, s: &Scratch, n: usize) {
+    host.send(&events(n));
+    eventually("every event routed", || {
+        std::fs::read_to_string(s.path("log.jsonl")).is_ok_and(|t| t.lines().count() == n)
+    });
+    host.wait_for_stderr("took work.item 0");
+}
+
 #[test]
 fn sigterm_mid_stream_drains_every_queue_and_exits_0() {
     let s = Scratch::new("sigterm");
     let config = slow_config(&s, 2, "30s");
     let mut host = Running::start(&config);
-    host.send(&events(300));
-    // `slow` took its first event: the rest wait in its mailbox.
-    host.wait_for_stderr("took work.item 0");
+    queue_for_slow(&mut host, &s, 300);
     host.signal(libc::SIGTERM);
     // stdin stays open: the signal alone ends the run.
     let (out, err) = host.wait(Duration::from_secs(30));
@@ -146,9 +156,7 @@ fn shutdown_timeout_bounds_the_drain_and_counts_what_it_drops() {
     let s = Scratch::new("timeout");
     let config = slow_config(&s, 20, "300ms");
     let mut host = Running::start(&config);
-    host.send(&events(500));
-    // `slow` took its first event: the rest wait in its mailbox.
-    host.wait_for_stderr("took work.item 0");
+    queue_for_slow(&mut host, &s, 500);
     let asked = Instant::now();
     host.signal(libc::SIGTERM);
     let (out, err) = host.wait(Duration::from_secs(30));
@@ -185,9 +193,7 @@ fn a_second_signal_exits_at_once() {
     let s = Scratch::new("second-signal");
     let config = slow_config(&s, 500, "60s");
     let mut host = Running::start(&config);
-    host.send(&events(100));
-    // `slow` took its first event: the rest wait in its mailbox.
-    host.wait_for_stderr("took work.item 0");
+    queue_for_slow(&mut host, &s, 100);
     host.signal(libc::SIGINT);
     host.wait_for_stderr("SIGINT: draining queues");
     let asked = Instant::now();
