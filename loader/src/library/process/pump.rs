@@ -14,7 +14,7 @@ use super::frame::{Frame, Limits, ReadError, decode, read_frame};
 use super::instance::{Incoming, Reply, failure, level_from, owned_headers, refusal_reason};
 use crate::library::PluginHost;
 use crossbeam_channel::Sender;
-use plughost_api::HttpResponse;
+use plughost_api::{HttpResponse, LogLevel};
 use std::io::BufReader;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
@@ -74,9 +74,14 @@ fn pump(
                 payload,
                 content,
             } => {
-                // Refused here, it is counted and logged; the plugin has
-                // moved on (its own process checked what it could).
-                let _ = host.publish(topic, payload, content);
+                // A refusal here is counted and logged by the host. Any
+                // other error (the instance has ended) the plugin, which
+                // has moved on, never hears of: say it.
+                if let Err(error) = host.publish(topic, payload, content)
+                    && error.reason().is_none()
+                {
+                    host.log(LogLevel::Warn, &format!("publish lost: {error}"));
+                }
                 continue;
             }
             Frame::Refused { reason, message } => {
